@@ -1,0 +1,6 @@
+//! An IDS Clearing House: the neutral, tamper-evident logbook of a data space.
+//!
+//! Rooms, each knowing nothing of the rooms above it:
+//! - [`idscp2`]: the transport (TLS, framing, handshake, DAT and RA drivers, server and client).
+
+pub mod idscp2;

@@ -6,4 +6,7 @@
 //!
 //! - [`proto`]: the generated protobuf types.
 
+pub mod frame;
+pub mod fsm;
 pub mod proto;
+pub mod ra;

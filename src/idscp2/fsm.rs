@@ -1,0 +1,578 @@
+//! The IDSCP2 handshake and data state machine, without I/O.
+//!
+//! Events go in (a decoded peer message, a driver's output, a timer that fired, a send request),
+//! actions come out (frames to write, drivers to start, timers to set, data to deliver). Time enters
+//! only as timer events, and DATs arrive already verified, so every state x event pair is a plain
+//! function call that tests can drive without sockets or clocks. The connection task
+//! ([`super::connection`]) does the I/O around it.
+//!
+//! The JVM's named states ([`State`]) are derived from a few orthogonal facts (is the prover
+//! running, is the verifier running or waiting for a new DAT, is data awaiting an ACK) rather than
+//! stored, so that re-attestation and DAT renewal can overlap in either direction without a state
+//! per combination.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::proto::idscp_close::CloseCause;
+use super::proto::idscp_message::Message;
+use super::proto::{
+    IdscpAck, IdscpClose, IdscpDat, IdscpDatExpired, IdscpData, IdscpHello, IdscpRaProver,
+    IdscpRaVerifier, IdscpReRa,
+};
+use super::ra::RaRole;
+
+/// The protocol version every known peer sends (and none checks).
+const IDSCP2_VERSION: i32 = 2;
+
+/// The states as idscp2-jvm names them, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    WaitForHello,
+    WaitForRa,
+    WaitForRaProver,
+    WaitForRaVerifier,
+    WaitForDatAndRa,
+    WaitForDatAndRaVerifier,
+    Established,
+    WaitForAck,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// Waiting for the peer's Hello, for a renewed DAT, or for our last data to drain on close.
+    Handshake,
+    ProverHandshake,
+    VerifierHandshake,
+    /// Resend unacknowledged data.
+    Ack,
+    /// Re-attest the peer.
+    Ra,
+    /// The peer's DAT is about to expire: ask for a new one.
+    Dat,
+}
+
+#[derive(Debug, Clone)]
+pub struct FsmConfig {
+    /// Our provers, advertised as `supportedRaSuite`.
+    pub supported_ra: Vec<String>,
+    /// Our verifiers, in order of preference, advertised as `expectedRaSuite`.
+    pub expected_ra: Vec<String>,
+    pub handshake_timeout: Duration,
+    pub ack_timeout: Duration,
+    pub ra_interval: Duration,
+    /// Fraction of a DAT's remaining lifetime after which we ask the peer for a new one.
+    pub dat_renewal_threshold: f64,
+}
+
+/// The verdict on a DAT the peer sent, reached by the connection's DAT verifier.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatCheck {
+    Valid { expires_in: Option<Duration> },
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// TLS is up: send our Hello with our current DAT.
+    Start {
+        our_dat: Bytes,
+    },
+    PeerHello {
+        supported_ra: Vec<String>,
+        expected_ra: Vec<String>,
+        dat: DatCheck,
+    },
+    PeerClose {
+        cause: CloseCause,
+        message: String,
+    },
+    /// The peer wants our DAT again; the connection fetched our current one.
+    PeerDatExpired {
+        our_dat: Bytes,
+    },
+    PeerDat(DatCheck),
+    PeerReRa,
+    PeerRaProver(Bytes),
+    PeerRaVerifier(Bytes),
+    PeerData {
+        data: Bytes,
+        bit: bool,
+    },
+    PeerAck {
+        bit: bool,
+    },
+    /// A message one of our RA drivers wants sent to the peer.
+    RaOutput {
+        role: RaRole,
+        run: u64,
+        data: Bytes,
+    },
+    RaFinished {
+        role: RaRole,
+        run: u64,
+        result: Result<(), String>,
+    },
+    TimerFired(Timer),
+    /// The layer above wants this delivered to the peer.
+    Send(Bytes),
+    /// The layer above is done: deliver what is queued, then close with USER_SHUTDOWN.
+    Close,
+    /// The connection cannot go on (malformed frame, I/O error): tell the peer and close.
+    Abort {
+        cause: CloseCause,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Send(Message),
+    /// Start a fresh run of a driver, replacing any run of that role.
+    StartRa {
+        role: RaRole,
+        suite: String,
+        run: u64,
+    },
+    StopRa(RaRole),
+    /// Route a peer message to our driver of this role.
+    ToRa {
+        role: RaRole,
+        data: Bytes,
+    },
+    SetTimer(Timer, Duration),
+    CancelTimer(Timer),
+    Deliver(Bytes),
+    /// The DAT last handed in as valid is now the peer's accepted DAT.
+    PeerDatAccepted,
+    /// Both attestations succeeded for the first time.
+    Established,
+    /// Terminal. If we initiated it, an `IdscpClose` was sent just before.
+    Closed {
+        cause: CloseCause,
+        message: String,
+        by_peer: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    WaitForHello,
+    Running,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Idle,
+    Running {
+        run: u64,
+    },
+    Done,
+    /// Verifier only: we asked for a new DAT and re-attest once it arrives.
+    WaitingForDat,
+}
+
+pub struct Fsm {
+    config: FsmConfig,
+    phase: Phase,
+    prover_suite: String,
+    verifier_suite: String,
+    prover: Driver,
+    verifier: Driver,
+    next_run: u64,
+    established: bool,
+    send_queue: VecDeque<Bytes>,
+    unacked: Option<Bytes>,
+    next_send_bit: bool,
+    expected_receive_bit: bool,
+    closing: bool,
+    actions: Vec<Action>,
+}
+
+impl Fsm {
+    pub fn new(config: FsmConfig) -> Self {
+        Fsm {
+            config,
+            phase: Phase::Idle,
+            prover_suite: String::new(),
+            verifier_suite: String::new(),
+            prover: Driver::Idle,
+            verifier: Driver::Idle,
+            next_run: 1,
+            established: false,
+            send_queue: VecDeque::new(),
+            unacked: None,
+            next_send_bit: false,
+            expected_receive_bit: false,
+            closing: false,
+            actions: Vec::new(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        match self.phase {
+            Phase::Idle | Phase::Closed => State::Closed,
+            Phase::WaitForHello => State::WaitForHello,
+            Phase::Running => {
+                let prover_running = self.prover != Driver::Done;
+                match self.verifier {
+                    Driver::WaitingForDat if prover_running => State::WaitForDatAndRa,
+                    Driver::WaitingForDat => State::WaitForDatAndRaVerifier,
+                    Driver::Done if prover_running => State::WaitForRaProver,
+                    Driver::Done if self.unacked.is_some() => State::WaitForAck,
+                    Driver::Done => State::Established,
+                    _ if prover_running => State::WaitForRa,
+                    _ => State::WaitForRaVerifier,
+                }
+            }
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Messages accepted from the layer above but not yet acknowledged by the peer.
+    pub fn undelivered(&self) -> usize {
+        self.send_queue.len() + usize::from(self.unacked.is_some())
+    }
+
+    pub fn handle(&mut self, event: Event) -> Vec<Action> {
+        if self.phase != Phase::Closed {
+            self.dispatch(event);
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Start { our_dat } => self.on_start(our_dat),
+            Event::PeerHello {
+                supported_ra,
+                expected_ra,
+                dat,
+            } => self.on_hello(supported_ra, expected_ra, dat),
+            Event::PeerClose { cause, message } => self.closed(cause, message, true),
+            Event::PeerDatExpired { our_dat } if self.phase == Phase::Running => {
+                self.emit(Message::IdscpDat(IdscpDat { token: our_dat }));
+                self.start_driver(RaRole::Prover);
+            }
+            Event::PeerDat(dat) => self.on_renewed_dat(dat),
+            Event::PeerReRa if self.phase == Phase::Running => self.start_driver(RaRole::Prover),
+            Event::PeerRaProver(data) => self.route_to_driver(RaRole::Verifier, data),
+            Event::PeerRaVerifier(data) => self.route_to_driver(RaRole::Prover, data),
+            Event::PeerData { data, bit } => self.on_data(data, bit),
+            Event::PeerAck { bit } => self.on_ack(bit),
+            Event::RaOutput { role, run, data } => {
+                if self.driver(role) == (Driver::Running { run }) {
+                    self.emit(match role {
+                        RaRole::Prover => Message::IdscpRaProver(IdscpRaProver { data }),
+                        RaRole::Verifier => Message::IdscpRaVerifier(IdscpRaVerifier { data }),
+                    });
+                }
+            }
+            Event::RaFinished { role, run, result } => self.on_ra_finished(role, run, result),
+            Event::TimerFired(timer) => self.on_timer(timer),
+            Event::Send(data) => {
+                if !self.closing {
+                    self.send_queue.push_back(data);
+                    self.send_next();
+                }
+            }
+            Event::Close => self.on_close_request(),
+            Event::Abort { cause, message } => self.close(cause, message),
+            Event::PeerDatExpired { .. } | Event::PeerReRa => {}
+        }
+    }
+
+    fn on_start(&mut self, our_dat: Bytes) {
+        if self.phase != Phase::Idle {
+            return;
+        }
+        self.emit(Message::IdscpHello(IdscpHello {
+            version: IDSCP2_VERSION,
+            dynamic_attribute_token: Some(IdscpDat { token: our_dat }),
+            supported_ra_suite: self.config.supported_ra.clone(),
+            expected_ra_suite: self.config.expected_ra.clone(),
+        }));
+        self.set_timer(Timer::Handshake, self.config.handshake_timeout);
+        self.phase = Phase::WaitForHello;
+    }
+
+    fn on_hello(&mut self, peer_supported: Vec<String>, peer_expected: Vec<String>, dat: DatCheck) {
+        if self.phase != Phase::WaitForHello {
+            return;
+        }
+        self.actions.push(Action::CancelTimer(Timer::Handshake));
+        // The peer's order decides what we prove; our order decides what we verify.
+        let prover = peer_expected
+            .iter()
+            .find(|suite| self.config.supported_ra.contains(suite));
+        let verifier = self
+            .config
+            .expected_ra
+            .iter()
+            .find(|suite| peer_supported.contains(suite));
+        let (prover, verifier) = match (prover, verifier) {
+            (None, _) => {
+                return self.close(
+                    CloseCause::NoRaMechanismMatchProver,
+                    "No RA mechanism match for the prover".into(),
+                )
+            }
+            (_, None) => {
+                return self.close(
+                    CloseCause::NoRaMechanismMatchVerifier,
+                    "No RA mechanism match for the verifier".into(),
+                )
+            }
+            (Some(p), Some(v)) => (p.clone(), v.clone()),
+        };
+        let DatCheck::Valid { expires_in } = dat else {
+            return self.close(CloseCause::NoValidDat, "No valid DAT".into());
+        };
+        self.accept_dat(expires_in);
+        self.prover_suite = prover;
+        self.verifier_suite = verifier;
+        self.phase = Phase::Running;
+        self.start_driver(RaRole::Prover);
+        self.start_driver(RaRole::Verifier);
+    }
+
+    fn on_renewed_dat(&mut self, dat: DatCheck) {
+        if self.phase != Phase::Running || self.verifier != Driver::WaitingForDat {
+            return;
+        }
+        let DatCheck::Valid { expires_in } = dat else {
+            return self.close(CloseCause::NoValidDat, "No valid DAT".into());
+        };
+        self.actions.push(Action::CancelTimer(Timer::Handshake));
+        self.accept_dat(expires_in);
+        self.start_driver(RaRole::Verifier);
+    }
+
+    fn accept_dat(&mut self, expires_in: Option<Duration>) {
+        self.actions.push(Action::PeerDatAccepted);
+        if let Some(expires_in) = expires_in {
+            let renew_after = expires_in.mul_f64(self.config.dat_renewal_threshold);
+            self.set_timer(Timer::Dat, renew_after);
+        }
+    }
+
+    fn on_data(&mut self, data: Bytes, bit: bool) {
+        // Like the JVM, take no data while either side is (re-)attesting: no ACK, so the peer
+        // resends it once we are established again.
+        if !self.attested() {
+            return;
+        }
+        self.emit(Message::IdscpAck(IdscpAck {
+            alternating_bit: bit,
+        }));
+        if bit == self.expected_receive_bit {
+            self.expected_receive_bit = !bit;
+            self.actions.push(Action::Deliver(data));
+        }
+        // Otherwise a resend of data we already delivered: its ACK was lost, so ACK again.
+    }
+
+    fn on_ack(&mut self, bit: bool) {
+        if self.unacked.is_none() || bit != self.next_send_bit {
+            return;
+        }
+        self.unacked = None;
+        self.next_send_bit = !self.next_send_bit;
+        self.actions.push(Action::CancelTimer(Timer::Ack));
+        self.send_next();
+    }
+
+    fn send_next(&mut self) {
+        if !self.attested() || self.unacked.is_some() {
+            return;
+        }
+        match self.send_queue.pop_front() {
+            Some(data) => {
+                self.unacked = Some(data);
+                self.send_unacked();
+            }
+            None if self.closing => self.close(CloseCause::UserShutdown, "Shutdown".into()),
+            None => {}
+        }
+    }
+
+    fn send_unacked(&mut self) {
+        if let Some(data) = self.unacked.clone() {
+            self.emit(Message::IdscpData(IdscpData {
+                data,
+                alternating_bit: self.next_send_bit,
+            }));
+            self.set_timer(Timer::Ack, self.config.ack_timeout);
+        }
+    }
+
+    fn on_ra_finished(&mut self, role: RaRole, run: u64, result: Result<(), String>) {
+        if self.driver(role) != (Driver::Running { run }) {
+            return;
+        }
+        if let Err(reason) = result {
+            let cause = match role {
+                RaRole::Prover => CloseCause::RaProverFailed,
+                RaRole::Verifier => CloseCause::RaVerifierFailed,
+            };
+            return self.close(cause, reason);
+        }
+        *self.driver_mut(role) = Driver::Done;
+        self.actions
+            .push(Action::CancelTimer(handshake_timer_of(role)));
+        if role == RaRole::Verifier {
+            self.set_timer(Timer::Ra, self.config.ra_interval);
+        }
+        if self.attested() {
+            if !self.established {
+                self.established = true;
+                self.actions.push(Action::Established);
+            }
+            // Data that was in flight when re-attestation began goes out again.
+            if self.unacked.is_some() {
+                self.send_unacked();
+            } else {
+                self.send_next();
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Handshake => {
+                let waiting = self.phase == Phase::WaitForHello
+                    || self.verifier == Driver::WaitingForDat
+                    || self.closing;
+                if waiting {
+                    self.close(CloseCause::Timeout, "Handshake timeout".into());
+                }
+            }
+            Timer::ProverHandshake | Timer::VerifierHandshake => {
+                let role = if timer == Timer::ProverHandshake {
+                    RaRole::Prover
+                } else {
+                    RaRole::Verifier
+                };
+                if matches!(self.driver(role), Driver::Running { .. }) {
+                    self.close(CloseCause::Timeout, "Attestation timeout".into());
+                }
+            }
+            Timer::Ack => {
+                if self.attested() {
+                    self.send_unacked();
+                }
+            }
+            Timer::Ra => {
+                if self.phase == Phase::Running && self.verifier == Driver::Done {
+                    self.emit(Message::IdscpReRa(IdscpReRa {
+                        cause: "Re-attestation interval elapsed".into(),
+                    }));
+                    self.start_driver(RaRole::Verifier);
+                }
+            }
+            Timer::Dat => {
+                if self.phase == Phase::Running && self.verifier != Driver::WaitingForDat {
+                    self.emit(Message::IdscpDatExpired(IdscpDatExpired {}));
+                    if matches!(self.verifier, Driver::Running { .. }) {
+                        self.actions.push(Action::StopRa(RaRole::Verifier));
+                        self.actions
+                            .push(Action::CancelTimer(Timer::VerifierHandshake));
+                    }
+                    self.verifier = Driver::WaitingForDat;
+                    self.set_timer(Timer::Handshake, self.config.handshake_timeout);
+                }
+            }
+        }
+    }
+
+    fn on_close_request(&mut self) {
+        if self.established && self.undelivered() > 0 {
+            self.closing = true;
+            // Bounds how long a peer that stopped ACKing can keep us.
+            self.set_timer(Timer::Handshake, self.config.handshake_timeout);
+        } else {
+            self.close(CloseCause::UserShutdown, "Shutdown".into());
+        }
+    }
+
+    fn route_to_driver(&mut self, role: RaRole, data: Bytes) {
+        if matches!(self.driver(role), Driver::Running { .. }) {
+            self.actions.push(Action::ToRa { role, data });
+        }
+    }
+
+    fn start_driver(&mut self, role: RaRole) {
+        let run = self.next_run;
+        self.next_run += 1;
+        *self.driver_mut(role) = Driver::Running { run };
+        let suite = match role {
+            RaRole::Prover => self.prover_suite.clone(),
+            RaRole::Verifier => self.verifier_suite.clone(),
+        };
+        self.actions.push(Action::StartRa { role, suite, run });
+        self.set_timer(handshake_timer_of(role), self.config.handshake_timeout);
+    }
+
+    fn attested(&self) -> bool {
+        self.phase == Phase::Running && self.prover == Driver::Done && self.verifier == Driver::Done
+    }
+
+    fn driver(&self, role: RaRole) -> Driver {
+        match role {
+            RaRole::Prover => self.prover,
+            RaRole::Verifier => self.verifier,
+        }
+    }
+
+    fn driver_mut(&mut self, role: RaRole) -> &mut Driver {
+        match role {
+            RaRole::Prover => &mut self.prover,
+            RaRole::Verifier => &mut self.verifier,
+        }
+    }
+
+    fn emit(&mut self, message: Message) {
+        self.actions.push(Action::Send(message));
+    }
+
+    fn set_timer(&mut self, timer: Timer, after: Duration) {
+        self.actions.push(Action::SetTimer(timer, after));
+    }
+
+    /// We end the connection: tell the peer why, then stop.
+    fn close(&mut self, cause: CloseCause, message: String) {
+        self.emit(Message::IdscpClose(IdscpClose {
+            cause_code: cause as i32,
+            cause_msg: message.clone(),
+        }));
+        self.closed(cause, message, false);
+    }
+
+    fn closed(&mut self, cause: CloseCause, message: String, by_peer: bool) {
+        self.phase = Phase::Closed;
+        self.actions.push(Action::Closed {
+            cause,
+            message,
+            by_peer,
+        });
+    }
+}
+
+fn handshake_timer_of(role: RaRole) -> Timer {
+    match role {
+        RaRole::Prover => Timer::ProverHandshake,
+        RaRole::Verifier => Timer::VerifierHandshake,
+    }
+}
+
+#[cfg(test)]
+#[path = "fsm_tests.rs"]
+mod tests;

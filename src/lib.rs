@@ -2,5 +2,7 @@
 //!
 //! Rooms, each knowing nothing of the rooms above it:
 //! - [`idscp2`]: the transport (TLS, framing, handshake, DAT and RA drivers, server and client).
+//! - [`devpki`]: a development CA with server, connector and receipt keys, for trying things out and for tests.
 
+pub mod devpki;
 pub mod idscp2;

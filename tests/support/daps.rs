@@ -1,0 +1,1 @@
+//! Test DAPS: provided by the transport branch.

@@ -5,5 +5,7 @@
 //! and hands the layer above plain application messages together with the peer's verified identity.
 //!
 //! - [`proto`]: the generated protobuf types.
+//! - [`tls`]: TLS 1.3 configurations, our identity, and peer certificate fingerprint and connector id.
 
 pub mod proto;
+pub mod tls;

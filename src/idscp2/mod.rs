@@ -5,7 +5,9 @@
 //! and hands the layer above plain application messages together with the peer's verified identity.
 //!
 //! - [`proto`]: the generated protobuf types.
+//! - [`dat`]: Dynamic Attribute Token drivers: verifying the peer's DAT, obtaining our own.
 //! - [`tls`]: TLS 1.3 configurations, our identity, and peer certificate fingerprint and connector id.
 
+pub mod dat;
 pub mod proto;
 pub mod tls;

@@ -86,7 +86,10 @@ impl TlsIdentity {
         Self::checked(parse_chain(cert_pem)?, parse_key(key_pem)?)
     }
 
-    /// The end-entity certificate; the chain is never empty once loaded.
+    /// The end-entity certificate.
+    ///
+    /// # Panics
+    /// If the struct was built by hand with an empty chain; the constructors never produce one.
     pub fn leaf(&self) -> &CertificateDer<'static> {
         &self.chain[0]
     }

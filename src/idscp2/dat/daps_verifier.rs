@@ -149,8 +149,7 @@ impl DapsVerifier {
             return Err(DatError::KeyAlgorithmMismatch(kid));
         }
         let claims = verify_signature(token, &key.key, algorithm, &kid)?;
-        let expires_in = self.check_claims(&claims, peer)?;
-        let subject = string_claim(&claims, "sub")?;
+        let (subject, expires_in) = self.check_claims(&claims, peer)?;
         Ok(VerifiedDat {
             subject,
             claims,
@@ -158,8 +157,12 @@ impl DapsVerifier {
         })
     }
 
-    /// Applies every claim check; returns the time left until `exp`.
-    fn check_claims(&self, claims: &Value, peer: &PeerCertificate) -> Result<Duration, DatError> {
+    /// Applies every claim check; returns the subject and the time left until `exp`.
+    fn check_claims(
+        &self,
+        claims: &Value,
+        peer: &PeerCertificate,
+    ) -> Result<(String, Duration), DatError> {
         let now = unix_now();
         let leeway = self.leeway.as_secs_f64();
         let exp = numeric_date(claims, "exp")?.ok_or(DatError::MissingClaim("exp"))?;
@@ -180,7 +183,7 @@ impl DapsVerifier {
                 expected: self.audiences.clone(),
             });
         }
-        string_claim(claims, "sub")?;
+        let subject = string_claim(claims, "sub")?;
         let fingerprints = string_or_list(claims, "transportCertsSha256")?;
         if !fingerprints
             .iter()
@@ -198,7 +201,7 @@ impl DapsVerifier {
                 });
             }
         }
-        Ok(seconds(exp - now))
+        Ok((subject, seconds(exp - now)))
     }
 }
 

@@ -24,7 +24,7 @@ use crate::idscp2::tls::{PeerCertificate, TlsError};
 
 pub use daps_issuer::{DapsIssuer, DapsIssuerConfig};
 pub use daps_verifier::{DapsVerifier, DapsVerifierConfig, JwksSource};
-pub use development::{DevelopmentIssuer, DevelopmentVerifier};
+pub use development::{DevelopmentIssuer, DevelopmentVerifier, NULL_DAPS_TOKEN};
 pub use static_token::StaticIssuer;
 
 /// What a successful verification tells the layers above about the peer.

@@ -5,8 +5,22 @@
 //! and hands the layer above plain application messages together with the peer's verified identity.
 //!
 //! - [`proto`]: the generated protobuf types.
+//! - [`frame`]: length-delimited framing with a size bound.
+//! - [`tls`]: TLS 1.3 configurations, our identity, and peer certificate fingerprint and connector id.
+//! - [`dat`]: Dynamic Attribute Token drivers: verifying the peer's DAT, obtaining our own.
+//! - [`ra`]: remote attestation drivers behind one trait.
+//! - [`fsm`]: the handshake and alternating-bit state machine, without I/O.
+//! - [`endpoint`]: one side's settings and drivers.
+//! - [`connection`]: the per-connection task around the state machine.
+//! - [`server`] and [`client`].
 
+pub mod client;
+pub mod connection;
+pub mod dat;
+pub mod endpoint;
 pub mod frame;
 pub mod fsm;
 pub mod proto;
 pub mod ra;
+pub mod server;
+pub mod tls;

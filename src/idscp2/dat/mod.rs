@@ -1,0 +1,144 @@
+//! Dynamic Attribute Tokens: how we prove who we are to a peer, and how we check the peer's proof.
+//!
+//! A DAT is a JWT issued by the data space's DAPS and bound to a connector's TLS certificate. The
+//! IDSCP2 handshake sends ours in IdscpHello/IdscpDat and verifies the peer's; it does so through the
+//! two traits here so that the DAPS-backed drivers, a file-based token and the development drivers
+//! are interchangeable:
+//! - [`DapsVerifier`] checks a peer's DAT against the DAPS key set and our policy;
+//! - [`DapsIssuer`] obtains and renews our own DAT from the DAPS;
+//! - [`StaticIssuer`] serves a DAT an operator put into a file;
+//! - [`DevelopmentVerifier`] and [`DevelopmentIssuer`] speak the NullDAPS convention and verify
+//!   nothing, for tests and local setups only.
+
+mod daps_issuer;
+mod daps_verifier;
+mod development;
+mod static_token;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+
+use crate::idscp2::tls::{PeerCertificate, TlsError};
+
+pub use daps_issuer::{DapsIssuer, DapsIssuerConfig};
+pub use daps_verifier::{DapsVerifier, DapsVerifierConfig, JwksSource};
+pub use development::{DevelopmentIssuer, DevelopmentVerifier, NULL_DAPS_TOKEN};
+pub use static_token::StaticIssuer;
+
+/// What a successful verification tells the layers above about the peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedDat {
+    /// The peer's identity: the DAT's `sub`, or the certificate-derived connector id in development mode.
+    pub subject: String,
+    /// All claims of the DAT (an empty object in development mode).
+    pub claims: serde_json::Value,
+    /// Time until `exp` at verification, capped at [`MAX_DAT_LIFETIME`] so that timers derived from
+    /// it cannot overflow; `None` when the token does not expire (development mode).
+    pub expires_in: Option<Duration>,
+}
+
+/// Longest lifetime reported in [`VerifiedDat::expires_in`]; a DAT timer then merely fires early.
+pub const MAX_DAT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// One variant per failed check, so that logs say precisely why a peer was refused.
+/// No variant ever carries token text.
+#[derive(Debug, thiserror::Error)]
+pub enum DatError {
+    #[error("peer sent INVALID_DAT: its own DAPS request failed")]
+    InvalidDatLiteral,
+    #[error("DAT is not a JWT: {0}")]
+    Malformed(String),
+    #[error("DAT algorithm {0:?} is not accepted")]
+    AlgorithmNotAccepted(String),
+    #[error("DAT header has no kid")]
+    MissingKid,
+    #[error("unknown kid {0:?}")]
+    UnknownKid(String),
+    #[error("DAT algorithm does not fit the JWKS key {0:?}")]
+    KeyAlgorithmMismatch(String),
+    #[error("bad signature")]
+    BadSignature,
+    #[error("DAT has no {0} claim")]
+    MissingClaim(&'static str),
+    #[error("DAT claim {claim} is malformed: expected {expected}")]
+    MalformedClaim {
+        claim: &'static str,
+        expected: &'static str,
+    },
+    #[error("DAT expired")]
+    Expired,
+    #[error("DAT not yet valid")]
+    NotYetValid,
+    #[error("DAT issuer mismatch: expected {expected}")]
+    IssuerMismatch { expected: String },
+    #[error("DAT audience mismatch: expected one of {}", expected.join(", "))]
+    AudienceMismatch { expected: Vec<String> },
+    #[error("DAT fingerprint does not match the TLS certificate")]
+    FingerprintMismatch,
+    #[error("DAT security profile {actual:?} is below the required {minimum}")]
+    SecurityProfileTooLow { actual: String, minimum: String },
+    #[error("unknown security profile {0:?} (expected BASE, TRUST or TRUST_PLUS)")]
+    UnknownSecurityProfile(String),
+    #[error("cannot load JWKS file {}: {reason}", path.display())]
+    JwksFile { path: PathBuf, reason: String },
+    #[error("JWKS fetch failed: {0}")]
+    JwksFetch(String),
+    #[error("DAPS token request failed: {0}")]
+    TokenRequest(String),
+    #[error("unusable connector key for the DAPS client assertion: {0}")]
+    AssertionKey(String),
+    #[error("cannot read DAT file {}: {source}", path.display())]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("DAT file {} is empty", path.display())]
+    EmptyTokenFile { path: PathBuf },
+    #[error("peer certificate yields no connector id: {0}")]
+    PeerIdentity(#[source] TlsError),
+    #[error("cannot build the DAPS HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// Checks a peer's DAT, bound to the TLS certificate the peer presented.
+pub trait DatVerifier: Send + Sync + 'static {
+    fn verify<'a>(
+        &'a self,
+        token: &'a [u8],
+        peer: &'a PeerCertificate,
+    ) -> BoxFuture<'a, Result<VerifiedDat, DatError>>;
+}
+
+/// Supplies our own DAT.
+pub trait DatIssuer: Send + Sync + 'static {
+    /// Our current DAT; renews it from its source when less than half its lifetime remains.
+    fn token(&self) -> BoxFuture<'_, Result<bytes::Bytes, DatError>>;
+}
+
+/// An HTTP client for talking to a DAPS, with timeouts so that a hung DAPS fails a handshake
+/// instead of stalling it past the peer's handshake timeout.
+pub fn daps_http_client() -> Result<reqwest::Client, DatError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| DatError::HttpClient(e.to_string()))
+}
+
+/// Seconds since the Unix epoch, the clock JWT NumericDates use.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Turns a number of seconds from a token into a `Duration` without panicking on hostile values.
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.max(0.0))
+        .unwrap_or(MAX_DAT_LIFETIME)
+        .min(MAX_DAT_LIFETIME)
+}

@@ -12,10 +12,12 @@
 //! per combination.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::endpoint::Settings;
 use super::proto::idscp_close::CloseCause;
 use super::proto::idscp_message::Message;
 use super::proto::{
@@ -53,19 +55,6 @@ pub enum Timer {
     Ra,
     /// The peer's DAT is about to expire: ask for a new one.
     Dat,
-}
-
-#[derive(Debug, Clone)]
-pub struct FsmConfig {
-    /// Our provers, advertised as `supportedRaSuite`.
-    pub supported_ra: Vec<String>,
-    /// Our verifiers, in order of preference, advertised as `expectedRaSuite`.
-    pub expected_ra: Vec<String>,
-    pub handshake_timeout: Duration,
-    pub ack_timeout: Duration,
-    pub ra_interval: Duration,
-    /// Fraction of a DAT's remaining lifetime after which we ask the peer for a new one.
-    pub dat_renewal_threshold: f64,
 }
 
 /// The verdict on a DAT the peer sent, reached by the connection's DAT verifier.
@@ -178,7 +167,7 @@ enum Driver {
 }
 
 pub struct Fsm {
-    config: FsmConfig,
+    config: Arc<Settings>,
     phase: Phase,
     prover_suite: String,
     verifier_suite: String,
@@ -195,7 +184,7 @@ pub struct Fsm {
 }
 
 impl Fsm {
-    pub fn new(config: FsmConfig) -> Self {
+    pub fn new(config: Arc<Settings>) -> Self {
         Fsm {
             config,
             phase: Phase::Idle,

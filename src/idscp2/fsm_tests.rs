@@ -4,15 +4,16 @@ use super::*;
 
 const MS: Duration = Duration::from_millis(1);
 
-fn config() -> FsmConfig {
-    FsmConfig {
+fn config() -> Arc<Settings> {
+    Arc::new(Settings {
         supported_ra: vec!["Dummy2".into(), "Dummy".into()],
         expected_ra: vec!["Dummy2".into(), "Dummy".into()],
         handshake_timeout: 5000 * MS,
         ack_timeout: 200 * MS,
         ra_interval: 3_600_000 * MS,
         dat_renewal_threshold: 0.5,
-    }
+        ..Settings::default()
+    })
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

@@ -8,3 +8,4 @@
 
 pub mod daps;
 pub mod pki;
+pub mod transport;

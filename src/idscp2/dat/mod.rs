@@ -101,6 +101,8 @@ pub enum DatError {
     PeerIdentity(#[source] TlsError),
     #[error("cannot build the DAPS HTTP client: {0}")]
     HttpClient(String),
+    #[error("DAT verification timed out")]
+    Timeout,
 }
 
 /// Checks a peer's DAT, bound to the TLS certificate the peer presented.

@@ -1,0 +1,108 @@
+//! The IDSCP2 client: TCP, TLS with server name verification, the IDSCP2 handshake. Connectors,
+//! auditors, the tests and the load generator all connect through it.
+
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+
+use super::connection::{CloseReason, Connection, ConnectionError};
+use super::endpoint::Endpoint;
+use super::proto::app::AppLayerMessage;
+use super::tls::PeerCertificate;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("the server presented no certificate")]
+    NoServerCertificate,
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+}
+
+impl ClientError {
+    /// The IDSCP2 close, if the connection ended with one.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        match self {
+            ClientError::Connection(ConnectionError::Closed(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// What a client needs besides the address: its TLS configuration and its IDSCP2 endpoint.
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    pub endpoint: Endpoint,
+}
+
+/// Connects to `addr` and completes TLS (checking the certificate against `server_name`) and the
+/// IDSCP2 handshake, each bounded by the handshake timeout.
+pub async fn connect(
+    addr: &str,
+    server_name: &str,
+    config: &ClientConfig,
+) -> Result<Connection, ClientError> {
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|_| ClientError::ServerName(server_name.to_string()))?;
+    let limit = config.endpoint.settings.handshake_timeout;
+    let tcp = timeout(limit, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ClientError::Timeout("TCP connect"))?
+        .map_err(|source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    // Small frames and stop-and-wait: Nagle would add a delay to every round trip.
+    let _ = tcp.set_nodelay(true);
+    let tls = timeout(
+        limit,
+        TlsConnector::from(config.tls.clone()).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| ClientError::Timeout("TLS handshake"))?
+    .map_err(|source| ClientError::Tls {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .ok_or(ClientError::NoServerCertificate)?;
+    let certificate = PeerCertificate::new(leaf.clone().into_owned());
+    Ok(Connection::establish(tls, certificate, config.endpoint.clone()).await?)
+}
+
+impl Connection {
+    /// Sends one message and waits up to `limit` for the next message from the peer: the
+    /// request/response pattern of IDS connectors.
+    pub async fn request(
+        &mut self,
+        message: &AppLayerMessage,
+        limit: Duration,
+    ) -> Result<AppLayerMessage, ClientError> {
+        self.send(message).await?;
+        timeout(limit, self.recv())
+            .await
+            .map_err(|_| ClientError::Timeout("waiting for the reply"))?
+            .map_err(ClientError::from)
+    }
+}

@@ -1,0 +1,581 @@
+//! One IDSCP2 connection: a task that owns the TLS stream and drives the state machine.
+//!
+//! The task reads frames, verifies DATs, runs the RA drivers, keeps the timers and writes what the
+//! state machine says. The layer above holds a [`Connection`] and sees only application messages
+//! and the peer's verified identity. Reading never waits on the layer above: a message is ACKed
+//! as soon as it arrives and queued for [`Connection::recv`], however long the answer takes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::{debug, info, warn};
+
+use super::dat::{DatError, VerifiedDat};
+use super::endpoint::Endpoint;
+use super::frame::{FrameError, IdscpCodec};
+use super::fsm::{Action, DatCheck, Event, Fsm, Timer};
+use super::proto::app::AppLayerMessage;
+use super::proto::idscp_close::CloseCause;
+use super::proto::idscp_message::Message;
+use super::ra::{RaChannel, RaEvent, RaEventKind, RaRole};
+use super::tls::PeerCertificate;
+
+/// Who the peer is, as established by its verified DAT and TLS certificate.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The DAT's `sub` (or, in development mode, the certificate's `SKI:keyid:AKI`).
+    pub identity: String,
+    /// SHA-256 of the peer's TLS leaf certificate, lowercase hex.
+    pub certificate_fingerprint: String,
+    /// All claims of the peer's current DAT; replaced when the peer renews it.
+    pub dat_claims: serde_json::Value,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub cause: CloseCause,
+    pub message: String,
+    /// The peer sent the IdscpClose (or vanished); otherwise we closed.
+    pub by_peer: bool,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = if self.by_peer { "peer" } else { "we" };
+        write!(
+            f,
+            "{} ({}; closed by {side})",
+            self.cause.as_str_name(),
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("connection closed: {0}")]
+    Closed(CloseReason),
+    #[error("received data that is not an AppLayerMessage: {0}")]
+    MalformedMessage(#[from] prost::DecodeError),
+}
+
+/// Counters of what crossed the connection, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    pub ra_messages_sent: AtomicU64,
+    pub ra_messages_received: AtomicU64,
+    pub peer_dats_accepted: AtomicU64,
+    pub own_dats_sent: AtomicU64,
+    pub data_resent: AtomicU64,
+}
+
+impl ConnectionStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+enum Command {
+    Send(Bytes),
+    Close,
+}
+
+/// The layer above's handle on an established connection.
+pub struct Connection {
+    commands: mpsc::Sender<Command>,
+    incoming: mpsc::Receiver<Bytes>,
+    peer: watch::Receiver<Arc<PeerInfo>>,
+    closed: watch::Receiver<Option<CloseReason>>,
+    stats: Arc<ConnectionStats>,
+    task: JoinHandle<()>,
+}
+
+impl Connection {
+    /// Runs the IDSCP2 handshake over an established TLS stream and returns once both sides are
+    /// attested, or with the reason the handshake ended.
+    pub async fn establish<S>(
+        stream: S,
+        peer_certificate: PeerCertificate,
+        endpoint: Endpoint,
+    ) -> Result<Connection, ConnectionError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let settings = endpoint.settings.clone();
+        let (read_half, write_half) = tokio::io::split(stream);
+        let (commands_tx, commands) = mpsc::channel(settings.receive_queue);
+        let (deliver, incoming) = mpsc::channel(settings.receive_queue);
+        let (ra_events_tx, ra_events) = mpsc::channel(16);
+        let (closed_tx, closed) = watch::channel(None);
+        let (established_tx, established) = oneshot::channel();
+        let stats = Arc::new(ConnectionStats::default());
+        let task = Task {
+            fsm: Fsm::new(settings.clone()),
+            reader: FramedRead::new(read_half, IdscpCodec::new(settings.max_frame)),
+            writer: FramedWrite::new(write_half, IdscpCodec::new(settings.max_frame)),
+            peer_certificate,
+            endpoint,
+            candidate_dat: None,
+            peer: None,
+            deliver,
+            commands,
+            close_requested: false,
+            ra_events_tx,
+            ra_events,
+            prover: None,
+            verifier: None,
+            timers: [None; TIMERS],
+            established: Some(established_tx),
+            closed: closed_tx,
+            stats: stats.clone(),
+        };
+        let task = tokio::spawn(task.run());
+        let peer = match established.await {
+            Ok(peer) => peer,
+            Err(_) => {
+                // The task ended before establishment; it recorded why.
+                let mut closed = closed;
+                let reason = closed
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .unwrap_or_else(task_ended);
+                return Err(ConnectionError::Closed(reason));
+            }
+        };
+        Ok(Connection {
+            commands: commands_tx,
+            incoming,
+            peer,
+            closed,
+            stats,
+            task,
+        })
+    }
+
+    /// The peer as of its latest accepted DAT.
+    pub fn peer(&self) -> Arc<PeerInfo> {
+        self.peer.borrow().clone()
+    }
+
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    /// Queues a message for the peer; it is resent until acknowledged. Waits only when the
+    /// send queue is full.
+    pub async fn send(&self, message: &AppLayerMessage) -> Result<(), ConnectionError> {
+        let bytes = Bytes::from(message.encode_to_vec());
+        if self.commands.send(Command::Send(bytes)).await.is_err() {
+            return Err(ConnectionError::Closed(self.close_reason()));
+        }
+        Ok(())
+    }
+
+    /// The next message from the peer. A message that does not decode is an error of its own,
+    /// after which the connection goes on.
+    pub async fn recv(&mut self) -> Result<AppLayerMessage, ConnectionError> {
+        match self.incoming.recv().await {
+            Some(bytes) => Ok(AppLayerMessage::decode(bytes)?),
+            None => Err(ConnectionError::Closed(self.close_reason())),
+        }
+    }
+
+    /// Delivers what is queued, then closes with USER_SHUTDOWN, and returns how it ended.
+    pub async fn close(self) -> CloseReason {
+        // If the task is gone already, the close reason says why.
+        let _ = self.commands.send(Command::Close).await;
+        let Connection { task, closed, .. } = self;
+        let _ = task.await;
+        let reason = closed.borrow().clone();
+        reason.unwrap_or_else(task_ended)
+    }
+
+    fn close_reason(&self) -> CloseReason {
+        self.closed.borrow().clone().unwrap_or_else(task_ended)
+    }
+}
+
+const TIMERS: usize = 6;
+
+fn timer_index(timer: Timer) -> usize {
+    match timer {
+        Timer::Handshake => 0,
+        Timer::ProverHandshake => 1,
+        Timer::VerifierHandshake => 2,
+        Timer::Ack => 3,
+        Timer::Ra => 4,
+        Timer::Dat => 5,
+    }
+}
+
+const TIMER_KINDS: [Timer; TIMERS] = [
+    Timer::Handshake,
+    Timer::ProverHandshake,
+    Timer::VerifierHandshake,
+    Timer::Ack,
+    Timer::Ra,
+    Timer::Dat,
+];
+
+struct RunningDriver {
+    task: JoinHandle<()>,
+    to_driver: mpsc::Sender<Bytes>,
+}
+
+struct Task<S> {
+    fsm: Fsm,
+    reader: FramedRead<tokio::io::ReadHalf<S>, IdscpCodec>,
+    writer: FramedWrite<tokio::io::WriteHalf<S>, IdscpCodec>,
+    peer_certificate: PeerCertificate,
+    endpoint: Endpoint,
+    /// The last DAT that passed verification, until the state machine accepts it.
+    candidate_dat: Option<VerifiedDat>,
+    peer: Option<watch::Sender<Arc<PeerInfo>>>,
+    deliver: mpsc::Sender<Bytes>,
+    commands: mpsc::Receiver<Command>,
+    close_requested: bool,
+    ra_events_tx: mpsc::Sender<RaEvent>,
+    ra_events: mpsc::Receiver<RaEvent>,
+    prover: Option<RunningDriver>,
+    verifier: Option<RunningDriver>,
+    timers: [Option<Instant>; TIMERS],
+    established: Option<oneshot::Sender<watch::Receiver<Arc<PeerInfo>>>>,
+    closed: watch::Sender<Option<CloseReason>>,
+    stats: Arc<ConnectionStats>,
+}
+
+/// How the task loop goes on after an event.
+enum Flow {
+    Continue,
+    Stop(CloseReason),
+}
+
+impl<S> Task<S>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    async fn run(mut self) {
+        let reason = self.drive().await;
+        match (reason.by_peer, reason.cause) {
+            (_, CloseCause::UserShutdown) => debug!(%reason, "IDSCP2 connection closed"),
+            _ => info!(%reason, "IDSCP2 connection closed"),
+        }
+        for driver in [self.prover.take(), self.verifier.take()]
+            .into_iter()
+            .flatten()
+        {
+            driver.task.abort();
+        }
+        // Best effort: the peer may be gone already.
+        let _ = timeout(
+            self.endpoint.settings.write_timeout,
+            self.writer.get_mut().shutdown(),
+        )
+        .await;
+        self.closed.send_replace(Some(reason));
+    }
+
+    async fn drive(&mut self) -> CloseReason {
+        let start = match self.endpoint.dat_issuer.token().await {
+            Ok(our_dat) => Event::Start { our_dat },
+            Err(e) => {
+                warn!(error = %e, "cannot obtain our own DAT");
+                Event::Abort {
+                    cause: CloseCause::Error,
+                    message: "Could not obtain own DAT".into(),
+                }
+            }
+        };
+        if let Flow::Stop(reason) = self.handle(start).await {
+            return reason;
+        }
+        loop {
+            let next_timer = self.next_timer();
+            let event = tokio::select! {
+                frame = self.reader.next() => match frame {
+                    Some(Ok(message)) => match self.peer_event(message).await {
+                        Some(event) => event,
+                        None => continue,
+                    },
+                    Some(Err(FrameError::Io(e))) => return lost(format!("read failed: {e}")),
+                    Some(Err(e)) => {
+                        warn!(error = %e, "bad frame from peer");
+                        Event::Abort { cause: CloseCause::Error, message: e.to_string() }
+                    }
+                    None => return lost("peer closed the connection without IdscpClose".into()),
+                },
+                command = self.commands.recv(), if !self.close_requested => match command {
+                    Some(Command::Send(data)) => Event::Send(data),
+                    // A dropped handle means the layer above is done, like an explicit close.
+                    Some(Command::Close) | None => {
+                        self.close_requested = true;
+                        Event::Close
+                    }
+                },
+                Some(RaEvent { role, run, kind }) = self.ra_events.recv() => match kind {
+                    RaEventKind::Output(data) => Event::RaOutput { role, run, data },
+                    RaEventKind::Finished(result) => Event::RaFinished { role, run, result },
+                },
+                _ = sleep_until(next_timer.map_or_else(far_future, |(_, at)| at)), if next_timer.is_some() => {
+                    let timer = next_timer.map_or(Timer::Handshake, |(timer, _)| timer);
+                    self.timers[timer_index(timer)] = None;
+                    if timer == Timer::Ack && self.fsm.undelivered() > 0 {
+                        ConnectionStats::bump(&self.stats.data_resent);
+                    }
+                    Event::TimerFired(timer)
+                }
+            };
+            if let Flow::Stop(reason) = self.handle(event).await {
+                return reason;
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<(Timer, Instant)> {
+        TIMER_KINDS
+            .iter()
+            .filter_map(|&t| self.timers[timer_index(t)].map(|at| (t, at)))
+            .min_by_key(|&(_, at)| at)
+    }
+
+    /// Turns a peer frame into an event, doing the asynchronous work (DAT verification, fetching
+    /// our own DAT) first so that the state machine stays synchronous.
+    async fn peer_event(&mut self, message: Message) -> Option<Event> {
+        Some(match message {
+            Message::IdscpHello(hello) => Event::PeerHello {
+                dat: self
+                    .verify_dat(hello.dynamic_attribute_token.map(|d| d.token))
+                    .await,
+                supported_ra: hello.supported_ra_suite,
+                expected_ra: hello.expected_ra_suite,
+            },
+            Message::IdscpClose(close) => Event::PeerClose {
+                cause: CloseCause::try_from(close.cause_code).unwrap_or(CloseCause::Error),
+                message: close.cause_msg,
+            },
+            Message::IdscpDatExpired(_) => match self.endpoint.dat_issuer.token().await {
+                Ok(our_dat) => {
+                    ConnectionStats::bump(&self.stats.own_dats_sent);
+                    Event::PeerDatExpired { our_dat }
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot renew our own DAT");
+                    Event::Abort {
+                        cause: CloseCause::Error,
+                        message: "Could not obtain own DAT".into(),
+                    }
+                }
+            },
+            Message::IdscpDat(dat) => Event::PeerDat(self.verify_dat(Some(dat.token)).await),
+            Message::IdscpReRa(_) => Event::PeerReRa,
+            Message::IdscpRaProver(ra) => {
+                ConnectionStats::bump(&self.stats.ra_messages_received);
+                Event::PeerRaProver(ra.data)
+            }
+            Message::IdscpRaVerifier(ra) => {
+                ConnectionStats::bump(&self.stats.ra_messages_received);
+                Event::PeerRaVerifier(ra.data)
+            }
+            Message::IdscpData(data) => {
+                // With the receive queue full, take nothing more (no ACK): the peer resends
+                // later, which is the flow control the alternating bit gives us.
+                if self.deliver.capacity() == 0 {
+                    return None;
+                }
+                Event::PeerData {
+                    data: data.data,
+                    bit: data.alternating_bit,
+                }
+            }
+            Message::IdscpAck(ack) => Event::PeerAck {
+                bit: ack.alternating_bit,
+            },
+        })
+    }
+
+    async fn verify_dat(&mut self, token: Option<Bytes>) -> DatCheck {
+        let token = token.unwrap_or_default();
+        let verifier = self.endpoint.dat_verifier.clone();
+        let limit = self.endpoint.settings.handshake_timeout;
+        let verdict = match timeout(limit, verifier.verify(&token, &self.peer_certificate)).await {
+            Ok(verdict) => verdict,
+            Err(_) => Err(DatError::Timeout),
+        };
+        let dat = match verdict {
+            Ok(dat) => dat,
+            Err(e) => {
+                warn!(error = %e, "peer DAT rejected");
+                return DatCheck::Invalid(e.to_string());
+            }
+        };
+        if let Some(peer) = &self.peer {
+            let identity = &peer.borrow().identity;
+            if *identity != dat.subject {
+                warn!(%identity, renewed = %dat.subject, "renewed peer DAT names another subject");
+                return DatCheck::Invalid("renewed DAT names another subject".into());
+            }
+        }
+        let expires_in = dat.expires_in;
+        self.candidate_dat = Some(dat);
+        DatCheck::Valid { expires_in }
+    }
+
+    async fn handle(&mut self, event: Event) -> Flow {
+        for action in self.fsm.handle(event) {
+            if let Flow::Stop(reason) = self.execute(action).await {
+                return Flow::Stop(reason);
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn execute(&mut self, action: Action) -> Flow {
+        match action {
+            Action::Send(message) => {
+                if matches!(
+                    message,
+                    Message::IdscpRaProver(_) | Message::IdscpRaVerifier(_)
+                ) {
+                    ConnectionStats::bump(&self.stats.ra_messages_sent);
+                }
+                let write = self.writer.send(message);
+                match timeout(self.endpoint.settings.write_timeout, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Flow::Stop(lost(format!("write failed: {e}"))),
+                    Err(_) => {
+                        return Flow::Stop(CloseReason {
+                            cause: CloseCause::Timeout,
+                            message: "peer does not read".into(),
+                            by_peer: false,
+                        })
+                    }
+                }
+            }
+            Action::StartRa { role, suite, run } => self.start_driver(role, &suite, run),
+            Action::StopRa(role) => {
+                if let Some(driver) = self.driver_slot(role).take() {
+                    driver.task.abort();
+                }
+            }
+            Action::ToRa { role, data } => {
+                if let Some(driver) = self.driver_slot(role) {
+                    // Drivers exchange a handful of messages; a flood from the peer is dropped.
+                    if driver.to_driver.try_send(data).is_err() {
+                        warn!(?role, "RA driver is not taking messages; dropped one");
+                    }
+                }
+            }
+            Action::SetTimer(timer, after) => {
+                self.timers[timer_index(timer)] = Some(Instant::now() + after);
+            }
+            Action::CancelTimer(timer) => self.timers[timer_index(timer)] = None,
+            Action::Deliver(data) => {
+                // Capacity was checked before the event; a closed receiver means nobody listens.
+                let _ = self.deliver.try_send(data);
+            }
+            Action::PeerDatAccepted => self.accept_dat(),
+            Action::Established => {
+                if let (Some(established), Some(peer)) = (self.established.take(), &self.peer) {
+                    info!(peer = %peer.borrow().identity, "IDSCP2 connection established");
+                    // The caller of establish may have given up; then the close follows.
+                    let _ = established.send(peer.subscribe());
+                }
+            }
+            Action::Closed {
+                cause,
+                message,
+                by_peer,
+            } => {
+                return Flow::Stop(CloseReason {
+                    cause,
+                    message,
+                    by_peer,
+                })
+            }
+        }
+        Flow::Continue
+    }
+
+    fn accept_dat(&mut self) {
+        let Some(dat) = self.candidate_dat.take() else {
+            return;
+        };
+        ConnectionStats::bump(&self.stats.peer_dats_accepted);
+        let info = Arc::new(PeerInfo {
+            identity: dat.subject,
+            certificate_fingerprint: self.peer_certificate.fingerprint.clone(),
+            dat_claims: dat.claims,
+        });
+        match &self.peer {
+            Some(peer) => {
+                peer.send_replace(info);
+            }
+            None => self.peer = Some(watch::channel(info).0),
+        }
+    }
+
+    fn start_driver(&mut self, role: RaRole, suite: &str, run: u64) {
+        if let Some(old) = self.driver_slot(role).take() {
+            old.task.abort();
+        }
+        let (channel, to_driver) = RaChannel::new(role, run, self.ra_events_tx.clone());
+        let events = self.ra_events_tx.clone();
+        let driver = self.endpoint.ra.driver(role, suite);
+        let task = tokio::spawn(async move {
+            match driver {
+                Some(driver) => channel.run(driver).await,
+                // Endpoint::new rules this out; fail the run rather than hang if it happens.
+                None => {
+                    let _ = events
+                        .send(RaEvent {
+                            role,
+                            run,
+                            kind: RaEventKind::Finished(Err("no driver for suite".into())),
+                        })
+                        .await;
+                }
+            }
+        });
+        *self.driver_slot(role) = Some(RunningDriver { task, to_driver });
+    }
+
+    fn driver_slot(&mut self, role: RaRole) -> &mut Option<RunningDriver> {
+        match role {
+            RaRole::Prover => &mut self.prover,
+            RaRole::Verifier => &mut self.verifier,
+        }
+    }
+}
+
+/// What we know when the connection task ended without recording why (it panicked).
+fn task_ended() -> CloseReason {
+    CloseReason {
+        cause: CloseCause::Error,
+        message: "connection task ended".into(),
+        by_peer: false,
+    }
+}
+
+/// The peer went away without a word.
+fn lost(message: String) -> CloseReason {
+    CloseReason {
+        cause: CloseCause::Error,
+        message,
+        by_peer: true,
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}

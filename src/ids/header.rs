@@ -1,0 +1,309 @@
+//! Reading the Information Model header of a request, and the form of it that gets stored.
+//!
+//! Only the few fields the clearing house acts on are lifted out; everything else stays in `raw`,
+//! because the stored entry must keep what the connector actually sent. Tokens are the exception:
+//! a DAT is a short-lived bearer credential, and a tamper-evident log that nobody may edit is the
+//! last place to leave one lying around.
+
+use serde_json::Value;
+
+use super::reply::{Rejection, RejectionReason};
+
+const SECURITY_TOKEN: &str = "ids:securityToken";
+const AUTHORIZATION_TOKEN: &str = "ids:authorizationToken";
+
+/// The message types the clearing house understands, from the header's `@type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageType {
+    /// `ids:RequestMessage`: create a process.
+    Request,
+    /// `ids:LogMessage`: append an entry.
+    Log,
+    /// `ids:QueryMessage`: read entries.
+    Query,
+    /// Any other `@type`, kept verbatim so the rejection can name it.
+    Other(String),
+}
+
+impl MessageType {
+    fn from_type(type_name: &str) -> Self {
+        match type_name {
+            "ids:RequestMessage" => Self::Request,
+            "ids:LogMessage" => Self::Log,
+            "ids:QueryMessage" => Self::Query,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+/// Why a request header could not be read. Every variant is a MALFORMED_MESSAGE for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("the IDS header is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("the IDS header is not a JSON object")]
+    NotAnObject,
+    #[error("the IDS header has no \"@type\" string")]
+    MissingType,
+    #[error("the IDS header has no \"@id\" string")]
+    MissingId,
+}
+
+impl From<HeaderError> for Rejection {
+    fn from(error: HeaderError) -> Self {
+        Rejection::with_default_status(RejectionReason::MalformedMessage, error.to_string())
+    }
+}
+
+/// A request's IDS header: the fields the clearing house needs, plus the whole JSON-LD object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestHeader {
+    pub message_type: MessageType,
+    /// The message's `@id`, echoed as `ids:correlationMessage` in the reply.
+    pub id: String,
+    pub issuer_connector: Option<String>,
+    pub sender_agent: Option<String>,
+    /// The `ids:tokenValue` of `ids:securityToken`: the DAT the client put into the header.
+    pub security_token: Option<String>,
+    pub raw: Value,
+}
+
+impl RequestHeader {
+    pub fn parse(header: &str) -> Result<Self, HeaderError> {
+        let raw: Value = serde_json::from_str(header)?;
+        let object = raw.as_object().ok_or(HeaderError::NotAnObject)?;
+        let message_type = object
+            .get("@type")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(MessageType::from_type)
+            .ok_or(HeaderError::MissingType)?;
+        let id = object
+            .get("@id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .ok_or(HeaderError::MissingId)?
+            .to_owned();
+        let issuer_connector = object.get("ids:issuerConnector").and_then(reference);
+        let sender_agent = object.get("ids:senderAgent").and_then(reference);
+        let security_token = object
+            .get(SECURITY_TOKEN)
+            .and_then(|token| token.get("ids:tokenValue"))
+            .and_then(literal);
+        Ok(Self {
+            message_type,
+            id,
+            issuer_connector,
+            sender_agent,
+            security_token,
+            raw,
+        })
+    }
+
+    /// The header as it is stored with the entry and hashed into the chain: without tokens.
+    pub fn stored_form(&self) -> Value {
+        let mut stored = self.raw.clone();
+        if let Some(object) = stored.as_object_mut() {
+            object.remove(SECURITY_TOKEN);
+            object.remove(AUTHORIZATION_TOKEN);
+        }
+        stored
+    }
+}
+
+/// An IRI-valued field: compacted JSON-LD may write it as a bare string, the Java serializer
+/// writes `{"@id": ...}`; both occur in the wild.
+fn reference(value: &Value) -> Option<String> {
+    let iri = match value {
+        Value::String(iri) => iri,
+        Value::Object(node) => node.get("@id")?.as_str()?,
+        _ => return None,
+    };
+    (!iri.is_empty()).then(|| iri.to_owned())
+}
+
+/// A literal-valued field: a bare string or a typed literal `{"@value": ...}`.
+fn literal(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Object(node) => node.get("@value")?.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> Result<RequestHeader, HeaderError> {
+        RequestHeader::parse(&value.to_string())
+    }
+
+    #[test]
+    fn not_json_is_rejected() {
+        assert!(matches!(
+            RequestHeader::parse("{\"@type\": "),
+            Err(HeaderError::NotJson(_))
+        ));
+        assert!(matches!(
+            RequestHeader::parse(""),
+            Err(HeaderError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn array_or_scalar_is_not_an_object() {
+        let array = json!([{"@type": "ids:LogMessage", "@id": "urn:m:1"}]);
+        assert!(matches!(parse(array), Err(HeaderError::NotAnObject)));
+        assert!(matches!(
+            RequestHeader::parse("\"ids:LogMessage\""),
+            Err(HeaderError::NotAnObject)
+        ));
+    }
+
+    #[test]
+    fn missing_or_empty_type_is_rejected() {
+        assert!(matches!(
+            parse(json!({"@id": "urn:m:1"})),
+            Err(HeaderError::MissingType)
+        ));
+        assert!(matches!(
+            parse(json!({"@type": "", "@id": "urn:m:1"})),
+            Err(HeaderError::MissingType)
+        ));
+        assert!(matches!(
+            parse(json!({"@type": ["ids:LogMessage"], "@id": "urn:m:1"})),
+            Err(HeaderError::MissingType)
+        ));
+    }
+
+    #[test]
+    fn missing_or_empty_id_is_rejected() {
+        assert!(matches!(
+            parse(json!({"@type": "ids:LogMessage"})),
+            Err(HeaderError::MissingId)
+        ));
+        assert!(matches!(
+            parse(json!({"@type": "ids:LogMessage", "@id": ""})),
+            Err(HeaderError::MissingId)
+        ));
+        assert!(matches!(
+            parse(json!({"@type": "ids:LogMessage", "@id": 7})),
+            Err(HeaderError::MissingId)
+        ));
+    }
+
+    #[test]
+    fn header_errors_become_malformed_message_rejections() {
+        let rejection = Rejection::from(HeaderError::MissingId);
+        assert_eq!(rejection.reason, RejectionReason::MalformedMessage);
+        assert_eq!(rejection.status, 400);
+        assert!(rejection.message.contains("@id"), "{}", rejection.message);
+    }
+
+    #[test]
+    fn message_types_map_from_type() {
+        let cases = [
+            ("ids:RequestMessage", MessageType::Request),
+            ("ids:LogMessage", MessageType::Log),
+            ("ids:QueryMessage", MessageType::Query),
+            (
+                "ids:ArtifactRequestMessage",
+                MessageType::Other("ids:ArtifactRequestMessage".into()),
+            ),
+        ];
+        for (type_name, expected) in cases {
+            let header = parse(json!({"@type": type_name, "@id": "urn:m:1"})).unwrap();
+            assert_eq!(header.message_type, expected, "{type_name}");
+        }
+    }
+
+    #[test]
+    fn fields_are_read_in_the_java_serializer_shape() {
+        let header = parse(json!({
+            "@context": {"ids": "https://w3id.org/idsa/core/"},
+            "@type": "ids:LogMessage",
+            "@id": "https://w3id.org/idsa/autogen/logMessage/1",
+            "ids:issuerConnector": {"@id": "https://connector.example/"},
+            "ids:senderAgent": {"@id": "https://agent.example/"},
+            "ids:securityToken": {
+                "@type": "ids:DynamicAttributeToken",
+                "@id": "https://w3id.org/idsa/autogen/dynamicAttributeToken/2",
+                "ids:tokenValue": "eyJ.dat",
+                "ids:tokenFormat": {"@id": "https://w3id.org/idsa/code/JWT"}
+            }
+        }))
+        .unwrap();
+        assert_eq!(header.id, "https://w3id.org/idsa/autogen/logMessage/1");
+        assert_eq!(
+            header.issuer_connector.as_deref(),
+            Some("https://connector.example/")
+        );
+        assert_eq!(
+            header.sender_agent.as_deref(),
+            Some("https://agent.example/")
+        );
+        assert_eq!(header.security_token.as_deref(), Some("eyJ.dat"));
+    }
+
+    #[test]
+    fn plain_string_references_and_typed_literal_token_are_read() {
+        let header = parse(json!({
+            "@type": "ids:QueryMessage",
+            "@id": "urn:m:1",
+            "ids:issuerConnector": "https://connector.example/",
+            "ids:senderAgent": "https://agent.example/",
+            "ids:securityToken": {"ids:tokenValue": {"@value": "eyJ.typed"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            header.issuer_connector.as_deref(),
+            Some("https://connector.example/")
+        );
+        assert_eq!(
+            header.sender_agent.as_deref(),
+            Some("https://agent.example/")
+        );
+        assert_eq!(header.security_token.as_deref(), Some("eyJ.typed"));
+    }
+
+    #[test]
+    fn absent_or_unusable_optional_fields_are_none() {
+        let header = parse(json!({
+            "@type": "ids:LogMessage",
+            "@id": "urn:m:1",
+            "ids:issuerConnector": {"@id": ""},
+            "ids:senderAgent": 42,
+            "ids:securityToken": {"@type": "ids:DynamicAttributeToken"}
+        }))
+        .unwrap();
+        assert_eq!(header.issuer_connector, None);
+        assert_eq!(header.sender_agent, None);
+        assert_eq!(header.security_token, None);
+    }
+
+    #[test]
+    fn stored_form_strips_both_tokens_and_keeps_the_rest() {
+        let raw = json!({
+            "@type": "ids:LogMessage",
+            "@id": "urn:m:1",
+            "ids:issuerConnector": {"@id": "https://connector.example/"},
+            "ids:securityToken": {"ids:tokenValue": "eyJ.dat"},
+            "ids:authorizationToken": {"ids:tokenValue": "eyJ.auth"},
+            "ids:contentVersion": "1"
+        });
+        let header = parse(raw.clone()).unwrap();
+        let stored = header.stored_form();
+        assert_eq!(
+            stored,
+            json!({
+                "@type": "ids:LogMessage",
+                "@id": "urn:m:1",
+                "ids:issuerConnector": {"@id": "https://connector.example/"},
+                "ids:contentVersion": "1"
+            })
+        );
+        assert_eq!(header.raw, raw, "raw keeps the tokens");
+    }
+}

@@ -1,0 +1,575 @@
+//! The clearing-house parameters a request carries as IDSCP2 extra headers (`ch-ids-*`, `Content-Type`).
+//!
+//! Reading is lenient where deployed clients differ (header case, `date_from` vs `date-from`,
+//! surrounding blanks) and strict where the reference went wrong: an unusable value is a
+//! BAD_PARAMETERS naming the parameter, never silently replaced by a default, because a query
+//! that quietly answers a different question than was asked is worse than an error.
+
+use time::format_description::well_known::Rfc3339;
+use time::{Date, Month, OffsetDateTime};
+
+use super::reply::{Rejection, RejectionReason};
+use crate::idscp2::proto::app::HeaderEntry;
+
+pub const DEFAULT_PAGE_SIZE: u64 = 100;
+/// Larger requested pages are lowered to this, so one query cannot make the clearing house
+/// assemble an unbounded reply.
+pub const MAX_PAGE_SIZE: u64 = 1000;
+const MAX_PID_LEN: usize = 255;
+const RESERVED_PID: &str = "default";
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// The parameters as sent (trimmed); validation happens when a handler asks for one, because
+/// which parameters matter depends on the message type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChParams {
+    pub pid: Option<String>,
+    pub id: Option<String>,
+    /// From `Content-Type`: the media type of the payload.
+    pub content_type: Option<String>,
+    pub page: Option<String>,
+    pub size: Option<String>,
+    pub sort: Option<String>,
+    pub date_from: Option<String>,
+    pub date_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Param {
+    Pid,
+    Id,
+    ContentType,
+    Page,
+    Size,
+    Sort,
+    DateFrom,
+    DateTo,
+}
+
+impl Param {
+    fn from_header_name(name: &str) -> Option<Self> {
+        let name = name.trim().to_ascii_lowercase();
+        if name == "content-type" {
+            return Some(Self::ContentType);
+        }
+        // The reference's IDSCP2 route turned `_` into `-` in header names, so clients built
+        // against it send `date-from`; both spellings mean the same parameter.
+        match name.strip_prefix("ch-ids-")?.replace('_', "-").as_str() {
+            "pid" => Some(Self::Pid),
+            "id" => Some(Self::Id),
+            "page" => Some(Self::Page),
+            "size" => Some(Self::Size),
+            "sort" => Some(Self::Sort),
+            "date-from" => Some(Self::DateFrom),
+            "date-to" => Some(Self::DateTo),
+            _ => None,
+        }
+    }
+
+    fn header_name(self) -> &'static str {
+        match self {
+            Self::Pid => "ch-ids-pid",
+            Self::Id => "ch-ids-id",
+            Self::ContentType => "Content-Type",
+            Self::Page => "ch-ids-page",
+            Self::Size => "ch-ids-size",
+            Self::Sort => "ch-ids-sort",
+            Self::DateFrom => "ch-ids-date_from",
+            Self::DateTo => "ch-ids-date_to",
+        }
+    }
+}
+
+fn bad_parameter(message: impl Into<String>) -> Rejection {
+    Rejection::with_default_status(RejectionReason::BadParameters, message)
+}
+
+impl ChParams {
+    /// Unknown headers are ignored so that newer clients can send more than this version reads.
+    /// A parameter sent twice with different values is refused, since either choice would be a guess.
+    pub fn parse(headers: &[HeaderEntry]) -> Result<ChParams, Rejection> {
+        let mut params = ChParams::default();
+        for header in headers {
+            let Some(param) = Param::from_header_name(&header.name) else {
+                continue;
+            };
+            let value = header.value.trim();
+            let slot = params.slot(param);
+            if slot.as_deref().is_some_and(|existing| existing != value) {
+                return Err(bad_parameter(format!(
+                    "{} was sent twice with different values",
+                    param.header_name()
+                )));
+            }
+            *slot = Some(value.to_owned());
+        }
+        Ok(params)
+    }
+
+    fn slot(&mut self, param: Param) -> &mut Option<String> {
+        match param {
+            Param::Pid => &mut self.pid,
+            Param::Id => &mut self.id,
+            Param::ContentType => &mut self.content_type,
+            Param::Page => &mut self.page,
+            Param::Size => &mut self.size,
+            Param::Sort => &mut self.sort,
+            Param::DateFrom => &mut self.date_from,
+            Param::DateTo => &mut self.date_to,
+        }
+    }
+
+    /// The process id, which every clearing-house message needs.
+    pub fn pid(&self) -> Result<&str, Rejection> {
+        let pid = self
+            .pid
+            .as_deref()
+            .ok_or_else(|| bad_parameter("ch-ids-pid is required"))?;
+        let well_formed = (1..=MAX_PID_LEN).contains(&pid.len())
+            && pid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:~-".contains(&b));
+        if !well_formed {
+            return Err(bad_parameter(
+                "ch-ids-pid must be 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -",
+            ));
+        }
+        if pid == RESERVED_PID {
+            return Err(bad_parameter("ch-ids-pid \"default\" is reserved"));
+        }
+        Ok(pid)
+    }
+
+    /// The paging, order and date window of a page query.
+    pub fn query(&self) -> Result<QueryParams, Rejection> {
+        let page = positive(self.page.as_deref(), Param::Page)?.unwrap_or(1);
+        let requested_size =
+            positive(self.size.as_deref(), Param::Size)?.unwrap_or(DEFAULT_PAGE_SIZE);
+        let order = match self.sort.as_deref() {
+            None => SortOrder::Desc,
+            Some(text) => SortOrder::parse(text)
+                .ok_or_else(|| bad_parameter("ch-ids-sort must be asc or desc"))?,
+        };
+        let from_ms =
+            date_bound(self.date_from.as_deref(), Param::DateFrom)?.map(|bound| bound.first_ms());
+        let to_ms =
+            date_bound(self.date_to.as_deref(), Param::DateTo)?.map(|bound| bound.last_ms());
+        if let (Some(from), Some(to)) = (from_ms, to_ms) {
+            if from > to {
+                return Err(bad_parameter(
+                    "ch-ids-date_from is after ch-ids-date_to: the range is empty",
+                ));
+            }
+        }
+        Ok(QueryParams {
+            page,
+            size: requested_size.min(MAX_PAGE_SIZE),
+            size_lowered: requested_size > MAX_PAGE_SIZE,
+            order,
+            from_ms,
+            to_ms,
+            date_from_text: self.date_from.clone(),
+            date_to_text: self.date_to.clone(),
+        })
+    }
+}
+
+fn positive(text: Option<&str>, param: Param) -> Result<Option<u64>, Rejection> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match text.parse::<u64>() {
+        Ok(value) if value >= 1 => Ok(Some(value)),
+        _ => Err(bad_parameter(format!(
+            "{} must be an integer >= 1",
+            param.header_name()
+        ))),
+    }
+}
+
+fn date_bound(text: Option<&str>, param: Param) -> Result<Option<DateBound>, Rejection> {
+    text.map(|text| {
+        DateBound::parse(text).ok_or_else(|| {
+            bad_parameter(format!(
+                "{} must be a date (YYYY-MM-DD) or an RFC 3339 instant",
+                param.header_name()
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// Entry order by sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+impl SortOrder {
+    fn parse(text: &str) -> Option<Self> {
+        if text.eq_ignore_ascii_case("asc") {
+            Some(Self::Asc)
+        } else if text.eq_ignore_ascii_case("desc") {
+            Some(Self::Desc)
+        } else {
+            None
+        }
+    }
+
+    /// The spelling used in `ch-ids-sort` and in the page payload's `order`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Asc => "asc",
+            Self::Desc => "desc",
+        }
+    }
+}
+
+/// One end of a date window. A calendar day is a span, an instant a point: `date_from` takes
+/// the first millisecond of it and `date_to` the last, which makes whole days inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateBound {
+    /// `YYYY-MM-DD`, a whole UTC day.
+    Day(Date),
+    /// An RFC 3339 date-time with any offset.
+    Instant(OffsetDateTime),
+}
+
+impl DateBound {
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Some(day) = parse_day(text) {
+            return Some(Self::Day(day));
+        }
+        OffsetDateTime::parse(text, &Rfc3339)
+            .ok()
+            .map(Self::Instant)
+    }
+
+    /// Unix milliseconds of the earliest instant in the bound.
+    pub fn first_ms(&self) -> i64 {
+        match self {
+            Self::Day(day) => unix_ms(day.midnight().assume_utc()),
+            Self::Instant(instant) => unix_ms(*instant),
+        }
+    }
+
+    /// Unix milliseconds of the latest instant in the bound.
+    pub fn last_ms(&self) -> i64 {
+        match self {
+            Self::Day(_) => self.first_ms() + MS_PER_DAY - 1,
+            Self::Instant(instant) => unix_ms(*instant),
+        }
+    }
+}
+
+/// Entries carry millisecond timestamps, so a sub-millisecond bound rounds down: the entry
+/// stamped in that millisecond counts as inside it.
+fn unix_ms(instant: OffsetDateTime) -> i64 {
+    instant.unix_timestamp() * 1000 + i64::from(instant.millisecond())
+}
+
+/// Exactly `YYYY-MM-DD`: the time crate's own parser would also accept signs and longer years.
+fn parse_day(text: &str) -> Option<Date> {
+    let bytes = text.as_bytes();
+    let shape_ok = bytes.len() == 10
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
+    if !shape_ok {
+        return None;
+    }
+    let year: i32 = text[0..4].parse().ok()?;
+    let month: u8 = text[5..7].parse().ok()?;
+    let day: u8 = text[8..10].parse().ok()?;
+    Date::from_calendar_date(year, Month::try_from(month).ok()?, day).ok()
+}
+
+/// A validated page query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryParams {
+    pub page: u64,
+    pub size: u64,
+    /// The client asked for more than [`MAX_PAGE_SIZE`] and gets that many instead.
+    pub size_lowered: bool,
+    pub order: SortOrder,
+    /// Inclusive lower bound on the entry timestamp, unix ms.
+    pub from_ms: Option<i64>,
+    /// Inclusive upper bound on the entry timestamp, unix ms.
+    pub to_ms: Option<i64>,
+    /// The parameters as sent, echoed in the page payload.
+    pub date_from_text: Option<String>,
+    pub date_to_text: Option<String>,
+}
+
+impl QueryParams {
+    /// How many entries precede this page. Saturates, so an absurd page number reads past the
+    /// end (an empty page) instead of overflowing.
+    pub fn offset(&self) -> u64 {
+        (self.page - 1).saturating_mul(self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<HeaderEntry> {
+        pairs
+            .iter()
+            .map(|(name, value)| HeaderEntry {
+                name: (*name).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect()
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> ChParams {
+        ChParams::parse(&headers(pairs)).unwrap()
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> Result<QueryParams, Rejection> {
+        params(pairs).query()
+    }
+
+    fn assert_bad(result: Result<impl std::fmt::Debug, Rejection>, naming: &str) {
+        let rejection = result.unwrap_err();
+        assert_eq!(rejection.reason, RejectionReason::BadParameters);
+        assert_eq!(rejection.status, 400);
+        assert!(
+            rejection.message.contains(naming),
+            "message {:?} should name {naming}",
+            rejection.message
+        );
+    }
+
+    /// 2024-03-10T00:00:00Z in unix ms.
+    const MARCH_10_MS: i64 = 1_710_028_800_000;
+
+    #[test]
+    fn names_are_case_insensitive_and_unknown_headers_ignored() {
+        let parsed = params(&[
+            ("CH-IDS-PID", "p-1"),
+            ("Ch-Ids-Id", "doc-1"),
+            ("content-type", "text/plain"),
+            ("ch-ids-future", "x"),
+            ("X-Other", "y"),
+        ]);
+        assert_eq!(
+            parsed,
+            ChParams {
+                pid: Some("p-1".into()),
+                id: Some("doc-1".into()),
+                content_type: Some("text/plain".into()),
+                ..ChParams::default()
+            }
+        );
+    }
+
+    #[test]
+    fn both_date_spellings_are_accepted() {
+        let underscore = params(&[
+            ("ch-ids-date_from", "2024-03-10"),
+            ("ch-ids-date_to", "2024-03-11"),
+        ]);
+        let hyphen = params(&[
+            ("ch-ids-date-from", "2024-03-10"),
+            ("ch-ids-date-to", "2024-03-11"),
+        ]);
+        assert_eq!(underscore, hyphen);
+        assert_eq!(underscore.date_from.as_deref(), Some("2024-03-10"));
+        assert_eq!(underscore.date_to.as_deref(), Some("2024-03-11"));
+    }
+
+    #[test]
+    fn repeated_parameter_must_agree() {
+        let same = params(&[
+            ("ch-ids-date_from", "2024-03-10"),
+            ("ch-ids-date-from", "2024-03-10"),
+        ]);
+        assert_eq!(same.date_from.as_deref(), Some("2024-03-10"));
+        assert_bad(
+            ChParams::parse(&headers(&[
+                ("ch-ids-date_from", "2024-03-10"),
+                ("ch-ids-date-from", "2024-03-11"),
+            ])),
+            "ch-ids-date_from",
+        );
+    }
+
+    #[test]
+    fn values_are_trimmed() {
+        let parsed = params(&[("ch-ids-pid", " p-1 "), ("ch-ids-page", " 2\t")]);
+        assert_eq!(parsed.pid(), Ok("p-1"));
+        assert_eq!(parsed.query().unwrap().page, 2);
+    }
+
+    #[test]
+    fn pid_is_required() {
+        assert_bad(params(&[]).pid(), "ch-ids-pid");
+    }
+
+    #[test]
+    fn pid_accepts_every_allowed_character_and_255_chars() {
+        let all = "AZaz09._:~-";
+        assert_eq!(params(&[("ch-ids-pid", all)]).pid(), Ok(all));
+        let longest = "p".repeat(255);
+        assert_eq!(
+            params(&[("ch-ids-pid", &longest)]).pid(),
+            Ok(longest.as_str())
+        );
+    }
+
+    #[test]
+    fn pid_rejects_bad_length_characters_and_reserved() {
+        for bad in ["", &"p".repeat(256), "a b", "a/b", "ä", "a#b", "a%2F"] {
+            assert_bad(params(&[("ch-ids-pid", bad)]).pid(), "ch-ids-pid");
+        }
+        assert_bad(params(&[("ch-ids-pid", "default")]).pid(), "reserved");
+        assert_eq!(params(&[("ch-ids-pid", "Default")]).pid(), Ok("Default"));
+    }
+
+    #[test]
+    fn query_defaults() {
+        let q = query(&[]).unwrap();
+        assert_eq!(
+            q,
+            QueryParams {
+                page: 1,
+                size: 100,
+                size_lowered: false,
+                order: SortOrder::Desc,
+                from_ms: None,
+                to_ms: None,
+                date_from_text: None,
+                date_to_text: None,
+            }
+        );
+        assert_eq!(q.offset(), 0);
+    }
+
+    #[test]
+    fn page_and_size_must_be_positive_integers() {
+        for bad in ["0", "-1", "1.5", "abc", "", "18446744073709551616"] {
+            assert_bad(query(&[("ch-ids-page", bad)]), "ch-ids-page");
+            assert_bad(query(&[("ch-ids-size", bad)]), "ch-ids-size");
+        }
+        let q = query(&[("ch-ids-page", "3"), ("ch-ids-size", "7")]).unwrap();
+        assert_eq!((q.page, q.size, q.size_lowered), (3, 7, false));
+        assert_eq!(q.offset(), 14);
+    }
+
+    #[test]
+    fn size_above_the_maximum_is_lowered_and_flagged() {
+        let at_max = query(&[("ch-ids-size", "1000")]).unwrap();
+        assert_eq!((at_max.size, at_max.size_lowered), (1000, false));
+        let above = query(&[("ch-ids-size", "1001")]).unwrap();
+        assert_eq!((above.size, above.size_lowered), (1000, true));
+    }
+
+    #[test]
+    fn offset_saturates_on_huge_pages() {
+        let q = query(&[("ch-ids-page", &u64::MAX.to_string())]).unwrap();
+        assert_eq!(q.offset(), u64::MAX);
+    }
+
+    #[test]
+    fn sort_is_asc_or_desc_in_any_case() {
+        assert_eq!(
+            query(&[("ch-ids-sort", "asc")]).unwrap().order,
+            SortOrder::Asc
+        );
+        assert_eq!(
+            query(&[("ch-ids-sort", "DESC")]).unwrap().order,
+            SortOrder::Desc
+        );
+        for bad in ["ascending", "", "up"] {
+            assert_bad(query(&[("ch-ids-sort", bad)]), "ch-ids-sort");
+        }
+    }
+
+    #[test]
+    fn whole_days_are_inclusive_to_the_millisecond() {
+        let q = query(&[
+            ("ch-ids-date_from", "2024-03-10"),
+            ("ch-ids-date_to", "2024-03-10"),
+        ])
+        .unwrap();
+        assert_eq!(q.from_ms, Some(MARCH_10_MS));
+        assert_eq!(q.to_ms, Some(MARCH_10_MS + 86_400_000 - 1));
+        assert_eq!(q.date_from_text.as_deref(), Some("2024-03-10"));
+        assert_eq!(q.date_to_text.as_deref(), Some("2024-03-10"));
+    }
+
+    #[test]
+    fn rfc3339_instants_with_offsets_are_exact() {
+        let q = query(&[
+            ("ch-ids-date_from", "2024-03-10T01:30:00.250+01:30"),
+            ("ch-ids-date_to", "2024-03-10T00:00:01Z"),
+        ])
+        .unwrap();
+        assert_eq!(q.from_ms, Some(MARCH_10_MS + 250));
+        assert_eq!(q.to_ms, Some(MARCH_10_MS + 1000));
+    }
+
+    #[test]
+    fn sub_millisecond_instants_round_down() {
+        let q = query(&[("ch-ids-date_to", "2024-03-10T00:00:00.0009Z")]).unwrap();
+        assert_eq!(q.to_ms, Some(MARCH_10_MS));
+    }
+
+    #[test]
+    fn one_sided_windows_are_allowed() {
+        let from_only = query(&[("ch-ids-date_from", "1969-12-31")]).unwrap();
+        assert_eq!(
+            (from_only.from_ms, from_only.to_ms),
+            (Some(-86_400_000), None)
+        );
+        let to_only = query(&[("ch-ids-date-to", "1970-01-01")]).unwrap();
+        assert_eq!((to_only.from_ms, to_only.to_ms), (None, Some(86_399_999)));
+    }
+
+    #[test]
+    fn unparseable_dates_name_the_parameter() {
+        for bad in [
+            "2024-02-30",
+            "2024-13-01",
+            "2024-3-10",
+            "+2024-03-10",
+            "20240310",
+            "2024-03-10T00:00:00",
+            "yesterday",
+            "",
+        ] {
+            assert_bad(query(&[("ch-ids-date_from", bad)]), "ch-ids-date_from");
+            assert_bad(query(&[("ch-ids-date-to", bad)]), "ch-ids-date_to");
+        }
+    }
+
+    #[test]
+    fn from_after_to_is_rejected_but_equal_instants_are_not() {
+        assert_bad(
+            query(&[
+                ("ch-ids-date_from", "2024-03-11"),
+                ("ch-ids-date_to", "2024-03-10"),
+            ]),
+            "ch-ids-date_from",
+        );
+        assert_bad(
+            query(&[
+                ("ch-ids-date_from", "2024-03-10T00:00:00.001Z"),
+                ("ch-ids-date_to", "2024-03-10T00:00:00Z"),
+            ]),
+            "ch-ids-date_to",
+        );
+        let point = query(&[
+            ("ch-ids-date_from", "2024-03-10T00:00:00Z"),
+            ("ch-ids-date_to", "2024-03-10T00:00:00Z"),
+        ])
+        .unwrap();
+        assert_eq!(point.from_ms, point.to_ms);
+    }
+}

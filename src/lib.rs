@@ -2,12 +2,14 @@
 //!
 //! Rooms, each knowing nothing of the rooms above it:
 //! - [`idscp2`]: the transport (TLS, framing, handshake, DAT and RA drivers, server and client).
-//! - [`devpki`]: a development CA with server, connector and receipt keys, for trying things out and for tests.
 //! - [`ids`]: the IDS message layer: request headers and `ch-ids-*` parameters in, reply headers,
 //!   rejections and query documents out.
+//! - [`store`]: processes and their hash-chained entries, embedded (redb) or on MongoDB.
 //! - [`receipt`]: receipts signed as JWTs, and the JWKS that lets anyone verify them offline.
+//! - [`devpki`]: a development CA with server, connector and receipt keys, for trying things out and for tests.
 
 pub mod devpki;
 pub mod ids;
 pub mod idscp2;
 pub mod receipt;
+pub mod store;

@@ -1,0 +1,173 @@
+//! The logbook's storage: processes, their entries, and the per-process hash chain.
+//!
+//! Everything the clearing house promises about a log entry (its sequence number, its timestamp,
+//! its place in the hash chain, and that it survives a crash once a receipt was signed for it)
+//! is decided here, below the protocol, so that every backend keeps the same promises. The
+//! [`ProcessStore`] trait is that contract; `tests/store_contract.rs` checks it once for every
+//! backend.
+//!
+//! - [`chain`]: the canonical entry encoding, the hash chain, and an offline chain verifier.
+//! - [`embedded`]: a single-file backend on redb with group commit.
+//!
+//! Backends never see tokens or decide who may do what: callers strip the security tokens from
+//! the header and check ownership before they ask.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+pub mod chain;
+pub mod embedded;
+mod query;
+
+pub use embedded::EmbeddedStore;
+
+/// A named log with the clients allowed to use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub pid: String,
+    pub owners: BTreeSet<String>,
+    pub created_at_ms: i64,
+}
+
+/// What a caller asks to be logged; the store adds sequence, timestamp and hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    pub pid: String,
+    /// A UUID v4 chosen by the caller; unique across all processes.
+    pub document_id: String,
+    pub client_id: String,
+    /// The IDS JSON-LD header, already stripped of its tokens by the caller.
+    pub header: serde_json::Value,
+    pub payload: Bytes,
+    /// The payload's media type, `""` if none was given.
+    pub payload_type: String,
+}
+
+/// A stored log entry, as appended and as returned by every read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub pid: String,
+    /// 1, 2, 3, ... per process, without gaps.
+    pub sequence: u64,
+    pub document_id: String,
+    /// UTC milliseconds; never smaller than the previous entry's of the same process.
+    pub timestamp_ms: i64,
+    pub client_id: String,
+    pub header: serde_json::Value,
+    pub payload: Bytes,
+    pub payload_type: String,
+    /// See [`chain`] for how both hashes are computed.
+    pub entry_hash: [u8; 32],
+    pub chain_hash: [u8; 32],
+}
+
+/// The order of a page, by sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// One page of a process's entries, optionally restricted to a time range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageQuery {
+    pub pid: String,
+    /// 1-based.
+    pub page: u64,
+    /// At least 1; capping it is the caller's business.
+    pub size: u64,
+    pub order: Order,
+    /// Inclusive lower bound on `timestamp_ms`.
+    pub from_ms: Option<i64>,
+    /// Inclusive upper bound on `timestamp_ms`.
+    pub to_ms: Option<i64>,
+}
+
+/// The entries of one page and how many entries the whole query matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    /// Entries in the time range over all pages, so that clients know when they have everything.
+    pub total: u64,
+}
+
+/// Whether `create_process` made the process or found it already there (left unchanged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created(Process),
+    Exists(Process),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("process {0:?} does not exist")]
+    UnknownProcess(String),
+    #[error("document id {0:?} is already in use")]
+    DuplicateDocument(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// The backend is down, timed out, or shutting down; retrying later may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data does not decode or contradicts itself; needs an operator.
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+    /// Concurrent writers kept winning the race for a process head (backends that use
+    /// compare-and-swap across instances, such as MongoDB).
+    #[error("conflicting concurrent update: {0}")]
+    Conflict(String),
+    #[error("store I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The storage contract every backend fulfils.
+///
+/// Futures are boxed so that the service can hold any backend as `Arc<dyn ProcessStore>`.
+pub trait ProcessStore: Send + Sync + 'static {
+    /// Creates the process with exactly these owners, or reports the existing one unchanged.
+    fn create_process(
+        &self,
+        pid: &str,
+        owners: &BTreeSet<String>,
+    ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>>;
+
+    fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>>;
+
+    /// Atomically: assigns the next sequence (1, 2, 3, ... no gaps per process), the timestamp
+    /// (now in UTC ms, but never earlier than the process's previous entry, so that timestamps
+    /// are non-decreasing with the sequence), computes entry_hash and chain_hash against the
+    /// current process head, and stores entry + new head together. Returns only once the entry
+    /// is durable. Fails with [`StoreError::UnknownProcess`] if the process does not exist and
+    /// with [`StoreError::DuplicateDocument`] if the document id is already stored. If the future
+    /// is dropped before it completes, the entry may or may not have been stored.
+    fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>>;
+
+    /// The entry with this document id, if it belongs to `pid` (`None` when it belongs to
+    /// another process, so that ids of other processes reveal nothing).
+    fn entry(
+        &self,
+        pid: &str,
+        document_id: &str,
+    ) -> BoxFuture<'_, Result<Option<Entry>, StoreError>>;
+
+    /// One page of entries. A page past the end is empty and still carries the total.
+    /// Fails with [`StoreError::UnknownProcess`] and, for page or size 0, [`StoreError::InvalidQuery`].
+    fn query(&self, query: &PageQuery) -> BoxFuture<'_, Result<Page, StoreError>>;
+
+    /// The pids this client owns, sorted.
+    fn processes_of(&self, client_id: &str) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Entries with sequence in `[from_sequence, from_sequence + limit)`, ascending: for export
+    /// and chain verification in bounded batches. Fails with [`StoreError::UnknownProcess`].
+    fn entries_from(
+        &self,
+        pid: &str,
+        from_sequence: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>>;
+
+    /// Succeeds when the backend can serve reads and writes (readiness).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

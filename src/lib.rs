@@ -6,8 +6,12 @@
 //!   rejections and query documents out.
 //! - [`store`]: processes and their hash-chained entries, embedded (redb) or on MongoDB.
 //! - [`receipt`]: receipts signed as JWTs, and the JWKS that lets anyone verify them offline.
+//! - [`clearing`]: the clearing house: one handler per message type, authorization, receipts.
+//! - [`client`]: the clearing-house client used by the CLI, the tests and the load generator.
 //! - [`devpki`]: a development CA with server, connector and receipt keys, for trying things out and for tests.
 
+pub mod clearing;
+pub mod client;
 pub mod devpki;
 pub mod ids;
 pub mod idscp2;

@@ -131,7 +131,7 @@ async fn a_dat_from_the_daps_establishes_both_identities() {
     );
     let server = connection.peer();
     assert_eq!(server.identity, w.server_party.connector_id);
-    assert_eq!(server.certificate_fingerprint, w.server_party.fingerprint);
+    assert_eq!(server.certificate.fingerprint, w.server_party.fingerprint);
     assert_eq!(server.dat_claims["iss"], json!(w.daps.issuer()));
     assert_eq!(w.daps.issued_count(&w.client.connector_id), 1);
     w.server.stop().await;

@@ -9,11 +9,13 @@
 //! - [`params`]: the `ch-ids-*` parameters and their validation.
 //! - [`reply`]: reply headers and extra headers, rejection reasons and payloads.
 //! - [`document`]: stored entries as `ids:LogMessage` documents, and the page payload.
+//! - [`request`]: the client side: request headers, and reading replies.
 
 pub mod document;
 pub mod header;
 pub mod params;
 pub mod reply;
+pub mod request;
 
 pub use document::{log_document, page_payload, LogDocument};
 pub use header::{HeaderError, MessageType, RequestHeader};
@@ -22,3 +24,4 @@ pub use reply::{
     page_extra_headers, processed_header, rejection_header, reply_extra_headers, result_header,
     Rejection, RejectionReason, ReplyContext,
 };
+pub use request::{request_header, Reply, ReplyError, RequestContext};

@@ -229,7 +229,7 @@ pub(crate) fn ids_context() -> Value {
 }
 
 /// A fresh instance IRI in the form the Java builders generate.
-fn autogen_id(autogen_name: &str) -> String {
+pub(crate) fn autogen_id(autogen_name: &str) -> String {
     format!("{AUTOGEN}{autogen_name}/{}", Uuid::new_v4())
 }
 

@@ -33,8 +33,8 @@ use super::tls::PeerCertificate;
 pub struct PeerInfo {
     /// The DAT's `sub` (or, in development mode, the certificate's `SKI:keyid:AKI`).
     pub identity: String,
-    /// SHA-256 of the peer's TLS leaf certificate, lowercase hex.
-    pub certificate_fingerprint: String,
+    /// The peer's TLS leaf certificate (with its SHA-256 fingerprint), which its DATs are bound to.
+    pub certificate: PeerCertificate,
     /// All claims of the peer's current DAT; replaced when the peer renews it.
     pub dat_claims: serde_json::Value,
 }
@@ -514,7 +514,7 @@ where
         ConnectionStats::bump(&self.stats.peer_dats_accepted);
         let info = Arc::new(PeerInfo {
             identity: dat.subject,
-            certificate_fingerprint: self.peer_certificate.fingerprint.clone(),
+            certificate: self.peer_certificate.clone(),
             dat_claims: dat.claims,
         });
         match &self.peer {

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod clearing;
 pub mod daps;
 pub mod pki;
 pub mod transport;

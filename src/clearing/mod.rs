@@ -1,0 +1,230 @@
+//! The clearing house itself: what each IDS message asks for, who may ask it, and what it is
+//! answered.
+//!
+//! [`ClearingHouse`] is the [`Service`] the IDSCP2 server hands every application message to.
+//! It reads the IDS header and the `ch-ids-*` parameters, authenticates the caller by the identity
+//! the transport verified (the DAT `sub`, bound to the TLS certificate), and dispatches to one
+//! handler per message type: [`create`] (RequestMessage), [`log`] (LogMessage), [`query`]
+//! (QueryMessage). Every failure becomes a typed RejectionMessage; nothing a peer sends ends
+//! the connection or reaches a panic.
+
+mod create;
+mod log;
+mod query;
+mod request;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::ids::{
+    self, processed_header, rejection_header, result_header, ChParams, MessageType, Rejection,
+    RejectionReason, ReplyContext, RequestHeader,
+};
+use crate::idscp2::connection::PeerInfo;
+use crate::idscp2::dat::{DatIssuer, DatVerifier};
+use crate::idscp2::proto::app::{app_layer_message, AppLayerMessage, GenericMessage, IdsMessage};
+use crate::idscp2::server::Service;
+use crate::receipt::ReceiptSigner;
+use crate::store::{ProcessStore, StoreError};
+
+pub use request::{Outcome, ReplyKind, Request};
+
+/// The default upper bound of a logged payload: 4 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+
+pub struct ClearingHouse {
+    store: Arc<dyn ProcessStore>,
+    signer: Arc<ReceiptSigner>,
+    /// Our connector id: `iss` of receipts, issuer of replies.
+    connector_id: String,
+    /// Our DAT, sent as `ids:securityToken` in replies; None in development mode.
+    own_dat: Option<Arc<dyn DatIssuer>>,
+    /// Checks a JWT a client puts into its header against the identity of its connection.
+    token_verifier: Arc<dyn DatVerifier>,
+    max_payload: usize,
+}
+
+pub struct ClearingHouseConfig {
+    pub store: Arc<dyn ProcessStore>,
+    pub signer: Arc<ReceiptSigner>,
+    pub connector_id: String,
+    pub own_dat: Option<Arc<dyn DatIssuer>>,
+    pub token_verifier: Arc<dyn DatVerifier>,
+    pub max_payload: usize,
+}
+
+impl ClearingHouse {
+    pub fn new(config: ClearingHouseConfig) -> Self {
+        ClearingHouse {
+            store: config.store,
+            signer: config.signer,
+            connector_id: config.connector_id,
+            own_dat: config.own_dat,
+            token_verifier: config.token_verifier,
+            max_payload: config.max_payload,
+        }
+    }
+
+    /// Answers one IdsMessage: parses it, authenticates, dispatches, and writes the reply.
+    async fn answer(&self, peer: Arc<PeerInfo>, message: IdsMessage) -> IdsMessage {
+        let header = match RequestHeader::parse(&message.header) {
+            Ok(header) => header,
+            Err(e) => return self.rejection(None, Rejection::from(e), None).await,
+        };
+        let params = match ChParams::parse(&message.extra_headers) {
+            Ok(params) => params,
+            Err(rejection) => return self.rejection(Some(&header), rejection, None).await,
+        };
+        let pid = params.pid.clone();
+        if let Err(rejection) = self.authenticate(&peer, &header).await {
+            return self.rejection(Some(&header), rejection, pid).await;
+        }
+        let request = Request {
+            client_id: &peer.identity,
+            header: &header,
+            params: &params,
+            payload: message.payload,
+        };
+        let outcome = match &header.message_type {
+            MessageType::Request => self.create(&request).await,
+            MessageType::Log => self.log(&request).await,
+            MessageType::Query => self.query(&request).await,
+            MessageType::Other(other) => Err(Rejection::with_default_status(
+                RejectionReason::MessageTypeNotSupported,
+                format!("{other} is not supported; send ids:RequestMessage, ids:LogMessage or ids:QueryMessage"),
+            )),
+        };
+        match outcome {
+            Ok(outcome) => self.reply(&header, outcome).await,
+            Err(rejection) => self.rejection(Some(&header), rejection, pid).await,
+        }
+    }
+
+    /// A JWT in the header must be a valid DAT of the same party as the connection. The
+    /// reference took identities from this token unchecked, so any peer could act as anyone.
+    async fn authenticate(&self, peer: &PeerInfo, header: &RequestHeader) -> Result<(), Rejection> {
+        let Some(token) = header.security_token.as_deref() else {
+            return Ok(());
+        };
+        // Only JWTs name a subject; placeholder tokens (NullDAPS, INVALID_DAT) claim nothing.
+        if token.split('.').count() != 3 {
+            return Ok(());
+        }
+        let not_authenticated = |message: String| {
+            Rejection::with_default_status(RejectionReason::NotAuthenticated, message)
+        };
+        let verified = self
+            .token_verifier
+            .verify(token.as_bytes(), &peer.certificate)
+            .await
+            .map_err(|e| not_authenticated(format!("ids:securityToken does not verify: {e}")))?;
+        if verified.subject != peer.identity {
+            return Err(not_authenticated(
+                "ids:securityToken names another party than the connection's DAT".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn context_dat(&self) -> Option<String> {
+        let issuer = self.own_dat.as_ref()?;
+        let token = issuer.token().await.ok()?;
+        String::from_utf8(token.to_vec()).ok()
+    }
+
+    async fn reply(&self, request: &RequestHeader, outcome: Outcome) -> IdsMessage {
+        let dat = self.context_dat().await;
+        let ctx = ReplyContext {
+            connector_id: &self.connector_id,
+            own_dat: dat.as_deref(),
+        };
+        let header = match outcome.kind {
+            ReplyKind::Processed => processed_header(&ctx, Some(request)),
+            ReplyKind::Result => result_header(&ctx, Some(request)),
+        };
+        IdsMessage {
+            header,
+            payload: outcome.payload,
+            extra_headers: outcome.extra_headers,
+        }
+    }
+
+    async fn rejection(
+        &self,
+        request: Option<&RequestHeader>,
+        rejection: Rejection,
+        pid: Option<String>,
+    ) -> IdsMessage {
+        tracing::debug!(reason = rejection.reason.code(), message = %rejection.message, "request rejected");
+        let dat = self.context_dat().await;
+        let ctx = ReplyContext {
+            connector_id: &self.connector_id,
+            own_dat: dat.as_deref(),
+        };
+        IdsMessage {
+            header: rejection_header(&ctx, request, rejection.reason),
+            payload: Bytes::from(rejection.payload()),
+            extra_headers: pid
+                .map(|pid| ids::reply_extra_headers(&pid))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Service for ClearingHouse {
+    async fn handle(
+        &self,
+        peer: Arc<PeerInfo>,
+        message: Result<AppLayerMessage, prost::DecodeError>,
+    ) -> Option<AppLayerMessage> {
+        let reply = match message.map(|m| m.message) {
+            Ok(Some(app_layer_message::Message::IdsMessage(message))) => {
+                app_layer_message::Message::IdsMessage(self.answer(peer, message).await)
+            }
+            // Without an IDS header there is nothing to correlate with: answer in kind.
+            Ok(Some(app_layer_message::Message::GenericMessage(_))) => {
+                let rejection = Rejection::with_default_status(
+                    RejectionReason::MessageTypeNotSupported,
+                    "GenericMessage is not supported; send an IdsMessage",
+                );
+                let reply = self.rejection(None, rejection, None).await;
+                app_layer_message::Message::GenericMessage(GenericMessage {
+                    header: reply.header,
+                    payload: reply.payload,
+                    extra_headers: reply.extra_headers,
+                })
+            }
+            Ok(None) | Err(_) => {
+                let rejection = Rejection::with_default_status(
+                    RejectionReason::MalformedMessage,
+                    "the data is not an AppLayerMessage with an IdsMessage",
+                );
+                app_layer_message::Message::IdsMessage(self.rejection(None, rejection, None).await)
+            }
+        };
+        Some(AppLayerMessage {
+            message: Some(reply),
+        })
+    }
+}
+
+/// What a client is told when the store fails: retry later, or our fault.
+fn store_rejection(error: StoreError) -> Rejection {
+    match error {
+        StoreError::Unavailable(reason) => {
+            tracing::warn!(%reason, "store unavailable");
+            Rejection::with_default_status(
+                RejectionReason::TemporarilyNotAvailable,
+                "the store is not available; retry later",
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "store failed");
+            Rejection::with_default_status(
+                RejectionReason::InternalRecipientError,
+                "the clearing house could not complete the request",
+            )
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The clearing-house client: IDS requests over an IDSCP2 connection, one at a time.
+//!
+//! Connectors, auditors (through the CLI), the tests and the load generator all talk to the
+//! clearing house through this, so they all send the same requests a Trusted Connector sends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::ids::{request_header, MessageType, Reply, ReplyError, RequestContext};
+use crate::idscp2::client::ClientError;
+use crate::idscp2::connection::Connection;
+use crate::idscp2::dat::DatIssuer;
+use crate::idscp2::proto::app::{app_layer_message, AppLayerMessage, HeaderEntry, IdsMessage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Transport(#[from] ClientError),
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    #[error("the reply is not an IdsMessage")]
+    NotIdsMessage,
+}
+
+/// Paging and filtering of a page query; `None` leaves the server's default.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOptions {
+    pub page: Option<u64>,
+    pub size: Option<u64>,
+    /// `asc` or `desc`.
+    pub sort: Option<String>,
+    pub date_from: Option<String>,
+    pub date_to: Option<String>,
+}
+
+pub struct ClearingHouseClient {
+    connection: Connection,
+    connector_id: String,
+    /// Our DAT, for `ids:securityToken` in request headers, as connectors send it.
+    dat: Option<Arc<dyn DatIssuer>>,
+    reply_timeout: Duration,
+}
+
+impl ClearingHouseClient {
+    pub fn new(
+        connection: Connection,
+        connector_id: String,
+        dat: Option<Arc<dyn DatIssuer>>,
+        reply_timeout: Duration,
+    ) -> Self {
+        ClearingHouseClient {
+            connection,
+            connector_id,
+            dat,
+            reply_timeout,
+        }
+    }
+
+    /// The IDSCP2 connection, for its statistics or a message of another kind.
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+
+    /// `ids:RequestMessage`: creates `pid` with the given co-owners (we are always one).
+    pub async fn create(&mut self, pid: &str, owners: &[String]) -> Result<Reply, RequestError> {
+        let (payload, headers) = if owners.is_empty() {
+            (Bytes::new(), vec![pid_header(pid)])
+        } else {
+            (
+                Bytes::from(json!({ "owners": owners }).to_string()),
+                vec![pid_header(pid), header("Content-Type", "application/json")],
+            )
+        };
+        self.request(MessageType::Request, headers, payload).await
+    }
+
+    /// `ids:LogMessage`: appends `payload`; the reply carries the receipt.
+    pub async fn log(
+        &mut self,
+        pid: &str,
+        payload: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<Reply, RequestError> {
+        let mut headers = vec![pid_header(pid)];
+        if let Some(content_type) = content_type {
+            headers.push(header("Content-Type", content_type));
+        }
+        self.request(MessageType::Log, headers, payload).await
+    }
+
+    /// `ids:QueryMessage` for a page of `pid`.
+    pub async fn query(
+        &mut self,
+        pid: &str,
+        options: &QueryOptions,
+    ) -> Result<Reply, RequestError> {
+        let mut headers = vec![pid_header(pid)];
+        let optional = [
+            ("ch-ids-page", options.page.map(|p| p.to_string())),
+            ("ch-ids-size", options.size.map(|s| s.to_string())),
+            ("ch-ids-sort", options.sort.clone()),
+            ("ch-ids-date_from", options.date_from.clone()),
+            ("ch-ids-date_to", options.date_to.clone()),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                headers.push(header(name, &value));
+            }
+        }
+        self.request(MessageType::Query, headers, Bytes::new())
+            .await
+    }
+
+    /// `ids:QueryMessage` for the one entry `id` of `pid`.
+    pub async fn get(&mut self, pid: &str, id: &str) -> Result<Reply, RequestError> {
+        let headers = vec![pid_header(pid), header("ch-ids-id", id)];
+        self.request(MessageType::Query, headers, Bytes::new())
+            .await
+    }
+
+    /// Any IDS request: for message types and parameters the helpers above do not cover.
+    pub async fn request(
+        &mut self,
+        message_type: MessageType,
+        extra_headers: Vec<HeaderEntry>,
+        payload: Bytes,
+    ) -> Result<Reply, RequestError> {
+        let token = match &self.dat {
+            Some(dat) => dat
+                .token()
+                .await
+                .ok()
+                .and_then(|t| String::from_utf8(t.to_vec()).ok()),
+            None => None,
+        };
+        let ctx = RequestContext {
+            connector_id: &self.connector_id,
+            sender_agent: &self.connector_id,
+            security_token: token.as_deref(),
+        };
+        let message = IdsMessage {
+            header: request_header(&ctx, &message_type),
+            payload,
+            extra_headers,
+        };
+        self.exchange(AppLayerMessage {
+            message: Some(app_layer_message::Message::IdsMessage(message)),
+        })
+        .await
+    }
+
+    /// Sends a prepared application message and reads the IDS reply.
+    pub async fn exchange(&mut self, message: AppLayerMessage) -> Result<Reply, RequestError> {
+        let reply = self
+            .connection
+            .request(&message, self.reply_timeout)
+            .await?;
+        match reply.message {
+            Some(app_layer_message::Message::IdsMessage(reply)) => Ok(Reply::from_ids(&reply)?),
+            _ => Err(RequestError::NotIdsMessage),
+        }
+    }
+
+    pub async fn close(self) {
+        self.connection.close().await;
+    }
+}
+
+fn pid_header(pid: &str) -> HeaderEntry {
+    header("ch-ids-pid", pid)
+}
+
+fn header(name: &str, value: &str) -> HeaderEntry {
+    HeaderEntry {
+        name: name.to_owned(),
+        value: value.to_owned(),
+    }
+}

@@ -1,0 +1,174 @@
+//! The client side of the IDS messages: request headers a connector or auditor sends, and the
+//! reading of the replies it gets. The clearing house's own CLI client, the tests and the load
+//! generator write their requests with it, in the shape a Trusted Connector sends.
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use super::header::MessageType;
+use super::reply::{
+    autogen_id, ids_context, xsd_date_time_stamp, IDS_CODE_NAMESPACE, MODEL_VERSION,
+};
+use crate::idscp2::proto::app::IdsMessage;
+
+/// Who sends a request.
+pub struct RequestContext<'a> {
+    pub connector_id: &'a str,
+    pub sender_agent: &'a str,
+    /// The sender's DAT, placed into `ids:securityToken` as connectors do.
+    pub security_token: Option<&'a str>,
+}
+
+/// An Infomodel header for a request of `message_type` (Request, Log or Query).
+pub fn request_header(ctx: &RequestContext, message_type: &MessageType) -> String {
+    let (type_name, autogen_name) = match message_type {
+        MessageType::Request => ("ids:RequestMessage", "requestMessage"),
+        MessageType::Log => ("ids:LogMessage", "logMessage"),
+        MessageType::Query => ("ids:QueryMessage", "queryMessage"),
+        MessageType::Other(other) => (other.as_str(), "message"),
+    };
+    let mut header = Map::new();
+    header.insert("@context".into(), ids_context());
+    header.insert("@type".into(), type_name.into());
+    header.insert("@id".into(), autogen_id(autogen_name).into());
+    header.insert("ids:modelVersion".into(), MODEL_VERSION.into());
+    header.insert(
+        "ids:issued".into(),
+        xsd_date_time_stamp(OffsetDateTime::now_utc()),
+    );
+    header.insert(
+        "ids:issuerConnector".into(),
+        json!({"@id": ctx.connector_id}),
+    );
+    header.insert("ids:senderAgent".into(), json!({"@id": ctx.sender_agent}));
+    if let Some(token) = ctx.security_token {
+        header.insert(
+            "ids:securityToken".into(),
+            json!({
+                "@type": "ids:DynamicAttributeToken",
+                "@id": autogen_id("dynamicAttributeToken"),
+                "ids:tokenValue": token,
+                "ids:tokenFormat": {"@id": format!("{IDS_CODE_NAMESPACE}JWT")},
+            }),
+        );
+    }
+    Value::Object(header).to_string()
+}
+
+/// A reply as a client reads it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The header's `@type`, e.g. `ids:ResultMessage`.
+    pub message_type: String,
+    /// For a RejectionMessage, the reason code (`NOT_FOUND`, ...).
+    pub rejection_reason: Option<String>,
+    /// The `@id` of the request this answers.
+    pub correlation: Option<String>,
+    pub header: Value,
+    pub payload: Bytes,
+    pub extra_headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the reply header is not an Infomodel message: {0}")]
+pub struct ReplyError(String);
+
+impl Reply {
+    pub fn from_ids(message: &IdsMessage) -> Result<Reply, ReplyError> {
+        let header: Value =
+            serde_json::from_str(&message.header).map_err(|e| ReplyError(e.to_string()))?;
+        let message_type = header["@type"]
+            .as_str()
+            .ok_or_else(|| ReplyError("no @type".into()))?
+            .to_owned();
+        let reference = |value: &Value| {
+            value["@id"]
+                .as_str()
+                .or_else(|| value.as_str())
+                .map(str::to_owned)
+        };
+        let rejection_reason = reference(&header["ids:rejectionReason"])
+            .map(|uri| uri.rsplit('/').next().unwrap_or_default().to_owned());
+        let correlation = reference(&header["ids:correlationMessage"]);
+        Ok(Reply {
+            message_type,
+            rejection_reason,
+            correlation,
+            header,
+            payload: message.payload.clone(),
+            extra_headers: message
+                .extra_headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+        })
+    }
+
+    pub fn is_rejection(&self) -> bool {
+        self.rejection_reason.is_some()
+    }
+
+    /// The payload as JSON, if it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.payload).ok()
+    }
+
+    pub fn extra_header(&self, name: &str) -> Option<&str> {
+        self.extra_headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{rejection_header, RejectionReason, ReplyContext, RequestHeader};
+
+    #[test]
+    fn request_headers_parse_back_with_their_type_and_token() {
+        let ctx = RequestContext {
+            connector_id: "https://connector.example/a",
+            sender_agent: "https://connector.example/agent",
+            security_token: Some("a.b.c"),
+        };
+        for (message_type, name) in [
+            (MessageType::Request, "ids:RequestMessage"),
+            (MessageType::Log, "ids:LogMessage"),
+            (MessageType::Query, "ids:QueryMessage"),
+        ] {
+            let header = RequestHeader::parse(&request_header(&ctx, &message_type)).unwrap();
+            assert_eq!(header.message_type, message_type);
+            assert_eq!(header.raw["@type"], name);
+            assert_eq!(header.security_token.as_deref(), Some("a.b.c"));
+            assert_eq!(header.issuer_connector.as_deref(), Some(ctx.connector_id));
+            assert_eq!(header.sender_agent.as_deref(), Some(ctx.sender_agent));
+        }
+    }
+
+    #[test]
+    fn a_rejection_reads_back_with_reason_and_correlation() {
+        let ctx = RequestContext {
+            connector_id: "urn:a",
+            sender_agent: "urn:a",
+            security_token: None,
+        };
+        let request = RequestHeader::parse(&request_header(&ctx, &MessageType::Log)).unwrap();
+        let reply_ctx = ReplyContext {
+            connector_id: "urn:ch",
+            own_dat: None,
+        };
+        let message = IdsMessage {
+            header: rejection_header(&reply_ctx, Some(&request), RejectionReason::NotFound),
+            payload: Bytes::from_static(b"{\"status\":404}"),
+            extra_headers: vec![],
+        };
+        let reply = Reply::from_ids(&message).unwrap();
+        assert_eq!(reply.message_type, "ids:RejectionMessage");
+        assert_eq!(reply.rejection_reason.as_deref(), Some("NOT_FOUND"));
+        assert_eq!(reply.correlation.as_deref(), Some(request.id.as_str()));
+        assert_eq!(reply.json().unwrap()["status"], 404);
+    }
+}

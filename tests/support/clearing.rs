@@ -1,0 +1,164 @@
+//! A clearing house on a loopback port with the embedded store in a temporary directory, and
+//! clients for it, for tests that go through real IDSCP2.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clearinghouse::clearing::{ClearingHouse, ClearingHouseConfig, DEFAULT_MAX_PAYLOAD};
+use clearinghouse::client::ClearingHouseClient;
+use clearinghouse::ids::Reply;
+use clearinghouse::idscp2::dat::{DatIssuer, DatVerifier, DevelopmentVerifier};
+use clearinghouse::idscp2::endpoint::Endpoint;
+use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
+use clearinghouse::receipt::{Jwks, ReceiptAlgorithm, ReceiptSigner};
+use clearinghouse::store::embedded::EmbeddedStore;
+use clearinghouse::store::ProcessStore;
+use tempfile::TempDir;
+
+use super::pki::TestPki;
+use super::transport::{client_config, dev_endpoint, test_settings, TestServer};
+
+pub const CH_CONNECTOR_ID: &str = "https://clearinghouse.test/connector";
+
+pub struct TestClearingHouse {
+    pub pki: TestPki,
+    pub server: TestServer,
+    pub store: Arc<EmbeddedStore>,
+    pub jwks: Jwks,
+    pub store_path: PathBuf,
+    /// Keeps the store file alive; restart() reuses it.
+    pub data: Arc<TempDir>,
+    max_payload: usize,
+}
+
+impl TestClearingHouse {
+    /// Development mode: identities come from the client certificates.
+    pub async fn start() -> TestClearingHouse {
+        Self::start_with(DEFAULT_MAX_PAYLOAD).await
+    }
+
+    pub async fn start_with(max_payload: usize) -> TestClearingHouse {
+        let pki = TestPki::new();
+        let data = Arc::new(tempfile::tempdir().unwrap());
+        let store_path = data.path().join("clearinghouse.redb");
+        Self::launch(pki, data, store_path, max_payload).await
+    }
+
+    async fn launch(
+        pki: TestPki,
+        data: Arc<TempDir>,
+        store_path: PathBuf,
+        max_payload: usize,
+    ) -> TestClearingHouse {
+        let store = Arc::new(EmbeddedStore::open(&store_path).unwrap());
+        let signer = receipt_signer(&pki);
+        let jwks = Jwks::new(&signer, vec![]);
+        let endpoint = dev_endpoint(test_settings());
+        let service = clearing_house(
+            store.clone(),
+            signer,
+            None,
+            Arc::new(DevelopmentVerifier::new()),
+            max_payload,
+        );
+        let server = TestServer::start(super::transport::server_tls(&pki), endpoint, service).await;
+        TestClearingHouse {
+            pki,
+            server,
+            store,
+            jwks,
+            store_path,
+            data,
+            max_payload,
+        }
+    }
+
+    /// Stops the server, closes the store, and starts both again on the same file.
+    pub async fn restart(self) -> TestClearingHouse {
+        let TestClearingHouse {
+            pki,
+            server,
+            store,
+            data,
+            store_path,
+            max_payload,
+            ..
+        } = self;
+        server.stop().await;
+        drop(store);
+        Self::launch(pki, data, store_path, max_payload).await
+    }
+
+    pub async fn client(&self, name: &str) -> ClearingHouseClient {
+        self.client_with(name, dev_endpoint(test_settings()), None)
+            .await
+    }
+
+    pub async fn client_with(
+        &self,
+        name: &str,
+        endpoint: Endpoint,
+        dat: Option<Arc<dyn DatIssuer>>,
+    ) -> ClearingHouseClient {
+        let config = client_config(&self.pki, name, endpoint);
+        let connection = self.server.connect(&config).await.unwrap();
+        ClearingHouseClient::new(
+            connection,
+            format!("https://{name}.test/connector"),
+            dat,
+            Duration::from_secs(10),
+        )
+    }
+
+    /// The identity the clearing house knows a client certificate by (development mode).
+    pub fn id_of(&self, name: &str) -> String {
+        connector_id_of(&self.pki, name)
+    }
+}
+
+pub fn connector_id_of(pki: &TestPki, name: &str) -> String {
+    let identity =
+        TlsIdentity::from_pem_files(&pki.client_cert(name), &pki.client_key(name)).unwrap();
+    PeerCertificate::new(identity.leaf().clone())
+        .connector_id()
+        .unwrap()
+}
+
+pub fn receipt_signer(pki: &TestPki) -> Arc<ReceiptSigner> {
+    let pem = std::fs::read(pki.receipt_key()).unwrap();
+    Arc::new(ReceiptSigner::from_pem(ReceiptAlgorithm::Es256, &pem).unwrap())
+}
+
+pub fn clearing_house(
+    store: Arc<dyn ProcessStore>,
+    signer: Arc<ReceiptSigner>,
+    own_dat: Option<Arc<dyn DatIssuer>>,
+    token_verifier: Arc<dyn DatVerifier>,
+    max_payload: usize,
+) -> ClearingHouse {
+    ClearingHouse::new(ClearingHouseConfig {
+        store,
+        signer,
+        connector_id: CH_CONNECTOR_ID.into(),
+        own_dat,
+        token_verifier,
+        max_payload,
+    })
+}
+
+/// Asserts a reply is a RejectionMessage with `reason`, `status` and the JSON error payload.
+pub fn assert_rejected(reply: &Reply, reason: &str, status: u16) {
+    assert_eq!(reply.message_type, "ids:RejectionMessage", "{reply:?}");
+    assert_eq!(reply.rejection_reason.as_deref(), Some(reason), "{reply:?}");
+    let payload = reply.json().expect("rejection payload is JSON");
+    assert_eq!(payload["status"], status, "{payload}");
+    assert!(
+        payload["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{payload}"
+    );
+    assert!(
+        payload["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{payload}"
+    );
+}

@@ -8,8 +8,10 @@
 //! - [`receipt`]: receipts signed as JWTs, and the JWKS that lets anyone verify them offline.
 //! - [`clearing`]: the clearing house: one handler per message type, authorization, receipts.
 //! - [`client`]: the clearing-house client used by the CLI, the tests and the load generator.
+//! - [`audit`]: exports, and offline verification of receipts and chains.
 //! - [`devpki`]: a development CA with server, connector and receipt keys, for trying things out and for tests.
 
+pub mod audit;
 pub mod clearing;
 pub mod client;
 pub mod devpki;

@@ -1,0 +1,193 @@
+//! Auditor tools: exporting a process, and verifying receipts and chains without trusting the
+//! clearing house.
+//!
+//! An export is JSON Lines, one entry per line in sequence order, with every field the hashes
+//! cover (payload in standard base64, hashes in lowercase hex), so that anyone holding an export
+//! and the JWKS can recompute every entry hash and chain hash (see [`crate::store::chain`]) and
+//! check them against the receipts they were given.
+
+use std::io::{BufRead, Write};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::receipt::{Jwks, ReceiptClaims, ReceiptError};
+use crate::store::chain::{verify_chain, ChainError, ChainHead, ChainVerifier};
+use crate::store::{Entry, ProcessStore, StoreError};
+
+/// Entries fetched from the store per round trip while exporting or verifying.
+const BATCH: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("chain does not verify: {0}")]
+    Chain(#[from] ChainError),
+    #[error("receipt does not verify: {0}")]
+    Receipt(#[from] ReceiptError),
+    #[error("export line {line}: {reason}")]
+    Export { line: u64, reason: String },
+    #[error("cannot write the export: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("the receipt does not match the stored entry: {0}")]
+    ReceiptMismatch(String),
+}
+
+/// One line of an export.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportedEntry {
+    pub pid: String,
+    pub sequence: u64,
+    pub document_id: String,
+    pub timestamp_ms: i64,
+    pub client_id: String,
+    pub header: serde_json::Value,
+    /// Standard base64 of the payload bytes.
+    pub payload: String,
+    pub payload_type: String,
+    pub entry_hash: String,
+    pub chain_hash: String,
+}
+
+impl From<&Entry> for ExportedEntry {
+    fn from(entry: &Entry) -> Self {
+        ExportedEntry {
+            pid: entry.pid.clone(),
+            sequence: entry.sequence,
+            document_id: entry.document_id.clone(),
+            timestamp_ms: entry.timestamp_ms,
+            client_id: entry.client_id.clone(),
+            header: entry.header.clone(),
+            payload: STANDARD.encode(&entry.payload),
+            payload_type: entry.payload_type.clone(),
+            entry_hash: hex::encode(entry.entry_hash),
+            chain_hash: hex::encode(entry.chain_hash),
+        }
+    }
+}
+
+impl TryFrom<ExportedEntry> for Entry {
+    type Error = String;
+
+    fn try_from(line: ExportedEntry) -> Result<Self, String> {
+        let hash = |name: &str, text: &str| -> Result<[u8; 32], String> {
+            let bytes = hex::decode(text).map_err(|e| format!("{name} is not hex: {e}"))?;
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| format!("{name} is not 32 bytes"))
+        };
+        Ok(Entry {
+            entry_hash: hash("entry_hash", &line.entry_hash)?,
+            chain_hash: hash("chain_hash", &line.chain_hash)?,
+            payload: Bytes::from(
+                STANDARD
+                    .decode(&line.payload)
+                    .map_err(|e| format!("payload is not base64: {e}"))?,
+            ),
+            pid: line.pid,
+            sequence: line.sequence,
+            document_id: line.document_id,
+            timestamp_ms: line.timestamp_ms,
+            client_id: line.client_id,
+            header: line.header,
+            payload_type: line.payload_type,
+        })
+    }
+}
+
+/// Writes every entry of `pid` as JSON Lines and returns how many were written.
+pub async fn export_process(
+    store: &dyn ProcessStore,
+    pid: &str,
+    out: &mut impl Write,
+) -> Result<u64, AuditError> {
+    let mut next = 1;
+    loop {
+        let batch = store.entries_from(pid, next, BATCH).await?;
+        for entry in &batch {
+            serde_json::to_writer(&mut *out, &ExportedEntry::from(entry))
+                .map_err(|e| AuditError::Write(e.into()))?;
+            out.write_all(b"\n").map_err(AuditError::Write)?;
+        }
+        match batch.last() {
+            Some(last) if batch.len() == BATCH => next = last.sequence + 1,
+            Some(last) => return Ok(last.sequence),
+            None => return Ok(next - 1),
+        }
+    }
+}
+
+/// Reads an export back into entries.
+pub fn read_export(input: impl BufRead) -> impl Iterator<Item = Result<Entry, AuditError>> {
+    input.lines().enumerate().filter_map(|(index, line)| {
+        let line_number = index as u64 + 1;
+        let error = |reason: String| AuditError::Export {
+            line: line_number,
+            reason,
+        };
+        match line {
+            Ok(text) if text.trim().is_empty() => None,
+            Ok(text) => Some(
+                serde_json::from_str::<ExportedEntry>(&text)
+                    .map_err(|e| error(e.to_string()))
+                    .and_then(|exported| Entry::try_from(exported).map_err(error)),
+            ),
+            Err(e) => Some(Err(error(e.to_string()))),
+        }
+    })
+}
+
+/// Verifies the chain of an export of `pid`, naming the first entry that does not verify.
+pub fn verify_export(pid: &str, input: impl BufRead) -> Result<ChainHead, AuditError> {
+    let entries: Vec<Entry> = read_export(input).collect::<Result<_, _>>()?;
+    Ok(verify_chain(pid, entries)?)
+}
+
+/// Verifies the chain of `pid` straight from the store, in bounded batches.
+pub async fn verify_store(store: &dyn ProcessStore, pid: &str) -> Result<ChainHead, AuditError> {
+    let mut verifier = ChainVerifier::new(pid);
+    let mut next = 1;
+    loop {
+        let batch = store.entries_from(pid, next, BATCH).await?;
+        for entry in &batch {
+            verifier.push(entry)?;
+        }
+        match batch.last() {
+            Some(last) if batch.len() == BATCH => next = last.sequence + 1,
+            _ => return Ok(verifier.head()),
+        }
+    }
+}
+
+/// Verifies a receipt's signature and, when the entry it names is at hand, that it describes
+/// exactly that entry.
+pub fn verify_receipt(
+    jwks: &Jwks,
+    receipt: &str,
+    entry: Option<&Entry>,
+) -> Result<ReceiptClaims, AuditError> {
+    let claims = jwks.verify(receipt)?;
+    if let Some(entry) = entry {
+        let checks = [
+            ("process_id", claims.process_id == entry.pid),
+            ("document_id", claims.document_id == entry.document_id),
+            ("sequence", claims.sequence == entry.sequence),
+            ("timestamp_ms", claims.timestamp_ms == entry.timestamp_ms),
+            ("client_id", claims.client_id == entry.client_id),
+            (
+                "payload_hash",
+                claims.payload_hash == crate::receipt::payload_hash(&entry.payload),
+            ),
+            ("entry_hash", claims.entry_hash == hex::encode(entry.entry_hash)),
+            ("chain_hash", claims.chain_hash == hex::encode(entry.chain_hash)),
+        ];
+        if let Some((claim, _)) = checks.iter().find(|(_, ok)| !ok) {
+            return Err(AuditError::ReceiptMismatch(format!(
+                "{claim} differs from entry {} ({})",
+                entry.sequence, entry.document_id
+            )));
+        }
+    }
+    Ok(claims)
+}

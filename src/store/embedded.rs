@@ -12,7 +12,7 @@
 //! Each request is checked before anything of it is written, so a request that is refused
 //! (unknown process, duplicate document id) leaves nothing behind and fails alone; the rest of
 //! its batch commits. A write that fails part way could leave half an entry in the transaction,
-//! so it abandons the batch: the transaction is dropped uncommitted and every caller in the batch
+//! so it abandons the batch: the transaction is aborted and every caller in the batch
 //! gets the error, as they do when the commit itself fails. redb refuses all further writes after
 //! an I/O error (after a failed fsync the page cache cannot be trusted), so from then on
 //! [`ProcessStore::ping`] reports the store unavailable until it is reopened.

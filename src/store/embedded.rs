@@ -9,9 +9,13 @@
 //! other, because each one reads the head the previous one wrote in the same transaction. One
 //! writer also means one order per process, so sequences and chain hashes need no locking.
 //!
-//! A request that cannot be applied (unknown process, duplicate document id) writes nothing and
-//! fails alone; the rest of its batch commits. Only a storage failure (an I/O error, a failed
-//! commit) fails the whole batch, since redb then discards the transaction.
+//! Each request is checked before anything of it is written, so a request that is refused
+//! (unknown process, duplicate document id) leaves nothing behind and fails alone; the rest of
+//! its batch commits. A write that fails part way could leave half an entry in the transaction,
+//! so it abandons the batch: the transaction is aborted and every caller in the batch
+//! gets the error, as they do when the commit itself fails. redb refuses all further writes after
+//! an I/O error (after a failed fsync the page cache cannot be trusted), so from then on
+//! [`ProcessStore::ping`] reports the store unavailable until it is reopened.
 //!
 //! Reads run in read transactions on tokio's blocking pool. redb gives them a snapshot, so
 //! they never wait for the writer, and no tokio worker thread waits for the disk.
@@ -37,7 +41,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -79,40 +83,52 @@ pub struct EmbeddedStore {
     /// `None` only while dropping, so that the writer sees the queue close.
     requests: Option<mpsc::Sender<WriteRequest>>,
     writer: Option<JoinHandle<()>>,
-    commits: Arc<AtomicU64>,
+    health: Arc<WriterHealth>,
+}
+
+/// What the writer reports back to the store's handles.
+#[derive(Default)]
+struct WriterHealth {
+    commits: AtomicU64,
+    /// Set for good once a batch could not be committed.
+    failed: AtomicBool,
 }
 
 impl EmbeddedStore {
     /// Opens the store at `path`, creating the file if it does not exist, and starts its writer.
     /// Blocks on disk I/O (and on recovery after a crash): call it at startup, not on a hot path.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let database = Arc::new(Database::create(path)?);
+        Self::start(Database::create(path)?)
+    }
+
+    fn start(database: Database) -> Result<Self, StoreError> {
+        let database = Arc::new(database);
         // Read transactions fail on tables that were never created, so create them all up front.
         let transaction = database.begin_write()?;
         WriteTables::open(&transaction)?;
         transaction.commit()?;
 
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
-        let commits = Arc::new(AtomicU64::new(0));
+        let health = Arc::new(WriterHealth::default());
         let writer = std::thread::Builder::new()
             .name("store-writer".to_owned())
             .spawn({
                 let database = Arc::clone(&database);
-                let commits = Arc::clone(&commits);
-                move || run_writer(&database, queue, &commits)
+                let health = Arc::clone(&health);
+                move || run_writer(&database, queue, &health)
             })?;
         Ok(Self {
             database,
             requests: Some(requests),
             writer: Some(writer),
-            commits,
+            health,
         })
     }
 
     /// Write transactions committed by the writer so far (each one fsync): with group commit,
     /// usually far fewer than the appends and creations they carried.
     pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.health.commits.load(Ordering::Relaxed)
     }
 
     async fn submit<T>(
@@ -262,6 +278,7 @@ impl ProcessStore for EmbeddedStore {
             .requests
             .as_ref()
             .is_some_and(|requests| !requests.is_closed());
+        let writes_failed = self.health.failed.load(Ordering::Relaxed);
         let read = self.read(|transaction| {
             transaction.open_table(PROCESSES)?;
             Ok(())
@@ -269,6 +286,11 @@ impl ProcessStore for EmbeddedStore {
         Box::pin(async move {
             if !writer_alive {
                 return Err(writer_gone());
+            }
+            if writes_failed {
+                return Err(StoreError::Unavailable(
+                    "a write to the store failed; it takes writes again once reopened".to_owned(),
+                ));
             }
             read.await
         })
@@ -606,8 +628,6 @@ impl WriteRequest {
         }
     }
 
-    /// Applies the request to the open transaction. A request that cannot be applied returns
-    /// its error without having written anything.
     fn apply(self, tables: &mut WriteTables<'_>) -> Applied {
         match self {
             Self::Create { pid, owners, reply } => Applied::Create {
@@ -630,36 +650,65 @@ impl WriteRequest {
     }
 }
 
+/// Why a request did not go through.
+enum Failure {
+    /// Found before writing: nothing of the request is in the transaction.
+    Refused(StoreError),
+    /// A write failed part way: the transaction must not be committed.
+    Storage(StoreError),
+}
+
+impl Failure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::Refused(error) | Self::Storage(error) => error,
+        }
+    }
+}
+
 /// A request applied to the transaction, waiting for the commit to answer its caller.
 enum Applied {
     Create {
-        result: Result<CreateOutcome, StoreError>,
+        result: Result<CreateOutcome, Failure>,
         reply: oneshot::Sender<Result<CreateOutcome, StoreError>>,
     },
     Append {
-        result: Result<Entry, StoreError>,
+        result: Result<Entry, Failure>,
         reply: oneshot::Sender<Result<Entry, StoreError>>,
     },
 }
 
 impl Applied {
-    fn committed(self) {
+    fn storage_failure(&self) -> Option<&StoreError> {
         match self {
-            Self::Create { result, reply } => drop(reply.send(result)),
-            Self::Append { result, reply } => drop(reply.send(result)),
+            Self::Create {
+                result: Err(Failure::Storage(error)),
+                ..
+            }
+            | Self::Append {
+                result: Err(Failure::Storage(error)),
+                ..
+            } => Some(error),
+            _ => None,
         }
     }
 
-    /// The commit failed: requests that succeeded report the commit's error, requests that
-    /// had already failed keep their own, more specific one.
-    fn rolled_back(self, error: &StoreError) {
+    fn committed(self) {
         match self {
-            Self::Create { result, reply } => {
-                drop(reply.send(result.and_then(|_| Err(batch_error(error)))))
-            }
-            Self::Append { result, reply } => {
-                drop(reply.send(result.and_then(|_| Err(batch_error(error)))))
-            }
+            Self::Create { result, reply } => drop(reply.send(result.map_err(Failure::into_error))),
+            Self::Append { result, reply } => drop(reply.send(result.map_err(Failure::into_error))),
+        }
+    }
+
+    /// The batch was not committed: requests that had gone through report the batch's error,
+    /// requests that had failed keep their own, more specific one.
+    fn rolled_back(self, error: &StoreError) {
+        let own_or = |failure: Option<Failure>| {
+            failure.map_or_else(|| batch_error(error), Failure::into_error)
+        };
+        match self {
+            Self::Create { result, reply } => drop(reply.send(Err(own_or(result.err())))),
+            Self::Append { result, reply } => drop(reply.send(Err(own_or(result.err())))),
         }
     }
 }
@@ -677,7 +726,7 @@ fn batch_error(error: &StoreError) -> StoreError {
     }
 }
 
-fn run_writer(database: &Database, mut queue: mpsc::Receiver<WriteRequest>, commits: &AtomicU64) {
+fn run_writer(database: &Database, mut queue: mpsc::Receiver<WriteRequest>, health: &WriterHealth) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch_bytes = first.payload_bytes();
         let mut batch = vec![first];
@@ -690,38 +739,63 @@ fn run_writer(database: &Database, mut queue: mpsc::Receiver<WriteRequest>, comm
                 Err(_) => break,
             }
         }
-        write_batch(database, batch, commits);
+        write_batch(database, batch, health);
     }
 }
 
-fn write_batch(database: &Database, batch: Vec<WriteRequest>, commits: &AtomicU64) {
+/// Writes one batch in one transaction, then records the outcome in `health` before answering
+/// the callers, so that a caller who got an answer sees the store's state after it.
+fn write_batch(database: &Database, batch: Vec<WriteRequest>, health: &WriterHealth) {
     let transaction = match database.begin_write() {
         Ok(transaction) => transaction,
-        Err(error) => return fail_all(batch, &error.into()),
+        Err(error) => return fail_all(batch, &error.into(), health),
     };
-    let applied: Vec<Applied> = match WriteTables::open(&transaction) {
-        Ok(mut tables) => batch
-            .into_iter()
-            .map(|request| request.apply(&mut tables))
-            .collect(),
-        Err(error) => return fail_all(batch, &error),
+    let mut tables = match WriteTables::open(&transaction) {
+        Ok(tables) => tables,
+        Err(error) => return fail_all(batch, &error, health),
     };
-    match transaction.commit() {
+    let mut applied = Vec::with_capacity(batch.len());
+    let mut unapplied = batch.into_iter();
+    let mut abandoned = None;
+    for request in unapplied.by_ref() {
+        let done = request.apply(&mut tables);
+        abandoned = done.storage_failure().map(batch_error);
+        applied.push(done);
+        if abandoned.is_some() {
+            break;
+        }
+    }
+    drop(tables);
+
+    let outcome = match abandoned {
+        Some(error) => {
+            // Discards everything the batch wrote; the batch's error is what callers need.
+            drop(transaction.abort());
+            Err(error)
+        }
+        None => transaction.commit().map_err(StoreError::from),
+    };
+    match outcome {
         Ok(()) => {
-            commits.fetch_add(1, Ordering::Relaxed);
+            health.commits.fetch_add(1, Ordering::Relaxed);
             applied.into_iter().for_each(Applied::committed);
         }
         Err(error) => {
-            let error = StoreError::from(error);
-            tracing::error!(%error, requests = applied.len(), "store commit failed");
+            health.failed.store(true, Ordering::Relaxed);
+            let requests = applied.len() + unapplied.len();
+            tracing::error!(%error, requests, "store batch not committed");
             for request in applied {
                 request.rolled_back(&error);
+            }
+            for request in unapplied {
+                request.fail(&error);
             }
         }
     }
 }
 
-fn fail_all(batch: Vec<WriteRequest>, error: &StoreError) {
+fn fail_all(batch: Vec<WriteRequest>, error: &StoreError, health: &WriterHealth) {
+    health.failed.store(true, Ordering::Relaxed);
     tracing::error!(%error, requests = batch.len(), "store write transaction failed");
     for request in batch {
         request.fail(error);
@@ -752,8 +826,8 @@ fn create(
     tables: &mut WriteTables<'_>,
     pid: String,
     owners: BTreeSet<String>,
-) -> Result<CreateOutcome, StoreError> {
-    if let Some(head) = read_head(&tables.processes, &pid)? {
+) -> Result<CreateOutcome, Failure> {
+    if let Some(head) = read_head(&tables.processes, &pid).map_err(Failure::Refused)? {
         return Ok(CreateOutcome::Exists(head.process(pid)));
     }
     let now = now_ms();
@@ -765,16 +839,34 @@ fn create(
         timestamp_ms: now,
         chain_hash: chain::genesis_hash(&pid),
     };
-    tables
-        .processes
-        .insert(pid.as_str(), head.encode().as_slice())?;
-    for owner in &head.owners {
-        tables.owners.insert((owner.as_str(), pid.as_str()), ())?;
-    }
+    write_process(tables, &pid, &head).map_err(Failure::Storage)?;
     Ok(CreateOutcome::Created(head.process(pid)))
 }
 
-fn append(tables: &mut WriteTables<'_>, prepared: PreparedEntry) -> Result<Entry, StoreError> {
+fn write_process(
+    tables: &mut WriteTables<'_>,
+    pid: &str,
+    head: &ProcessHead,
+) -> Result<(), StoreError> {
+    tables.processes.insert(pid, head.encode().as_slice())?;
+    for owner in &head.owners {
+        tables.owners.insert((owner.as_str(), pid), ())?;
+    }
+    Ok(())
+}
+
+fn append(tables: &mut WriteTables<'_>, prepared: PreparedEntry) -> Result<Entry, Failure> {
+    let (stored, head, record) = stamp(tables, prepared).map_err(Failure::Refused)?;
+    write_entry(tables, &stored, &head, &record).map_err(Failure::Storage)?;
+    Ok(stored)
+}
+
+/// Decides sequence, timestamp and hashes against the current head, writing nothing; returns
+/// the entry, the process's new head and the entry's record.
+fn stamp(
+    tables: &WriteTables<'_>,
+    prepared: PreparedEntry,
+) -> Result<(Entry, ProcessHead, Vec<u8>), StoreError> {
     let PreparedEntry {
         entry,
         payload_hash,
@@ -802,6 +894,9 @@ fn append(tables: &mut WriteTables<'_>, prepared: PreparedEntry) -> Result<Entry
     }
     .entry_hash();
     let chain_hash = chain::chain_hash(&head.chain_hash, &entry_hash);
+    head.sequence = sequence;
+    head.timestamp_ms = timestamp_ms;
+    head.chain_hash = chain_hash;
     let stored = Entry {
         pid: entry.pid,
         sequence,
@@ -814,23 +909,26 @@ fn append(tables: &mut WriteTables<'_>, prepared: PreparedEntry) -> Result<Entry
         entry_hash,
         chain_hash,
     };
+    let record = encode_entry(&stored, &canonical_header);
+    Ok((stored, head, record))
+}
 
-    let pid = stored.pid.as_str();
-    tables.entries.insert(
-        (pid, sequence),
-        encode_entry(&stored, &canonical_header).as_slice(),
-    )?;
+fn write_entry(
+    tables: &mut WriteTables<'_>,
+    entry: &Entry,
+    head: &ProcessHead,
+    record: &[u8],
+) -> Result<(), StoreError> {
+    let pid = entry.pid.as_str();
+    tables.entries.insert((pid, entry.sequence), record)?;
     tables
         .documents
-        .insert(stored.document_id.as_str(), (pid, sequence))?;
+        .insert(entry.document_id.as_str(), (pid, entry.sequence))?;
     tables
         .entry_times
-        .insert((pid, timestamp_ms, sequence), ())?;
-    head.sequence = sequence;
-    head.timestamp_ms = timestamp_ms;
-    head.chain_hash = chain_hash;
+        .insert((pid, entry.timestamp_ms, entry.sequence), ())?;
     tables.processes.insert(pid, head.encode().as_slice())?;
-    Ok(stored)
+    Ok(())
 }
 
 /// Sorts redb's errors into what a caller can act on.
@@ -941,6 +1039,78 @@ mod tests {
             payload_type: String::new(),
         };
         assert_eq!(store.append(entry).await.unwrap().timestamp_ms, ahead_ms);
+    }
+
+    /// Storage that fails every write and sync while `failing` is set, like a disk gone bad.
+    #[derive(Debug)]
+    struct FailingDisk {
+        memory: redb::backends::InMemoryBackend,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl FailingDisk {
+        fn check(&self) -> io::Result<()> {
+            if self.failing.load(Ordering::Relaxed) {
+                Err(io::Error::other("injected disk failure"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl redb::StorageBackend for FailingDisk {
+        fn len(&self) -> io::Result<u64> {
+            self.memory.len()
+        }
+
+        fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+            self.memory.read(offset, out)
+        }
+
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.memory.set_len(len)
+        }
+
+        fn sync_data(&self) -> io::Result<()> {
+            self.check()?;
+            self.memory.sync_data()
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.check()?;
+            self.memory.write(offset, data)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_append_that_is_not_durable_is_never_acknowledged() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let disk = FailingDisk {
+            memory: redb::backends::InMemoryBackend::new(),
+            failing: Arc::clone(&failing),
+        };
+        let database = redb::Builder::new().create_with_backend(disk).unwrap();
+        let store = EmbeddedStore::start(database).unwrap();
+        let owners: BTreeSet<String> = ["a".to_owned()].into();
+        store.create_process("p-1", &owners).await.unwrap();
+        store.ping().await.unwrap();
+
+        failing.store(true, Ordering::Relaxed);
+        let entry = NewEntry {
+            pid: "p-1".to_owned(),
+            document_id: "d-1".to_owned(),
+            client_id: "a".to_owned(),
+            header: json!({}),
+            payload: Bytes::from_static(b"x"),
+            payload_type: String::new(),
+        };
+        let result = store.append(entry).await;
+        assert!(matches!(result, Err(StoreError::Io(_))), "{result:?}");
+        assert_eq!(store.commits(), 1, "only the creation committed");
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
     }
 
     #[test]

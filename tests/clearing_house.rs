@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use clearinghouse::client::QueryOptions;
@@ -666,4 +667,120 @@ async fn entries_chain_and_receipts_survive_a_restart() {
             .sequence,
         6
     );
+}
+
+// ---- identity -------------------------------------------------------------------------------
+
+/// With a DAPS, the clearing house knows clients by their DAT; a JWT in the header must be a
+/// valid DAT of the same party.
+#[tokio::test]
+async fn a_header_token_of_another_party_is_not_authenticated() {
+    use clearinghouse::client::ClearingHouseClient;
+    use clearinghouse::idscp2::dat::DatIssuer;
+    use support::daps::{daps_endpoint, verifier, Party, TestDaps, DAPS_KID};
+    use support::transport::{client_config, server_tls, test_settings, FixedIssuer, TestServer};
+
+    let pki = support::pki::TestPki::new();
+    let daps = TestDaps::start(std::time::Duration::from_secs(300)).await;
+    let server_party = Party::new(&daps, &pki.server_cert(), &pki.server_key());
+    let a = Party::new(
+        &daps,
+        &pki.client_cert("connector-a"),
+        &pki.client_key("connector-a"),
+    );
+    let b = Party::new(
+        &daps,
+        &pki.client_cert("connector-b"),
+        &pki.client_key("connector-b"),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(clearinghouse::store::EmbeddedStore::open(data.path().join("s.redb")).unwrap());
+    let service = clearing_house(
+        store.clone(),
+        receipt_signer(&pki),
+        Some(server_party.issuer(&daps)),
+        verifier(&daps),
+        clearinghouse::clearing::DEFAULT_MAX_PAYLOAD,
+    );
+    let server = TestServer::start(
+        server_tls(&pki),
+        daps_endpoint(test_settings(), &server_party, &daps),
+        service,
+    )
+    .await;
+
+    let connect = |header_dat: Arc<dyn DatIssuer>| {
+        let config = client_config(
+            &pki,
+            "connector-a",
+            daps_endpoint(test_settings(), &a, &daps),
+        );
+        let server = &server;
+        async move {
+            let connection = server.connect(&config).await.unwrap();
+            ClearingHouseClient::new(
+                connection,
+                "https://a.test".into(),
+                Some(header_dat),
+                std::time::Duration::from_secs(10),
+            )
+        }
+    };
+
+    // Our own DAT in the header: accepted, and we are known by its sub.
+    let mut honest = connect(a.issuer(&daps)).await;
+    let reply = honest
+        .log("ids", Bytes::from_static(b"x"), None)
+        .await
+        .unwrap();
+    let receipt = receipt_of(&reply);
+    assert_eq!(
+        clearinghouse::receipt::Jwks::new(&receipt_signer(&pki), vec![])
+            .verify(&receipt)
+            .unwrap()
+            .client_id,
+        a.connector_id
+    );
+    // Replies carry the clearing house's own DAT.
+    let token = reply.header["ids:securityToken"]["ids:tokenValue"]
+        .as_str()
+        .unwrap();
+    assert_eq!(token.split('.').count(), 3);
+
+    // Connected as a, claiming to be b in the header: refused, and nothing is logged.
+    let dat = |party: &Party| -> Arc<dyn DatIssuer> { party.issuer(&daps) };
+    let mut impostor = connect(dat(&b)).await;
+    assert_rejected(
+        &impostor
+            .log("ids", Bytes::from_static(b"y"), None)
+            .await
+            .unwrap(),
+        "NOT_AUTHENTICATED",
+        401,
+    );
+    // A forged token in the header: refused too.
+    let forged = daps.sign_with_unknown_key(daps.valid_claims(&a.connector_id, &a.fingerprint));
+    let mut forger = connect(Arc::new(FixedIssuer(Bytes::from(forged)))).await;
+    assert_rejected(
+        &forger
+            .log("ids", Bytes::from_static(b"z"), None)
+            .await
+            .unwrap(),
+        "NOT_AUTHENTICATED",
+        401,
+    );
+    // A token of ours from the DAPS, sent as a plain header token: accepted.
+    let ours = daps.sign(
+        daps.valid_claims(&a.connector_id, &a.fingerprint),
+        Some(DAPS_KID),
+    );
+    let mut plain = connect(Arc::new(FixedIssuer(Bytes::from(ours)))).await;
+    receipt_of(
+        &plain
+            .log("ids", Bytes::from_static(b"w"), None)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(store.entries_from("ids", 1, 10).await.unwrap().len(), 2);
 }

@@ -1,8 +1,7 @@
 //! The DAT drivers against a real DAPS over HTTP: the test DAPS in `support/daps.rs` issues DATs
 //! to `DapsIssuer`, and `DapsVerifier` verifies them with the JWKS fetched from it.
 
-#[path = "support/daps.rs"]
-mod daps;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +11,9 @@ use clearinghouse::idscp2::dat::{
     DatIssuer, DatVerifier, JwksSource,
 };
 use clearinghouse::idscp2::tls::PeerCertificate;
-use daps::{TestDaps, DAPS_KID};
 use futures::future::join_all;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use support::daps::{TestDaps, DAPS_KID};
 
 /// A connector as the DAPS knows it: certificate with SKI and AKI, and its private key.
 struct Connector {

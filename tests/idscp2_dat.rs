@@ -10,75 +10,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clearinghouse::idscp2::client::ClientError;
-use clearinghouse::idscp2::dat::{
-    daps_http_client, DapsIssuer, DapsIssuerConfig, DapsVerifier, DapsVerifierConfig, JwksSource,
-};
-use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
 use clearinghouse::idscp2::proto::app::app_layer_message;
 use clearinghouse::idscp2::proto::idscp_close::CloseCause;
 use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
 use serde_json::json;
-use support::daps::{TestDaps, DAPS_KID};
+use support::daps::{daps_endpoint, verifier, Party, TestDaps, DAPS_KID};
 use support::pki::TestPki;
 use support::transport::*;
 
 const REPLY_WAIT: Duration = Duration::from_secs(10);
-
-/// A party of the data space: its certificate, its DAPS identity, and the DAPS knowing it.
-struct Party {
-    identity: TlsIdentity,
-    key_pem: Vec<u8>,
-    connector_id: String,
-    fingerprint: String,
-}
-
-impl Party {
-    fn new(daps: &TestDaps, cert: &std::path::Path, key: &std::path::Path) -> Party {
-        let identity = TlsIdentity::from_pem_files(cert, key).unwrap();
-        let peer = PeerCertificate::new(identity.leaf().clone());
-        let party = Party {
-            key_pem: std::fs::read(key).unwrap(),
-            connector_id: peer.connector_id().unwrap(),
-            fingerprint: peer.fingerprint.clone(),
-            identity,
-        };
-        daps.register(
-            &party.connector_id,
-            identity_cert_der(&party),
-            &party.fingerprint,
-        );
-        party
-    }
-
-    fn issuer(&self, daps: &TestDaps) -> Arc<DapsIssuer> {
-        Arc::new(
-            DapsIssuer::new(DapsIssuerConfig::new(
-                daps.token_url(),
-                self.connector_id.clone(),
-                self.key_pem.clone(),
-                daps_http_client().unwrap(),
-            ))
-            .unwrap(),
-        )
-    }
-}
-
-fn identity_cert_der(party: &Party) -> &[u8] {
-    party.identity.leaf().as_ref()
-}
-
-fn verifier(daps: &TestDaps) -> Arc<DapsVerifier> {
-    let config = DapsVerifierConfig::new(
-        daps.issuer(),
-        JwksSource::Url(daps.jwks_url()),
-        daps_http_client().unwrap(),
-    );
-    Arc::new(DapsVerifier::new(config).unwrap())
-}
-
-fn daps_endpoint(settings: Settings, party: &Party, daps: &TestDaps) -> Endpoint {
-    endpoint(settings, party.issuer(daps), verifier(daps))
-}
 
 struct World {
     pki: TestPki,

@@ -4,7 +4,7 @@
 //! [`ClearingHouse`] is the [`Service`] the IDSCP2 server hands every application message to.
 //! It reads the IDS header and the `ch-ids-*` parameters, authenticates the caller by the identity
 //! the transport verified (the DAT `sub`, bound to the TLS certificate), and dispatches to one
-//! handler per message type: [`create`] (RequestMessage), [`log`] (LogMessage), [`query`]
+//! handler per message type: `create` (RequestMessage), `log` (LogMessage), `query`
 //! (QueryMessage). Every failure becomes a typed RejectionMessage; nothing a peer sends ends
 //! the connection or reaches a panic.
 

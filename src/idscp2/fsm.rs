@@ -4,7 +4,7 @@
 //! actions come out (frames to write, drivers to start, timers to set, data to deliver). Time enters
 //! only as timer events, and DATs arrive already verified, so every state x event pair is a plain
 //! function call that tests can drive without sockets or clocks. The connection task
-//! ([`super::connection`]) does the I/O around it.
+//! (`connection.rs`) does the I/O around it.
 //!
 //! The JVM's named states ([`State`]) are derived from a few orthogonal facts (is the prover
 //! running, is the verifier running or waiting for a new DAT, is data awaiting an ACK) rather than

@@ -21,6 +21,14 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
 
+use clearinghouse::idscp2::dat::{
+    daps_http_client, DapsIssuer, DapsIssuerConfig, DapsVerifier, DapsVerifierConfig, JwksSource,
+};
+use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
+use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
+
+use super::transport::endpoint;
+
 /// The key the DAPS signs DATs with, an RSA-2048 PKCS#8 key generated once for these tests.
 const DAPS_KEY: &[u8] = include_bytes!("../fixtures/daps-rsa.key");
 /// Another RSA key, for tokens the DAPS key set cannot verify.
@@ -347,4 +355,60 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A party of the data space: its certificate, its DAPS identity, and the DAPS knowing it.
+pub struct Party {
+    pub identity: TlsIdentity,
+    pub key_pem: Vec<u8>,
+    pub connector_id: String,
+    pub fingerprint: String,
+}
+
+impl Party {
+    pub fn new(daps: &TestDaps, cert: &std::path::Path, key: &std::path::Path) -> Party {
+        let identity = TlsIdentity::from_pem_files(cert, key).unwrap();
+        let peer = PeerCertificate::new(identity.leaf().clone());
+        let party = Party {
+            key_pem: std::fs::read(key).unwrap(),
+            connector_id: peer.connector_id().unwrap(),
+            fingerprint: peer.fingerprint.clone(),
+            identity,
+        };
+        daps.register(
+            &party.connector_id,
+            identity_cert_der(&party),
+            &party.fingerprint,
+        );
+        party
+    }
+
+    pub fn issuer(&self, daps: &TestDaps) -> Arc<DapsIssuer> {
+        Arc::new(
+            DapsIssuer::new(DapsIssuerConfig::new(
+                daps.token_url(),
+                self.connector_id.clone(),
+                self.key_pem.clone(),
+                daps_http_client().unwrap(),
+            ))
+            .unwrap(),
+        )
+    }
+}
+
+fn identity_cert_der(party: &Party) -> &[u8] {
+    party.identity.leaf().as_ref()
+}
+
+pub fn verifier(daps: &TestDaps) -> Arc<DapsVerifier> {
+    let config = DapsVerifierConfig::new(
+        daps.issuer(),
+        JwksSource::Url(daps.jwks_url()),
+        daps_http_client().unwrap(),
+    );
+    Arc::new(DapsVerifier::new(config).unwrap())
+}
+
+pub fn daps_endpoint(settings: Settings, party: &Party, daps: &TestDaps) -> Endpoint {
+    endpoint(settings, party.issuer(daps), verifier(daps))
 }

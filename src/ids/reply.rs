@@ -184,6 +184,32 @@ fn reply_header(
     type_name: &str,
     autogen_name: &str,
 ) -> Map<String, Value> {
+    let mut header = message_header(
+        type_name,
+        autogen_name,
+        ctx.connector_id,
+        ctx.connector_id,
+        ctx.own_dat,
+    );
+    let issuer = request.and_then(|r| r.issuer_connector.as_deref());
+    let agent = request.and_then(|r| r.sender_agent.as_deref());
+    // The Java serializer writes unknown recipients as empty lists rather than leaving them out.
+    header.insert("ids:recipientConnector".into(), references(issuer));
+    header.insert("ids:recipientAgent".into(), references(agent));
+    if let Some(request) = request {
+        header.insert("ids:correlationMessage".into(), json!({"@id": request.id}));
+    }
+    header
+}
+
+/// The fields every Infomodel message carries, requests and replies alike.
+pub(crate) fn message_header(
+    type_name: &str,
+    autogen_name: &str,
+    connector_id: &str,
+    sender_agent: &str,
+    security_token: Option<&str>,
+) -> Map<String, Value> {
     let mut header = Map::new();
     header.insert("@context".into(), ids_context());
     header.insert("@type".into(), type_name.into());
@@ -193,29 +219,18 @@ fn reply_header(
         "ids:issued".into(),
         xsd_date_time_stamp(OffsetDateTime::now_utc()),
     );
-    header.insert(
-        "ids:issuerConnector".into(),
-        json!({"@id": ctx.connector_id}),
-    );
-    header.insert("ids:senderAgent".into(), json!({"@id": ctx.connector_id}));
-    if let Some(dat) = ctx.own_dat {
+    header.insert("ids:issuerConnector".into(), json!({"@id": connector_id}));
+    header.insert("ids:senderAgent".into(), json!({"@id": sender_agent}));
+    if let Some(token) = security_token {
         header.insert(
             "ids:securityToken".into(),
             json!({
                 "@type": "ids:DynamicAttributeToken",
                 "@id": autogen_id("dynamicAttributeToken"),
-                "ids:tokenValue": dat,
+                "ids:tokenValue": token,
                 "ids:tokenFormat": {"@id": format!("{IDS_CODE_NAMESPACE}JWT")},
             }),
         );
-    }
-    let issuer = request.and_then(|r| r.issuer_connector.as_deref());
-    let agent = request.and_then(|r| r.sender_agent.as_deref());
-    // The Java serializer writes unknown recipients as empty lists rather than leaving them out.
-    header.insert("ids:recipientConnector".into(), references(issuer));
-    header.insert("ids:recipientAgent".into(), references(agent));
-    if let Some(request) = request {
-        header.insert("ids:correlationMessage".into(), json!({"@id": request.id}));
     }
     header
 }
@@ -229,7 +244,7 @@ pub(crate) fn ids_context() -> Value {
 }
 
 /// A fresh instance IRI in the form the Java builders generate.
-pub(crate) fn autogen_id(autogen_name: &str) -> String {
+fn autogen_id(autogen_name: &str) -> String {
     format!("{AUTOGEN}{autogen_name}/{}", Uuid::new_v4())
 }
 

@@ -3,13 +3,10 @@
 //! generator write their requests with it, in the shape a Trusted Connector sends.
 
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
-use time::OffsetDateTime;
+use serde_json::Value;
 
 use super::header::MessageType;
-use super::reply::{
-    autogen_id, ids_context, xsd_date_time_stamp, IDS_CODE_NAMESPACE, MODEL_VERSION,
-};
+use super::reply::message_header;
 use crate::idscp2::proto::app::IdsMessage;
 
 /// Who sends a request.
@@ -28,31 +25,13 @@ pub fn request_header(ctx: &RequestContext, message_type: &MessageType) -> Strin
         MessageType::Query => ("ids:QueryMessage", "queryMessage"),
         MessageType::Other(other) => (other.as_str(), "message"),
     };
-    let mut header = Map::new();
-    header.insert("@context".into(), ids_context());
-    header.insert("@type".into(), type_name.into());
-    header.insert("@id".into(), autogen_id(autogen_name).into());
-    header.insert("ids:modelVersion".into(), MODEL_VERSION.into());
-    header.insert(
-        "ids:issued".into(),
-        xsd_date_time_stamp(OffsetDateTime::now_utc()),
+    let header = message_header(
+        type_name,
+        autogen_name,
+        ctx.connector_id,
+        ctx.sender_agent,
+        ctx.security_token,
     );
-    header.insert(
-        "ids:issuerConnector".into(),
-        json!({"@id": ctx.connector_id}),
-    );
-    header.insert("ids:senderAgent".into(), json!({"@id": ctx.sender_agent}));
-    if let Some(token) = ctx.security_token {
-        header.insert(
-            "ids:securityToken".into(),
-            json!({
-                "@type": "ids:DynamicAttributeToken",
-                "@id": autogen_id("dynamicAttributeToken"),
-                "ids:tokenValue": token,
-                "ids:tokenFormat": {"@id": format!("{IDS_CODE_NAMESPACE}JWT")},
-            }),
-        );
-    }
     Value::Object(header).to_string()
 }
 

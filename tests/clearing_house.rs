@@ -224,7 +224,11 @@ async fn log_to_an_own_pid_appends_in_sequence() {
 
 #[tokio::test]
 async fn empty_and_oversized_payloads_are_rejected() {
-    let ch = TestClearingHouse::start_with(1024).await;
+    let ch = TestClearingHouse::start_with(Limits {
+        max_payload: 1024,
+        ..Limits::default()
+    })
+    .await;
     let mut a = ch.client("connector-a").await;
     assert_rejected(
         &a.log("p", Bytes::new(), None).await.unwrap(),
@@ -386,6 +390,30 @@ async fn oversized_page_sizes_are_lowered_and_said_so() {
     let reply = a.query("big", &options(1, 5000, "asc")).await.unwrap();
     assert_eq!(reply.json().unwrap()["size"], 1000);
     assert_eq!(reply.extra_header("ch-ids-size"), Some("1000"));
+}
+
+#[tokio::test]
+async fn a_page_larger_than_a_reply_may_be_is_too_many_results() {
+    let ch = TestClearingHouse::start_with(Limits {
+        max_reply: 4096,
+        ..Limits::default()
+    })
+    .await;
+    let mut a = ch.client("connector-a").await;
+    for _ in 0..3 {
+        receipt_of(
+            &a.log("bulky", Bytes::from(vec![b'x'; 1500]), Some("text/plain"))
+                .await
+                .unwrap(),
+        );
+    }
+    let reply = a.query("bulky", &options(1, 3, "asc")).await.unwrap();
+    assert_rejected(&reply, "TOO_MANY_RESULTS", 400);
+    // A smaller page fits, and the connection carries on.
+    assert_eq!(
+        documents(&a.query("bulky", &options(1, 1, "asc")).await.unwrap()).len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -701,7 +729,7 @@ async fn a_header_token_of_another_party_is_not_authenticated() {
         receipt_signer(&pki),
         Some(server_party.issuer(&daps)),
         verifier(&daps),
-        clearinghouse::clearing::DEFAULT_MAX_PAYLOAD,
+        Limits::default(),
     );
     let server = TestServer::start(
         server_tls(&pki),

@@ -549,3 +549,21 @@ async fn silent_sockets_neither_block_others_nor_stay_open() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_too_large_for_a_frame_is_refused_locally_and_the_connection_goes_on() {
+    let (pki, server, _) = dev_pair(&["Dummy2"]).await;
+    let settings = Settings {
+        max_frame: 4096,
+        ..with_suites(test_settings(), &["Dummy2"], &["Dummy2"])
+    };
+    let config = client_config(&pki, "connector-a", dev_endpoint(settings));
+    let mut connection = server.connect(&config).await.unwrap();
+    match connection.send(&ids(vec![0u8; 5000])).await {
+        Err(ConnectionError::TooLarge { size, limit }) => assert!(size > limit),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let reply = connection.request(&ids("small"), REPLY_WAIT).await.unwrap();
+    assert_eq!(reply_parts(&reply).1, Bytes::from_static(b"small"));
+    server.stop().await;
+}

@@ -43,6 +43,7 @@ pub struct ClearingHouse {
     /// Checks a JWT a client puts into its header against the identity of its connection.
     token_verifier: Arc<dyn DatVerifier>,
     max_payload: usize,
+    max_reply: usize,
 }
 
 pub struct ClearingHouseConfig {
@@ -52,6 +53,17 @@ pub struct ClearingHouseConfig {
     pub own_dat: Option<Arc<dyn DatIssuer>>,
     pub token_verifier: Arc<dyn DatVerifier>,
     pub max_payload: usize,
+    /// The largest payload a reply may have, e.g. a page of big entries; must leave room for the
+    /// reply header below the transport's message limit (see [`reply_limit`]).
+    pub max_reply: usize,
+}
+
+/// Room kept for a reply's header and extra headers next to its payload.
+const REPLY_HEADER_ROOM: usize = 64 * 1024;
+
+/// The reply payload limit that fits the transport's frame limit `max_frame`.
+pub fn reply_limit(max_frame: usize) -> usize {
+    crate::idscp2::connection::max_message_size(max_frame).saturating_sub(REPLY_HEADER_ROOM)
 }
 
 impl ClearingHouse {
@@ -63,6 +75,7 @@ impl ClearingHouse {
             own_dat: config.own_dat,
             token_verifier: config.token_verifier,
             max_payload: config.max_payload,
+            max_reply: config.max_reply,
         }
     }
 
@@ -96,6 +109,17 @@ impl ClearingHouse {
             )),
         };
         match outcome {
+            Ok(outcome) if outcome.payload.len() > self.max_reply => {
+                let rejection = Rejection::with_default_status(
+                    RejectionReason::TooManyResults,
+                    format!(
+                        "the answer of {} bytes exceeds the reply limit of {} bytes; ask for fewer entries with ch-ids-size",
+                        outcome.payload.len(),
+                        self.max_reply
+                    ),
+                );
+                self.rejection(Some(&header), rejection, pid).await
+            }
             Ok(outcome) => self.reply(&header, outcome).await,
             Err(rejection) => self.rejection(Some(&header), rejection, pid).await,
         }

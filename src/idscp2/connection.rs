@@ -66,6 +66,16 @@ pub enum ConnectionError {
     Closed(CloseReason),
     #[error("received data that is not an AppLayerMessage: {0}")]
     MalformedMessage(#[from] prost::DecodeError),
+    #[error("a message of {size} bytes exceeds the frame limit (at most {limit} bytes of data)")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// Bytes an IdscpMessage adds around IdscpData's data: tags, length varints, the bit.
+const DATA_FRAME_OVERHEAD: usize = 32;
+
+/// The largest application message that fits into a frame of `max_frame` bytes.
+pub fn max_message_size(max_frame: usize) -> usize {
+    max_frame.saturating_sub(DATA_FRAME_OVERHEAD)
 }
 
 /// Counters of what crossed the connection, for tests and metrics.
@@ -97,6 +107,7 @@ pub struct Connection {
     closed: watch::Receiver<Option<CloseReason>>,
     stats: Arc<ConnectionStats>,
     task: JoinHandle<()>,
+    max_message: usize,
 }
 
 impl Connection {
@@ -111,6 +122,7 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let settings = endpoint.settings.clone();
+        let max_message = max_message_size(settings.max_frame);
         let (read_half, write_half) = tokio::io::split(stream);
         let (commands_tx, commands) = mpsc::channel(settings.receive_queue);
         let (deliver, incoming) = mpsc::channel(settings.receive_queue);
@@ -160,6 +172,7 @@ impl Connection {
             closed,
             stats,
             task,
+            max_message,
         })
     }
 
@@ -173,8 +186,16 @@ impl Connection {
     }
 
     /// Queues a message for the peer; it is resent until acknowledged. Waits only when the
-    /// send queue is full.
+    /// send queue is full. A message too large for one frame is refused here, so that it cannot
+    /// take the connection down on the way out.
     pub async fn send(&self, message: &AppLayerMessage) -> Result<(), ConnectionError> {
+        let size = message.encoded_len();
+        if size > self.max_message {
+            return Err(ConnectionError::TooLarge {
+                size,
+                limit: self.max_message,
+            });
+        }
         let bytes = Bytes::from(message.encode_to_vec());
         if self.commands.send(Command::Send(bytes)).await.is_err() {
             return Err(ConnectionError::Closed(self.close_reason()));

@@ -156,11 +156,14 @@ impl<S: Service> Handler<S> {
             let message = match received {
                 Ok(message) => Ok(message),
                 Err(ConnectionError::MalformedMessage(e)) => Err(e),
-                Err(ConnectionError::Closed(_)) => return,
+                Err(_) => return,
             };
             if let Some(reply) = self.service.handle(connection.peer(), message).await {
-                if connection.send(&reply).await.is_err() {
-                    return;
+                match connection.send(&reply).await {
+                    Ok(()) => {}
+                    // The service's fault, not the peer's: the connection stays usable.
+                    Err(e @ ConnectionError::TooLarge { .. }) => warn!(error = %e, "reply dropped"),
+                    Err(_) => return,
                 }
             }
         }

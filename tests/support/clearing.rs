@@ -29,27 +29,45 @@ pub struct TestClearingHouse {
     pub store_path: PathBuf,
     /// Keeps the store file alive; restart() reuses it.
     pub data: Arc<TempDir>,
-    max_payload: usize,
+    limits: Limits,
+}
+
+/// Payload and reply bounds of a test clearing house.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub max_payload: usize,
+    pub max_reply: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_reply: clearinghouse::clearing::reply_limit(
+                clearinghouse::idscp2::frame::DEFAULT_MAX_FRAME,
+            ),
+        }
+    }
 }
 
 impl TestClearingHouse {
     /// Development mode: identities come from the client certificates.
     pub async fn start() -> TestClearingHouse {
-        Self::start_with(DEFAULT_MAX_PAYLOAD).await
+        Self::start_with(Limits::default()).await
     }
 
-    pub async fn start_with(max_payload: usize) -> TestClearingHouse {
+    pub async fn start_with(limits: Limits) -> TestClearingHouse {
         let pki = TestPki::new();
         let data = Arc::new(tempfile::tempdir().unwrap());
         let store_path = data.path().join("clearinghouse.redb");
-        Self::launch(pki, data, store_path, max_payload).await
+        Self::launch(pki, data, store_path, limits).await
     }
 
     async fn launch(
         pki: TestPki,
         data: Arc<TempDir>,
         store_path: PathBuf,
-        max_payload: usize,
+        limits: Limits,
     ) -> TestClearingHouse {
         let store = Arc::new(EmbeddedStore::open(&store_path).unwrap());
         let signer = receipt_signer(&pki);
@@ -60,7 +78,7 @@ impl TestClearingHouse {
             signer,
             None,
             Arc::new(DevelopmentVerifier::new()),
-            max_payload,
+            limits,
         );
         let server = TestServer::start(super::transport::server_tls(&pki), endpoint, service).await;
         TestClearingHouse {
@@ -70,7 +88,7 @@ impl TestClearingHouse {
             jwks,
             store_path,
             data,
-            max_payload,
+            limits,
         }
     }
 
@@ -82,12 +100,12 @@ impl TestClearingHouse {
             store,
             data,
             store_path,
-            max_payload,
+            limits,
             ..
         } = self;
         server.stop().await;
         drop(store);
-        Self::launch(pki, data, store_path, max_payload).await
+        Self::launch(pki, data, store_path, limits).await
     }
 
     pub async fn client(&self, name: &str) -> ClearingHouseClient {
@@ -135,7 +153,7 @@ pub fn clearing_house(
     signer: Arc<ReceiptSigner>,
     own_dat: Option<Arc<dyn DatIssuer>>,
     token_verifier: Arc<dyn DatVerifier>,
-    max_payload: usize,
+    limits: Limits,
 ) -> ClearingHouse {
     ClearingHouse::new(ClearingHouseConfig {
         store,
@@ -143,7 +161,8 @@ pub fn clearing_house(
         connector_id: CH_CONNECTOR_ID.into(),
         own_dat,
         token_verifier,
-        max_payload,
+        max_payload: limits.max_payload,
+        max_reply: limits.max_reply,
     })
 }
 

@@ -37,6 +37,9 @@ pub struct PeerInfo {
     pub certificate: PeerCertificate,
     /// All claims of the peer's current DAT; replaced when the peer renews it.
     pub dat_claims: serde_json::Value,
+    /// The peer's current DAT as it was sent, so that the layer above can recognise the same
+    /// token in a message header without verifying it again.
+    pub dat_token: Bytes,
 }
 
 /// Why a connection ended.
@@ -261,7 +264,7 @@ struct Task<S> {
     peer_certificate: PeerCertificate,
     endpoint: Endpoint,
     /// The last DAT that passed verification, until the state machine accepts it.
-    candidate_dat: Option<VerifiedDat>,
+    candidate_dat: Option<(VerifiedDat, Bytes)>,
     peer: Option<watch::Sender<Arc<PeerInfo>>>,
     deliver: mpsc::Sender<Bytes>,
     commands: mpsc::Receiver<Command>,
@@ -448,7 +451,7 @@ where
             }
         }
         let expires_in = dat.expires_in;
-        self.candidate_dat = Some(dat);
+        self.candidate_dat = Some((dat, token));
         DatCheck::Valid { expires_in }
     }
 
@@ -529,7 +532,7 @@ where
     }
 
     fn accept_dat(&mut self) {
-        let Some(dat) = self.candidate_dat.take() else {
+        let Some((dat, token)) = self.candidate_dat.take() else {
             return;
         };
         ConnectionStats::bump(&self.stats.peer_dats_accepted);
@@ -537,6 +540,7 @@ where
             identity: dat.subject,
             certificate: self.peer_certificate.clone(),
             dat_claims: dat.claims,
+            dat_token: token,
         });
         match &self.peer {
             Some(peer) => {

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use super::{setup, ConfigArgs, Failure};
 use crate::audit::{self, AuditError};
 use crate::receipt::Jwks;
+use crate::store::chain::verify_chain;
 use crate::store::Entry;
 
 #[derive(Debug, clap::Args)]
@@ -57,7 +58,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
             pid,
             export,
             config,
-        } => verify_chain(&pid, export, &config).await,
+        } => verify_process(&pid, export, &config).await,
     }
 }
 
@@ -71,6 +72,13 @@ async fn verify_receipts(
         Some(path) => audit::read_export(open(path)?).collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
+    // A receipt matches the hashes an entry carries; only the chain shows whether the entry's
+    // content still produces those hashes.
+    if let Some(first) = entries.first() {
+        verify_chain(&first.pid, entries.iter().cloned()).map_err(|e| {
+            Failure::Verification(format!("the export of process {}: {e}", first.pid))
+        })?;
+    }
     let mut receipts_in = Vec::new();
     for receipt in receipts {
         if receipt == "-" {
@@ -109,7 +117,7 @@ async fn verify_receipts(
     Ok(())
 }
 
-async fn verify_chain(
+async fn verify_process(
     pid: &str,
     export: Option<PathBuf>,
     config: &ConfigArgs,

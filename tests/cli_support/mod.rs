@@ -187,10 +187,6 @@ impl Serve {
         ))
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

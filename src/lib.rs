@@ -10,12 +10,20 @@
 //! - [`client`]: the clearing-house client used by the CLI, the tests and the load generator.
 //! - [`audit`]: exports, and offline verification of receipts and chains.
 //! - [`devpki`]: a development CA with server, connector and receipt keys, for trying things out and for tests.
+//!
+//! Around them, the operable service:
+//! - [`config`]: the configuration file, `CH_...` environment overrides, validation.
+//! - [`ops`]: the operations HTTP endpoint: health, readiness, Prometheus metrics, the JWKS.
+//! - [`cli`]: the `clearinghouse` command line (serve, client, verify, export, dev-pki, jwks).
 
 pub mod audit;
 pub mod clearing;
+pub mod cli;
 pub mod client;
+pub mod config;
 pub mod devpki;
 pub mod ids;
 pub mod idscp2;
+pub mod ops;
 pub mod receipt;
 pub mod store;

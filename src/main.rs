@@ -1,1 +1,26 @@
-fn main() {}
+//! `clearinghouse`: parses the command line, runs the subcommand, and turns its outcome into the
+//! documented exit code (see `clearinghouse --help`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clearinghouse::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    // clap prints help and version itself and exits 2 on a usage error.
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(cli::exit_code(&e))
+        }
+    }
+}

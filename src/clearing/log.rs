@@ -67,6 +67,7 @@ impl ClearingHouse {
                 "the entry was stored but its receipt could not be signed",
             )
         })?;
+        super::metering::receipt_signed();
         Ok(Outcome {
             kind: ReplyKind::Processed,
             payload: Bytes::from(json!({ "data": receipt }).to_string()),

@@ -6,14 +6,16 @@
 //! the transport verified (the DAT `sub`, bound to the TLS certificate), and dispatches to one
 //! handler per message type: `create` (RequestMessage), `log` (LogMessage), `query`
 //! (QueryMessage). Every failure becomes a typed RejectionMessage; nothing a peer sends ends
-//! the connection or reaches a panic.
+//! the connection or reaches a panic. [`metering`] counts every answer and times every store call.
 
 mod create;
 mod log;
+mod metering;
 mod query;
 mod request;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -69,7 +71,7 @@ pub fn reply_limit(max_frame: usize) -> usize {
 impl ClearingHouse {
     pub fn new(config: ClearingHouseConfig) -> Self {
         ClearingHouse {
-            store: config.store,
+            store: Arc::new(metering::MeteredStore(config.store)),
             signer: config.signer,
             connector_id: config.connector_id,
             own_dat: config.own_dat,
@@ -81,21 +83,47 @@ impl ClearingHouse {
 
     /// Answers one IdsMessage: parses it, authenticates, dispatches, and writes the reply.
     async fn answer(&self, peer: Arc<PeerInfo>, message: IdsMessage) -> IdsMessage {
+        let started = Instant::now();
         let header = match RequestHeader::parse(&message.header) {
             Ok(header) => header,
-            Err(e) => return self.rejection(None, Rejection::from(e), None).await,
+            Err(e) => {
+                let rejection = Rejection::from(e);
+                metering::message("malformed", rejection.reason.code(), started);
+                return self.rejection(None, rejection, None).await;
+            }
         };
+        let (outcome, pid) = self.dispatch(&peer, &header, message).await;
+        let kind = metering::message_type(&header.message_type);
+        match outcome {
+            Ok(outcome) => {
+                metering::message(kind, "ok", started);
+                self.reply(&header, outcome).await
+            }
+            Err(rejection) => {
+                metering::message(kind, rejection.reason.code(), started);
+                self.rejection(Some(&header), rejection, pid).await
+            }
+        }
+    }
+
+    /// What a readable request gets, and its pid (when it named one) for the reply headers.
+    async fn dispatch(
+        &self,
+        peer: &PeerInfo,
+        header: &RequestHeader,
+        message: IdsMessage,
+    ) -> (Result<Outcome, Rejection>, Option<String>) {
         let params = match ChParams::parse(&message.extra_headers) {
             Ok(params) => params,
-            Err(rejection) => return self.rejection(Some(&header), rejection, None).await,
+            Err(rejection) => return (Err(rejection), None),
         };
         let pid = params.pid.clone();
-        if let Err(rejection) = self.authenticate(&peer, &header).await {
-            return self.rejection(Some(&header), rejection, pid).await;
+        if let Err(rejection) = self.authenticate(peer, header).await {
+            return (Err(rejection), pid);
         }
         let request = Request {
             client_id: &peer.identity,
-            header: &header,
+            header,
             params: &params,
             payload: message.payload,
         };
@@ -108,21 +136,20 @@ impl ClearingHouse {
                 format!("{other} is not supported; send ids:RequestMessage, ids:LogMessage or ids:QueryMessage"),
             )),
         };
-        match outcome {
-            Ok(outcome) if outcome.payload.len() > self.max_reply => {
-                let rejection = Rejection::with_default_status(
+        let outcome = outcome.and_then(|outcome| {
+            if outcome.payload.len() > self.max_reply {
+                return Err(Rejection::with_default_status(
                     RejectionReason::TooManyResults,
                     format!(
                         "the answer of {} bytes exceeds the reply limit of {} bytes; ask for fewer entries with ch-ids-size",
                         outcome.payload.len(),
                         self.max_reply
                     ),
-                );
-                self.rejection(Some(&header), rejection, pid).await
+                ));
             }
-            Ok(outcome) => self.reply(&header, outcome).await,
-            Err(rejection) => self.rejection(Some(&header), rejection, pid).await,
-        }
+            Ok(outcome)
+        });
+        (outcome, pid)
     }
 
     /// A JWT in the header must be a valid DAT of the same party as the connection. The
@@ -209,6 +236,11 @@ impl Service for ClearingHouse {
             }
             // Without an IDS header there is nothing to correlate with: answer in kind.
             Ok(Some(app_layer_message::Message::GenericMessage(_))) => {
+                metering::message(
+                    "generic",
+                    RejectionReason::MessageTypeNotSupported.code(),
+                    Instant::now(),
+                );
                 let rejection = Rejection::with_default_status(
                     RejectionReason::MessageTypeNotSupported,
                     "GenericMessage is not supported; send an IdsMessage",
@@ -221,6 +253,11 @@ impl Service for ClearingHouse {
                 })
             }
             Ok(None) | Err(_) => {
+                metering::message(
+                    "malformed",
+                    RejectionReason::MalformedMessage.code(),
+                    Instant::now(),
+                );
                 let rejection = Rejection::with_default_status(
                     RejectionReason::MalformedMessage,
                     "the data is not an AppLayerMessage with an IdsMessage",

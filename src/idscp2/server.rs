@@ -6,6 +6,9 @@
 //! connection finish the request it is working on, delivers the answer, and closes with
 //! USER_SHUTDOWN. Every phase before establishment is bounded by the handshake timeout, so a silent
 //! or slow peer holds one permit for at most that long and never holds up others.
+//!
+//! Metrics: `clearinghouse_connections_open` (gauge) and `clearinghouse_handshakes_total`
+//! by `outcome` (`ok`, `tls_failed`, `tls_timeout`, `no_certificate`, `idscp2_failed`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -103,7 +106,10 @@ impl Server {
             };
             tokio::spawn(
                 async move {
+                    let open = metrics::gauge!("clearinghouse_connections_open");
+                    open.increment(1.0);
                     handler.run(socket).await;
+                    open.decrement(1.0);
                     drop(permit);
                 }
                 .instrument(info_span!("connection", %addr, peer = tracing::field::Empty)),
@@ -127,8 +133,14 @@ impl<S: Service> Handler<S> {
         let handshake_timeout = self.endpoint.settings.handshake_timeout;
         let tls = match timeout(handshake_timeout, self.acceptor.accept(socket)).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-            Err(_) => return debug!("TLS handshake timed out"),
+            Ok(Err(e)) => {
+                handshake("tls_failed");
+                return debug!(error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                handshake("tls_timeout");
+                return debug!("TLS handshake timed out");
+            }
         };
         let Some(leaf) = tls
             .get_ref()
@@ -136,6 +148,7 @@ impl<S: Service> Handler<S> {
             .peer_certificates()
             .and_then(|chain| chain.first())
         else {
+            handshake("no_certificate");
             return warn!("TLS peer presented no certificate");
         };
         let certificate = PeerCertificate::new(leaf.clone().into_owned());
@@ -143,10 +156,14 @@ impl<S: Service> Handler<S> {
         let mut connection = tokio::select! {
             result = establish => match result {
                 Ok(connection) => connection,
-                Err(e) => return info!(error = %e, "IDSCP2 handshake failed"),
+                Err(e) => {
+                    handshake("idscp2_failed");
+                    return info!(error = %e, "IDSCP2 handshake failed");
+                }
             },
             _ = self.shutdown.recv() => return,
         };
+        handshake("ok");
         tracing::Span::current().record("peer", connection.peer().identity.as_str());
         loop {
             let received = tokio::select! {
@@ -169,4 +186,8 @@ impl<S: Service> Handler<S> {
         }
         connection.close().await;
     }
+}
+
+fn handshake(outcome: &'static str) {
+    metrics::counter!("clearinghouse_handshakes_total", "outcome" => outcome).increment(1);
 }

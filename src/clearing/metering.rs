@@ -1,0 +1,108 @@
+//! What the clearing house counts, through the `metrics` facade (a no-op until a recorder is
+//! installed, as `serve` does for `/metrics`). Names and labels are static strings, so recording
+//! costs a lookup, never an allocation per request.
+//!
+//! - `clearinghouse_messages_total{type, outcome}`: `type` is `request`, `log`, `query`,
+//!   `unsupported`, `malformed` or `generic`; `outcome` is `ok` or the rejection reason code.
+//! - `clearinghouse_request_duration_seconds{type}`: from receipt of a message to its reply.
+//! - `clearinghouse_store_duration_seconds{operation}`: each store call, wrapped by [`MeteredStore`].
+//! - `clearinghouse_receipts_signed_total`.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+
+use crate::ids::MessageType;
+use crate::store::{
+    CreateOutcome, Entry, NewEntry, Page, PageQuery, Process, ProcessStore, StoreError,
+};
+
+pub(super) fn message_type(message_type: &MessageType) -> &'static str {
+    match message_type {
+        MessageType::Request => "request",
+        MessageType::Log => "log",
+        MessageType::Query => "query",
+        MessageType::Other(_) => "unsupported",
+    }
+}
+
+/// Counts one answered message and the time it took.
+pub(super) fn message(kind: &'static str, outcome: &'static str, started: Instant) {
+    metrics::counter!("clearinghouse_messages_total", "type" => kind, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("clearinghouse_request_duration_seconds", "type" => kind)
+        .record(started.elapsed().as_secs_f64());
+}
+
+pub(super) fn receipt_signed() {
+    metrics::counter!("clearinghouse_receipts_signed_total").increment(1);
+}
+
+/// Times every call into the store it wraps.
+pub(super) struct MeteredStore(pub Arc<dyn ProcessStore>);
+
+fn timed<'a, T: Send + 'a>(
+    operation: &'static str,
+    call: impl Future<Output = T> + Send + 'a,
+) -> BoxFuture<'a, T> {
+    Box::pin(async move {
+        let started = Instant::now();
+        let result = call.await;
+        metrics::histogram!("clearinghouse_store_duration_seconds", "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+        result
+    })
+}
+
+impl ProcessStore for MeteredStore {
+    fn create_process(
+        &self,
+        pid: &str,
+        owners: &BTreeSet<String>,
+    ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>> {
+        timed("create_process", self.0.create_process(pid, owners))
+    }
+
+    fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>> {
+        timed("process", self.0.process(pid))
+    }
+
+    fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
+        timed("append", self.0.append(entry))
+    }
+
+    fn entry(
+        &self,
+        pid: &str,
+        document_id: &str,
+    ) -> BoxFuture<'_, Result<Option<Entry>, StoreError>> {
+        timed("entry", self.0.entry(pid, document_id))
+    }
+
+    fn query(&self, query: &PageQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
+        timed("query", self.0.query(query))
+    }
+
+    fn processes_of(&self, client_id: &str) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        timed("processes_of", self.0.processes_of(client_id))
+    }
+
+    fn entries_from(
+        &self,
+        pid: &str,
+        from_sequence: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
+        timed(
+            "entries_from",
+            self.0.entries_from(pid, from_sequence, limit),
+        )
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        timed("ping", self.0.ping())
+    }
+}

@@ -1,0 +1,164 @@
+//! `clearinghouse serve`: loads and checks the whole configuration, then serves IDSCP2 and the
+//! operations endpoint until SIGTERM or SIGINT.
+//!
+//! Shutdown order matters for the receipts promise: the IDSCP2 server stops accepting, lets each
+//! connection finish the request it is working on and closes it with USER_SHUTDOWN; only then is
+//! the last handle on the store dropped, which for the embedded store waits for its writer thread
+//! to commit what it holds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::info;
+
+use super::{logging, setup, ConfigArgs};
+use crate::clearing::{ClearingHouse, ClearingHouseConfig};
+use crate::config::{ConfigError, DatMode, LogFormat};
+use crate::devpki::DevPki;
+use crate::idscp2::server::{Server, ServerConfig};
+use crate::ops::{self, OpsState};
+
+/// A client of the default development PKI, used in the printed example command.
+const DEMO_CLIENT: &str = "connector-a";
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Overrides server.listen (port 0 picks a free port; the bound address is printed)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Overrides ops.listen
+    #[arg(long, value_name = "ADDR")]
+    ops_listen: Option<String>,
+    /// Overrides log.format
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+    /// Overrides log.level
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut overrides = Vec::new();
+    overrides.extend(args.listen.map(|v| ("server.listen", v)));
+    overrides.extend(args.ops_listen.map(|v| ("ops.listen", v)));
+    overrides.extend(args.log_level.map(|v| ("log.level", v)));
+    overrides.extend(args.log_format.map(|format| {
+        let format = match format {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+        ("log.format", format!("{format:?}").to_lowercase())
+    }));
+    let config = args.config.load(overrides)?;
+    logging::init(&config.log)?;
+    let metrics = ops::install_metrics().context("cannot install the metrics recorder")?;
+
+    let files = setup::files(&config, true)?;
+    let (identity, tls) = setup::server_tls(&files)?;
+    let connector_id = setup::connector_id(&config, &identity)?;
+    let dat = setup::dat_drivers(&config, &files, &identity)?;
+    let endpoint = setup::endpoint(&config, &dat)?;
+    let (signer, jwks) = setup::receipts(&config, &files)?;
+    let store = setup::store(&config).await?;
+
+    let server = Server::bind(
+        &config.server.listen,
+        ServerConfig {
+            tls,
+            endpoint,
+            max_connections: config.server.max_connections,
+        },
+    )
+    .await
+    .map_err(|e| ConfigError::setting("server.listen", format!("cannot listen: {e}")))?;
+    let ops_listener = TcpListener::bind(&config.ops.listen)
+        .await
+        .map_err(|e| ConfigError::setting("ops.listen", format!("cannot listen: {e}")))?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+
+    let idscp2_addr = server.local_addr().context("no local address")?;
+    let ops_addr = ops_listener.local_addr().context("no local address")?;
+    info!(%idscp2_addr, %ops_addr, %connector_id, store = ?config.store.backend, "clearing house ready");
+    // Parsable lines on stdout, for scripts and tests that let the port be chosen.
+    println!("clearinghouse: IDSCP2 listening on {idscp2_addr}");
+    println!("clearinghouse: operations endpoint on http://{ops_addr}");
+    if config.dat.mode == DatMode::Development {
+        if let Some(pki) = &files.dev_pki {
+            print_try_it(idscp2_addr, pki);
+        }
+    }
+
+    let service = Arc::new(ClearingHouse::new(ClearingHouseConfig {
+        store: store.clone(),
+        signer,
+        connector_id,
+        own_dat: dat.own_dat,
+        token_verifier: dat.verifier,
+        max_payload: config.server.max_payload,
+        max_reply: crate::clearing::reply_limit(config.idscp2.max_frame),
+    }));
+    let (stop_ops, mut ops_stopped) = watch::channel(false);
+    let ops_task = tokio::spawn(ops::serve(
+        ops_listener,
+        OpsState {
+            store: store.clone(),
+            metrics,
+            jwks: Arc::new(jwks.to_json()),
+        },
+        async move {
+            let _ = ops_stopped.changed().await;
+        },
+    ));
+
+    server
+        .run(service, async move {
+            tokio::select! {
+                _ = terminate.recv() => info!("SIGTERM received"),
+                _ = interrupt.recv() => info!("SIGINT received"),
+            }
+        })
+        .await;
+    let _ = stop_ops.send(true);
+    match ops_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "operations endpoint failed"),
+        Err(e) => tracing::warn!(error = %e, "operations endpoint task failed"),
+    }
+    // The last handle: dropping it flushes and closes the store.
+    drop(store);
+    info!("store closed; bye");
+    Ok(())
+}
+
+/// The exact command that talks to this server with a development client certificate.
+fn print_try_it(addr: SocketAddr, pki: &DevPki) {
+    let host = if addr.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+    } else {
+        addr
+    };
+    // argv[0] is how this very binary was started, so the command works as printed.
+    let program = std::env::args()
+        .next()
+        .unwrap_or_else(|| "clearinghouse".to_owned());
+    println!("clearinghouse: development mode; try:");
+    println!(
+        "  {program} client log --server {host} --ca {} --cert {} --key {} --pid demo --data 'hello'",
+        pki.ca_cert().display(),
+        pki.client_cert(DEMO_CLIENT).display(),
+        pki.client_key(DEMO_CLIENT).display(),
+    );
+}

@@ -1,0 +1,261 @@
+//! Turns a [`Config`] into the library's parts: TLS, DAT drivers, the IDSCP2 endpoint, the
+//! receipt signer and JWKS, and the store. Everything is loaded and checked here, before
+//! anything listens, and every failure is a [`ConfigError`] naming the setting to fix.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{or_default, Config, ConfigError, DatMode, StoreBackend};
+use crate::devpki::{DevPki, DevPkiOptions};
+use crate::idscp2::dat::{
+    daps_http_client, DapsIssuer, DapsIssuerConfig, DapsVerifier, DapsVerifierConfig, DatError,
+    DatIssuer, DatVerifier, DevelopmentIssuer, DevelopmentVerifier, JwksSource, StaticIssuer,
+};
+use crate::idscp2::endpoint::{Endpoint, EndpointError, Settings};
+use crate::idscp2::ra::{RaRegistry, RaRole};
+use crate::idscp2::tls::{self, PeerCertificate, TlsError, TlsIdentity};
+use crate::receipt::{retired_jwk_from_pem, Jwks, ReceiptSigner};
+use crate::store::{EmbeddedStore, ProcessStore};
+
+/// The TLS and receipt files in use, defaults filled in.
+pub struct Files {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub ca_certificates: PathBuf,
+    pub receipt_key: PathBuf,
+    /// Set when some file comes from the development PKI.
+    pub dev_pki: Option<DevPki>,
+}
+
+/// Fills in empty TLS and receipt paths from the development PKI in `<data_dir>/dev-pki`,
+/// generating it when `generate` is set and it does not exist yet (the first run).
+pub fn files(config: &Config, generate: bool) -> Result<Files, ConfigError> {
+    let dev_pki = if config.uses_dev_pki() {
+        let dir = config.dev_pki_dir();
+        let pki = if generate {
+            DevPki::open_or_generate(&dir, &DevPkiOptions::default()).map_err(|e| {
+                ConfigError::setting(
+                    "server.data_dir",
+                    format!("development PKI in {}: {e}", dir.display()),
+                )
+            })?
+        } else {
+            DevPki { dir }
+        };
+        Some(pki)
+    } else {
+        None
+    };
+    let from_pki = |setting: &Path, file: fn(&DevPki) -> PathBuf| match &dev_pki {
+        Some(pki) => or_default(setting, || file(pki)),
+        None => setting.to_path_buf(),
+    };
+    Ok(Files {
+        certificate: from_pki(&config.tls.certificate, DevPki::server_cert),
+        private_key: from_pki(&config.tls.private_key, DevPki::server_key),
+        ca_certificates: from_pki(&config.tls.ca_certificates, DevPki::ca_cert),
+        receipt_key: from_pki(&config.receipt.key, DevPki::receipt_key),
+        dev_pki,
+    })
+}
+
+/// Our TLS identity and the server-side rustls configuration.
+pub fn server_tls(files: &Files) -> Result<(TlsIdentity, Arc<rustls::ServerConfig>), ConfigError> {
+    let identity =
+        TlsIdentity::from_pem_files(&files.certificate, &files.private_key).map_err(|e| {
+            let setting = match tls_error_path(&e) {
+                Some(path) if path == files.certificate => "tls.certificate",
+                _ => "tls.private_key",
+            };
+            ConfigError::setting(setting, e)
+        })?;
+    let cas = tls::load_ca_file(&files.ca_certificates)
+        .map_err(|e| ConfigError::setting("tls.ca_certificates", e))?;
+    let config = tls::server_config(&identity, &cas)
+        .map_err(|e| ConfigError::setting("tls.ca_certificates", e))?;
+    Ok((identity, config))
+}
+
+fn tls_error_path(error: &TlsError) -> Option<&Path> {
+    match error {
+        TlsError::Read { path, .. } | TlsError::InFile { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
+/// `SKI:keyid:AKI` of our certificate: our DAPS client id, and the default connector id's core.
+pub fn certificate_id(identity: &TlsIdentity) -> Result<String, ConfigError> {
+    PeerCertificate::new(identity.leaf().clone())
+        .connector_id()
+        .map_err(|e| ConfigError::setting("tls.certificate", e))
+}
+
+pub fn connector_id(config: &Config, identity: &TlsIdentity) -> Result<String, ConfigError> {
+    if !config.server.connector_id.is_empty() {
+        return Ok(config.server.connector_id.clone());
+    }
+    Ok(format!("urn:clearinghouse:{}", certificate_id(identity)?))
+}
+
+/// Our DAT issuer and the verifier of peers' DATs (also used for tokens in message headers).
+pub struct DatDrivers {
+    pub issuer: Arc<dyn DatIssuer>,
+    pub verifier: Arc<dyn DatVerifier>,
+    /// `None` in development mode: replies then carry no security token.
+    pub own_dat: Option<Arc<dyn DatIssuer>>,
+}
+
+pub fn dat_drivers(
+    config: &Config,
+    files: &Files,
+    identity: &TlsIdentity,
+) -> Result<DatDrivers, ConfigError> {
+    let dat = &config.dat;
+    if dat.mode == DatMode::Development {
+        tracing::warn!(
+            "dat.mode = \"development\": peers are identified by their certificates alone and \
+             their DATs are NOT verified; do not use this in a data space"
+        );
+        return Ok(DatDrivers {
+            issuer: Arc::new(DevelopmentIssuer::new()),
+            verifier: Arc::new(DevelopmentVerifier::new()),
+            own_dat: None,
+        });
+    }
+    let http = daps_http_client().map_err(|e| ConfigError::setting("dat.daps_url", e))?;
+    let issuer_url = dat.daps_url.trim_end_matches('/');
+    let jwks = if dat.jwks.is_empty() {
+        JwksSource::Url(format!("{issuer_url}/.well-known/jwks.json"))
+    } else if dat.jwks.starts_with("http://") || dat.jwks.starts_with("https://") {
+        JwksSource::Url(dat.jwks.clone())
+    } else {
+        JwksSource::File(PathBuf::from(&dat.jwks))
+    };
+    let mut verifier_config = DapsVerifierConfig::new(dat.daps_url.clone(), jwks, http.clone());
+    if !dat.minimum_security_profile.is_empty() {
+        verifier_config.minimum_security_profile = Some(dat.minimum_security_profile.clone());
+    }
+    let verifier = DapsVerifier::new(verifier_config).map_err(|e| match e {
+        DatError::UnknownSecurityProfile(_) => {
+            ConfigError::setting("dat.minimum_security_profile", e)
+        }
+        other => ConfigError::setting("dat.jwks", other),
+    })?;
+    let issuer: Arc<dyn DatIssuer> = match dat.mode {
+        DatMode::Static => Arc::new(
+            StaticIssuer::new(&dat.token_file)
+                .map_err(|e| ConfigError::setting("dat.token_file", e))?,
+        ),
+        _ => {
+            let key_pem = std::fs::read(&files.private_key)
+                .map_err(|e| ConfigError::setting("tls.private_key", e))?;
+            let client = DapsIssuerConfig::new(
+                dat.token_url.clone(),
+                certificate_id(identity)?,
+                key_pem,
+                http,
+            );
+            Arc::new(
+                DapsIssuer::new(client).map_err(|e| ConfigError::setting("tls.private_key", e))?,
+            )
+        }
+    };
+    Ok(DatDrivers {
+        issuer: issuer.clone(),
+        verifier: Arc::new(verifier),
+        own_dat: Some(issuer),
+    })
+}
+
+pub fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, ConfigError> {
+    let idscp2 = &config.idscp2;
+    let settings = Settings {
+        supported_ra: idscp2.supported_ra.clone(),
+        expected_ra: idscp2.expected_ra.clone(),
+        handshake_timeout: Duration::from_millis(idscp2.handshake_timeout_ms),
+        ack_timeout: Duration::from_millis(idscp2.ack_timeout_ms),
+        ra_interval: Duration::from_secs(idscp2.ra_interval_s),
+        dat_renewal_threshold: idscp2.dat_renewal_threshold,
+        max_frame: idscp2.max_frame,
+        ..Settings::default()
+    };
+    Endpoint::new(
+        settings,
+        dat.issuer.clone(),
+        dat.verifier.clone(),
+        RaRegistry::builtin(),
+    )
+    .map_err(|e| {
+        let setting = match &e {
+            EndpointError::UnknownRaSuite {
+                role: RaRole::Verifier,
+                ..
+            } => "idscp2.expected_ra",
+            EndpointError::UnknownRaSuite { .. } | EndpointError::NoRaSuite => {
+                "idscp2.supported_ra"
+            }
+            EndpointError::BadThreshold(_) => "idscp2.dat_renewal_threshold",
+        };
+        ConfigError::setting(setting, e)
+    })
+}
+
+/// The receipt signer and the JWKS with the current and the retired keys.
+pub fn receipts(config: &Config, files: &Files) -> Result<(Arc<ReceiptSigner>, Jwks), ConfigError> {
+    let pem = std::fs::read(&files.receipt_key).map_err(|e| {
+        ConfigError::setting(
+            "receipt.key",
+            format!("{}: {e}", files.receipt_key.display()),
+        )
+    })?;
+    let signer = ReceiptSigner::from_pem(config.receipt_algorithm()?, &pem).map_err(|e| {
+        ConfigError::setting(
+            "receipt.key",
+            format!("{}: {e}", files.receipt_key.display()),
+        )
+    })?;
+    let mut retired = Vec::new();
+    for (index, key) in config.receipt.retired_keys.iter().enumerate() {
+        let setting = format!("receipt.retired_keys[{index}].key");
+        let algorithm = key.algorithm.parse().map_err(|e| {
+            ConfigError::setting(format!("receipt.retired_keys[{index}].algorithm"), e)
+        })?;
+        let pem = std::fs::read(&key.key)
+            .map_err(|e| ConfigError::setting(&setting, format!("{}: {e}", key.key.display())))?;
+        retired.push(
+            retired_jwk_from_pem(algorithm, &pem).map_err(|e| {
+                ConfigError::setting(&setting, format!("{}: {e}", key.key.display()))
+            })?,
+        );
+    }
+    let jwks = Jwks::new(&signer, retired);
+    Ok((Arc::new(signer), jwks))
+}
+
+/// Opens the configured store and checks that it answers: the one place a backend is chosen.
+pub async fn store(config: &Config) -> Result<Arc<dyn ProcessStore>, ConfigError> {
+    let store: Arc<dyn ProcessStore> = match config.store.backend {
+        StoreBackend::Embedded => {
+            let path = config.store_path();
+            let setting = |reason: String| {
+                ConfigError::setting("store.path", format!("{}: {reason}", path.display()))
+            };
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| setting(e.to_string()))?;
+            }
+            Arc::new(EmbeddedStore::open(&path).map_err(|e| setting(e.to_string()))?)
+        }
+        StoreBackend::Mongodb => {
+            return Err(ConfigError::setting(
+                "store.backend",
+                "MongoDB backend is not available in this build",
+            ))
+        }
+    };
+    store
+        .ping()
+        .await
+        .map_err(|e| ConfigError::setting("store", format!("not reachable: {e}")))?;
+    Ok(store)
+}

@@ -1,0 +1,347 @@
+//! Every setting with its default. `config/clearinghouse.toml` documents the same keys; unknown
+//! keys are refused so that a misspelt setting is an error instead of a silently ignored line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+use crate::clearing::DEFAULT_MAX_PAYLOAD;
+use crate::idscp2::frame::DEFAULT_MAX_FRAME;
+use crate::receipt::ReceiptAlgorithm;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub idscp2: Idscp2Config,
+    pub dat: DatConfig,
+    pub receipt: ReceiptConfig,
+    pub store: StoreConfig,
+    pub ops: OpsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub max_connections: usize,
+    /// Our connector IRI; empty: `urn:clearinghouse:<SKI:keyid:AKI of tls.certificate>`.
+    pub connector_id: String,
+    pub data_dir: PathBuf,
+    pub max_payload: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:29292".into(),
+            max_connections: 1024,
+            connector_id: String::new(),
+            data_dir: PathBuf::from("data"),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+/// Empty paths mean the development PKI in `<data_dir>/dev-pki` (development mode only).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub ca_certificates: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Idscp2Config {
+    pub handshake_timeout_ms: u64,
+    pub ack_timeout_ms: u64,
+    pub ra_interval_s: u64,
+    pub dat_renewal_threshold: f64,
+    pub supported_ra: Vec<String>,
+    pub expected_ra: Vec<String>,
+    pub max_frame: usize,
+}
+
+impl Default for Idscp2Config {
+    fn default() -> Self {
+        let suites = vec!["Dummy2".to_owned(), "Dummy".to_owned()];
+        Idscp2Config {
+            handshake_timeout_ms: 10_000,
+            ack_timeout_ms: 200,
+            ra_interval_s: 3600,
+            dat_renewal_threshold: 0.666,
+            supported_ra: suites.clone(),
+            expected_ra: suites,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatMode {
+    /// NullDAPS tokens, identities from certificates; for trying things out and tests.
+    #[default]
+    Development,
+    /// Our DAT from the DAPS token endpoint; peers' DATs checked against the DAPS keys.
+    Daps,
+    /// Our DAT from `dat.token_file`; peers' DATs checked against the DAPS keys.
+    Static,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatConfig {
+    pub mode: DatMode,
+    /// The DAPS issuer (`iss` of DATs); required in `daps` and `static` mode.
+    pub daps_url: String,
+    /// DAPS keys: an `http(s)://` URL or a file; empty: `<daps_url>/.well-known/jwks.json`.
+    pub jwks: String,
+    /// Required in `daps` mode.
+    pub token_url: String,
+    /// Required in `static` mode.
+    pub token_file: PathBuf,
+    /// `BASE`, `TRUST` or `TRUST_PLUS` (with or without `idsc:` and `_SECURITY_PROFILE`); empty: none.
+    pub minimum_security_profile: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiptConfig {
+    pub algorithm: String,
+    /// PKCS#8 PEM; empty: the development PKI's receipt key (development mode only).
+    pub key: PathBuf,
+    pub retired_keys: Vec<RetiredKey>,
+}
+
+impl Default for ReceiptConfig {
+    fn default() -> Self {
+        ReceiptConfig {
+            algorithm: ReceiptAlgorithm::Es256.as_str().to_owned(),
+            key: PathBuf::new(),
+            retired_keys: Vec::new(),
+        }
+    }
+}
+
+/// A key receipts were signed with before; published so that its receipts still verify.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredKey {
+    pub algorithm: String,
+    /// The old private key or its public key (`-----BEGIN PUBLIC KEY-----`).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Embedded,
+    Mongodb,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// The embedded store's file; empty: `<data_dir>/clearinghouse.redb`.
+    pub path: PathBuf,
+    pub mongodb: MongoConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoConfig {
+    pub uri: String,
+    pub database: String,
+    pub timeout_ms: u64,
+    pub write_concern: String,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        MongoConfig {
+            uri: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
+            database: "clearinghouse".into(),
+            timeout_ms: 5000,
+            write_concern: "majority".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsConfig {
+    pub listen: String,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig {
+            listen: "127.0.0.1:29293".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `clearinghouse=debug,info`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks what can be checked without touching files or the network.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        socket_addr("server.listen", &self.server.listen)?;
+        socket_addr("ops.listen", &self.ops.listen)?;
+        positive("server.max_connections", self.server.max_connections as u64)?;
+        positive("server.max_payload", self.server.max_payload as u64)?;
+        positive(
+            "idscp2.handshake_timeout_ms",
+            self.idscp2.handshake_timeout_ms,
+        )?;
+        positive("idscp2.ack_timeout_ms", self.idscp2.ack_timeout_ms)?;
+        positive("idscp2.ra_interval_s", self.idscp2.ra_interval_s)?;
+        // A payload travels inside one frame together with its IDS header.
+        if self.server.max_payload >= self.idscp2.max_frame {
+            return Err(ConfigError::setting(
+                "server.max_payload",
+                format!(
+                    "must be smaller than idscp2.max_frame ({})",
+                    self.idscp2.max_frame
+                ),
+            ));
+        }
+        self.receipt_algorithm()?;
+        for (index, retired) in self.receipt.retired_keys.iter().enumerate() {
+            retired.algorithm.parse::<ReceiptAlgorithm>().map_err(|e| {
+                ConfigError::setting(format!("receipt.retired_keys[{index}].algorithm"), e)
+            })?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::setting("log.level", e))?;
+        match self.dat.mode {
+            DatMode::Development => Ok(()),
+            DatMode::Daps => {
+                required("dat.daps_url", &self.dat.daps_url)?;
+                required("dat.token_url", &self.dat.token_url)?;
+                self.production_files()
+            }
+            DatMode::Static => {
+                required("dat.daps_url", &self.dat.daps_url)?;
+                required_path("dat.token_file", &self.dat.token_file)?;
+                self.production_files()
+            }
+        }
+    }
+
+    /// Outside development mode nothing falls back to the development PKI.
+    fn production_files(&self) -> Result<(), ConfigError> {
+        required_path("tls.certificate", &self.tls.certificate)?;
+        required_path("tls.private_key", &self.tls.private_key)?;
+        required_path("tls.ca_certificates", &self.tls.ca_certificates)?;
+        required_path("receipt.key", &self.receipt.key)
+    }
+
+    pub fn receipt_algorithm(&self) -> Result<ReceiptAlgorithm, ConfigError> {
+        self.receipt
+            .algorithm
+            .parse()
+            .map_err(|e| ConfigError::setting("receipt.algorithm", e))
+    }
+
+    /// Where the development PKI lives (and is generated on first run).
+    pub fn dev_pki_dir(&self) -> PathBuf {
+        self.server.data_dir.join("dev-pki")
+    }
+
+    /// The embedded store's file.
+    pub fn store_path(&self) -> PathBuf {
+        or_default(&self.store.path, || {
+            self.server.data_dir.join("clearinghouse.redb")
+        })
+    }
+
+    /// Whether a TLS or receipt file is left to the development PKI.
+    pub fn uses_dev_pki(&self) -> bool {
+        [
+            &self.tls.certificate,
+            &self.tls.private_key,
+            &self.tls.ca_certificates,
+            &self.receipt.key,
+        ]
+        .iter()
+        .any(|path| path.as_os_str().is_empty())
+    }
+}
+
+/// `path`, or `default()` when the setting is empty.
+pub fn or_default(path: &Path, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    if path.as_os_str().is_empty() {
+        default()
+    } else {
+        path.to_path_buf()
+    }
+}
+
+fn socket_addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::setting(
+            setting,
+            format!("{value:?} is not an address of the form host-ip:port"),
+        )
+    })
+}
+
+fn positive(setting: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::setting(setting, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn required(setting: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::setting(
+            setting,
+            "is required in this dat.mode",
+        ));
+    }
+    Ok(())
+}
+
+fn required_path(setting: &str, value: &Path) -> Result<(), ConfigError> {
+    if value.as_os_str().is_empty() {
+        return Err(ConfigError::setting(
+            setting,
+            "is required outside dat.mode = \"development\"",
+        ));
+    }
+    Ok(())
+}

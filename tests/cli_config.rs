@@ -170,16 +170,31 @@ fn an_unusable_store_path_is_named() {
 }
 
 #[test]
-fn the_mongodb_backend_is_refused_in_this_build() {
+fn an_unreachable_mongodb_is_refused_at_startup() {
+    // A port nothing listens on: startup must give up within the timeout and name the setting.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let stderr = refused(
-        &format!("{}[store]\nbackend = \"mongodb\"\n", tls("", "")),
+        &format!(
+            "{}[store]\nbackend = \"mongodb\"\n[store.mongodb]\nuri = \"mongodb://127.0.0.1:{port}/?directConnection=true\"\ntimeout_ms = 500\n",
+            tls("", "")
+        ),
         &[],
     );
-    assert_names(
-        &stderr,
-        &[
-            "store.backend",
-            "MongoDB backend is not available in this build",
-        ],
+    assert_names(&stderr, &["store.mongodb", "unavailable"]);
+}
+
+#[test]
+fn a_bad_mongodb_write_concern_is_refused() {
+    let stderr = refused(
+        &format!(
+            "{}[store]\nbackend = \"mongodb\"\n[store.mongodb]\nwrite_concern = \"most\"\n",
+            tls("", "")
+        ),
+        &[],
     );
+    assert_names(&stderr, &["store.mongodb.write_concern", "most"]);
 }

@@ -3,51 +3,19 @@
 
 mod cli_support;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clearinghouse::client::ClearingHouseClient;
-use clearinghouse::idscp2::client::{connect, ClientConfig};
-use clearinghouse::idscp2::dat::{DevelopmentIssuer, DevelopmentVerifier};
-use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
-use clearinghouse::idscp2::ra::RaRegistry;
-use clearinghouse::idscp2::tls::{client_config, load_ca_file, PeerCertificate, TlsIdentity};
+use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{Jwks, ReceiptClaims};
 use cli_support::*;
 
 const CLIENTS: usize = 4;
 /// Receipts collected before SIGTERM is sent, so that the signal lands in the middle of load.
 const RECEIPTS_BEFORE_SIGNAL: usize = 40;
-
-async fn client(server: &str, pki: &Path, name: &str) -> ClearingHouseClient {
-    let identity = TlsIdentity::from_pem_files(
-        &pki.join(format!("clients/{name}.crt")),
-        &pki.join(format!("clients/{name}.key")),
-    )
-    .unwrap();
-    let cas = load_ca_file(&pki.join("ca.crt")).unwrap();
-    let endpoint = Endpoint::new(
-        Settings::default(),
-        Arc::new(DevelopmentIssuer::new()),
-        Arc::new(DevelopmentVerifier::new()),
-        RaRegistry::builtin(),
-    )
-    .unwrap();
-    let config = ClientConfig {
-        tls: client_config(&identity, &cas).unwrap(),
-        endpoint,
-    };
-    let connection = connect(server, "localhost", &config).await.unwrap();
-    ClearingHouseClient::new(
-        connection,
-        format!("urn:test:{name}"),
-        None,
-        Duration::from_secs(30),
-    )
-}
 
 /// Logs until the server goes away; returns every receipt it got.
 async fn log_until_closed(
@@ -96,7 +64,7 @@ async fn sigterm_under_load_exits_0_and_loses_no_receipted_entry() {
     )
     .connector_id()
     .unwrap();
-    let mut creator = client(&serve.idscp2, &pki, "connector-a").await;
+    let mut creator = library_client(&serve.idscp2, &pki, "connector-a").await;
     for pid in (0..CLIENTS / 2).map(|i| format!("load-{i}")) {
         let reply = creator
             .create(&pid, std::slice::from_ref(&b_id))
@@ -110,7 +78,7 @@ async fn sigterm_under_load_exits_0_and_loses_no_receipted_entry() {
     let mut tasks = Vec::new();
     for i in 0..CLIENTS {
         let name = ["connector-a", "connector-b"][i % 2];
-        let client = client(&serve.idscp2, &pki, name).await;
+        let client = library_client(&serve.idscp2, &pki, name).await;
         let pid = format!("load-{}", i / 2);
         tasks.push(tokio::spawn(log_until_closed(client, pid, count.clone())));
     }
@@ -128,7 +96,7 @@ async fn sigterm_under_load_exits_0_and_loses_no_receipted_entry() {
     assert!(receipts.len() >= RECEIPTS_BEFORE_SIGNAL);
 
     let serve = Serve::start(dir, &[], &[]);
-    let mut reader = client(&serve.idscp2, &pki, "connector-a").await;
+    let mut reader = library_client(&serve.idscp2, &pki, "connector-a").await;
     for receipt in &receipts {
         let claims: ReceiptClaims = jwks.verify(receipt).unwrap();
         let reply = reader

@@ -1,8 +1,12 @@
 //! The storage contract, written once and run against every backend.
 //!
 //! `contract_suite!(backend, Harness)` generates one `#[tokio::test]` per contract check for a
-//! backend; adding a backend (MongoDB) takes a [`Harness`] for it and one more invocation.
+//! backend; adding a backend takes a [`Harness`] for it and one more invocation.
 //! Checks that only make sense for one backend (group commit) follow the suites.
+//!
+//! The MongoDB suite needs a MongoDB-protocol server: `scripts/test` starts one and sets
+//! `CH_TEST_MONGODB_URI`. Without it the suite is skipped with a note, except in CI (`CI` set),
+//! where it fails instead, so that CI never passes without having run it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -12,7 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clearinghouse::store::chain::{self, verify_chain, ChainHead};
 use clearinghouse::store::{
-    CreateOutcome, EmbeddedStore, Entry, NewEntry, Order, PageQuery, ProcessStore, StoreError,
+    CreateOutcome, EmbeddedStore, Entry, MongoConfig, MongoStore, NewEntry, Order, PageQuery,
+    ProcessStore, StoreError,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -20,11 +25,14 @@ use tempfile::TempDir;
 
 /// What the contract needs from a backend beyond the trait.
 trait Harness: Sized {
-    /// A fresh, empty store.
-    async fn start() -> Self;
+    /// A fresh, empty store, or `None` when the backend's server is not configured (the test is
+    /// then skipped).
+    async fn start() -> Option<Self>;
     fn store(&self) -> Arc<dyn ProcessStore>;
     /// Closes the store and opens it again on the same data, as after a restart.
     async fn reopen(&mut self);
+    /// Cleans up after a check that passed.
+    async fn finish(self) {}
 }
 
 struct Embedded {
@@ -34,15 +42,15 @@ struct Embedded {
 }
 
 impl Harness for Embedded {
-    async fn start() -> Self {
+    async fn start() -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
         let store = Arc::new(EmbeddedStore::open(&path).unwrap());
-        Self {
+        Some(Self {
             _dir: dir,
             path,
             store: Some(store),
-        }
+        })
     }
 
     fn store(&self) -> Arc<dyn ProcessStore> {
@@ -54,6 +62,63 @@ impl Harness for Embedded {
         // Dropping the last handle stops the writer and closes the file.
         drop(Arc::into_inner(store).expect("a test still holds the store"));
         self.store = Some(Arc::new(EmbeddedStore::open(&self.path).unwrap()));
+    }
+}
+
+/// The test server's connection string; `None` (with a note) when there is none outside CI.
+fn mongodb_uri() -> Option<String> {
+    match std::env::var("CH_TEST_MONGODB_URI") {
+        Ok(uri) if !uri.is_empty() => Some(uri),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CH_TEST_MONGODB_URI is not set in CI: run the tests with scripts/test, which starts a MongoDB-protocol server")
+        }
+        _ => {
+            println!("skipped: CH_TEST_MONGODB_URI is not set (scripts/test starts a MongoDB-protocol server and sets it)");
+            None
+        }
+    }
+}
+
+/// A database of its own on the shared test server for every check, dropped when it passes.
+struct Mongo {
+    uri: String,
+    database: String,
+    store: Option<Arc<MongoStore>>,
+}
+
+impl Mongo {
+    async fn connect(&self) -> Arc<MongoStore> {
+        let mut config = MongoConfig::new(&self.uri, &self.database);
+        // Generous, because the two cores of a CI machine are busy compiling and testing.
+        config.timeout = Duration::from_secs(20);
+        Arc::new(MongoStore::connect(config).await.unwrap())
+    }
+}
+
+impl Harness for Mongo {
+    async fn start() -> Option<Self> {
+        let mut harness = Self {
+            uri: mongodb_uri()?,
+            database: format!("ch_contract_{}", uuid::Uuid::new_v4().simple()),
+            store: None,
+        };
+        harness.store = Some(harness.connect().await);
+        Some(harness)
+    }
+
+    fn store(&self) -> Arc<dyn ProcessStore> {
+        self.store.clone().unwrap()
+    }
+
+    async fn reopen(&mut self) {
+        // A new client, as after a restart of the clearing house; the database keeps the data.
+        self.store = None;
+        self.store = Some(self.connect().await);
+    }
+
+    async fn finish(self) {
+        let client = mongodb::Client::with_uri_str(&self.uri).await.unwrap();
+        client.database(&self.database).drop().await.unwrap();
     }
 }
 
@@ -84,14 +149,18 @@ macro_rules! contract_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let mut harness = <$harness>::start().await;
+                let Some(mut harness) = <$harness>::start().await else {
+                    return;
+                };
                 contract::$check(&mut harness).await;
+                harness.finish().await;
             }
         )*
     };
 }
 
 contract_suite!(embedded, Embedded);
+contract_suite!(mongo, Mongo);
 
 fn owners(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|name| name.to_string()).collect()

@@ -16,6 +16,7 @@ use crate::idscp2::endpoint::{Endpoint, EndpointError, Settings};
 use crate::idscp2::ra::{RaRegistry, RaRole};
 use crate::idscp2::tls::{self, PeerCertificate, TlsError, TlsIdentity};
 use crate::receipt::{retired_jwk_from_pem, Jwks, ReceiptSigner};
+use crate::store::mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
 use crate::store::{EmbeddedStore, ProcessStore};
 
 /// The TLS and receipt files in use, defaults filled in.
@@ -247,10 +248,27 @@ pub async fn store(config: &Config) -> Result<Arc<dyn ProcessStore>, ConfigError
             Arc::new(EmbeddedStore::open(&path).map_err(|e| setting(e.to_string()))?)
         }
         StoreBackend::Mongodb => {
-            return Err(ConfigError::setting(
-                "store.backend",
-                "MongoDB backend is not available in this build",
-            ))
+            let mongo = &config.store.mongodb;
+            let write_acknowledgment = match mongo.write_concern.as_str() {
+                "majority" => WriteAcknowledgment::Majority,
+                nodes => WriteAcknowledgment::Nodes(nodes.parse().map_err(|_| {
+                    ConfigError::setting(
+                        "store.mongodb.write_concern",
+                        format!("{nodes:?} is neither \"majority\" nor a positive number"),
+                    )
+                })?),
+            };
+            let settings = MongoConfig {
+                timeout: Duration::from_millis(mongo.timeout_ms),
+                write_acknowledgment,
+                journal: mongo.journal,
+                ..MongoConfig::new(&mongo.uri, &mongo.database)
+            };
+            Arc::new(
+                MongoStore::connect(settings)
+                    .await
+                    .map_err(|e| ConfigError::setting("store.mongodb", e.to_string()))?,
+            )
         }
     };
     store

@@ -163,6 +163,7 @@ pub struct MongoConfig {
     pub database: String,
     pub timeout_ms: u64,
     pub write_concern: String,
+    pub journal: bool,
 }
 
 impl Default for MongoConfig {
@@ -172,6 +173,7 @@ impl Default for MongoConfig {
             database: "clearinghouse".into(),
             timeout_ms: 5000,
             write_concern: "majority".into(),
+            journal: true,
         }
     }
 }

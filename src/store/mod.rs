@@ -8,6 +8,8 @@
 //!
 //! - [`chain`]: the canonical entry encoding, the hash chain, and an offline chain verifier.
 //! - [`embedded`]: a single-file backend on redb with group commit.
+//! - [`mongodb`]: the production backend on MongoDB, shared by several clearing-house instances
+//!   (compare-and-swap on each process head, majority and journaled writes).
 //!
 //! Backends never see tokens or decide who may do what: callers strip the security tokens from
 //! the header and check ownership before they ask.
@@ -19,9 +21,11 @@ use futures::future::BoxFuture;
 
 pub mod chain;
 pub mod embedded;
+pub mod mongodb;
 mod query;
 
 pub use embedded::EmbeddedStore;
+pub use mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
 
 /// A named log with the clients allowed to use it.
 #[derive(Debug, Clone, PartialEq, Eq)]

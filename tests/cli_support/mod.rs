@@ -11,6 +11,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clearinghouse::client::ClearingHouseClient;
+use clearinghouse::idscp2::client::{connect, ClientConfig};
+use clearinghouse::idscp2::dat::{DevelopmentIssuer, DevelopmentVerifier};
+use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
+use clearinghouse::idscp2::ra::RaRegistry;
+use clearinghouse::idscp2::tls::{client_config, load_ca_file, TlsIdentity};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_clearinghouse");
 
 /// How long a starting server may take before the test gives up (a debug build on a busy machine).
@@ -268,4 +275,32 @@ pub fn metric(text: &str, series: &str) -> f64 {
                 .ok()
         })
         .unwrap_or(0.0)
+}
+
+/// A library client of a development connector, as a connector would connect.
+pub async fn library_client(server: &str, pki: &Path, name: &str) -> ClearingHouseClient {
+    let identity = TlsIdentity::from_pem_files(
+        &pki.join(format!("clients/{name}.crt")),
+        &pki.join(format!("clients/{name}.key")),
+    )
+    .unwrap();
+    let cas = load_ca_file(&pki.join("ca.crt")).unwrap();
+    let endpoint = Endpoint::new(
+        Settings::default(),
+        Arc::new(DevelopmentIssuer::new()),
+        Arc::new(DevelopmentVerifier::new()),
+        RaRegistry::builtin(),
+    )
+    .unwrap();
+    let config = ClientConfig {
+        tls: client_config(&identity, &cas).unwrap(),
+        endpoint,
+    };
+    let connection = connect(server, "localhost", &config).await.unwrap();
+    ClearingHouseClient::new(
+        connection,
+        format!("urn:test:{name}"),
+        None,
+        Duration::from_secs(30),
+    )
 }

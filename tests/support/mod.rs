@@ -8,5 +8,6 @@
 
 pub mod clearing;
 pub mod daps;
+pub mod mongo;
 pub mod pki;
 pub mod transport;

@@ -1,0 +1,989 @@
+//! The production backend: processes and entries in MongoDB, shared by any number of
+//! clearing-house instances.
+//!
+//! The embedded store can rely on one writer thread to keep each process's chain linear; several
+//! clearing-house instances on one database cannot, and no lock held in one instance's memory
+//! helps the others. So every guarantee of [`ProcessStore`] is made by the database itself: a
+//! unique index that lets exactly one writer claim the next sequence number of a process, and a
+//! compare-and-swap on the process head that only moves it forward over an entry that is stored.
+//!
+//! # Documents
+//!
+//! Collection `processes`, one document per process:
+//!
+//! ```text
+//! { _id:        <pid: string>,
+//!   owners:     [<client id: string>, ...],       // sorted, no duplicates
+//!   created_at: <Date>,                           // UTC milliseconds
+//!   head: { sequence:   <Int64>,                  // of the latest entry in the chain, 0 if none
+//!           chain_hash: <BinData 0, 32 bytes>,    // its chain hash (the genesis hash if none)
+//!           timestamp:  <Date> } }                // its timestamp (created_at if none)
+//! ```
+//!
+//! Collection `entries`, one document per entry:
+//!
+//! ```text
+//! { _id:          <document id: string>,
+//!   pid:          <string>,
+//!   sequence:     <Int64>,                        // 1, 2, 3, ... per pid
+//!   timestamp:    <Date>,                         // UTC milliseconds
+//!   client_id:    <string>,
+//!   payload_type: <string>,                       // "" when the payload has no media type
+//!   header:       <string>,                       // the header's canonical JSON (see chain)
+//!   payload:      <BinData 0>,
+//!   entry_hash:   <BinData 0, 32 bytes>,
+//!   chain_hash:   <BinData 0, 32 bytes> }
+//! ```
+//!
+//! Indexes, created (idempotently) by [`MongoStore::connect`]: `entries` `{pid: 1, sequence: 1}`
+//! unique (one entry per sequence number, and the index behind every page), `{pid: 1,
+//! timestamp: 1, sequence: 1}` (the two lookups that turn a time range into a run of sequence
+//! numbers), the document id as `_id` (unique across all processes by definition), and
+//! `processes` `{owners: 1, _id: 1}` (the pids of a client, already sorted).
+//!
+//! The header is stored as its canonical JSON *string*, not as a BSON document: header keys
+//! come from clients, and MongoDB gives keys starting with `$` or containing `.` a meaning of
+//! their own, so a string is the only form that is stored and returned exactly as it was hashed.
+//! A BSON document is limited to 16 MiB, so payload plus header must stay below that.
+//!
+//! # Appending
+//!
+//! 1. Read the process head (sequence `n`, chain hash, timestamp).
+//! 2. Compute entry `n + 1`: timestamp now but not before the head's, both hashes from
+//!    [`chain`].
+//! 3. Insert the entry. The unique `(pid, sequence)` index lets exactly one writer of `n + 1`
+//!    succeed; a loser gets duplicate key error 11000, which is also what a document id already
+//!    in use gives (the two are told apart by looking the document id up).
+//! 4. Move the head from `n` to `n + 1` with a compare-and-swap: an update that matches only
+//!    while the head still has sequence `n` and the chain hash step 2 chained onto.
+//! 5. Acknowledge. A loser of step 3 backs off (randomly, growing), reads the head again and
+//!    starts over, at most [`MongoConfig::max_append_attempts`] times, then fails with
+//!    [`StoreError::Conflict`].
+//!
+//! The entry is written before the head on purpose. A writer can die (or lose the database)
+//! between steps 3 and 4, leaving an entry the head does not cover yet: an *orphan*. The other
+//! order could leave a head without its entry, which no one could ever repair, as the entry's
+//! content was only in the dead writer's memory. An orphan is repaired by the next writer of
+//! its process, which finds sequence `n + 1` taken while the head stays at `n`: it reads the
+//! orphan, checks that its entry hash matches its content, that it chains onto the head and is
+//! not dated before it, and moves the head over it (the same compare-and-swap), then appends
+//! after it. Adopting rather than deleting is the only safe repair: the orphan's writer may
+//! still be alive and about to move the head itself, and its step 4 then finds the head already
+//! past its entry, which is all it needs to acknowledge. An orphan that does not verify is never
+//! adopted; the append fails with [`StoreError::Corrupt`], since someone wrote into the log.
+//!
+//! An append is acknowledged only after its head moved, so every acknowledged entry is covered
+//! by the head, and reads only ever show entries the head covers: an orphan stays invisible
+//! until it is adopted. Its document id is in use all the same, so retrying a failed append
+//! with the same document id gets [`StoreError::DuplicateDocument`] if the first try did store
+//! the entry.
+//!
+//! Multi-document transactions would give the same result with more round trips: concurrent
+//! transactions on one head fail with write conflicts and need the same retry loop, and they
+//! require a replica set, where this scheme also works on a standalone server.
+//!
+//! # Durability and consistency
+//!
+//! Every write waits for the configured write concern, by default a majority of the replica set
+//! with the journal flushed (`{w: "majority", j: true}`), so an acknowledged entry survives a
+//! crash and a failover and the receipt that follows is never signed for an entry that could be
+//! rolled back. Weaker settings ([`WriteAcknowledgment::Nodes`], `journal: false`) trade that
+//! away for latency. Every read uses read concern `majority`, so nothing read can be rolled back
+//! either. Both replace whatever the connection string says about them.
+//!
+//! # When the database goes away
+//!
+//! Every database operation is bounded by [`MongoConfig::timeout`]: the driver's server
+//! selection, connect and write-concern timeouts and the server-side time limit of reads are set
+//! to it, and the operation is abandoned when it runs out all the same. A request makes a few
+//! operations in a row (an append: read the head, insert, move the head), and fails with
+//! [`StoreError::Unavailable`] at the first one that cannot complete: it never hangs, and never
+//! reports an entry it did not store. The driver reconnects by itself when the database
+//! returns; [`ProcessStore::ping`] tells when it has.
+//!
+//! # Untrusted strings
+//!
+//! Pids, document ids and client ids are only ever compared as BSON string values
+//! (`{_id: <string>}`), never spliced into a query document, so a pid like `{"$gt": ""}` is a
+//! pid like any other.
+
+use std::collections::BTreeSet;
+use std::future::{Future, IntoFuture};
+use std::hash::{BuildHasher, Hasher};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::TryStreamExt;
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{doc, Binary, DateTime, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::chain::{self, EntryFields};
+use super::query::{self, SequenceRange};
+use super::{
+    CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore, StoreError,
+};
+
+const PROCESSES: &str = "processes";
+const ENTRIES: &str = "entries";
+/// MongoDB's error code for a violated unique index.
+const DUPLICATE_KEY: i32 = 11000;
+/// Payloads at least this large are hashed on the blocking pool rather than on a tokio worker.
+const INLINE_HASH_LIMIT: usize = 64 << 10;
+/// The first retry waits up to this long; each further one up to twice as long as the last.
+const FIRST_BACKOFF: Duration = Duration::from_millis(2);
+/// No retry waits longer than this, so that a loser keeps trying while the process is busy.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How many members of the replica set must have a write before MongoDB acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteAcknowledgment {
+    /// A majority (`w: "majority"`): acknowledged writes survive a failover. The default.
+    Majority,
+    /// This many members (`w: n`); fewer than a majority can be rolled back by a failover.
+    Nodes(NonZeroU32),
+}
+
+/// How to reach the database, and how long to wait for it.
+///
+/// No `Debug`: the URI may carry a password.
+#[derive(Clone)]
+pub struct MongoConfig {
+    /// A `mongodb://` or `mongodb+srv://` connection string (hosts, credentials, TLS, replica
+    /// set). Its write and read concern options are replaced by the ones below.
+    pub uri: String,
+    /// The database holding the `processes` and `entries` collections.
+    pub database: String,
+    /// Bounds every database operation: server selection, connecting, waiting for the write
+    /// concern, and the operation as a whole. Requests fail with [`StoreError::Unavailable`]
+    /// once it runs out.
+    pub timeout: Duration,
+    pub write_acknowledgment: WriteAcknowledgment,
+    /// Whether MongoDB acknowledges writes only once they are in its on-disk journal (`j: true`).
+    pub journal: bool,
+    /// How often one append may find its sequence number taken by a concurrent writer (or one
+    /// creation its process created but not yet readable) before it gives up with
+    /// [`StoreError::Conflict`]. At least 1.
+    pub max_append_attempts: u32,
+}
+
+impl MongoConfig {
+    /// The durable defaults: majority and journal, 5 seconds, 64 attempts.
+    pub fn new(uri: impl Into<String>, database: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            database: database.into(),
+            timeout: Duration::from_secs(5),
+            write_acknowledgment: WriteAcknowledgment::Majority,
+            journal: true,
+            max_append_attempts: 64,
+        }
+    }
+}
+
+/// A [`ProcessStore`] on MongoDB; see the module documentation.
+pub struct MongoStore {
+    database: Database,
+    processes: Collection<ProcessDocument>,
+    entries: Collection<EntryDocument>,
+    timeout: Duration,
+    max_append_attempts: u32,
+}
+
+impl MongoStore {
+    /// Connects and creates the indexes (which creates the collections). Fails with
+    /// [`StoreError::Unavailable`] if the database cannot be reached within the timeout or the
+    /// configuration is unusable.
+    pub async fn connect(config: MongoConfig) -> Result<Self, StoreError> {
+        let timeout = config.timeout;
+        // Parsing resolves DNS for `mongodb+srv://` URIs, so it is bounded as well.
+        let mut options = bounded(timeout, "parsing the connection string", async {
+            ClientOptions::parse(&config.uri).await
+        })
+        .await?;
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        options.write_concern = Some(
+            WriteConcern::builder()
+                .w(match config.write_acknowledgment {
+                    WriteAcknowledgment::Majority => Acknowledgment::Majority,
+                    WriteAcknowledgment::Nodes(nodes) => Acknowledgment::Nodes(nodes.get()),
+                })
+                .journal(config.journal)
+                .w_timeout(timeout)
+                .build(),
+        );
+        options.read_concern = Some(ReadConcern::majority());
+        options
+            .app_name
+            .get_or_insert_with(|| "clearinghouse".to_owned());
+        let client = Client::with_options(options).map_err(classify)?;
+        let database = client.database(&config.database);
+        let store = Self {
+            processes: database.collection(PROCESSES),
+            entries: database.collection(ENTRIES),
+            database,
+            timeout,
+            max_append_attempts: config.max_append_attempts.max(1),
+        };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self) -> Result<(), StoreError> {
+        let index = |name: &str, keys: Document, unique: bool| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(
+                    IndexOptions::builder()
+                        .name(name.to_owned())
+                        .unique(unique)
+                        .build(),
+                )
+                .build()
+        };
+        self.bounded("creating the entry indexes", async {
+            self.entries
+                .create_indexes([
+                    index("pid_sequence", doc! { "pid": 1, "sequence": 1 }, true),
+                    index(
+                        "pid_timestamp",
+                        doc! { "pid": 1, "timestamp": 1, "sequence": 1 },
+                        false,
+                    ),
+                ])
+                .await
+        })
+        .await?;
+        self.bounded("creating the process indexes", async {
+            self.processes
+                .create_index(index("owners", doc! { "owners": 1, "_id": 1 }, false))
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    fn bounded<T>(
+        &self,
+        what: &'static str,
+        operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> impl Future<Output = Result<T, StoreError>> {
+        bounded(self.timeout, what, operation)
+    }
+
+    /// Inserts a document, telling a violated unique index apart from other failures.
+    async fn insert<T: Serialize + Send + Sync>(
+        &self,
+        collection: &Collection<T>,
+        document: &T,
+    ) -> Result<Insert, StoreError> {
+        let outcome = tokio::time::timeout(self.timeout, collection.insert_one(document)).await;
+        match outcome {
+            Err(_) => Err(timed_out(self.timeout, "inserting")),
+            Ok(Ok(_)) => Ok(Insert::Done),
+            Ok(Err(error)) if is_duplicate_key(&error) => Ok(Insert::DuplicateKey),
+            Ok(Err(error)) => Err(classify(error)),
+        }
+    }
+
+    async fn read_process(&self, pid: &str) -> Result<Option<ProcessDocument>, StoreError> {
+        self.bounded(
+            "reading a process",
+            self.processes.find_one(doc! { "_id": pid }),
+        )
+        .await
+    }
+
+    async fn read_head(&self, pid: &str) -> Result<Head, StoreError> {
+        match self.read_process(pid).await? {
+            Some(process) => process.head.decode(pid),
+            None => Err(StoreError::UnknownProcess(pid.to_owned())),
+        }
+    }
+
+    async fn read_entry(&self, filter: Document) -> Result<Option<EntryDocument>, StoreError> {
+        self.bounded("reading an entry", self.entries.find_one(filter))
+            .await
+    }
+
+    /// Entries of `pid` with sequences in `range`, in `order`; all of them must be there.
+    async fn read_run(
+        &self,
+        pid: &str,
+        range: SequenceRange,
+        order: Order,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let direction = match order {
+            Order::Asc => 1,
+            Order::Desc => -1,
+        };
+        let filter = doc! {
+            "pid": pid,
+            "sequence": { "$gte": to_i64(range.first)?, "$lte": to_i64(range.last)? },
+        };
+        let documents: Vec<EntryDocument> = self
+            .bounded("reading entries", async {
+                self.entries
+                    .find(filter)
+                    .sort(doc! { "sequence": direction })
+                    .max_time(self.timeout)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        if documents.len() as u64 != range.len() {
+            return Err(StoreError::Corrupt(format!(
+                "process {pid} lacks entries between sequences {} and {}",
+                range.first, range.last
+            )));
+        }
+        documents.into_iter().map(EntryDocument::decode).collect()
+    }
+
+    /// The sequence of the first (`direction` 1) or last (-1) entry of `pid` matching
+    /// `timestamp`, among those the head covers.
+    async fn sequence_at(
+        &self,
+        pid: &str,
+        head: &Head,
+        timestamp: Document,
+        direction: i32,
+    ) -> Result<Option<u64>, StoreError> {
+        let filter = doc! {
+            "pid": pid,
+            "timestamp": timestamp,
+            "sequence": { "$lte": to_i64(head.sequence)? },
+        };
+        let found = self
+            .bounded("looking up a time range", async {
+                self.entries
+                    .clone_with_type::<SequenceOnly>()
+                    .find_one(filter)
+                    .sort(doc! { "timestamp": direction, "sequence": direction })
+                    .projection(doc! { "sequence": 1 })
+                    .max_time(self.timeout)
+                    .await
+            })
+            .await?;
+        found.map(|found| to_u64(found.sequence)).transpose()
+    }
+
+    async fn create(
+        &self,
+        pid: &str,
+        owners: &BTreeSet<String>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let now = now_ms();
+        let document = ProcessDocument {
+            pid: pid.to_owned(),
+            owners: owners.iter().cloned().collect(),
+            created_at: DateTime::from_millis(now),
+            head: HeadDocument {
+                sequence: 0,
+                chain_hash: binary(chain::genesis_hash(pid).to_vec()),
+                // The first entry is never dated before its process.
+                timestamp: DateTime::from_millis(now),
+            },
+        };
+        for attempt in 1..=self.max_append_attempts {
+            if let Insert::Done = self.insert(&self.processes, &document).await? {
+                return document
+                    .decode()
+                    .map(|(process, _)| CreateOutcome::Created(process));
+            }
+            // Created concurrently: report it once a majority read sees it.
+            if let Some(existing) = self.read_process(pid).await? {
+                return existing
+                    .decode()
+                    .map(|(process, _)| CreateOutcome::Exists(process));
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Conflict(format!(
+            "process {pid} exists but could not be read back"
+        )))
+    }
+
+    async fn append_entry(&self, prepared: PreparedEntry) -> Result<Entry, StoreError> {
+        let PreparedEntry {
+            entry,
+            payload_hash,
+            canonical_header,
+        } = prepared;
+        let pid = entry.pid.as_str();
+        let mut document = EntryDocument {
+            document_id: entry.document_id.clone(),
+            pid: entry.pid.clone(),
+            sequence: 0,
+            timestamp: DateTime::from_millis(0),
+            client_id: entry.client_id.clone(),
+            payload_type: entry.payload_type.clone(),
+            header: canonical_header,
+            payload: binary(entry.payload.to_vec()),
+            entry_hash: binary(Vec::new()),
+            chain_hash: binary(Vec::new()),
+        };
+        let mut head = self.read_head(pid).await?;
+        for attempt in 1..=self.max_append_attempts {
+            let sequence = head.sequence.checked_add(1).ok_or_else(|| {
+                StoreError::Corrupt(format!("process {pid} has no sequence numbers left"))
+            })?;
+            let timestamp_ms = now_ms().max(head.timestamp_ms);
+            let entry_hash = EntryFields {
+                pid,
+                sequence,
+                document_id: &entry.document_id,
+                timestamp_ms,
+                client_id: &entry.client_id,
+                payload_type: &entry.payload_type,
+                payload_hash: &payload_hash,
+                canonical_header: document.header.as_bytes(),
+            }
+            .entry_hash();
+            let next = Head {
+                pid: entry.pid.clone(),
+                sequence,
+                chain_hash: chain::chain_hash(&head.chain_hash, &entry_hash),
+                timestamp_ms,
+            };
+            document.sequence = to_i64(sequence)?;
+            document.timestamp = DateTime::from_millis(timestamp_ms);
+            document.entry_hash = binary(entry_hash.to_vec());
+            document.chain_hash = binary(next.chain_hash.to_vec());
+
+            let inserted = match self.insert(&self.entries, &document).await? {
+                Insert::Done => true,
+                Insert::DuplicateKey => self.is_own(&document).await?,
+            };
+            if inserted {
+                self.advance_own(&head, &next).await?;
+                return Ok(Entry {
+                    pid: entry.pid,
+                    sequence,
+                    document_id: entry.document_id,
+                    timestamp_ms,
+                    client_id: entry.client_id,
+                    header: entry.header,
+                    payload: entry.payload,
+                    payload_type: entry.payload_type,
+                    entry_hash,
+                    chain_hash: next.chain_hash,
+                });
+            }
+            // Sequence `sequence` is taken. Usually its writer is about to move the head; give
+            // it time, and adopt its entry only if the head still has not moved.
+            backoff(attempt).await;
+            let current = self.read_head(pid).await?;
+            head = if current == head {
+                self.adopt_orphan(pid, current).await?
+            } else {
+                current
+            };
+        }
+        Err(StoreError::Conflict(format!(
+            "gave up appending to process {pid} after {} attempts: other writers kept taking the next sequence number",
+            self.max_append_attempts
+        )))
+    }
+
+    /// After a duplicate key: whether the entry stored under this document id is this very
+    /// document (an insert the driver retried after a lost reply, which had succeeded), or, if
+    /// another entry has the id, [`StoreError::DuplicateDocument`]. `false` means the sequence
+    /// number was taken.
+    async fn is_own(&self, document: &EntryDocument) -> Result<bool, StoreError> {
+        match self
+            .read_entry(doc! { "_id": document.document_id.as_str() })
+            .await?
+        {
+            Some(stored)
+                if stored.pid == document.pid
+                    && stored.sequence == document.sequence
+                    && stored.entry_hash == document.entry_hash =>
+            {
+                Ok(true)
+            }
+            Some(_) => Err(StoreError::DuplicateDocument(document.document_id.clone())),
+            // Not visible to a majority read yet, or never there: then it was the sequence.
+            None => Ok(false),
+        }
+    }
+
+    /// Moves the head from `from` to `to`, or reports that someone else moved it.
+    async fn swap_head(&self, pid: &str, from: &Head, to: &Head) -> Result<bool, StoreError> {
+        let filter = doc! {
+            "_id": pid,
+            "head.sequence": to_i64(from.sequence)?,
+            "head.chain_hash": binary(from.chain_hash.to_vec()),
+        };
+        let update = doc! { "$set": { "head": {
+            "sequence": to_i64(to.sequence)?,
+            "chain_hash": binary(to.chain_hash.to_vec()),
+            "timestamp": DateTime::from_millis(to.timestamp_ms),
+        } } };
+        let result = self
+            .bounded(
+                "moving the process head",
+                self.processes.update_one(filter, update),
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// Moves the head over the entry this writer just stored at `to.sequence`.
+    async fn advance_own(&self, from: &Head, to: &Head) -> Result<(), StoreError> {
+        let pid = from.pid.as_str();
+        if self.swap_head(pid, from, to).await? {
+            return Ok(());
+        }
+        // Another writer adopted the entry first (the head only ever moves over the entry
+        // stored at the next sequence, which is this one), or the driver retried a swap whose
+        // reply was lost. Either way the head must now be at or past the entry.
+        let current = self.read_head(pid).await?;
+        if current.sequence >= to.sequence {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "process {pid} head is at sequence {} and did not move over the entry just stored at {}",
+                current.sequence, to.sequence
+            )))
+        }
+    }
+
+    /// Moves the head over an entry stored after it by a writer that has not moved it (yet), if
+    /// that entry verifies, and returns the head to continue from.
+    async fn adopt_orphan(&self, pid: &str, head: Head) -> Result<Head, StoreError> {
+        let sequence = head.sequence + 1;
+        let Some(orphan) = self
+            .read_entry(doc! { "pid": pid, "sequence": to_i64(sequence)? })
+            .await?
+        else {
+            // Not visible to a majority read yet; try again from the same head.
+            return Ok(head);
+        };
+        let orphan = orphan.decode()?;
+        let verifies = chain::entry_hash(&orphan) == orphan.entry_hash
+            && chain::chain_hash(&head.chain_hash, &orphan.entry_hash) == orphan.chain_hash
+            && orphan.timestamp_ms >= head.timestamp_ms;
+        if !verifies {
+            return Err(StoreError::Corrupt(format!(
+                "entry {pid}/{sequence} ({}) was stored after the head but does not chain onto it",
+                orphan.document_id
+            )));
+        }
+        let next = Head {
+            pid: pid.to_owned(),
+            sequence,
+            chain_hash: orphan.chain_hash,
+            timestamp_ms: orphan.timestamp_ms,
+        };
+        tracing::info!(
+            pid,
+            sequence,
+            "moved a process head over an entry its writer left behind"
+        );
+        if self.swap_head(pid, &head, &next).await? {
+            Ok(next)
+        } else {
+            self.read_head(pid).await
+        }
+    }
+
+    async fn find_entry(&self, pid: &str, document_id: &str) -> Result<Option<Entry>, StoreError> {
+        let Some(found) = self
+            .read_entry(doc! { "_id": document_id, "pid": pid })
+            .await?
+        else {
+            return Ok(None);
+        };
+        // An entry the head does not cover is not in the log yet.
+        let head = match self.read_process(pid).await? {
+            Some(process) => process.head.decode(pid)?,
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "entry {document_id} belongs to process {pid}, which does not exist"
+                )))
+            }
+        };
+        if to_u64(found.sequence)? > head.sequence {
+            return Ok(None);
+        }
+        found.decode().map(Some)
+    }
+
+    async fn page(&self, query: &PageQuery) -> Result<Page, StoreError> {
+        query::validate(query)?;
+        let pid = query.pid.as_str();
+        let head = self.read_head(pid).await?;
+        let empty = Page {
+            entries: Vec::new(),
+            total: 0,
+        };
+        // Timestamps never decrease with the sequence, so the time range is the run of
+        // sequences from the first entry at or after `from_ms` to the last at or before `to_ms`.
+        let first = match query.from_ms {
+            None => 1,
+            Some(from_ms) => {
+                let at_or_after = doc! { "$gte": DateTime::from_millis(from_ms) };
+                match self.sequence_at(pid, &head, at_or_after, 1).await? {
+                    Some(sequence) => sequence,
+                    None => return Ok(empty),
+                }
+            }
+        };
+        let last = match query.to_ms {
+            None => head.sequence,
+            Some(to_ms) => {
+                let at_or_before = doc! { "$lte": DateTime::from_millis(to_ms) };
+                match self.sequence_at(pid, &head, at_or_before, -1).await? {
+                    Some(sequence) => sequence,
+                    None => return Ok(empty),
+                }
+            }
+        };
+        let Some(matched) = SequenceRange::new(first, last) else {
+            return Ok(empty);
+        };
+        let entries = match matched.page(query.page, query.size, query.order) {
+            Some(window) => self.read_run(pid, window, query.order).await?,
+            None => Vec::new(),
+        };
+        Ok(Page {
+            entries,
+            total: matched.len(),
+        })
+    }
+
+    async fn run_from(
+        &self,
+        pid: &str,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let head = self.read_head(pid).await?;
+        let end = from_sequence.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
+        let Some(last) = end.checked_sub(1).map(|last| last.min(head.sequence)) else {
+            return Ok(Vec::new());
+        };
+        match SequenceRange::new(from_sequence.max(1), last) {
+            Some(range) => self.read_run(pid, range, Order::Asc).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn owned_by(&self, client_id: &str) -> Result<Vec<String>, StoreError> {
+        let found: Vec<PidOnly> = self
+            .bounded("listing processes", async {
+                self.processes
+                    .clone_with_type::<PidOnly>()
+                    .find(doc! { "owners": client_id })
+                    .sort(doc! { "_id": 1 })
+                    .projection(doc! { "_id": 1 })
+                    .max_time(self.timeout)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        Ok(found.into_iter().map(|found| found.pid).collect())
+    }
+}
+
+impl ProcessStore for MongoStore {
+    fn create_process(
+        &self,
+        pid: &str,
+        owners: &BTreeSet<String>,
+    ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>> {
+        let pid = pid.to_owned();
+        let owners = owners.clone();
+        Box::pin(async move { self.create(&pid, &owners).await })
+    }
+
+    fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>> {
+        let pid = pid.to_owned();
+        Box::pin(async move {
+            match self.read_process(&pid).await? {
+                Some(document) => document.decode().map(|(process, _)| Some(process)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
+        Box::pin(async move {
+            let prepared = if entry.payload.len() < INLINE_HASH_LIMIT {
+                PreparedEntry::new(entry)?
+            } else {
+                tokio::task::spawn_blocking(move || PreparedEntry::new(entry))
+                    .await
+                    .map_err(|error| {
+                        StoreError::Unavailable(format!("hashing task failed: {error}"))
+                    })??
+            };
+            self.append_entry(prepared).await
+        })
+    }
+
+    fn entry(
+        &self,
+        pid: &str,
+        document_id: &str,
+    ) -> BoxFuture<'_, Result<Option<Entry>, StoreError>> {
+        let pid = pid.to_owned();
+        let document_id = document_id.to_owned();
+        Box::pin(async move { self.find_entry(&pid, &document_id).await })
+    }
+
+    fn query(&self, query: &PageQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
+        let query = query.clone();
+        Box::pin(async move { self.page(&query).await })
+    }
+
+    fn processes_of(&self, client_id: &str) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let client_id = client_id.to_owned();
+        Box::pin(async move { self.owned_by(&client_id).await })
+    }
+
+    fn entries_from(
+        &self,
+        pid: &str,
+        from_sequence: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
+        let pid = pid.to_owned();
+        Box::pin(async move { self.run_from(&pid, from_sequence, limit).await })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // Like every command without a read preference, this needs the primary, the member
+            // that takes writes.
+            self.bounded(
+                "answering a ping",
+                self.database.run_command(doc! { "ping": 1 }),
+            )
+            .await
+            .map(drop)
+        })
+    }
+}
+
+enum Insert {
+    Done,
+    DuplicateKey,
+}
+
+/// An append with its payload digest and canonical header computed once, before the retry loop.
+struct PreparedEntry {
+    entry: NewEntry,
+    payload_hash: [u8; 32],
+    canonical_header: String,
+}
+
+impl PreparedEntry {
+    fn new(entry: NewEntry) -> Result<Self, StoreError> {
+        // Canonical JSON is written from UTF-8 strings and ASCII, so this never fails; it is
+        // checked rather than assumed because the header is stored as a string.
+        let canonical_header = String::from_utf8(chain::canonical_json(&entry.header))
+            .map_err(|_| StoreError::Corrupt("canonical header JSON is not UTF-8".to_owned()))?;
+        Ok(Self {
+            payload_hash: chain::payload_hash(&entry.payload),
+            canonical_header,
+            entry,
+        })
+    }
+}
+
+/// The state of a process's chain, as its `head` subdocument holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    pid: String,
+    sequence: u64,
+    chain_hash: [u8; 32],
+    timestamp_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProcessDocument {
+    #[serde(rename = "_id")]
+    pid: String,
+    owners: Vec<String>,
+    created_at: DateTime,
+    head: HeadDocument,
+}
+
+impl ProcessDocument {
+    fn decode(self) -> Result<(Process, Head), StoreError> {
+        let head = self.head.decode(&self.pid)?;
+        Ok((
+            Process {
+                pid: self.pid,
+                owners: self.owners.into_iter().collect(),
+                created_at_ms: self.created_at.timestamp_millis(),
+            },
+            head,
+        ))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeadDocument {
+    sequence: i64,
+    chain_hash: Binary,
+    timestamp: DateTime,
+}
+
+impl HeadDocument {
+    fn decode(self, pid: &str) -> Result<Head, StoreError> {
+        Ok(Head {
+            pid: pid.to_owned(),
+            sequence: to_u64(self.sequence)?,
+            chain_hash: hash(&self.chain_hash, || format!("head of process {pid}"))?,
+            timestamp_ms: self.timestamp.timestamp_millis(),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryDocument {
+    #[serde(rename = "_id")]
+    document_id: String,
+    pid: String,
+    sequence: i64,
+    timestamp: DateTime,
+    client_id: String,
+    payload_type: String,
+    header: String,
+    payload: Binary,
+    entry_hash: Binary,
+    chain_hash: Binary,
+}
+
+impl EntryDocument {
+    fn decode(self) -> Result<Entry, StoreError> {
+        let name = || {
+            format!(
+                "entry {}/{} ({})",
+                self.pid, self.sequence, self.document_id
+            )
+        };
+        let header = serde_json::from_str(&self.header).map_err(|error| {
+            StoreError::Corrupt(format!("{}: header is not JSON: {error}", name()))
+        })?;
+        let entry_hash = hash(&self.entry_hash, name)?;
+        let chain_hash = hash(&self.chain_hash, name)?;
+        Ok(Entry {
+            sequence: to_u64(self.sequence)?,
+            pid: self.pid,
+            document_id: self.document_id,
+            timestamp_ms: self.timestamp.timestamp_millis(),
+            client_id: self.client_id,
+            header,
+            payload: Bytes::from(self.payload.bytes),
+            payload_type: self.payload_type,
+            entry_hash,
+            chain_hash,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct SequenceOnly {
+    sequence: i64,
+}
+
+#[derive(Deserialize)]
+struct PidOnly {
+    #[serde(rename = "_id")]
+    pid: String,
+}
+
+fn binary(bytes: Vec<u8>) -> Binary {
+    Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    }
+}
+
+fn hash(stored: &Binary, name: impl FnOnce() -> String) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(stored.bytes.as_slice())
+        .map_err(|_| StoreError::Corrupt(format!("{}: a hash is not 32 bytes", name())))
+}
+
+/// Sequences are unsigned in the store's API and Int64 in BSON; both stay far below 2^63.
+fn to_i64(sequence: u64) -> Result<i64, StoreError> {
+    i64::try_from(sequence)
+        .map_err(|_| StoreError::Corrupt(format!("sequence {sequence} does not fit in BSON")))
+}
+
+fn to_u64(sequence: i64) -> Result<u64, StoreError> {
+    u64::try_from(sequence)
+        .map_err(|_| StoreError::Corrupt(format!("stored sequence {sequence} is negative")))
+}
+
+fn now_ms() -> i64 {
+    let now = OffsetDateTime::now_utc();
+    now.unix_timestamp() * 1000 + i64::from(now.millisecond())
+}
+
+/// Waits a random time below a bound that doubles with every attempt, so that writers that
+/// collided once do not collide again in lockstep.
+async fn backoff(attempt: u32) {
+    let bound = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    // Jitter needs no cryptographic randomness; std's randomly keyed hasher is enough.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let bound_us = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX).max(1);
+    tokio::time::sleep(Duration::from_micros(random % bound_us)).await;
+}
+
+/// Runs one database operation, giving up after `timeout` whatever the driver is waiting for.
+async fn bounded<T>(
+    timeout: Duration,
+    what: &'static str,
+    operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, operation).await {
+        Ok(result) => result.map_err(classify),
+        Err(_) => Err(timed_out(timeout, what)),
+    }
+}
+
+fn timed_out(timeout: Duration, what: &str) -> StoreError {
+    StoreError::Unavailable(format!("MongoDB did not finish {what} within {timeout:?}"))
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match &*error.kind {
+        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
+        ErrorKind::Command(command) => command.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// Sorts the driver's errors into what a caller can act on.
+///
+/// Stored documents that do not have the documented shape are [`StoreError::Corrupt`]. All
+/// else is [`StoreError::Unavailable`]: the network, server selection, a primary stepping down
+/// or shutting down, a write concern that timed out (the write may exist, but is not durable
+/// as asked, so no receipt may be signed for it), authentication, and an unusable connection
+/// string all leave the store unable to serve until the database or its configuration is back.
+fn classify(error: mongodb::error::Error) -> StoreError {
+    match &*error.kind {
+        ErrorKind::BsonDeserialization(_) => {
+            StoreError::Corrupt(format!("a stored document does not decode: {error}"))
+        }
+        _ => StoreError::Unavailable(format!("MongoDB: {error}")),
+    }
+}

@@ -219,6 +219,57 @@ pub struct ChainHead {
     pub chain_hash: [u8; 32],
 }
 
+/// What an entry adds to its process's chain, besides what the caller gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub sequence: u64,
+    pub timestamp_ms: i64,
+    pub entry_hash: [u8; 32],
+    pub chain_hash: [u8; 32],
+}
+
+/// The caller's part of an entry's hashed fields; the chain supplies sequence and timestamp.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkFields<'a> {
+    pub pid: &'a str,
+    pub document_id: &'a str,
+    pub client_id: &'a str,
+    pub payload_type: &'a str,
+    pub payload_hash: &'a [u8; 32],
+    pub canonical_header: &'a [u8],
+}
+
+/// The link an append adds after `head`, whose latest entry is stamped `head_timestamp_ms`: the
+/// next sequence number, a timestamp of `now_ms` but never before the head's (so that a time
+/// range is a run of sequence numbers), and both hashes. `None` once sequence numbers run out.
+/// Every backend appends through this, so that all compute the same chain.
+pub fn next_link(
+    head: &ChainHead,
+    head_timestamp_ms: i64,
+    now_ms: i64,
+    fields: LinkFields<'_>,
+) -> Option<Link> {
+    let sequence = head.sequence.checked_add(1)?;
+    let timestamp_ms = now_ms.max(head_timestamp_ms);
+    let entry_hash = EntryFields {
+        pid: fields.pid,
+        sequence,
+        document_id: fields.document_id,
+        timestamp_ms,
+        client_id: fields.client_id,
+        payload_type: fields.payload_type,
+        payload_hash: fields.payload_hash,
+        canonical_header: fields.canonical_header,
+    }
+    .entry_hash();
+    Some(Link {
+        sequence,
+        timestamp_ms,
+        entry_hash,
+        chain_hash: chain_hash(&head.chain_hash, &entry_hash),
+    })
+}
+
 /// The first entry that does not verify, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {

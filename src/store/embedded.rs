@@ -51,13 +51,13 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
     WriteTransaction,
 };
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{self, EntryFields};
+use super::chain::{self, ChainHead, Link, LinkFields};
 use super::query::{self, SequenceRange};
 use super::{
-    CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore, StoreError,
+    now_ms, CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore,
+    StoreError,
 };
 
 const PROCESSES: TableDefinition<&str, &[u8]> = TableDefinition::new("processes");
@@ -299,11 +299,6 @@ impl ProcessStore for EmbeddedStore {
 
 fn writer_gone() -> StoreError {
     StoreError::Unavailable("the store writer has stopped".to_owned())
-}
-
-fn now_ms() -> i64 {
-    let now = OffsetDateTime::now_utc();
-    now.unix_timestamp() * 1000 + i64::from(now.millisecond())
 }
 
 fn read_page(transaction: &ReadTransaction, query: &PageQuery) -> Result<Page, StoreError> {
@@ -878,22 +873,29 @@ fn stamp(
     if tables.documents.get(entry.document_id.as_str())?.is_some() {
         return Err(StoreError::DuplicateDocument(entry.document_id));
     }
-    let sequence = head.sequence.checked_add(1).ok_or_else(|| {
-        StoreError::Corrupt(format!("process {pid} has no sequence numbers left"))
-    })?;
-    let timestamp_ms = now_ms().max(head.timestamp_ms);
-    let entry_hash = EntryFields {
-        pid,
+    let link = chain::next_link(
+        &ChainHead {
+            sequence: head.sequence,
+            chain_hash: head.chain_hash,
+        },
+        head.timestamp_ms,
+        now_ms(),
+        LinkFields {
+            pid,
+            document_id: &entry.document_id,
+            client_id: &entry.client_id,
+            payload_type: &entry.payload_type,
+            payload_hash: &payload_hash,
+            canonical_header: &canonical_header,
+        },
+    )
+    .ok_or_else(|| StoreError::Corrupt(format!("process {pid} has no sequence numbers left")))?;
+    let Link {
         sequence,
-        document_id: &entry.document_id,
         timestamp_ms,
-        client_id: &entry.client_id,
-        payload_type: &entry.payload_type,
-        payload_hash: &payload_hash,
-        canonical_header: &canonical_header,
-    }
-    .entry_hash();
-    let chain_hash = chain::chain_hash(&head.chain_hash, &entry_hash);
+        entry_hash,
+        chain_hash,
+    } = link;
     head.sequence = sequence;
     head.timestamp_ms = timestamp_ms;
     head.chain_hash = chain_hash;

@@ -27,6 +27,12 @@ mod query;
 pub use embedded::EmbeddedStore;
 pub use mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
 
+/// Now, in UTC milliseconds: the clock every backend stamps entries and processes with.
+pub(crate) fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    now.unix_timestamp() * 1000 + i64::from(now.millisecond())
+}
+
 /// A named log with the clients allowed to use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {

@@ -122,12 +122,12 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
-use super::chain::{self, EntryFields};
+use super::chain::{self, ChainHead, Link, LinkFields};
 use super::query::{self, SequenceRange};
 use super::{
-    CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore, StoreError,
+    now_ms, CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore,
+    StoreError,
 };
 
 const PROCESSES: &str = "processes";
@@ -433,25 +433,34 @@ impl MongoStore {
         };
         let mut head = self.read_head(pid).await?;
         for attempt in 1..=self.max_append_attempts {
-            let sequence = head.sequence.checked_add(1).ok_or_else(|| {
+            let Link {
+                sequence,
+                timestamp_ms,
+                entry_hash,
+                chain_hash,
+            } = chain::next_link(
+                &ChainHead {
+                    sequence: head.sequence,
+                    chain_hash: head.chain_hash,
+                },
+                head.timestamp_ms,
+                now_ms(),
+                LinkFields {
+                    pid,
+                    document_id: &entry.document_id,
+                    client_id: &entry.client_id,
+                    payload_type: &entry.payload_type,
+                    payload_hash: &payload_hash,
+                    canonical_header: document.header.as_bytes(),
+                },
+            )
+            .ok_or_else(|| {
                 StoreError::Corrupt(format!("process {pid} has no sequence numbers left"))
             })?;
-            let timestamp_ms = now_ms().max(head.timestamp_ms);
-            let entry_hash = EntryFields {
-                pid,
-                sequence,
-                document_id: &entry.document_id,
-                timestamp_ms,
-                client_id: &entry.client_id,
-                payload_type: &entry.payload_type,
-                payload_hash: &payload_hash,
-                canonical_header: document.header.as_bytes(),
-            }
-            .entry_hash();
             let next = Head {
                 pid: entry.pid.clone(),
                 sequence,
-                chain_hash: chain::chain_hash(&head.chain_hash, &entry_hash),
+                chain_hash,
                 timestamp_ms,
             };
             document.sequence = to_i64(sequence)?;
@@ -927,11 +936,6 @@ fn to_i64(sequence: u64) -> Result<i64, StoreError> {
 fn to_u64(sequence: i64) -> Result<u64, StoreError> {
     u64::try_from(sequence)
         .map_err(|_| StoreError::Corrupt(format!("stored sequence {sequence} is negative")))
-}
-
-fn now_ms() -> i64 {
-    let now = OffsetDateTime::now_utc();
-    now.unix_timestamp() * 1000 + i64::from(now.millisecond())
 }
 
 /// Waits a random time below a bound that doubles with every attempt, so that writers that

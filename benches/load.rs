@@ -256,7 +256,9 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     if args.len() == 1 {
         // Plain `cargo bench` runs every bench target: this one needs to be told what to do.
-        eprintln!("load: nothing to do; see `cargo bench --bench load -- --help` and scripts/bench");
+        eprintln!(
+            "load: nothing to do; see `cargo bench --bench load -- --help` and scripts/bench"
+        );
         return Ok(());
     }
     let cli = Cli::parse_from(args);
@@ -398,7 +400,7 @@ async fn prefill(
             async move {
                 let result = store.append(entry).await;
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 100_000 == 0 {
+                if n.is_multiple_of(100_000) {
                     eprintln!(
                         "prefill: {n}/{missing} in {:.0} s",
                         started.elapsed().as_secs_f64()
@@ -478,9 +480,8 @@ impl Target {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let paths = |explicit: &Option<PathBuf>, default: PathBuf| {
-            explicit.clone().unwrap_or(default)
-        };
+        let paths =
+            |explicit: &Option<PathBuf>, default: PathBuf| explicit.clone().unwrap_or(default);
         let (addr, server_pid, child, pki_dir) = match &common.server {
             Some(addr) => (addr.clone(), common.server_pid, None, dir),
             None => {
@@ -817,7 +818,10 @@ async fn run_log(args: LogArgs) -> Result<()> {
 
     let payload = payload_of(args.payload);
     let (window, budget) = match args.messages {
-        Some(count) => (Window::after(0.0, 1e6), Some(Arc::new(AtomicU64::new(count)))),
+        Some(count) => (
+            Window::after(0.0, 1e6),
+            Some(Arc::new(AtomicU64::new(count))),
+        ),
         None => (Window::after(args.warmup, args.duration), None),
     };
     let window = Arc::new(window);
@@ -851,7 +855,9 @@ async fn run_log(args: LogArgs) -> Result<()> {
                 loop {
                     if let Some(budget) = &budget {
                         if budget
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                                b.checked_sub(1)
+                            })
                             .is_err()
                         {
                             break;
@@ -881,9 +887,7 @@ async fn run_log(args: LogArgs) -> Result<()> {
                     };
                     let pid = &pids[(c + i * n) % pids.len()];
                     i += 1;
-                    let result = ch
-                        .log(pid, payload.clone(), Some("application/json"))
-                        .await;
+                    let result = ch.log(pid, payload.clone(), Some("application/json")).await;
                     let done = Instant::now();
                     let counted = window.contains(scheduled, done);
                     match result {
@@ -921,10 +925,7 @@ async fn run_log(args: LogArgs) -> Result<()> {
         Some(_) => {
             let before = sampler.await?.0;
             let after = target.server_cpu();
-            (
-                finished - window.start,
-                cpu_between((before, after)),
-            )
+            (finished - window.start, cpu_between((before, after)))
         }
         None => (window.end - window.start, cpu_between(sampler.await?)),
     };
@@ -1000,9 +1001,7 @@ fn print_result(result: &Value, as_json: bool) {
             .try_fold(result, |v, k| v.get(k))
             .and_then(Value::as_f64)
     };
-    let f = |v: Option<f64>, digits: usize| {
-        v.map_or("-".to_owned(), |v| format!("{v:.digits$}"))
-    };
+    let f = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
     println!("{}", result["name"].as_str().unwrap_or_default());
     println!(
         "  completed {} in {} s: {} /s",
@@ -1160,10 +1159,7 @@ async fn run_query(args: QueryArgs) -> Result<()> {
         }
         let cpu = cpu_between(sampler.await?);
         let label = args.common.label.clone().unwrap_or_else(|| {
-            format!(
-                "query {} entries c={} size={size}",
-                total, args.connections
-            )
+            format!("query {} entries c={} size={size}", total, args.connections)
         });
         let mut result = report(
             &format!("{label}: {case}"),
@@ -1264,7 +1260,10 @@ async fn run_idle(args: IdleArgs) -> Result<()> {
             );
         }
     }
-    let server_args = ["--max-connections".to_owned(), (args.connections + 64).to_string()];
+    let server_args = [
+        "--max-connections".to_owned(),
+        (args.connections + 64).to_string(),
+    ];
     let target = Arc::new(Target::open(&args.common, &server_args).await?);
     let token = Arc::new(FixedToken(Bytes::from(realistic_dat(
         args.common.token_bytes,

@@ -36,7 +36,10 @@ fn token() -> String {
         })
         .to_string(),
     );
-    format!("eyJ0eXAiOiJhdCtqd3QiLCJraWQiOiJkZWZhdWx0IiwiYWxnIjoiUlMyNTYifQ.{claims}.{}", "S".repeat(342))
+    format!(
+        "eyJ0eXAiOiJhdCtqd3QiLCJraWQiOiJkZWZhdWx0IiwiYWxnIjoiUlMyNTYifQ.{claims}.{}",
+        "S".repeat(342)
+    )
 }
 
 fn log_header() -> String {

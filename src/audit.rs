@@ -179,8 +179,14 @@ pub fn verify_receipt(
                 "payload_hash",
                 claims.payload_hash == crate::receipt::payload_hash(&entry.payload),
             ),
-            ("entry_hash", claims.entry_hash == hex::encode(entry.entry_hash)),
-            ("chain_hash", claims.chain_hash == hex::encode(entry.chain_hash)),
+            (
+                "entry_hash",
+                claims.entry_hash == hex::encode(entry.entry_hash),
+            ),
+            (
+                "chain_hash",
+                claims.chain_hash == hex::encode(entry.chain_hash),
+            ),
         ];
         if let Some((claim, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(AuditError::ReceiptMismatch(format!(

@@ -7,7 +7,9 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use clearinghouse::audit::{export_process, verify_export, verify_receipt, verify_store, AuditError};
+use clearinghouse::audit::{
+    export_process, verify_export, verify_receipt, verify_store, AuditError,
+};
 use clearinghouse::store::chain::ChainError;
 use clearinghouse::store::{EmbeddedStore, ProcessStore};
 use redb::{ReadableTable, TableDefinition};
@@ -34,7 +36,11 @@ async fn logged() -> (TestClearingHouse, Vec<String>) {
 async fn export(store: &dyn ProcessStore) -> Vec<String> {
     let mut out = Vec::new();
     assert_eq!(export_process(store, PID, &mut out).await.unwrap(), 4);
-    String::from_utf8(out).unwrap().lines().map(str::to_owned).collect()
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn verify_lines(lines: &[String]) -> Result<u64, AuditError> {
@@ -46,10 +52,18 @@ async fn an_export_verifies_and_its_receipts_match_its_entries() {
     let (ch, receipts) = logged().await;
     let lines = export(ch.store.as_ref()).await;
     assert_eq!(verify_lines(&lines).unwrap(), 4);
-    assert_eq!(verify_store(ch.store.as_ref(), PID).await.unwrap().sequence, 4);
+    assert_eq!(
+        verify_store(ch.store.as_ref(), PID).await.unwrap().sequence,
+        4
+    );
     for receipt in &receipts {
         let claims = verify_receipt(&ch.jwks, receipt, None).unwrap();
-        let entry = ch.store.entry(PID, &claims.document_id).await.unwrap().unwrap();
+        let entry = ch
+            .store
+            .entry(PID, &claims.document_id)
+            .await
+            .unwrap()
+            .unwrap();
         verify_receipt(&ch.jwks, receipt, Some(&entry)).unwrap();
     }
     // A receipt checked against another entry is refused.
@@ -91,7 +105,10 @@ async fn tampered_exports_name_the_first_bad_entry() {
 const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
 
 /// Stops the clearing house, edits the redb file underneath it, and verifies from a fresh store.
-async fn verify_after(ch: TestClearingHouse, tamper: impl FnOnce(&mut redb::Table<(&str, u64), &[u8]>)) -> Result<u64, AuditError> {
+async fn verify_after(
+    ch: TestClearingHouse,
+    tamper: impl FnOnce(&mut redb::Table<(&str, u64), &[u8]>),
+) -> Result<u64, AuditError> {
     let path = ch.store_path.clone();
     let data = ch.data.clone();
     let TestClearingHouse { server, store, .. } = ch;
@@ -113,7 +130,12 @@ async fn verify_after(ch: TestClearingHouse, tamper: impl FnOnce(&mut redb::Tabl
 }
 
 fn record(table: &redb::Table<(&str, u64), &[u8]>, sequence: u64) -> Vec<u8> {
-    table.get((PID, sequence)).unwrap().unwrap().value().to_vec()
+    table
+        .get((PID, sequence))
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec()
 }
 
 #[tokio::test]
@@ -127,7 +149,13 @@ async fn a_modified_entry_in_the_store_is_detected() {
         table.insert((PID, 2), bytes.as_slice()).unwrap();
     })
     .await;
-    assert!(matches!(result, Err(AuditError::Chain(ChainError::Modified { sequence: 2, .. }))), "{result:?}");
+    assert!(
+        matches!(
+            result,
+            Err(AuditError::Chain(ChainError::Modified { sequence: 2, .. }))
+        ),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -137,7 +165,13 @@ async fn a_deleted_entry_in_the_store_is_detected() {
         table.remove((PID, 2)).unwrap();
     })
     .await;
-    assert!(matches!(result, Err(AuditError::Chain(ChainError::Missing { sequence: 2, .. }))), "{result:?}");
+    assert!(
+        matches!(
+            result,
+            Err(AuditError::Chain(ChainError::Missing { sequence: 2, .. }))
+        ),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -150,5 +184,11 @@ async fn reordered_entries_in_the_store_are_detected() {
     })
     .await;
     // Entry 3's record now sits at sequence 2: its hash no longer fits its place.
-    assert!(matches!(result, Err(AuditError::Chain(ChainError::Modified { sequence: 2, .. }))), "{result:?}");
+    assert!(
+        matches!(
+            result,
+            Err(AuditError::Chain(ChainError::Modified { sequence: 2, .. }))
+        ),
+        "{result:?}"
+    );
 }

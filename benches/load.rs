@@ -272,11 +272,15 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         Role::Server(args) => runtime.block_on(serve(args)),
         Role::Run(args) => runtime.block_on(run(args)),
         Role::Summarize { files, json } => summarize(&files, json),
-    }
+    };
+    // The server's stdin reader is a blocking read that never returns while stdin stays open
+    // (after SIGTERM); waiting for it would keep the process alive forever.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 // ---- server role -----------------------------------------------------------------------------

@@ -7,7 +7,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use clearinghouse::devpki::{DevPki, DevPkiOptions};
-use clearinghouse::ids::{request_header, ChParams, MessageType, RequestContext, RequestHeader};
+use clearinghouse::ids::{
+    log_document, page_payload, request_header, ChParams, LogDocument, MessageType, RequestContext,
+    RequestHeader,
+};
 use clearinghouse::idscp2::frame::{IdscpCodec, DEFAULT_MAX_FRAME};
 use clearinghouse::idscp2::proto::app::{
     app_layer_message, AppLayerMessage, HeaderEntry, IdsMessage,
@@ -232,5 +235,44 @@ fn signing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, header, hashing, signing);
+/// What a 100-entry page costs above the store: documents built from the stored entries, and the
+/// JSON of the ResultMessage payload (two ways, to show why the server uses `to_vec`).
+fn page(c: &mut Criterion) {
+    let entry = entry();
+    let params = ChParams::parse(&[HeaderEntry {
+        name: "ch-ids-size".into(),
+        value: "100".into(),
+    }])
+    .expect("parses")
+    .query()
+    .expect("valid query");
+    let document = || {
+        log_document(&LogDocument {
+            header: &entry.header,
+            payload: &entry.payload,
+            payload_type: &entry.payload_type,
+            document_id: &entry.document_id,
+            sequence: entry.sequence,
+            timestamp_ms: entry.timestamp_ms,
+            client_id: &entry.client_id,
+            entry_hash: &entry.entry_hash,
+            chain_hash: &entry.chain_hash,
+        })
+        .expect("document")
+    };
+    let payload = page_payload(&params, 1_000_000, (0..100).map(|_| document()).collect());
+    let mut group = c.benchmark_group("query page (100 entries)");
+    group.bench_function("log_document x100 + page_payload", |b| {
+        b.iter(|| page_payload(&params, 1_000_000, (0..100).map(|_| document()).collect()))
+    });
+    group.bench_function("serialize: Value::to_string", |b| {
+        b.iter(|| payload.to_string())
+    });
+    group.bench_function("serialize: serde_json::to_vec", |b| {
+        b.iter(|| serde_json::to_vec(&payload).expect("serializes"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, header, hashing, signing, page);
 criterion_main!(benches);

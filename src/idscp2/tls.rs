@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::ClientConfig;
 use rustls::crypto::ring::cipher_suite::{
@@ -157,21 +157,47 @@ pub fn client_config(
 }
 
 /// The peer's TLS leaf certificate, with the fingerprint its DAT must name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PeerCertificate {
     pub der: CertificateDer<'static>,
     pub fingerprint: String,
+    /// [`Self::connector_id`], once derived. In development mode it is asked for on every request
+    /// that carries a JWT, and parsing the DER each time was about 8% of the server's
+    /// instructions per logged message (callgrind, see BENCHMARKS.md).
+    connector_id: OnceLock<String>,
 }
+
+/// The same certificate, whether or not its connector id was derived yet.
+impl PartialEq for PeerCertificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.der == other.der && self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for PeerCertificate {}
 
 impl PeerCertificate {
     pub fn new(der: CertificateDer<'static>) -> Self {
         let fingerprint = fingerprint(der.as_ref());
-        Self { der, fingerprint }
+        Self {
+            der,
+            fingerprint,
+            connector_id: OnceLock::new(),
+        }
     }
 
     /// The connector id the IDS world derives from a certificate: `SKI:keyid:AKI`, each key
     /// identifier as uppercase colon-separated hex. DAPS registrations and DAT `sub` claims use it.
+    /// Derived once per certificate; an error is not cached (it ends the request anyway).
     pub fn connector_id(&self) -> Result<String, TlsError> {
+        if let Some(id) = self.connector_id.get() {
+            return Ok(id.clone());
+        }
+        let id = self.derive_connector_id()?;
+        Ok(self.connector_id.get_or_init(|| id).clone())
+    }
+
+    fn derive_connector_id(&self) -> Result<String, TlsError> {
         let (_, cert) = x509_parser::parse_x509_certificate(self.der.as_ref())
             .map_err(|e| TlsError::CertificateParse(e.to_string()))?;
         let mut subject_key_id = None;
@@ -378,6 +404,29 @@ mod tests {
             peer.connector_id().unwrap(),
             "D2:70:1A:2A:keyid:CB:8C:0E:E8"
         );
+    }
+
+    #[test]
+    fn connector_id_is_derived_once_and_does_not_affect_equality() {
+        let ca = ca(KeyIdMethod::PreSpecified(vec![0xcb, 0x8c, 0x0e, 0xe8]));
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf_params(KeyIdMethod::PreSpecified(vec![0xd2, 0x70, 0x1a, 0x2a]))
+            .signed_by(&key, &ca.issuer)
+            .unwrap();
+        let fresh = PeerCertificate::new(cert.der().clone());
+        let asked = fresh.clone();
+        assert_eq!(asked.connector_id().unwrap(), asked.connector_id().unwrap());
+        assert_eq!(
+            asked.connector_id().unwrap(),
+            "D2:70:1A:2A:keyid:CB:8C:0E:E8"
+        );
+        // A clone taken after the first call carries the cached id along.
+        assert_eq!(
+            asked.clone().connector_id().unwrap(),
+            "D2:70:1A:2A:keyid:CB:8C:0E:E8"
+        );
+        assert_eq!(fresh, asked);
+        assert_ne!(fresh, PeerCertificate::new(ca.cert.clone()));
     }
 
     #[test]

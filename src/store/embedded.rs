@@ -18,7 +18,11 @@
 //! [`ProcessStore::ping`] reports the store unavailable until it is reopened.
 //!
 //! Reads run in read transactions on tokio's blocking pool. redb gives them a snapshot, so
-//! they never wait for the writer, and no tokio worker thread waits for the disk.
+//! they never wait for the writer, and no tokio worker thread waits for the disk. The one
+//! exception is [`ProcessStore::process`], which every log and query starts with: it reads one
+//! small record from the `processes` table, whose pages stay in redb's cache, so it runs inline.
+//! Handing it to the blocking pool and back cost more than the read itself: about a fifth of the
+//! server's CPU time per logged message (see BENCHMARKS.md).
 //!
 //! Tables:
 //! - `processes`: pid -> process record (owners, creation time, head sequence, head chain hash,
@@ -183,7 +187,10 @@ impl ProcessStore for EmbeddedStore {
 
     fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>> {
         let pid = pid.to_owned();
-        self.read(move |transaction| {
+        let database = Arc::clone(&self.database);
+        // Inline, not on the blocking pool: see the module documentation.
+        Box::pin(async move {
+            let transaction = database.begin_read()?;
             let processes = transaction.open_table(PROCESSES)?;
             Ok(read_head(&processes, &pid)?.map(|head| head.process(pid)))
         })

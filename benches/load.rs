@@ -1,0 +1,1477 @@
+//! The load generator, and the clearing-house server it drives, in one bench binary.
+//!
+//! `cargo bench --bench load -- <role> ...`:
+//! - `server`: a clearing house on IDSCP2 (development PKI in `--dir`, development DAT mode,
+//!   ES256 receipts, the store chosen by `--store`), optionally filling one process first. It
+//!   prints `listening <addr> pid <pid>` and runs until stdin closes or SIGTERM/SIGINT.
+//! - `run <scenario>`: drives a server over real IDSCP2 and reports what it measured. Without
+//!   `--server` it starts the `server` role as a child process of this same binary, so that the
+//!   server's CPU time and memory can be read from /proc apart from the load generator's own.
+//! - `summarize FILE...`: the median of every figure over repeated runs (JSON lines from `--json`).
+//!
+//! Errors on the wire are counted by kind and never end a run; only setup failures do.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clearinghouse::clearing::{ClearingHouse, ClearingHouseConfig, DEFAULT_MAX_PAYLOAD};
+use clearinghouse::client::{ClearingHouseClient, QueryOptions, RequestError};
+use clearinghouse::devpki::{DevPki, DevPkiOptions};
+use clearinghouse::ids::{request_header, MessageType, Reply, RequestContext, RequestHeader};
+use clearinghouse::idscp2::client::{self, ClientConfig, ClientError};
+use clearinghouse::idscp2::connection::ConnectionError;
+use clearinghouse::idscp2::dat::{DatError, DatIssuer, DevelopmentIssuer, DevelopmentVerifier};
+use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
+use clearinghouse::idscp2::ra::RaRegistry;
+use clearinghouse::idscp2::server::{Server, ServerConfig};
+use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
+use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
+use clearinghouse::store::{EmbeddedStore, NewEntry, Order, PageQuery, ProcessStore};
+use futures::future::BoxFuture;
+use futures::{stream, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Semaphore;
+
+/// The client certificate every load connection presents; one identity owns every process.
+const CLIENT: &str = "connector-a";
+const CH_CONNECTOR_ID: &str = "https://clearinghouse.bench/connector";
+const STORE_FILE: &str = "clearinghouse.redb";
+
+#[derive(Parser)]
+#[command(
+    name = "load",
+    about = "Clearing-house load generator: cargo bench --bench load -- <server|run|summarize> ..."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// A clearing-house server for the load generator.
+    Server(ServerArgs),
+    /// Drive a server with one scenario.
+    Run(RunArgs),
+    /// Median of each figure over runs with the same name, from `run --json` output files.
+    Summarize {
+        files: Vec<PathBuf>,
+        /// Print the medians as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where entries go. The store is a server-side setting only: the load generator never knows.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum StoreKind {
+    Embedded,
+    /// Not on this branch yet: the MongoDB backend is being written separately.
+    Mongodb,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Mongodb => "mongodb",
+        }
+    }
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Development PKI (generated if missing) and the embedded store's file live here.
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreKind,
+    /// Open connections the server accepts at once.
+    #[arg(long, default_value_t = 20_000)]
+    max_connections: usize,
+    /// Fill this process (owned by the load generator's identity) before listening.
+    #[arg(long)]
+    prefill_pid: Option<String>,
+    /// How many entries the prefilled process should hold; only the missing ones are appended.
+    #[arg(long, default_value_t = 0)]
+    prefill: u64,
+    /// Payload bytes of each prefilled entry.
+    #[arg(long, default_value_t = 256)]
+    prefill_payload: usize,
+    /// Receipt algorithm; ES256 uses the development PKI's receipt key, others need --receipt-key.
+    #[arg(long, default_value = "ES256")]
+    receipt_alg: String,
+    #[arg(long)]
+    receipt_key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// LogMessages: receipts per second and latency.
+    Log(LogArgs),
+    /// QueryMessages on one large process: first, middle and date-filtered pages, one entry by id.
+    Query(QueryArgs),
+    /// Full TLS 1.3 + IDSCP2 handshakes (no session resumption), each followed by a close.
+    Handshake(HandshakeArgs),
+    /// Server memory per idle established connection.
+    Idle(IdleArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// An external server (host:port). Without it a server child process is started.
+    #[arg(long)]
+    server: Option<String>,
+    /// The name the server certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// With --server: CA certificate, client certificate and key (PEM). Default: from --dir.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// With --server on this machine: its PID, for CPU time and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Development PKI and store of the spawned server (kept, so a prefill is reused).
+    /// Default: a fresh temporary directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Store of the spawned server.
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreKind,
+    /// One JSON object per result line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Name of the result (for `summarize`); default: derived from the scenario's parameters.
+    #[arg(long)]
+    label: Option<String>,
+    /// Bytes of the DAT placed into each request header's ids:securityToken.
+    #[arg(long, default_value_t = 1000)]
+    token_bytes: usize,
+}
+
+#[derive(Args)]
+struct LogArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent connections, each one request at a time (IDSCP2 is stop-and-wait).
+    #[arg(long, short = 'c', default_value_t = 64)]
+    connections: usize,
+    /// Processes the messages are spread over (created before the measurement).
+    #[arg(long, short = 'p', default_value_t = 1)]
+    processes: usize,
+    /// Payload bytes per message.
+    #[arg(long, short = 's', default_value_t = 256)]
+    payload: usize,
+    /// Measured seconds (after --warmup).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// A fixed number of messages instead of a duration (no warm-up).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Total messages per second, spread evenly over the connections; latency then counts from
+    /// each message's scheduled time, so a server that falls behind shows it (no coordinated
+    /// omission). Default: as fast as the server answers.
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, short = 'c', default_value_t = 1)]
+    connections: usize,
+    /// The process to query; the spawned server fills it to --prefill entries first.
+    #[arg(long, default_value = "bench-query")]
+    pid: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    prefill: u64,
+    #[arg(long, default_value_t = 256)]
+    prefill_payload: usize,
+    #[arg(long, default_value_t = 100)]
+    page_size: u64,
+    /// Measured seconds per case.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+}
+
+#[derive(Args)]
+struct HandshakeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Handshakes in flight at once.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    connections: usize,
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections to open and hold.
+    #[arg(long, short = 'c', default_value_t = 10_000)]
+    connections: usize,
+    /// Handshakes in flight while opening them.
+    #[arg(long, default_value_t = 32)]
+    open_concurrency: usize,
+    /// Seconds to wait after the last one is established before reading memory.
+    #[arg(long, default_value_t = 3.0)]
+    settle: f64,
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` appends `--bench` to every bench binary's arguments; it means nothing here.
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    if args.len() == 1 {
+        // Plain `cargo bench` runs every bench target: this one needs to be told what to do.
+        eprintln!(
+            "load: nothing to do; see `cargo bench --bench load -- --help` and scripts/bench"
+        );
+        return Ok(());
+    }
+    let cli = Cli::parse_from(args);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = match cli.command {
+        Role::Server(args) => runtime.block_on(serve(args)),
+        Role::Run(args) => runtime.block_on(run(args)),
+        Role::Summarize { files, json } => summarize(&files, json),
+    };
+    // The server's stdin reader is a blocking read that never returns while stdin stays open
+    // (after SIGTERM); waiting for it would keep the process alive forever.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+// ---- server role -----------------------------------------------------------------------------
+
+async fn serve(args: ServerArgs) -> Result<()> {
+    let pki = DevPki::open_or_generate(&args.dir, &DevPkiOptions::default())?;
+    let store: Arc<dyn ProcessStore> = match args.store {
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open(args.dir.join(STORE_FILE))?),
+        StoreKind::Mongodb => bail!(
+            "the MongoDB store is not on this branch yet; the load generator needs no change for \
+             it: only this server role has to open it"
+        ),
+    };
+    if let Some(pid) = &args.prefill_pid {
+        prefill(&*store, &pki, pid, args.prefill, args.prefill_payload).await?;
+    }
+    let algorithm: ReceiptAlgorithm = args.receipt_alg.parse()?;
+    let key_path = match (&args.receipt_key, algorithm) {
+        (Some(path), _) => path.clone(),
+        (None, ReceiptAlgorithm::Es256) => pki.receipt_key(),
+        (None, other) => bail!("--receipt-key is needed for {other}"),
+    };
+    let signer = Arc::new(ReceiptSigner::from_pem(
+        algorithm,
+        &std::fs::read(&key_path).with_context(|| key_path.display().to_string())?,
+    )?);
+    let service = ClearingHouse::new(ClearingHouseConfig {
+        store: store.clone(),
+        signer,
+        connector_id: CH_CONNECTOR_ID.into(),
+        own_dat: None,
+        token_verifier: Arc::new(DevelopmentVerifier::new()),
+        max_payload: DEFAULT_MAX_PAYLOAD,
+    });
+    let identity = TlsIdentity::from_pem_files(&pki.server_cert(), &pki.server_key())?;
+    let cas = tls::load_ca_file(&pki.ca_cert())?;
+    let config = ServerConfig {
+        tls: tls::server_config(&identity, &cas)?,
+        endpoint: dev_endpoint()?,
+        max_connections: args.max_connections,
+    };
+    let server = Server::bind(&args.listen, config).await?;
+    println!(
+        "listening {} pid {}",
+        server.local_addr()?,
+        std::process::id()
+    );
+    std::io::stdout().flush()?;
+    server.run(Arc::new(service), shutdown_signal()).await;
+    drop(store);
+    Ok(())
+}
+
+/// Stdin closing (the load generator went away) or SIGTERM/SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let stdin_closed = async {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(_)) = lines.next_line().await {}
+    };
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = stdin_closed => {}
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn dev_endpoint() -> Result<Endpoint> {
+    Ok(Endpoint::new(
+        Settings::default(),
+        Arc::new(DevelopmentIssuer::new()),
+        Arc::new(DevelopmentVerifier::new()),
+        RaRegistry::builtin(),
+    )?)
+}
+
+/// Appends entries through the store API (the same append the log handler uses, without the
+/// network round trips) until `pid` holds `target` entries.
+async fn prefill(
+    store: &dyn ProcessStore,
+    pki: &DevPki,
+    pid: &str,
+    target: u64,
+    payload_size: usize,
+) -> Result<()> {
+    let owner = connector_id(&pki.client_cert(CLIENT), &pki.client_key(CLIENT))?;
+    store
+        .create_process(pid, &[owner.clone()].into_iter().collect())
+        .await?;
+    let have = entry_count(store, pid).await?;
+    if have >= target {
+        eprintln!("prefill: {pid} already holds {have} entries");
+        return Ok(());
+    }
+    let header = RequestHeader::parse(&bench_header(MessageType::Log, None))?.stored_form();
+    let payload = payload_of(payload_size);
+    let started = Instant::now();
+    let missing = target - have;
+    let done = AtomicU64::new(0);
+    // Enough appends in flight to fill every group commit.
+    let results = stream::iter(0..missing)
+        .map(|_| {
+            let entry = NewEntry {
+                pid: pid.to_owned(),
+                document_id: uuid::Uuid::new_v4().to_string(),
+                client_id: owner.clone(),
+                header: header.clone(),
+                payload: payload.clone(),
+                payload_type: "application/json".into(),
+            };
+            let done = &done;
+            async move {
+                let result = store.append(entry).await;
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_multiple_of(100_000) {
+                    eprintln!(
+                        "prefill: {n}/{missing} in {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                result
+            }
+        })
+        .buffer_unordered(1024);
+    futures::pin_mut!(results);
+    while let Some(result) = results.next().await {
+        result?;
+    }
+    eprintln!(
+        "prefill: {pid} now holds {target} entries ({missing} appended in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn entry_count(store: &dyn ProcessStore, pid: &str) -> Result<u64> {
+    let page = store
+        .query(&PageQuery {
+            pid: pid.to_owned(),
+            page: 1,
+            size: 1,
+            order: Order::Asc,
+            from_ms: None,
+            to_ms: None,
+        })
+        .await?;
+    Ok(page.total)
+}
+
+fn connector_id(cert: &Path, key: &Path) -> Result<String> {
+    let identity = TlsIdentity::from_pem_files(cert, key)?;
+    Ok(PeerCertificate::new(identity.leaf().clone()).connector_id()?)
+}
+
+// ---- the load generator's side ---------------------------------------------------------------
+
+/// How the load generator reaches the server, and the server's process if it can see it.
+struct Target {
+    addr: String,
+    server_name: String,
+    config: ClientConfig,
+    server_pid: Option<u32>,
+    store: String,
+    /// The spawned server, if any; stopped when the run ends.
+    child: Option<ServerChild>,
+    /// Keeps a temporary --dir alive for the run.
+    _temp: Option<tempfile::TempDir>,
+}
+
+struct ServerChild {
+    child: tokio::process::Child,
+}
+
+impl ServerChild {
+    /// Closing stdin asks the server to shut down gracefully; SIGKILL if it takes too long.
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let waited = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        if waited.is_err() {
+            eprintln!("server did not stop within 60 s; killing it");
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+impl Target {
+    async fn open(common: &Common, server_args: &[String]) -> Result<Target> {
+        let (dir, temp) = match &common.dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new().prefix("ch-bench-").tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let paths =
+            |explicit: &Option<PathBuf>, default: PathBuf| explicit.clone().unwrap_or(default);
+        let (addr, server_pid, child, pki_dir) = match &common.server {
+            Some(addr) => (addr.clone(), common.server_pid, None, dir),
+            None => {
+                // Generated here, before the child starts, so the two never race to write it.
+                DevPki::open_or_generate(&dir, &DevPkiOptions::default())?;
+                let (addr, pid, child) = spawn_server(&dir, common.store, server_args).await?;
+                (addr, Some(pid), Some(child), dir)
+            }
+        };
+        let pki = DevPki {
+            dir: pki_dir.clone(),
+        };
+        let ca = paths(&common.ca, pki.ca_cert());
+        let cert = paths(&common.cert, pki.client_cert(CLIENT));
+        let key = paths(&common.key, pki.client_key(CLIENT));
+        let identity = TlsIdentity::from_pem_files(&cert, &key)
+            .with_context(|| format!("client identity {}", cert.display()))?;
+        let cas = tls::load_ca_file(&ca)?;
+        let config = ClientConfig {
+            tls: tls::client_config(&identity, &cas)?,
+            endpoint: dev_endpoint()?,
+        };
+        Ok(Target {
+            addr,
+            server_name: common.server_name.clone(),
+            config,
+            server_pid,
+            store: if common.server.is_some() {
+                "external".into()
+            } else {
+                common.store.name().into()
+            },
+            child,
+            _temp: temp,
+        })
+    }
+
+    async fn connect(&self) -> Result<clearinghouse::idscp2::connection::Connection, ClientError> {
+        client::connect(&self.addr, &self.server_name, &self.config).await
+    }
+
+    async fn close(self) {
+        if let Some(child) = self.child {
+            child.stop().await;
+        }
+    }
+
+    fn server_cpu(&self) -> Option<Duration> {
+        self.server_pid.and_then(process_cpu)
+    }
+
+    fn server_rss_kib(&self) -> Option<u64> {
+        self.server_pid.and_then(|pid| vm_rss_kib(&pid.to_string()))
+    }
+}
+
+async fn spawn_server(
+    dir: &Path,
+    store: StoreKind,
+    extra: &[String],
+) -> Result<(String, u32, ServerChild)> {
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("server")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--store")
+        .arg(store.name())
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the server role")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    // A prefill of a million entries takes a few minutes; nothing else takes long.
+    let line = tokio::time::timeout(Duration::from_secs(1800), lines.next_line())
+        .await
+        .context("the server did not start within 30 minutes")??
+        .ok_or_else(|| anyhow!("the server exited before listening"))?;
+    let mut words = line.split_whitespace();
+    let (Some("listening"), Some(addr), Some("pid"), Some(pid)) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        bail!("unexpected first line from the server: {line:?}");
+    };
+    let pid = pid.parse()?;
+    Ok((addr.to_owned(), pid, ServerChild { child }))
+}
+
+/// A fixed token in every request header, shaped and sized like a DAPS DAT.
+struct FixedToken(Bytes);
+
+impl DatIssuer for FixedToken {
+    fn token(&self) -> BoxFuture<'_, Result<Bytes, DatError>> {
+        let token = self.0.clone();
+        Box::pin(async move { Ok(token) })
+    }
+}
+
+/// A JWT of about `size` bytes with the claims a DAPS puts into a DAT. The server in development
+/// mode does not check its signature, but parses it and compares its subject, as with a real one.
+fn realistic_dat(size: usize) -> String {
+    let b64 = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let header = b64(&json!({"typ": "at+jwt", "kid": "default", "alg": "RS256"}));
+    let claims = json!({
+        "scopes": ["idsc:IDS_CONNECTOR_ATTRIBUTES_ALL"],
+        "aud": ["idsc:IDS_CONNECTORS_ALL"],
+        "iss": "https://daps.example.org",
+        "nbf": 1_700_000_000, "iat": 1_700_000_000, "exp": 1_700_003_600,
+        "@context": "https://w3id.org/idsa/contexts/context.jsonld",
+        "@type": "ids:DatPayload",
+        "securityProfile": "idsc:BASE_SECURITY_PROFILE",
+        "referringConnector": "https://connector-a.example.org/connector",
+        "transportCertsSha256": "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b",
+        "sub": "9C:C8:4C:A4:E1:6B:9F:84:18:62:63:15:90:7F:E1:B7:1A:68:E8:4E:keyid:CB:8C:C7:B6:85:79:A8:23:A6:CB:15:AB:17:50:2F:E6:65:43:5D:E8",
+        "client_id": "9C:C8:4C:A4:E1:6B:9F:84:18:62:63:15:90:7F:E1:B7:1A:68:E8:4E:keyid:CB:8C:C7:B6:85:79:A8:23:A6:CB:15:AB:17:50:2F:E6:65:43:5D:E8",
+    });
+    let claims = b64(&claims);
+    let used = header.len() + claims.len() + 2;
+    // An RS256 signature is 342 characters; pad the signature to reach the size asked for.
+    let signature = "S".repeat(size.saturating_sub(used).max(342));
+    format!("{header}.{claims}.{signature}")
+}
+
+fn bench_header(message_type: MessageType, token: Option<&str>) -> String {
+    request_header(
+        &RequestContext {
+            connector_id: "https://connector-a.example.org/connector",
+            sender_agent: "https://connector-a.example.org/agent",
+            security_token: token,
+        },
+        &message_type,
+    )
+}
+
+/// A JSON payload of exactly `size` bytes (at least `{"d":""}`).
+fn payload_of(size: usize) -> Bytes {
+    let filler = size.saturating_sub(8);
+    Bytes::from(format!("{{\"d\":\"{}\"}}", "x".repeat(filler)))
+}
+
+fn client_of(
+    connection: clearinghouse::idscp2::connection::Connection,
+    token: &Arc<FixedToken>,
+) -> ClearingHouseClient {
+    ClearingHouseClient::new(
+        connection,
+        "https://connector-a.example.org/connector".into(),
+        Some(token.clone() as Arc<dyn DatIssuer>),
+        Duration::from_secs(30),
+    )
+}
+
+/// The kind under which a failed request is counted.
+fn error_kind(error: &RequestError) -> String {
+    match error {
+        RequestError::Transport(e) => client_error_kind(e),
+        RequestError::Reply(_) | RequestError::NotIdsMessage => "bad-reply".into(),
+    }
+}
+
+fn client_error_kind(error: &ClientError) -> String {
+    match error {
+        ClientError::Timeout(what) => format!("timeout: {what}"),
+        ClientError::Connect { source, .. } => format!("connect: {:?}", source.kind()),
+        ClientError::Tls { .. } => "tls".into(),
+        ClientError::Connection(ConnectionError::Closed(reason)) => {
+            format!("closed: {}", reason.cause.as_str_name())
+        }
+        ClientError::Connection(ConnectionError::MalformedMessage(_)) => "malformed".into(),
+        ClientError::ServerName(_) | ClientError::NoServerCertificate => "setup".into(),
+    }
+}
+
+/// Whether the reply is the one expected; otherwise its kind as an error.
+fn check_reply(reply: &Reply, expected_type: &str) -> Result<(), String> {
+    if let Some(reason) = &reply.rejection_reason {
+        Err(format!("rejected: {reason}"))
+    } else if reply.message_type != expected_type {
+        Err(format!("unexpected reply: {}", reply.message_type))
+    } else {
+        Ok(())
+    }
+}
+
+/// What one task measured.
+struct Tally {
+    latency: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            // Microseconds, 1 µs to 5 minutes, 3 significant digits.
+            latency: Histogram::new_with_bounds(1, 300_000_000, 3).expect("valid bounds"),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency.saturating_record(micros.max(1));
+    }
+
+    fn error(&mut self, kind: String) {
+        *self.errors.entry(kind).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        for (kind, count) in other.errors {
+            *self.errors.entry(kind).or_default() += count;
+        }
+    }
+}
+
+/// The measured window and what the server spent in it.
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn after(warmup: f64, duration: f64) -> Window {
+        let start = Instant::now() + Duration::from_secs_f64(warmup);
+        Window {
+            start,
+            end: start + Duration::from_secs_f64(duration),
+        }
+    }
+
+    fn contains(&self, from: Instant, to: Instant) -> bool {
+        from >= self.start && to <= self.end
+    }
+}
+
+/// Server CPU time and memory across the measured window, read by a task of its own so that the
+/// readings fall on the window's edges whatever the load tasks are doing.
+fn sample_server(
+    target: &Target,
+    start: Instant,
+    end: Option<Instant>,
+) -> tokio::task::JoinHandle<(Option<Duration>, Option<Duration>)> {
+    let pid = target.server_pid;
+    tokio::spawn(async move {
+        tokio::time::sleep_until(start.into()).await;
+        let before = pid.and_then(process_cpu);
+        let Some(end) = end else {
+            return (before, None);
+        };
+        tokio::time::sleep_until(end.into()).await;
+        (before, pid.and_then(process_cpu))
+    })
+}
+
+fn cpu_between(sample: (Option<Duration>, Option<Duration>)) -> Option<Duration> {
+    match sample {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    match args.scenario {
+        Scenario::Log(args) => run_log(args).await,
+        Scenario::Query(args) => run_query(args).await,
+        Scenario::Handshake(args) => run_handshake(args).await,
+        Scenario::Idle(args) => run_idle(args).await,
+    }
+}
+
+/// Opens `n` clients, `concurrency` handshakes at a time.
+async fn connect_many(
+    target: &Arc<Target>,
+    token: &Arc<FixedToken>,
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<ClearingHouseClient>> {
+    let clients: Vec<_> = stream::iter(0..n)
+        .map(|_| {
+            let target = target.clone();
+            async move { target.connect().await }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    clients
+        .into_iter()
+        .map(|c| c.map(|c| client_of(c, token)).map_err(anyhow::Error::from))
+        .collect::<Result<Vec<_>>>()
+        .context("cannot open the load connections")
+}
+
+async fn run_log(args: LogArgs) -> Result<()> {
+    if args.connections == 0 || args.processes == 0 {
+        bail!("--connections and --processes must be at least 1");
+    }
+    let target = Arc::new(Target::open(&args.common, &[]).await?);
+    let token = Arc::new(FixedToken(Bytes::from(realistic_dat(
+        args.common.token_bytes,
+    ))));
+    let header_bytes = bench_header(
+        MessageType::Log,
+        Some(std::str::from_utf8(&token.0).unwrap_or_default()),
+    )
+    .len();
+    let mut clients = connect_many(&target, &token, args.connections, 64).await?;
+
+    // Fresh processes for every run, so repeated runs on one store do not share chains.
+    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let pids: Arc<Vec<String>> = Arc::new(
+        (0..args.processes)
+            .map(|k| format!("bench-{run_id}-{k}"))
+            .collect(),
+    );
+    let n = clients.len();
+    let creations = clients.iter_mut().enumerate().map(|(c, client)| {
+        let pids = pids.clone();
+        async move {
+            for pid in pids.iter().skip(c).step_by(n) {
+                let reply = client.create(pid, &[]).await?;
+                check_reply(&reply, "ids:MessageProcessedNotificationMessage")
+                    .map_err(|e| anyhow!("creating {pid}: {e}"))?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    futures::future::try_join_all(creations).await?;
+
+    let payload = payload_of(args.payload);
+    let (window, budget) = match args.messages {
+        Some(count) => (
+            Window::after(0.0, 1e6),
+            Some(Arc::new(AtomicU64::new(count))),
+        ),
+        None => (Window::after(args.warmup, args.duration), None),
+    };
+    let window = Arc::new(window);
+    let sampler = sample_server(
+        &target,
+        window.start,
+        budget.is_none().then_some(window.end),
+    );
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(n as f64 / rate));
+    let began = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let (target, token, pids, payload, window, budget) = (
+                target.clone(),
+                token.clone(),
+                pids.clone(),
+                payload.clone(),
+                window.clone(),
+                budget.clone(),
+            );
+            tokio::spawn(async move {
+                let mut tally = Tally::new();
+                let mut client = Some(client);
+                // Connections start their schedules staggered over one interval.
+                let mut next = interval.map(|i| began + i.mul_f64(c as f64 / n as f64));
+                let mut i = 0usize;
+                loop {
+                    if let Some(budget) = &budget {
+                        if budget
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                                b.checked_sub(1)
+                            })
+                            .is_err()
+                        {
+                            break;
+                        }
+                    } else if Instant::now() >= window.end {
+                        break;
+                    }
+                    let scheduled = match (&mut next, interval) {
+                        (Some(next), Some(interval)) => {
+                            tokio::time::sleep_until((*next).into()).await;
+                            let scheduled = *next;
+                            *next += interval;
+                            scheduled
+                        }
+                        _ => Instant::now(),
+                    };
+                    let Some(ch) = client.as_mut() else {
+                        // The previous request broke the connection: open a new one.
+                        match target.connect().await {
+                            Ok(c) => client = Some(client_of(c, &token)),
+                            Err(e) => {
+                                tally.error(format!("reconnect: {}", client_error_kind(&e)));
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                        continue;
+                    };
+                    let pid = &pids[(c + i * n) % pids.len()];
+                    i += 1;
+                    let result = ch.log(pid, payload.clone(), Some("application/json")).await;
+                    let done = Instant::now();
+                    let counted = window.contains(scheduled, done);
+                    match result {
+                        Ok(reply) => {
+                            match check_reply(&reply, "ids:MessageProcessedNotificationMessage") {
+                                Ok(()) if counted => tally.record(done - scheduled),
+                                Ok(()) => {}
+                                Err(kind) if counted => tally.error(kind),
+                                Err(_) => {}
+                            }
+                        }
+                        Err(e) => {
+                            if counted {
+                                tally.error(error_kind(&e));
+                            }
+                            // After a transport error the reply may still come and would be
+                            // taken for the next one's: start over on a new connection.
+                            client = None;
+                        }
+                    }
+                }
+                if let Some(client) = client {
+                    client.close().await;
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tally = Tally::new();
+    for task in tasks {
+        tally.merge(task.await?);
+    }
+    let finished = Instant::now();
+    let (measured, cpu) = match budget {
+        Some(_) => {
+            let before = sampler.await?.0;
+            let after = target.server_cpu();
+            (finished - window.start, cpu_between((before, after)))
+        }
+        None => (window.end - window.start, cpu_between(sampler.await?)),
+    };
+    let label = args.common.label.clone().unwrap_or_else(|| {
+        format!(
+            "log c={} p={} s={}{}",
+            args.connections,
+            args.processes,
+            args.payload,
+            args.rate.map(|r| format!(" rate={r}")).unwrap_or_default()
+        )
+    });
+    let mut result = report(&label, "log", &target, &tally, measured, cpu);
+    result["connections"] = json!(args.connections);
+    result["processes"] = json!(args.processes);
+    result["payload_bytes"] = json!(args.payload);
+    result["header_bytes"] = json!(header_bytes);
+    result["target_rate"] = json!(args.rate);
+    print_result(&result, args.common.json);
+    Arc::try_unwrap(target)
+        .map_err(|_| anyhow!("target still shared"))?
+        .close()
+        .await;
+    Ok(())
+}
+
+/// The common part of every result: throughput, latency percentiles, errors, server CPU.
+fn report(
+    name: &str,
+    scenario: &str,
+    target: &Target,
+    tally: &Tally,
+    measured: Duration,
+    server_cpu: Option<Duration>,
+) -> Value {
+    let completed = tally.latency.len();
+    let seconds = measured.as_secs_f64();
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let latency = if completed == 0 {
+        Value::Null
+    } else {
+        json!({
+            "p50": ms(tally.latency.value_at_quantile(0.50)),
+            "p95": ms(tally.latency.value_at_quantile(0.95)),
+            "p99": ms(tally.latency.value_at_quantile(0.99)),
+            "max": ms(tally.latency.max()),
+            "mean": tally.latency.mean() / 1000.0,
+        })
+    };
+    json!({
+        "name": name,
+        "scenario": scenario,
+        "store": target.store,
+        "completed": completed,
+        "seconds": seconds,
+        "per_second": completed as f64 / seconds,
+        "latency_ms": latency,
+        "errors": tally.errors,
+        "server_cpu_seconds": server_cpu.map(|c| c.as_secs_f64()),
+        "server_cpu_us_per_op": server_cpu
+            .filter(|_| completed > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / completed as f64),
+    })
+}
+
+fn print_result(result: &Value, as_json: bool) {
+    if as_json {
+        println!("{result}");
+        return;
+    }
+    let get = |path: &[&str]| {
+        path.iter()
+            .try_fold(result, |v, k| v.get(k))
+            .and_then(Value::as_f64)
+    };
+    let f = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    println!("{}", result["name"].as_str().unwrap_or_default());
+    println!(
+        "  completed {} in {} s: {} /s",
+        result["completed"],
+        f(get(&["seconds"]), 1),
+        f(get(&["per_second"]), 0)
+    );
+    println!(
+        "  latency ms: p50 {}  p95 {}  p99 {}  max {}",
+        f(get(&["latency_ms", "p50"]), 3),
+        f(get(&["latency_ms", "p95"]), 3),
+        f(get(&["latency_ms", "p99"]), 3),
+        f(get(&["latency_ms", "max"]), 3)
+    );
+    println!(
+        "  server CPU: {} s, {} µs per operation",
+        f(get(&["server_cpu_seconds"]), 2),
+        f(get(&["server_cpu_us_per_op"]), 1)
+    );
+    if let Some(rss) = get(&["server_rss_kib_per_connection"]) {
+        println!(
+            "  server RSS: {} -> {} KiB, {:.1} KiB per connection",
+            result["server_rss_kib_before"], result["server_rss_kib_after"], rss
+        );
+    }
+    let errors = result["errors"].as_object().filter(|e| !e.is_empty());
+    match errors {
+        Some(errors) => {
+            for (kind, count) in errors {
+                println!("  errors: {kind}: {count}");
+            }
+        }
+        None => println!("  errors: none"),
+    }
+}
+
+/// One query case: which request, sent again and again.
+#[derive(Clone)]
+enum QueryCase {
+    Page(QueryOptions),
+    Entry(String),
+}
+
+async fn run_query(args: QueryArgs) -> Result<()> {
+    let server_args = [
+        "--prefill-pid".to_owned(),
+        args.pid.clone(),
+        "--prefill".to_owned(),
+        args.prefill.to_string(),
+        "--prefill-payload".to_owned(),
+        args.prefill_payload.to_string(),
+    ];
+    let target = Arc::new(Target::open(&args.common, &server_args).await?);
+    let token = Arc::new(FixedToken(Bytes::from(realistic_dat(
+        args.common.token_bytes,
+    ))));
+    let mut clients = connect_many(&target, &token, args.connections.max(1), 64).await?;
+
+    // The total, the middle page's first entry, and timestamps to filter on, from the server.
+    let size = args.page_size;
+    let probe = &mut clients[0];
+    let page = |page: u64| QueryOptions {
+        page: Some(page),
+        size: Some(size),
+        sort: Some("asc".into()),
+        ..QueryOptions::default()
+    };
+    let first = probe.query(&args.pid, &page(1)).await?;
+    let total: u64 = first
+        .extra_header("ch-ids-total")
+        .and_then(|t| t.parse().ok())
+        .or_else(|| first.json()?.get("total")?.as_u64())
+        .ok_or_else(|| anyhow!("no total in the reply to the first page: {first:?}"))?;
+    let middle_page = (total / size / 2).max(1);
+    let documents = |reply: &Reply| -> Result<Vec<Value>> {
+        check_reply(reply, "ids:ResultMessage").map_err(|e| anyhow!("probe query: {e}"))?;
+        reply
+            .json()
+            .and_then(|j| j.get("documents")?.as_array().cloned())
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| anyhow!("probe query returned no documents"))
+    };
+    let middle = documents(&probe.query(&args.pid, &page(middle_page)).await?)?;
+    let later = documents(
+        &probe
+            .query(&args.pid, &page((total / size * 3 / 4).max(1)))
+            .await?,
+    )?;
+    let field = |doc: &Value, name: &str| -> Result<String> {
+        doc[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("document without {name}"))
+    };
+    let entry_id = field(&middle[0], "document_id")?;
+    // From the middle of the process to three quarters: the index has to find the start.
+    let date_from = field(&middle[0], "timestamp")?;
+    let date_to = field(&later[0], "timestamp")?;
+    let cases = [
+        ("first page", QueryCase::Page(page(1))),
+        ("middle page", QueryCase::Page(page(middle_page))),
+        (
+            "date-filtered page",
+            QueryCase::Page(QueryOptions {
+                date_from: Some(date_from),
+                date_to: Some(date_to),
+                ..page(1)
+            }),
+        ),
+        ("entry by id", QueryCase::Entry(entry_id)),
+    ];
+    for (case, query) in cases {
+        let window = Arc::new(Window::after(args.warmup, args.duration));
+        let sampler = sample_server(&target, window.start, Some(window.end));
+        let tasks: Vec<_> = clients
+            .drain(..)
+            .map(|mut client| {
+                let (window, query, pid) = (window.clone(), query.clone(), args.pid.clone());
+                tokio::spawn(async move {
+                    let mut tally = Tally::new();
+                    while Instant::now() < window.end {
+                        let sent = Instant::now();
+                        let result = match &query {
+                            QueryCase::Page(options) => client.query(&pid, options).await,
+                            QueryCase::Entry(id) => client.get(&pid, id).await,
+                        };
+                        let done = Instant::now();
+                        if !window.contains(sent, done) {
+                            continue;
+                        }
+                        match result {
+                            Ok(reply) => match check_reply(&reply, "ids:ResultMessage") {
+                                Ok(()) => tally.record(done - sent),
+                                Err(kind) => tally.error(kind),
+                            },
+                            Err(e) => {
+                                tally.error(error_kind(&e));
+                                // A broken connection ends this client's part of the case.
+                                return (tally, None);
+                            }
+                        }
+                    }
+                    (tally, Some(client))
+                })
+            })
+            .collect();
+        let mut tally = Tally::new();
+        for task in tasks {
+            let (part, client) = task.await?;
+            tally.merge(part);
+            clients.extend(client);
+        }
+        if clients.is_empty() {
+            bail!("every query connection broke during {case}");
+        }
+        let cpu = cpu_between(sampler.await?);
+        let label = args.common.label.clone().unwrap_or_else(|| {
+            format!("query {} entries c={} size={size}", total, args.connections)
+        });
+        let mut result = report(
+            &format!("{label}: {case}"),
+            "query",
+            &target,
+            &tally,
+            window.end - window.start,
+            cpu,
+        );
+        result["case"] = json!(case);
+        result["entries"] = json!(total);
+        result["page_size"] = json!(size);
+        print_result(&result, args.common.json);
+    }
+    for client in clients {
+        client.close().await;
+    }
+    Arc::try_unwrap(target)
+        .map_err(|_| anyhow!("target still shared"))?
+        .close()
+        .await;
+    Ok(())
+}
+
+async fn run_handshake(args: HandshakeArgs) -> Result<()> {
+    let mut target = Target::open(&args.common, &[]).await?;
+    // Every handshake a full one: no TLS session resumption.
+    let mut tls = (*target.config.tls).clone();
+    tls.resumption = rustls::client::Resumption::disabled();
+    target.config.tls = Arc::new(tls);
+    let target = Arc::new(target);
+    let window = Arc::new(Window::after(args.warmup, args.duration));
+    let sampler = sample_server(&target, window.start, Some(window.end));
+    let tasks: Vec<_> = (0..args.connections.max(1))
+        .map(|_| {
+            let (target, window) = (target.clone(), window.clone());
+            tokio::spawn(async move {
+                let mut tally = Tally::new();
+                while Instant::now() < window.end {
+                    let started = Instant::now();
+                    let result = target.connect().await;
+                    let done = Instant::now();
+                    let counted = window.contains(started, done);
+                    match result {
+                        Ok(connection) => {
+                            if counted {
+                                tally.record(done - started);
+                            }
+                            connection.close().await;
+                        }
+                        Err(e) => {
+                            if counted {
+                                tally.error(client_error_kind(&e));
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tally = Tally::new();
+    for task in tasks {
+        tally.merge(task.await?);
+    }
+    let cpu = cpu_between(sampler.await?);
+    let label = args
+        .common
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("handshake c={}", args.connections));
+    let mut result = report(
+        &label,
+        "handshake",
+        &target,
+        &tally,
+        window.end - window.start,
+        cpu,
+    );
+    result["connections"] = json!(args.connections);
+    print_result(&result, args.common.json);
+    Arc::try_unwrap(target)
+        .map_err(|_| anyhow!("target still shared"))?
+        .close()
+        .await;
+    Ok(())
+}
+
+async fn run_idle(args: IdleArgs) -> Result<()> {
+    // Each connection costs the load generator one descriptor and the server another.
+    if let Some(limit) = open_files_limit() {
+        if (args.connections as u64) + 256 > limit {
+            bail!(
+                "{} connections need more than the open-files limit of {limit}: raise it with \
+                 `ulimit -n` (scripts/bench does)",
+                args.connections
+            );
+        }
+    }
+    let server_args = [
+        "--max-connections".to_owned(),
+        (args.connections + 64).to_string(),
+    ];
+    let target = Arc::new(Target::open(&args.common, &server_args).await?);
+    let token = Arc::new(FixedToken(Bytes::from(realistic_dat(
+        args.common.token_bytes,
+    ))));
+    // A few connections first, so that what every server allocates once is in the baseline.
+    let warm = connect_many(&target, &token, 8, 8).await?;
+    for client in warm {
+        client.close().await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = target.server_rss_kib();
+    let own_before = vm_rss_kib("self");
+    let started = Instant::now();
+    let semaphore = Arc::new(Semaphore::new(args.open_concurrency.max(1)));
+    let opened: Vec<_> = (0..args.connections)
+        .map(|_| {
+            let (target, semaphore) = (target.clone(), semaphore.clone());
+            tokio::spawn(async move {
+                let _permit = semaphore.acquire().await;
+                let started = Instant::now();
+                let result = target.connect().await;
+                (result, started.elapsed())
+            })
+        })
+        .collect();
+    let mut connections = Vec::with_capacity(args.connections);
+    let mut tally = Tally::new();
+    for task in opened {
+        match task.await? {
+            (Ok(connection), elapsed) => {
+                tally.record(elapsed);
+                connections.push(connection);
+            }
+            (Err(e), _) => tally.error(client_error_kind(&e)),
+        }
+    }
+    let opening = started.elapsed();
+    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    let after = target.server_rss_kib();
+    let own_after = vm_rss_kib("self");
+    let established = connections.len();
+    let per_connection = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) if established > 0 => {
+            Some(a.saturating_sub(b) as f64 / established as f64)
+        }
+        _ => None,
+    };
+    let label = args
+        .common
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("idle c={}", args.connections));
+    let mut result = report(&label, "idle", &target, &tally, opening, None);
+    result["connections"] = json!(args.connections);
+    result["established"] = json!(established);
+    result["server_rss_kib_before"] = json!(before);
+    result["server_rss_kib_after"] = json!(after);
+    result["server_rss_kib_per_connection"] = json!(per_connection(before, after));
+    result["client_rss_kib_per_connection"] = json!(per_connection(own_before, own_after));
+    print_result(&result, args.common.json);
+    // Closing ten thousand connections one by one takes long; the server's shutdown closes
+    // them from its side, and our end goes with this process.
+    drop(connections);
+    Arc::try_unwrap(target)
+        .map_err(|_| anyhow!("target still shared"))?
+        .close()
+        .await;
+    Ok(())
+}
+
+// ---- /proc -----------------------------------------------------------------------------------
+
+/// utime + stime of a process (all its threads), from /proc/<pid>/stat.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name, field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+fn vm_rss_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3)?.parse().ok())
+}
+
+// ---- summarize -------------------------------------------------------------------------------
+
+/// The figures summarize takes the median of, with their column titles.
+const FIGURES: [(&str, &[&str]); 8] = [
+    ("per s", &["per_second"]),
+    ("p50 ms", &["latency_ms", "p50"]),
+    ("p95 ms", &["latency_ms", "p95"]),
+    ("p99 ms", &["latency_ms", "p99"]),
+    ("max ms", &["latency_ms", "max"]),
+    ("srv CPU µs/op", &["server_cpu_us_per_op"]),
+    ("srv KiB/conn", &["server_rss_kib_per_connection"]),
+    ("errors", &["error_count"]),
+];
+
+fn summarize(files: &[PathBuf], as_json: bool) -> Result<()> {
+    let mut runs: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for file in files {
+        let reader = std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| file.display().to_string())?,
+        );
+        for line in reader.lines() {
+            let line = line?;
+            let Ok(mut result) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let Some(name) = result["name"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            let errors: u64 = result["errors"]
+                .as_object()
+                .map(|e| e.values().filter_map(Value::as_u64).sum())
+                .unwrap_or(0);
+            result["error_count"] = json!(errors);
+            if !runs.contains_key(&name) {
+                order.push(name.clone());
+            }
+            runs.entry(name).or_default().push(result);
+        }
+    }
+    if !as_json {
+        let titles: Vec<&str> = FIGURES.iter().map(|(title, _)| *title).collect();
+        println!("| scenario | runs | {} |", titles.join(" | "));
+        println!("|---|---|{}", "---|".repeat(titles.len()));
+    }
+    for name in order {
+        let results = &runs[&name];
+        let medians: Vec<Option<f64>> = FIGURES
+            .iter()
+            .map(|(_, path)| {
+                median(
+                    results
+                        .iter()
+                        .filter_map(|r| path.iter().try_fold(r, |v, k| v.get(k))?.as_f64())
+                        .collect(),
+                )
+            })
+            .collect();
+        if as_json {
+            let figures: serde_json::Map<String, Value> = FIGURES
+                .iter()
+                .zip(&medians)
+                .map(|((title, _), m)| ((*title).to_owned(), json!(m)))
+                .collect();
+            println!(
+                "{}",
+                json!({"name": name, "runs": results.len(), "median": figures})
+            );
+        } else {
+            let cells: Vec<String> = medians
+                .iter()
+                .map(|m| match m {
+                    None => "-".to_owned(),
+                    Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+                    Some(v) => format!("{v:.2}"),
+                })
+                .collect();
+            println!("| {name} | {} | {} |", results.len(), cells.join(" | "));
+        }
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}

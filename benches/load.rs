@@ -24,7 +24,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use clearinghouse::clearing::{ClearingHouse, ClearingHouseConfig, DEFAULT_MAX_PAYLOAD};
+use clearinghouse::clearing::{
+    reply_limit, ClearingHouse, ClearingHouseConfig, DEFAULT_MAX_PAYLOAD,
+};
 use clearinghouse::client::{ClearingHouseClient, QueryOptions, RequestError};
 use clearinghouse::devpki::{DevPki, DevPkiOptions};
 use clearinghouse::ids::{request_header, MessageType, Reply, RequestContext, RequestHeader};
@@ -32,11 +34,14 @@ use clearinghouse::idscp2::client::{self, ClientConfig, ClientError};
 use clearinghouse::idscp2::connection::ConnectionError;
 use clearinghouse::idscp2::dat::{DatError, DatIssuer, DevelopmentIssuer, DevelopmentVerifier};
 use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
+use clearinghouse::idscp2::frame::DEFAULT_MAX_FRAME;
 use clearinghouse::idscp2::ra::RaRegistry;
 use clearinghouse::idscp2::server::{Server, ServerConfig};
 use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
-use clearinghouse::store::{EmbeddedStore, NewEntry, Order, PageQuery, ProcessStore};
+use clearinghouse::store::{
+    EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore,
+};
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
 use hdrhistogram::Histogram;
@@ -289,10 +294,15 @@ async fn serve(args: ServerArgs) -> Result<()> {
     let pki = DevPki::open_or_generate(&args.dir, &DevPkiOptions::default())?;
     let store: Arc<dyn ProcessStore> = match args.store {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(args.dir.join(STORE_FILE))?),
-        StoreKind::Mongodb => bail!(
-            "the MongoDB store is not on this branch yet; the load generator needs no change for \
-             it: only this server role has to open it"
-        ),
+        // The database comes from the environment, so that `run` passes it on to the server
+        // role it starts without a flag of its own.
+        StoreKind::Mongodb => {
+            let uri = std::env::var("CH_BENCH_MONGODB_URI")
+                .context("--store mongodb needs CH_BENCH_MONGODB_URI")?;
+            let database = std::env::var("CH_BENCH_MONGODB_DATABASE")
+                .unwrap_or_else(|_| "clearinghouse_bench".into());
+            Arc::new(MongoStore::connect(MongoConfig::new(uri, database)).await?)
+        }
     };
     if let Some(pid) = &args.prefill_pid {
         prefill(&*store, &pki, pid, args.prefill, args.prefill_payload).await?;
@@ -314,6 +324,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         own_dat: None,
         token_verifier: Arc::new(DevelopmentVerifier::new()),
         max_payload: DEFAULT_MAX_PAYLOAD,
+        max_reply: reply_limit(DEFAULT_MAX_FRAME),
     });
     let identity = TlsIdentity::from_pem_files(&pki.server_cert(), &pki.server_key())?;
     let cas = tls::load_ca_file(&pki.ca_cert())?;
@@ -659,6 +670,7 @@ fn client_error_kind(error: &ClientError) -> String {
             format!("closed: {}", reason.cause.as_str_name())
         }
         ClientError::Connection(ConnectionError::MalformedMessage(_)) => "malformed".into(),
+        ClientError::Connection(ConnectionError::TooLarge { .. }) => "too-large".into(),
         ClientError::ServerName(_) | ClientError::NoServerCertificate => "setup".into(),
     }
 }

@@ -194,9 +194,24 @@ pub struct MongoStore {
     entries: Collection<EntryDocument>,
     timeout: Duration,
     max_append_attempts: u32,
+    /// Appends of this instance to one process take turns here rather than race each other
+    /// through the database, where all but one would lose the sequence number and retry (64
+    /// connections on one process spent most of their time in retries). Correctness does not
+    /// rest on it: the compare-and-swap still orders the appends of different instances.
+    append_lanes: Box<[tokio::sync::Mutex<()>]>,
 }
 
+/// Lanes for [`MongoStore::append_lanes`]; processes sharing a lane merely take turns.
+const APPEND_LANES: usize = 1024;
+
 impl MongoStore {
+    fn append_lane(&self, pid: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        pid.hash(&mut hasher);
+        &self.append_lanes[(hasher.finish() % APPEND_LANES as u64) as usize]
+    }
+
     /// Connects and creates the indexes (which creates the collections). Fails with
     /// [`StoreError::Unavailable`] if the database cannot be reached within the timeout or the
     /// configuration is unusable.
@@ -231,6 +246,9 @@ impl MongoStore {
             database,
             timeout,
             max_append_attempts: config.max_append_attempts.max(1),
+            append_lanes: (0..APPEND_LANES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         };
         store.create_indexes().await?;
         Ok(store)
@@ -737,6 +755,7 @@ impl ProcessStore for MongoStore {
                         StoreError::Unavailable(format!("hashing task failed: {error}"))
                     })??
             };
+            let _turn = self.append_lane(&prepared.entry.pid).lock().await;
             self.append_entry(prepared).await
         })
     }

@@ -6,10 +6,10 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
+use clearinghouse::clearing::entry_document;
 use clearinghouse::devpki::{DevPki, DevPkiOptions};
 use clearinghouse::ids::{
-    log_document, page_payload, request_header, ChParams, LogDocument, MessageType, RequestContext,
-    RequestHeader,
+    page_payload, request_header, ChParams, MessageType, RequestContext, RequestHeader,
 };
 use clearinghouse::idscp2::frame::{IdscpCodec, DEFAULT_MAX_FRAME};
 use clearinghouse::idscp2::proto::app::{
@@ -246,20 +246,7 @@ fn page(c: &mut Criterion) {
     .expect("parses")
     .query()
     .expect("valid query");
-    let document = || {
-        log_document(&LogDocument {
-            header: &entry.header,
-            payload: &entry.payload,
-            payload_type: &entry.payload_type,
-            document_id: &entry.document_id,
-            sequence: entry.sequence,
-            timestamp_ms: entry.timestamp_ms,
-            client_id: &entry.client_id,
-            entry_hash: &entry.entry_hash,
-            chain_hash: &entry.chain_hash,
-        })
-        .expect("document")
-    };
+    let document = || entry_document(&entry).expect("document");
     let payload = page_payload(&params, 1_000_000, (0..100).map(|_| document()).collect());
     let mut group = c.benchmark_group("query page (100 entries)");
     group.bench_function("log_document x100 + page_payload", |b| {

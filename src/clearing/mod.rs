@@ -30,6 +30,7 @@ use crate::idscp2::server::Service;
 use crate::receipt::ReceiptSigner;
 use crate::store::{ProcessStore, StoreError};
 
+pub use query::entry_document;
 pub use request::{Outcome, ReplyKind, Request};
 
 /// The default upper bound of a logged payload: 4 MiB.

@@ -31,7 +31,7 @@ impl ClearingHouse {
                 .ok_or_else(|| not_found(format!("process {pid:?} has no document {id:?}")))?;
             return Ok(Outcome {
                 kind: ReplyKind::Result,
-                payload: json_bytes(&document(&entry)?)?,
+                payload: json_bytes(&entry_document(&entry)?)?,
                 extra_headers: reply_extra_headers(pid),
             });
         }
@@ -54,7 +54,7 @@ impl ClearingHouse {
         let documents = page
             .entries
             .iter()
-            .map(document)
+            .map(entry_document)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Outcome {
             kind: ReplyKind::Result,
@@ -81,7 +81,8 @@ fn not_found(message: String) -> Rejection {
     Rejection::with_default_status(RejectionReason::NotFound, message)
 }
 
-fn document(entry: &Entry) -> Result<Value, Rejection> {
+/// A stored entry as the `ids:LogMessage` document a query returns.
+pub fn entry_document(entry: &Entry) -> Result<Value, Rejection> {
     log_document(&LogDocument {
         header: &entry.header,
         payload: &entry.payload,

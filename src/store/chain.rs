@@ -239,6 +239,24 @@ pub struct LinkFields<'a> {
     pub canonical_header: &'a [u8],
 }
 
+impl<'a> LinkFields<'a> {
+    /// The fields of `entry`, with its payload digest and canonical header already computed.
+    pub fn of(
+        entry: &'a super::NewEntry,
+        payload_hash: &'a [u8; 32],
+        canonical_header: &'a [u8],
+    ) -> Self {
+        LinkFields {
+            pid: &entry.pid,
+            document_id: &entry.document_id,
+            client_id: &entry.client_id,
+            payload_type: &entry.payload_type,
+            payload_hash,
+            canonical_header,
+        }
+    }
+}
+
 /// The link an append adds after `head`, whose latest entry is stamped `head_timestamp_ms`: the
 /// next sequence number, a timestamp of `now_ms` but never before the head's (so that a time
 /// range is a run of sequence numbers), and both hashes. `None` once sequence numbers run out.

@@ -887,14 +887,7 @@ fn stamp(
         },
         head.timestamp_ms,
         now_ms(),
-        LinkFields {
-            pid,
-            document_id: &entry.document_id,
-            client_id: &entry.client_id,
-            payload_type: &entry.payload_type,
-            payload_hash: &payload_hash,
-            canonical_header: &canonical_header,
-        },
+        LinkFields::of(&entry, &payload_hash, &canonical_header),
     )
     .ok_or_else(|| StoreError::Corrupt(format!("process {pid} has no sequence numbers left")))?;
     let Link {

@@ -463,14 +463,7 @@ impl MongoStore {
                 },
                 head.timestamp_ms,
                 now_ms(),
-                LinkFields {
-                    pid,
-                    document_id: &entry.document_id,
-                    client_id: &entry.client_id,
-                    payload_type: &entry.payload_type,
-                    payload_hash: &payload_hash,
-                    canonical_header: document.header.as_bytes(),
-                },
+                LinkFields::of(&entry, &payload_hash, document.header.as_bytes()),
             )
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("process {pid} has no sequence numbers left"))

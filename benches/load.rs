@@ -49,6 +49,11 @@ use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
 
+// The same allocator as the `clearinghouse` binary, so that the server role costs what the real
+// server does (and the load generator, which shares these 2 cores, gets the same saving).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The client certificate every load connection presents; one identity owns every process.
 const CLIENT: &str = "connector-a";
 const CH_CONNECTOR_ID: &str = "https://clearinghouse.bench/connector";

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::create::not_authorized;
 use super::request::{Outcome, ReplyKind, Request};
 use super::{store_rejection, ClearingHouse};
-use crate::ids::{reply_extra_headers, Rejection, RejectionReason};
+use crate::ids::{compact_json, reply_extra_headers, Rejection, RejectionReason};
 use crate::receipt::{payload_hash, ReceiptClaims};
 use crate::store::{CreateOutcome, NewEntry};
 
@@ -70,7 +70,7 @@ impl ClearingHouse {
         super::metering::receipt_signed();
         Ok(Outcome {
             kind: ReplyKind::Processed,
-            payload: Bytes::from(json!({ "data": receipt }).to_string()),
+            payload: Bytes::from(compact_json(&json!({ "data": receipt }))),
             extra_headers: reply_extra_headers(pid),
         })
     }

@@ -21,7 +21,7 @@ pub use document::{log_document, page_payload, LogDocument};
 pub use header::{HeaderError, MessageType, RequestHeader};
 pub use params::{ChParams, DateBound, QueryParams, SortOrder};
 pub use reply::{
-    page_extra_headers, processed_header, rejection_header, reply_extra_headers, result_header,
-    Rejection, RejectionReason, ReplyContext,
+    compact_json, page_extra_headers, processed_header, rejection_header, reply_extra_headers,
+    result_header, Rejection, RejectionReason, ReplyContext,
 };
 pub use request::{request_header, Reply, ReplyError, RequestContext};

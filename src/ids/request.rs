@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::header::MessageType;
-use super::reply::message_header;
+use super::reply::{compact_json, message_header};
 use crate::idscp2::proto::app::IdsMessage;
 
 /// Who sends a request.
@@ -32,7 +32,7 @@ pub fn request_header(ctx: &RequestContext, message_type: &MessageType) -> Strin
         ctx.sender_agent,
         ctx.security_token,
     );
-    Value::Object(header).to_string()
+    compact_json(&Value::Object(header))
 }
 
 /// A reply as a client reads it.

@@ -16,12 +16,7 @@ fn first_run_creates_the_pki_and_prints_a_working_client_command() {
     assert!(dir.join("data/clearinghouse.redb").exists());
 
     let printed = serve
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|line| line.contains(" client log "))
-        .cloned()
+        .line_containing(" client log ")
         .expect("a client command is printed");
     assert!(
         printed.contains(&format!("--server {}", serve.idscp2)),

@@ -198,6 +198,25 @@ impl Serve {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The first stdout line containing `needle`, waiting for it: lines printed after the two
+    /// addresses may not have been read yet when `start` returns.
+    pub fn line_containing(&self, needle: &str) -> Option<String> {
+        let deadline = std::time::Instant::now() + START_LIMIT;
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| line.contains(needle))
+                .cloned();
+            if found.is_some() || std::time::Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(mut self) -> (ExitStatus, String) {
         let status = Command::new("kill")

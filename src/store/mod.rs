@@ -132,6 +132,24 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+impl StoreError {
+    /// The same failure for another caller of a batch that failed as a whole (`StoreError` is
+    /// not `Clone`, because `io::Error` is not).
+    pub(crate) fn for_another_caller(&self) -> StoreError {
+        match self {
+            StoreError::UnknownProcess(pid) => StoreError::UnknownProcess(pid.clone()),
+            StoreError::DuplicateDocument(id) => StoreError::DuplicateDocument(id.clone()),
+            StoreError::InvalidQuery(detail) => StoreError::InvalidQuery(detail.clone()),
+            StoreError::Unavailable(detail) => StoreError::Unavailable(detail.clone()),
+            StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
+            StoreError::Conflict(detail) => StoreError::Conflict(detail.clone()),
+            StoreError::Io(error) => {
+                StoreError::Io(std::io::Error::new(error.kind(), error.to_string()))
+            }
+        }
+    }
+}
+
 /// The storage contract every backend fulfils.
 ///
 /// Futures are boxed so that the service can hold any backend as `Arc<dyn ProcessStore>`.

@@ -232,7 +232,10 @@ async fn a_run_of_entries_left_behind_by_a_crashed_batch_is_adopted_by_the_next_
             .unwrap();
         orphans.push(orphan);
     }
-    assert_eq!(all_entries(&*store, "p-1").await, std::slice::from_ref(&first));
+    assert_eq!(
+        all_entries(&*store, "p-1").await,
+        std::slice::from_ref(&first)
+    );
 
     let other = database.instance().await;
     let next = other.append(new_entry("p-1", 2)).await.unwrap();
@@ -412,6 +415,21 @@ async fn strings_from_clients_never_become_query_operators() {
     // The other process is untouched.
     assert_eq!(all_entries(&*store, "p-1").await.len(), 1);
     assert_eq!(store.processes_of("client-a").await.unwrap(), ["p-1"]);
+
+    // A pid that an aggregation expression would read as a field path, its head moved in the
+    // same statement as another process's (the two appends are issued together).
+    let path_pid = "$_id";
+    create(&*store, path_pid).await;
+    let (on_path_pid, on_p1) = futures::join!(
+        store.append(new_entry(path_pid, 2)),
+        store.append(new_entry("p-1", 2))
+    );
+    assert_eq!(on_path_pid.unwrap().sequence, 1);
+    assert_eq!(on_p1.unwrap().sequence, 2);
+    for (pid, length) in [(path_pid, 1), ("p-1", 2)] {
+        let stored = all_entries(&*store, pid).await;
+        assert_eq!(verify_chain(pid, stored).unwrap().sequence, length);
+    }
     database.drop_database().await;
 }
 

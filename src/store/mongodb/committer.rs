@@ -565,8 +565,8 @@ impl Collections {
     /// statement; returns how many matched.
     ///
     /// One statement rather than one per process: a server may make each statement durable on
-    /// its own (the test server syncs its journal per statement, which made 64 statements take
-    /// 17 ms where this takes 5). The statement matches each process whose head is still the
+    /// its own (the test server syncs its journal per statement: 64 statements took 17 ms, one
+    /// statement 5 ms). The statement matches each process whose head is still the
     /// expected one and sets the head the same pipeline looks up by `_id`. Pids go into the
     /// pipeline only inside `$literal`, so that a pid starting with `$` stays a string.
     async fn swap_heads(&self, swaps: &[(&Head, &Head)]) -> Result<usize, StoreError> {
@@ -588,10 +588,13 @@ impl Collections {
         }
         let new_head = doc! { "$arrayElemAt": [
             { "$literal": heads },
-            { "$indexOfArray": [{ "$literal": pids }, "$_id"] },
+            { "$indexOfArray": [{ "$literal": pids.clone() }, "$_id"] },
         ] };
         let updates = vec![doc! {
-            "q": { "$or": expected },
+            // The `$in` lets the server find the processes by index before it tries the `$or`
+            // (the test server scans the collection for an `$or` alone: 17 ms instead of 7 for
+            // 64 of 1,000 processes).
+            "q": { "_id": { "$in": pids }, "$or": expected },
             "u": [{ "$set": { "head": new_head } }],
             "multi": true,
         }];

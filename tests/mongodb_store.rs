@@ -184,6 +184,7 @@ async fn an_entry_left_behind_by_a_crashed_writer_is_adopted_by_the_next_append(
         order: clearinghouse::store::Order::Asc,
         from_ms: Some(0),
         to_ms: None,
+        max_bytes: usize::MAX,
     };
     assert_eq!(store.query(&everything).await.unwrap().total, 2);
     // Its document id is taken all the same.

@@ -138,6 +138,7 @@ macro_rules! contract_suite {
                 a_reused_document_id_among_concurrent_appends_fails_alone,
                 an_empty_process_has_empty_pages,
                 pages_slice_the_log_in_either_order,
+                a_page_past_its_byte_budget_is_refused,
                 date_bounds_are_inclusive_at_both_ends,
                 processes_of_lists_owned_pids_sorted,
                 concurrent_appends_to_one_process_are_gapless,
@@ -231,6 +232,7 @@ fn page_query(pid: &str, page: u64, size: u64, order: Order) -> PageQuery {
         order,
         from_ms: None,
         to_ms: None,
+        max_bytes: usize::MAX,
     }
 }
 
@@ -413,6 +415,31 @@ mod contract {
         let stored = all_entries(&*store, "p-2").await;
         assert_eq!(sequences(&stored), (1..=6).collect::<Vec<_>>());
         verify_chain("p-2", stored).unwrap();
+    }
+
+    pub async fn a_page_past_its_byte_budget_is_refused(harness: &mut impl Harness) {
+        let store = harness.store();
+        create(&*store, "p-1", &["client-a"]).await;
+        for n in 1..=10 {
+            let mut entry = new_entry("p-1", "client-a", n);
+            entry.payload = Bytes::from(vec![b'x'; 1000]);
+            store.append(entry).await.unwrap();
+        }
+        let budgeted = |size: u64, order: Order, max_bytes: usize| PageQuery {
+            max_bytes,
+            ..page_query("p-1", 1, size, order)
+        };
+        for order in [Order::Asc, Order::Desc] {
+            match store.query(&budgeted(10, order, 5_000)).await {
+                Err(StoreError::PageTooLarge { limit: 5_000 }) => {}
+                other => panic!("expected PageTooLarge, got {other:?}"),
+            }
+            let fits = store.query(&budgeted(3, order, 5_000)).await.unwrap();
+            assert_eq!(fits.entries.len(), 3);
+            assert_eq!(fits.total, 10);
+            let all = store.query(&budgeted(10, order, 100_000)).await.unwrap();
+            assert_eq!(all.entries.len(), 10);
+        }
     }
 
     pub async fn an_empty_process_has_empty_pages(harness: &mut impl Harness) {

@@ -358,8 +358,17 @@ fn read_page(transaction: &ReadTransaction, query: &PageQuery) -> Result<Page, S
         Order::Desc => Box::new(range.rev()),
     };
     let mut page = Vec::new();
+    let mut bytes = 0usize;
     for item in records {
         let (key, record) = item?;
+        // A record is the entry's payload and header plus a few fixed fields, all of which a
+        // reply carries too: past the budget, the reply would be past it as well.
+        bytes = bytes.saturating_add(record.value().len());
+        if bytes > query.max_bytes {
+            return Err(StoreError::PageTooLarge {
+                limit: query.max_bytes,
+            });
+        }
         page.push(decode_entry(pid, key.value().1, record.value())?);
     }
     if page.len() as u64 != window.len() {

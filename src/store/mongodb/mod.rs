@@ -415,7 +415,11 @@ impl MongoStore {
             return Ok(empty);
         };
         let entries = match matched.page(query.page, query.size, query.order) {
-            Some(window) => collections.read_run(pid, window, query.order).await?,
+            Some(window) => {
+                collections
+                    .read_run(pid, window, query.order, query.max_bytes)
+                    .await?
+            }
             None => Vec::new(),
         };
         Ok(Page {
@@ -436,7 +440,11 @@ impl MongoStore {
             return Ok(Vec::new());
         };
         match SequenceRange::new(from_sequence.max(1), last) {
-            Some(range) => self.collections.read_run(pid, range, Order::Asc).await,
+            Some(range) => {
+                self.collections
+                    .read_run(pid, range, Order::Asc, usize::MAX)
+                    .await
+            }
             None => Ok(Vec::new()),
         }
     }
@@ -550,12 +558,15 @@ impl Collections {
             .await
     }
 
-    /// Entries of `pid` with sequences in `range`, in `order`; all of them must be there.
+    /// Entries of `pid` with sequences in `range`, in `order`; all of them must be there, and
+    /// their payloads and headers must not add up to more than `max_bytes`
+    /// ([`StoreError::PageTooLarge`]).
     async fn read_run(
         &self,
         pid: &str,
         range: SequenceRange,
         order: Order,
+        max_bytes: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let direction = match order {
             Order::Asc => 1,
@@ -565,17 +576,27 @@ impl Collections {
             "pid": pid,
             "sequence": { "$gte": to_i64(range.first)?, "$lte": to_i64(range.last)? },
         };
-        let documents: Vec<EntryDocument> = self
+        let documents = self
             .bounded("reading entries", async {
-                self.entries
+                let mut cursor = self
+                    .entries
                     .find(filter)
                     .sort(doc! { "sequence": direction })
                     .max_time(self.timeout)
-                    .await?
-                    .try_collect()
-                    .await
+                    .await?;
+                let mut documents = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(document) = cursor.try_next().await? {
+                    bytes =
+                        bytes.saturating_add(document.payload.bytes.len() + document.header.len());
+                    if bytes > max_bytes {
+                        return Ok(Err(StoreError::PageTooLarge { limit: max_bytes }));
+                    }
+                    documents.push(document);
+                }
+                Ok(Ok(documents))
             })
-            .await?;
+            .await??;
         if documents.len() as u64 != range.len() {
             return Err(StoreError::Corrupt(format!(
                 "process {pid} lacks entries between sequences {} and {}",

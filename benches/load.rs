@@ -450,6 +450,7 @@ async fn entry_count(store: &dyn ProcessStore, pid: &str) -> Result<u64> {
             order: Order::Asc,
             from_ms: None,
             to_ms: None,
+            max_bytes: usize::MAX,
         })
         .await?;
     Ok(page.total)

@@ -184,6 +184,7 @@ async fn an_entry_left_behind_by_a_crashed_writer_is_adopted_by_the_next_append(
         order: clearinghouse::store::Order::Asc,
         from_ms: Some(0),
         to_ms: None,
+        max_bytes: usize::MAX,
     };
     assert_eq!(store.query(&everything).await.unwrap().total, 2);
     // Its document id is taken all the same.
@@ -209,6 +210,44 @@ async fn an_entry_left_behind_by_a_crashed_writer_is_adopted_by_the_next_append(
         store.entry("p-1", &orphan.document_id).await.unwrap(),
         Some(orphan)
     );
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_entries_left_behind_by_a_crashed_batch_is_adopted_by_the_next_append() {
+    let Some(database) = TestDatabase::new() else {
+        return;
+    };
+    let store = database.instance().await;
+    create(&*store, "p-1").await;
+    let first = store.append(new_entry("p-1", 1)).await.unwrap();
+    // A writer that stored three entries with one insert and died before moving the head.
+    let raw = database.raw().await;
+    let mut orphans: Vec<Entry> = Vec::new();
+    for _ in 0..3 {
+        let previous = orphans.last().unwrap_or(&first);
+        let (orphan, document) = orphan_after(previous, previous.chain_hash);
+        raw.collection::<Document>("entries")
+            .insert_one(document)
+            .await
+            .unwrap();
+        orphans.push(orphan);
+    }
+    assert_eq!(
+        all_entries(&*store, "p-1").await,
+        std::slice::from_ref(&first)
+    );
+
+    let other = database.instance().await;
+    let next = other.append(new_entry("p-1", 2)).await.unwrap();
+    assert_eq!(next.sequence, 5);
+    assert_eq!(
+        next.chain_hash,
+        chain::chain_hash(&orphans[2].chain_hash, &next.entry_hash)
+    );
+    let stored = all_entries(&*store, "p-1").await;
+    assert_eq!(stored, [vec![first], orphans, vec![next]].concat());
+    assert_eq!(verify_chain("p-1", stored).unwrap().sequence, 5);
     database.drop_database().await;
 }
 
@@ -297,7 +336,10 @@ async fn timestamps_never_go_back_when_the_clock_does() {
         .unwrap();
     assert_eq!(moved.matched_count, 1);
 
-    let next = store.append(new_entry("p-1", 2)).await.unwrap();
+    // Another instance appends next: this one keeps the head it wrote, and only an entry moves
+    // a head, so it would never see the change made behind its back.
+    let other = database.instance().await;
+    let next = other.append(new_entry("p-1", 2)).await.unwrap();
     assert_eq!(next.timestamp_ms, ahead_ms);
     assert_eq!(
         verify_chain("p-1", all_entries(&*store, "p-1").await)
@@ -374,6 +416,21 @@ async fn strings_from_clients_never_become_query_operators() {
     // The other process is untouched.
     assert_eq!(all_entries(&*store, "p-1").await.len(), 1);
     assert_eq!(store.processes_of("client-a").await.unwrap(), ["p-1"]);
+
+    // A pid that an aggregation expression would read as a field path, its head moved in the
+    // same statement as another process's (the two appends are issued together).
+    let path_pid = "$_id";
+    create(&*store, path_pid).await;
+    let (on_path_pid, on_p1) = futures::join!(
+        store.append(new_entry(path_pid, 2)),
+        store.append(new_entry("p-1", 2))
+    );
+    assert_eq!(on_path_pid.unwrap().sequence, 1);
+    assert_eq!(on_p1.unwrap().sequence, 2);
+    for (pid, length) in [(path_pid, 1), ("p-1", 2)] {
+        let stored = all_entries(&*store, pid).await;
+        assert_eq!(verify_chain(pid, stored).unwrap().sequence, length);
+    }
     database.drop_database().await;
 }
 

@@ -135,8 +135,10 @@ macro_rules! contract_suite {
                 entry_is_found_by_document_id_within_its_process_only,
                 a_duplicate_document_id_is_rejected_and_changes_nothing,
                 a_failing_append_fails_alone,
+                a_reused_document_id_among_concurrent_appends_fails_alone,
                 an_empty_process_has_empty_pages,
                 pages_slice_the_log_in_either_order,
+                a_page_past_its_byte_budget_is_refused,
                 date_bounds_are_inclusive_at_both_ends,
                 processes_of_lists_owned_pids_sorted,
                 concurrent_appends_to_one_process_are_gapless,
@@ -230,6 +232,7 @@ fn page_query(pid: &str, page: u64, size: u64, order: Order) -> PageQuery {
         order,
         from_ms: None,
         to_ms: None,
+        max_bytes: usize::MAX,
     }
 }
 
@@ -376,6 +379,67 @@ mod contract {
         let stored = all_entries(&*store, "p-1").await;
         assert_eq!(sequences(&stored), (1..=10).collect::<Vec<_>>());
         verify_chain("p-1", stored).unwrap();
+    }
+
+    pub async fn a_reused_document_id_among_concurrent_appends_fails_alone(
+        harness: &mut impl Harness,
+    ) {
+        let store = harness.store();
+        create(&*store, "p-1", &["client-a"]).await;
+        create(&*store, "p-2", &["client-a"]).await;
+        let first = store.append(new_entry("p-1", "client-a", 0)).await.unwrap();
+        // Issued together, so that a batching backend is likely to put them in one batch, with
+        // the reused id in the middle of it.
+        let results = join_all((1..=20).map(|n| {
+            let pid = if n % 3 == 0 { "p-2" } else { "p-1" };
+            let mut entry = new_entry(pid, "client-a", n);
+            if n == 10 {
+                entry.document_id = first.document_id.clone();
+            }
+            store.append(entry)
+        }))
+        .await;
+        for (n, result) in (1..).zip(results) {
+            match (n, result) {
+                (10, Err(StoreError::DuplicateDocument(id))) => assert_eq!(id, first.document_id),
+                (n, Ok(entry)) if n != 10 => {
+                    assert_eq!(entry.pid, if n % 3 == 0 { "p-2" } else { "p-1" })
+                }
+                (n, other) => panic!("append {n} came out as {other:?}"),
+            }
+        }
+        let stored = all_entries(&*store, "p-1").await;
+        assert_eq!(stored[0], first);
+        assert_eq!(sequences(&stored), (1..=14).collect::<Vec<_>>());
+        verify_chain("p-1", stored).unwrap();
+        let stored = all_entries(&*store, "p-2").await;
+        assert_eq!(sequences(&stored), (1..=6).collect::<Vec<_>>());
+        verify_chain("p-2", stored).unwrap();
+    }
+
+    pub async fn a_page_past_its_byte_budget_is_refused(harness: &mut impl Harness) {
+        let store = harness.store();
+        create(&*store, "p-1", &["client-a"]).await;
+        for n in 1..=10 {
+            let mut entry = new_entry("p-1", "client-a", n);
+            entry.payload = Bytes::from(vec![b'x'; 1000]);
+            store.append(entry).await.unwrap();
+        }
+        let budgeted = |size: u64, order: Order, max_bytes: usize| PageQuery {
+            max_bytes,
+            ..page_query("p-1", 1, size, order)
+        };
+        for order in [Order::Asc, Order::Desc] {
+            match store.query(&budgeted(10, order, 5_000)).await {
+                Err(StoreError::PageTooLarge { limit: 5_000 }) => {}
+                other => panic!("expected PageTooLarge, got {other:?}"),
+            }
+            let fits = store.query(&budgeted(3, order, 5_000)).await.unwrap();
+            assert_eq!(fits.entries.len(), 3);
+            assert_eq!(fits.total, 10);
+            let all = store.query(&budgeted(10, order, 100_000)).await.unwrap();
+            assert_eq!(all.entries.len(), 10);
+        }
     }
 
     pub async fn an_empty_process_has_empty_pages(harness: &mut impl Harness) {

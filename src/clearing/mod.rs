@@ -139,13 +139,9 @@ impl ClearingHouse {
         };
         let outcome = outcome.and_then(|outcome| {
             if outcome.payload.len() > self.max_reply {
-                return Err(Rejection::with_default_status(
-                    RejectionReason::TooManyResults,
-                    format!(
-                        "the answer of {} bytes exceeds the reply limit of {} bytes; ask for fewer entries with ch-ids-size",
-                        outcome.payload.len(),
-                        self.max_reply
-                    ),
+                return Err(too_many_results(
+                    format!("the answer of {} bytes", outcome.payload.len()),
+                    self.max_reply,
                 ));
             }
             Ok(outcome)
@@ -273,8 +269,21 @@ impl Service for ClearingHouse {
 }
 
 /// What a client is told when the store fails: retry later, or our fault.
+/// A reply that would not fit: the client should ask for fewer entries.
+fn too_many_results(what: String, max_reply: usize) -> Rejection {
+    Rejection::with_default_status(
+        RejectionReason::TooManyResults,
+        format!(
+            "{what} exceeds the reply limit of {max_reply} bytes; ask for fewer entries with ch-ids-size"
+        ),
+    )
+}
+
 fn store_rejection(error: StoreError) -> Rejection {
     match error {
+        StoreError::PageTooLarge { limit } => {
+            too_many_results("the requested page".to_owned(), limit)
+        }
         StoreError::Unavailable(reason) => {
             tracing::warn!(%reason, "store unavailable");
             Rejection::with_default_status(

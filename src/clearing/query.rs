@@ -48,6 +48,7 @@ impl ClearingHouse {
                 },
                 from_ms: query.from_ms,
                 to_ms: query.to_ms,
+                max_bytes: self.max_reply,
             })
             .await
             .map_err(store_rejection)?;

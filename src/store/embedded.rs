@@ -42,7 +42,6 @@
 //!   head chain hash, number of owners (u64), then each owner.
 
 use std::collections::BTreeSet;
-use std::io;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -359,8 +358,17 @@ fn read_page(transaction: &ReadTransaction, query: &PageQuery) -> Result<Page, S
         Order::Desc => Box::new(range.rev()),
     };
     let mut page = Vec::new();
+    let mut bytes = 0usize;
     for item in records {
         let (key, record) = item?;
+        // A record is the entry's payload and header plus a few fixed fields, all of which a
+        // reply carries too: past the budget, the reply would be past it as well.
+        bytes = bytes.saturating_add(record.value().len());
+        if bytes > query.max_bytes {
+            return Err(StoreError::PageTooLarge {
+                limit: query.max_bytes,
+            });
+        }
         page.push(decode_entry(pid, key.value().1, record.value())?);
     }
     if page.len() as u64 != window.len() {
@@ -646,8 +654,8 @@ impl WriteRequest {
     fn fail(self, error: &StoreError) {
         // A caller that gave up waiting has dropped its receiver; nobody is left to tell.
         match self {
-            Self::Create { reply, .. } => drop(reply.send(Err(batch_error(error)))),
-            Self::Append { reply, .. } => drop(reply.send(Err(batch_error(error)))),
+            Self::Create { reply, .. } => drop(reply.send(Err(error.for_another_caller()))),
+            Self::Append { reply, .. } => drop(reply.send(Err(error.for_another_caller()))),
         }
     }
 }
@@ -706,25 +714,12 @@ impl Applied {
     /// requests that had failed keep their own, more specific one.
     fn rolled_back(self, error: &StoreError) {
         let own_or = |failure: Option<Failure>| {
-            failure.map_or_else(|| batch_error(error), Failure::into_error)
+            failure.map_or_else(|| error.for_another_caller(), Failure::into_error)
         };
         match self {
             Self::Create { result, reply } => drop(reply.send(Err(own_or(result.err())))),
             Self::Append { result, reply } => drop(reply.send(Err(own_or(result.err())))),
         }
-    }
-}
-
-/// The same failure for every caller of a batch (`StoreError` is not `Clone`, because
-/// `io::Error` is not).
-fn batch_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Io(io_error) => {
-            StoreError::Io(io::Error::new(io_error.kind(), io_error.to_string()))
-        }
-        StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
-        StoreError::Unavailable(detail) => StoreError::Unavailable(detail.clone()),
-        other => StoreError::Unavailable(other.to_string()),
     }
 }
 
@@ -761,7 +756,7 @@ fn write_batch(database: &Database, batch: Vec<WriteRequest>, health: &WriterHea
     let mut abandoned = None;
     for request in unapplied.by_ref() {
         let done = request.apply(&mut tables);
-        abandoned = done.storage_failure().map(batch_error);
+        abandoned = done.storage_failure().map(StoreError::for_another_caller);
         applied.push(done);
         if abandoned.is_some() {
             break;
@@ -967,6 +962,8 @@ from_redb_errors!(
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
     use serde_json::json;
 
     use super::*;

@@ -93,6 +93,10 @@ pub struct PageQuery {
     pub from_ms: Option<i64>,
     /// Inclusive upper bound on `timestamp_ms`.
     pub to_ms: Option<i64>,
+    /// The most bytes of entries (payloads and headers as stored) the page may hold. Reading
+    /// stops with [`StoreError::PageTooLarge`] once they exceed it, so that a page of large
+    /// entries is refused before all of it is in memory.
+    pub max_bytes: usize,
 }
 
 /// The entries of one page and how many entries the whole query matches.
@@ -118,6 +122,9 @@ pub enum StoreError {
     DuplicateDocument(String),
     #[error("invalid query: {0}")]
     InvalidQuery(String),
+    /// The page's entries exceed [`PageQuery::max_bytes`].
+    #[error("the page holds more than {limit} bytes of entries")]
+    PageTooLarge { limit: usize },
     /// The backend is down, timed out, or shutting down; retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -130,6 +137,25 @@ pub enum StoreError {
     Conflict(String),
     #[error("store I/O failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// The same failure for another caller of a batch that failed as a whole (`StoreError` is
+    /// not `Clone`, because `io::Error` is not).
+    pub(crate) fn for_another_caller(&self) -> StoreError {
+        match self {
+            StoreError::UnknownProcess(pid) => StoreError::UnknownProcess(pid.clone()),
+            StoreError::DuplicateDocument(id) => StoreError::DuplicateDocument(id.clone()),
+            StoreError::InvalidQuery(detail) => StoreError::InvalidQuery(detail.clone()),
+            StoreError::PageTooLarge { limit } => StoreError::PageTooLarge { limit: *limit },
+            StoreError::Unavailable(detail) => StoreError::Unavailable(detail.clone()),
+            StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
+            StoreError::Conflict(detail) => StoreError::Conflict(detail.clone()),
+            StoreError::Io(error) => {
+                StoreError::Io(std::io::Error::new(error.kind(), error.to_string()))
+            }
+        }
+    }
 }
 
 /// The storage contract every backend fulfils.

@@ -117,6 +117,7 @@ mod tests {
             order: Order::Asc,
             from_ms: None,
             to_ms: None,
+            max_bytes: usize::MAX,
         };
         assert!(validate(&query).is_ok());
         query.page = 0;

@@ -48,35 +48,54 @@
 //!
 //! # Appending
 //!
-//! 1. Read the process head (sequence `n`, chain hash, timestamp).
-//! 2. Compute entry `n + 1`: timestamp now but not before the head's, both hashes from
-//!    [`chain`].
-//! 3. Insert the entry. The unique `(pid, sequence)` index lets exactly one writer of `n + 1`
-//!    succeed; a loser gets duplicate key error 11000, which is also what a document id already
-//!    in use gives (the two are told apart by looking the document id up).
-//! 4. Move the head from `n` to `n + 1` with a compare-and-swap: an update that matches only
-//!    while the head still has sequence `n` and the chain hash step 2 chained onto.
-//! 5. Acknowledge. A loser of step 3 backs off (randomly, growing), reads the head again and
-//!    starts over, at most [`MongoConfig::max_append_attempts`] times, then fails with
-//!    [`StoreError::Conflict`].
+//! Each instance appends through one task, its *committer* ([`committer`]), which takes every
+//! append waiting at that moment (up to a batch limit) and commits them together, as the
+//! embedded store's writer thread does: an acknowledged write waits for the journal, so a
+//! write per append would make every append pay a disk sync and several round trips.
 //!
-//! The entry is written before the head on purpose. A writer can die (or lose the database)
-//! between steps 3 and 4, leaving an entry the head does not cover yet: an *orphan*. The other
-//! order could leave a head without its entry, which no one could ever repair, as the entry's
-//! content was only in the dead writer's memory. An orphan is repaired by the next writer of
-//! its process, which finds sequence `n + 1` taken while the head stays at `n`: it reads the
-//! orphan, checks that its entry hash matches its content, that it chains onto the head and is
-//! not dated before it, and moves the head over it (the same compare-and-swap), then appends
-//! after it. Adopting rather than deleting is the only safe repair: the orphan's writer may
-//! still be alive and about to move the head itself, and its step 4 then finds the head already
-//! past its entry, which is all it needs to acknowledge. An orphan that does not verify is never
-//! adopted; the append fails with [`StoreError::Corrupt`], since someone wrote into the log.
+//! 1. Start from the head of each process in the batch (sequence `n`, chain hash, timestamp):
+//!    as the committer last left it, or as read from the database the first time.
+//! 2. Compute the next entries of each process in the order they arrived: timestamp now but not
+//!    before the head's, both hashes from [`chain`].
+//! 3. Insert all entries with one ordered `insert_many`. The unique `(pid, sequence)` index lets
+//!    exactly one writer claim each sequence number; ordered means the database stops at the
+//!    first entry it refuses, so what is stored is a prefix of the batch and, for each process,
+//!    a gapless run after its head. A refused entry is a duplicate key: its sequence number was
+//!    taken (by another instance, or an orphan, see below), or its document id is in use (told
+//!    apart by looking the document id up).
+//! 4. Move the head of every process in the stored prefix over its run with one `update`
+//!    command, a compare-and-swap per process: each statement matches only while the head
+//!    still has sequence `n` and the chain hash step 2 chained onto.
+//! 5. Acknowledge the stored entries. Appends after the refused entry are not stored and go
+//!    into the next round; the process whose sequence number was taken has its head read again
+//!    (and orphans adopted, below) first. An append whose process lost its sequence number
+//!    [`MongoConfig::max_append_attempts`] times fails with [`StoreError::Conflict`].
+//!
+//! The committer keeps the heads it wrote in memory, so a busy process costs no read per
+//! batch. That is only a starting point, never trusted: if another instance moved the head
+//! meanwhile, the next sequence number is taken and step 3 finds out.
+//!
+//! The entries are written before the head on purpose. A writer can die (or lose the database)
+//! between steps 3 and 4, leaving entries the head does not cover yet: *orphans*. The other
+//! order could leave a head without its entries, which no one could ever repair, as their
+//! content was only in the dead writer's memory. Orphans are repaired by the next writer of
+//! their process, which finds sequence `n + 1` taken while the head stays at `n`: it reads the
+//! run of entries after the head, checks that each one's entry hash matches its content, that
+//! it chains onto the one before and is not dated before it, and moves the head over them (the
+//! same compare-and-swap), then appends after them. Adopting rather than deleting is the only
+//! safe repair: the orphans' writer may still be alive and about to move the head itself, and
+//! its step 4 then finds the head already past its entries, which is all it needs to
+//! acknowledge. An orphan right after the head that does not verify is never adopted; the
+//! append fails with [`StoreError::Corrupt`], since someone wrote into the log.
 //!
 //! An append is acknowledged only after its head moved, so every acknowledged entry is covered
 //! by the head, and reads only ever show entries the head covers: an orphan stays invisible
 //! until it is adopted. Its document id is in use all the same, so retrying a failed append
 //! with the same document id gets [`StoreError::DuplicateDocument`] if the first try did store
 //! the entry.
+//!
+//! Processes never change once created (their owners are fixed), so each instance also keeps
+//! the process records it has read, and authorizing an append costs no read either.
 //!
 //! Multi-document transactions would give the same result with more round trips: concurrent
 //! transactions on one head fail with write conflicts and need the same retry loop, and they
@@ -96,7 +115,7 @@
 //! Every database operation is bounded by [`MongoConfig::timeout`]: the driver's server
 //! selection, connect and write-concern timeouts and the server-side time limit of reads are set
 //! to it, and the operation is abandoned when it runs out all the same. A request makes a few
-//! operations in a row (an append: read the head, insert, move the head), and fails with
+//! operations in a row (an append: insert the entries, move the heads), and fails with
 //! [`StoreError::Unavailable`] at the first one that cannot complete: it never hangs, and never
 //! reports an entry it did not store. The driver reconnects by itself when the database
 //! returns; [`ProcessStore::ping`] tells when it has.
@@ -107,10 +126,13 @@
 //! (`{_id: <string>}`), never spliced into a query document, so a pid like `{"$gt": ""}` is a
 //! pid like any other.
 
-use std::collections::BTreeSet;
+mod committer;
+
+use std::collections::{BTreeSet, HashMap};
 use std::future::{Future, IntoFuture};
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -122,13 +144,15 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{self, ChainHead, Link, LinkFields};
+use super::chain::{self};
 use super::query::{self, SequenceRange};
 use super::{
     now_ms, CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore,
     StoreError,
 };
+use committer::AppendRequest;
 
 const PROCESSES: &str = "processes";
 const ENTRIES: &str = "entries";
@@ -140,6 +164,10 @@ const INLINE_HASH_LIMIT: usize = 64 << 10;
 const FIRST_BACKOFF: Duration = Duration::from_millis(2);
 /// No retry waits longer than this, so that a loser keeps trying while the process is busy.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
+/// Process records an instance keeps; past this many it forgets them all and reads again.
+const KNOWN_PROCESSES_LIMIT: usize = 100_000;
+/// Appends that may wait for the committer; further callers wait to hand theirs over.
+const APPEND_QUEUE: usize = 4096;
 
 /// How many members of the replica set must have a write before MongoDB acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,29 +217,17 @@ impl MongoConfig {
 
 /// A [`ProcessStore`] on MongoDB; see the module documentation.
 pub struct MongoStore {
-    database: Database,
-    processes: Collection<ProcessDocument>,
-    entries: Collection<EntryDocument>,
-    timeout: Duration,
-    max_append_attempts: u32,
-    /// Appends of this instance to one process take turns here rather than race each other
-    /// through the database, where all but one would lose the sequence number and retry (64
-    /// connections on one process spent most of their time in retries). Correctness does not
-    /// rest on it: the compare-and-swap still orders the appends of different instances.
-    append_lanes: Box<[tokio::sync::Mutex<()>]>,
+    collections: Collections,
+    /// To this instance's committer, which owns every append.
+    appends: mpsc::Sender<AppendRequest>,
+    /// Process records read so far: they never change once created.
+    known_processes: Mutex<HashMap<String, Process>>,
+    /// [`MongoConfig::max_append_attempts`], which also bounds how often a creation that lost
+    /// a race reads the winner's process.
+    max_attempts: u32,
 }
 
-/// Lanes for [`MongoStore::append_lanes`]; processes sharing a lane merely take turns.
-const APPEND_LANES: usize = 1024;
-
 impl MongoStore {
-    fn append_lane(&self, pid: &str) -> &tokio::sync::Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        pid.hash(&mut hasher);
-        &self.append_lanes[(hasher.finish() % APPEND_LANES as u64) as usize]
-    }
-
     /// Connects and creates the indexes (which creates the collections). Fails with
     /// [`StoreError::Unavailable`] if the database cannot be reached within the timeout or the
     /// configuration is unusable.
@@ -222,38 +238,249 @@ impl MongoStore {
             ClientOptions::parse(&config.uri).await
         })
         .await?;
+        let write_concern = WriteConcern::builder()
+            .w(match config.write_acknowledgment {
+                WriteAcknowledgment::Majority => Acknowledgment::Majority,
+                WriteAcknowledgment::Nodes(nodes) => Acknowledgment::Nodes(nodes.get()),
+            })
+            .journal(config.journal)
+            .w_timeout(timeout)
+            .build();
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
-        options.write_concern = Some(
-            WriteConcern::builder()
-                .w(match config.write_acknowledgment {
-                    WriteAcknowledgment::Majority => Acknowledgment::Majority,
-                    WriteAcknowledgment::Nodes(nodes) => Acknowledgment::Nodes(nodes.get()),
-                })
-                .journal(config.journal)
-                .w_timeout(timeout)
-                .build(),
-        );
+        options.write_concern = Some(write_concern.clone());
         options.read_concern = Some(ReadConcern::majority());
         options
             .app_name
             .get_or_insert_with(|| "clearinghouse".to_owned());
         let client = Client::with_options(options).map_err(classify)?;
         let database = client.database(&config.database);
-        let store = Self {
+        let collections = Collections {
             processes: database.collection(PROCESSES),
             entries: database.collection(ENTRIES),
             database,
             timeout,
-            max_append_attempts: config.max_append_attempts.max(1),
-            append_lanes: (0..APPEND_LANES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            write_concern,
         };
-        store.create_indexes().await?;
-        Ok(store)
+        collections.create_indexes().await?;
+        let max_attempts = config.max_append_attempts.max(1);
+        Ok(Self {
+            appends: committer::start(collections.clone(), max_attempts),
+            collections,
+            known_processes: Mutex::new(HashMap::new()),
+            max_attempts,
+        })
     }
 
+    async fn create(
+        &self,
+        pid: &str,
+        owners: &BTreeSet<String>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let now = now_ms();
+        let document = ProcessDocument {
+            pid: pid.to_owned(),
+            owners: owners.iter().cloned().collect(),
+            created_at: DateTime::from_millis(now),
+            head: HeadDocument {
+                sequence: 0,
+                chain_hash: binary(chain::genesis_hash(pid).to_vec()),
+                // The first entry is never dated before its process.
+                timestamp: DateTime::from_millis(now),
+            },
+        };
+        let collections = &self.collections;
+        for attempt in 1..=self.max_attempts {
+            if let Insert::Done = collections
+                .insert(&collections.processes, &document)
+                .await?
+            {
+                return document
+                    .decode()
+                    .map(|(process, _)| CreateOutcome::Created(process));
+            }
+            // Created concurrently: report it once a majority read sees it.
+            if let Some(existing) = collections.read_process(pid).await? {
+                return existing
+                    .decode()
+                    .map(|(process, _)| CreateOutcome::Exists(process));
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Conflict(format!(
+            "process {pid} exists but could not be read back"
+        )))
+    }
+
+    async fn known_process(&self, pid: &str) -> Result<Option<Process>, StoreError> {
+        if let Some(process) = self.known().get(pid) {
+            return Ok(Some(process.clone()));
+        }
+        let Some(document) = self.collections.read_process(pid).await? else {
+            return Ok(None);
+        };
+        let (process, _) = document.decode()?;
+        let mut known = self.known();
+        if known.len() >= KNOWN_PROCESSES_LIMIT {
+            known.clear();
+        }
+        known.insert(pid.to_owned(), process.clone());
+        Ok(Some(process))
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Process>> {
+        // The map is only ever inserted into or cleared: a panic elsewhere cannot leave it
+        // half-changed, so a poisoned lock is still good.
+        self.known_processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn hand_to_committer(&self, entry: NewEntry) -> Result<Entry, StoreError> {
+        let prepared = if entry.payload.len() < INLINE_HASH_LIMIT {
+            PreparedEntry::new(entry)?
+        } else {
+            tokio::task::spawn_blocking(move || PreparedEntry::new(entry))
+                .await
+                .map_err(|error| {
+                    StoreError::Unavailable(format!("hashing task failed: {error}"))
+                })??
+        };
+        let (reply, done) = oneshot::channel();
+        self.appends
+            .send(AppendRequest { prepared, reply })
+            .await
+            .map_err(|_| committer::gone())?;
+        done.await.map_err(|_| committer::gone())?
+    }
+
+    async fn find_entry(&self, pid: &str, document_id: &str) -> Result<Option<Entry>, StoreError> {
+        let collections = &self.collections;
+        let Some(found) = collections
+            .read_entry(doc! { "_id": document_id, "pid": pid })
+            .await?
+        else {
+            return Ok(None);
+        };
+        // An entry the head does not cover is not in the log yet.
+        let head = match collections.read_process(pid).await? {
+            Some(process) => process.head.decode(pid)?,
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "entry {document_id} belongs to process {pid}, which does not exist"
+                )))
+            }
+        };
+        if to_u64(found.sequence)? > head.sequence {
+            return Ok(None);
+        }
+        found.decode().map(Some)
+    }
+
+    async fn page(&self, query: &PageQuery) -> Result<Page, StoreError> {
+        query::validate(query)?;
+        let collections = &self.collections;
+        let pid = query.pid.as_str();
+        let head = collections.read_head(pid).await?;
+        let empty = Page {
+            entries: Vec::new(),
+            total: 0,
+        };
+        // Timestamps never decrease with the sequence, so the time range is the run of
+        // sequences from the first entry at or after `from_ms` to the last at or before `to_ms`.
+        let first = match query.from_ms {
+            None => 1,
+            Some(from_ms) => {
+                let at_or_after = doc! { "$gte": DateTime::from_millis(from_ms) };
+                match collections.sequence_at(pid, &head, at_or_after, 1).await? {
+                    Some(sequence) => sequence,
+                    None => return Ok(empty),
+                }
+            }
+        };
+        let last = match query.to_ms {
+            None => head.sequence,
+            Some(to_ms) => {
+                let at_or_before = doc! { "$lte": DateTime::from_millis(to_ms) };
+                match collections
+                    .sequence_at(pid, &head, at_or_before, -1)
+                    .await?
+                {
+                    Some(sequence) => sequence,
+                    None => return Ok(empty),
+                }
+            }
+        };
+        let Some(matched) = SequenceRange::new(first, last) else {
+            return Ok(empty);
+        };
+        let entries = match matched.page(query.page, query.size, query.order) {
+            Some(window) => {
+                collections
+                    .read_run(pid, window, query.order, query.max_bytes)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        Ok(Page {
+            entries,
+            total: matched.len(),
+        })
+    }
+
+    async fn run_from(
+        &self,
+        pid: &str,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let head = self.collections.read_head(pid).await?;
+        let end = from_sequence.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
+        let Some(last) = end.checked_sub(1).map(|last| last.min(head.sequence)) else {
+            return Ok(Vec::new());
+        };
+        match SequenceRange::new(from_sequence.max(1), last) {
+            Some(range) => {
+                self.collections
+                    .read_run(pid, range, Order::Asc, usize::MAX)
+                    .await
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn owned_by(&self, client_id: &str) -> Result<Vec<String>, StoreError> {
+        let collections = &self.collections;
+        let found: Vec<PidOnly> = collections
+            .bounded("listing processes", async {
+                collections
+                    .processes
+                    .clone_with_type::<PidOnly>()
+                    .find(doc! { "owners": client_id })
+                    .sort(doc! { "_id": 1 })
+                    .projection(doc! { "_id": 1 })
+                    .max_time(collections.timeout)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        Ok(found.into_iter().map(|found| found.pid).collect())
+    }
+}
+
+/// The two collections and how to talk to them; shared by the store and its committer.
+#[derive(Clone)]
+struct Collections {
+    database: Database,
+    processes: Collection<ProcessDocument>,
+    entries: Collection<EntryDocument>,
+    timeout: Duration,
+    /// As configured; commands sent with `run_command` must name it themselves.
+    write_concern: WriteConcern,
+}
+
+impl Collections {
     async fn create_indexes(&self) -> Result<(), StoreError> {
         let index = |name: &str, keys: Document, unique: bool| {
             IndexModel::builder()
@@ -331,12 +558,15 @@ impl MongoStore {
             .await
     }
 
-    /// Entries of `pid` with sequences in `range`, in `order`; all of them must be there.
+    /// Entries of `pid` with sequences in `range`, in `order`; all of them must be there, and
+    /// their payloads and headers must not add up to more than `max_bytes`
+    /// ([`StoreError::PageTooLarge`]).
     async fn read_run(
         &self,
         pid: &str,
         range: SequenceRange,
         order: Order,
+        max_bytes: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let direction = match order {
             Order::Asc => 1,
@@ -346,17 +576,27 @@ impl MongoStore {
             "pid": pid,
             "sequence": { "$gte": to_i64(range.first)?, "$lte": to_i64(range.last)? },
         };
-        let documents: Vec<EntryDocument> = self
+        let documents = self
             .bounded("reading entries", async {
-                self.entries
+                let mut cursor = self
+                    .entries
                     .find(filter)
                     .sort(doc! { "sequence": direction })
                     .max_time(self.timeout)
-                    .await?
-                    .try_collect()
-                    .await
+                    .await?;
+                let mut documents = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(document) = cursor.try_next().await? {
+                    bytes =
+                        bytes.saturating_add(document.payload.bytes.len() + document.header.len());
+                    if bytes > max_bytes {
+                        return Ok(Err(StoreError::PageTooLarge { limit: max_bytes }));
+                    }
+                    documents.push(document);
+                }
+                Ok(Ok(documents))
             })
-            .await?;
+            .await??;
         if documents.len() as u64 != range.len() {
             return Err(StoreError::Corrupt(format!(
                 "process {pid} lacks entries between sequences {} and {}",
@@ -393,327 +633,6 @@ impl MongoStore {
             .await?;
         found.map(|found| to_u64(found.sequence)).transpose()
     }
-
-    async fn create(
-        &self,
-        pid: &str,
-        owners: &BTreeSet<String>,
-    ) -> Result<CreateOutcome, StoreError> {
-        let now = now_ms();
-        let document = ProcessDocument {
-            pid: pid.to_owned(),
-            owners: owners.iter().cloned().collect(),
-            created_at: DateTime::from_millis(now),
-            head: HeadDocument {
-                sequence: 0,
-                chain_hash: binary(chain::genesis_hash(pid).to_vec()),
-                // The first entry is never dated before its process.
-                timestamp: DateTime::from_millis(now),
-            },
-        };
-        for attempt in 1..=self.max_append_attempts {
-            if let Insert::Done = self.insert(&self.processes, &document).await? {
-                return document
-                    .decode()
-                    .map(|(process, _)| CreateOutcome::Created(process));
-            }
-            // Created concurrently: report it once a majority read sees it.
-            if let Some(existing) = self.read_process(pid).await? {
-                return existing
-                    .decode()
-                    .map(|(process, _)| CreateOutcome::Exists(process));
-            }
-            backoff(attempt).await;
-        }
-        Err(StoreError::Conflict(format!(
-            "process {pid} exists but could not be read back"
-        )))
-    }
-
-    async fn append_entry(&self, prepared: PreparedEntry) -> Result<Entry, StoreError> {
-        let PreparedEntry {
-            entry,
-            payload_hash,
-            canonical_header,
-        } = prepared;
-        let pid = entry.pid.as_str();
-        let mut document = EntryDocument {
-            document_id: entry.document_id.clone(),
-            pid: entry.pid.clone(),
-            sequence: 0,
-            timestamp: DateTime::from_millis(0),
-            client_id: entry.client_id.clone(),
-            payload_type: entry.payload_type.clone(),
-            header: canonical_header,
-            payload: binary(entry.payload.to_vec()),
-            entry_hash: binary(Vec::new()),
-            chain_hash: binary(Vec::new()),
-        };
-        let mut head = self.read_head(pid).await?;
-        for attempt in 1..=self.max_append_attempts {
-            let Link {
-                sequence,
-                timestamp_ms,
-                entry_hash,
-                chain_hash,
-            } = chain::next_link(
-                &ChainHead {
-                    sequence: head.sequence,
-                    chain_hash: head.chain_hash,
-                },
-                head.timestamp_ms,
-                now_ms(),
-                LinkFields::of(&entry, &payload_hash, document.header.as_bytes()),
-            )
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("process {pid} has no sequence numbers left"))
-            })?;
-            let next = Head {
-                pid: entry.pid.clone(),
-                sequence,
-                chain_hash,
-                timestamp_ms,
-            };
-            document.sequence = to_i64(sequence)?;
-            document.timestamp = DateTime::from_millis(timestamp_ms);
-            document.entry_hash = binary(entry_hash.to_vec());
-            document.chain_hash = binary(next.chain_hash.to_vec());
-
-            let inserted = match self.insert(&self.entries, &document).await? {
-                Insert::Done => true,
-                Insert::DuplicateKey => self.is_own(&document).await?,
-            };
-            if inserted {
-                self.advance_own(&head, &next).await?;
-                return Ok(Entry {
-                    pid: entry.pid,
-                    sequence,
-                    document_id: entry.document_id,
-                    timestamp_ms,
-                    client_id: entry.client_id,
-                    header: entry.header,
-                    payload: entry.payload,
-                    payload_type: entry.payload_type,
-                    entry_hash,
-                    chain_hash: next.chain_hash,
-                });
-            }
-            // Sequence `sequence` is taken. Usually its writer is about to move the head; give
-            // it time, and adopt its entry only if the head still has not moved.
-            backoff(attempt).await;
-            let current = self.read_head(pid).await?;
-            head = if current == head {
-                self.adopt_orphan(pid, current).await?
-            } else {
-                current
-            };
-        }
-        Err(StoreError::Conflict(format!(
-            "gave up appending to process {pid} after {} attempts: other writers kept taking the next sequence number",
-            self.max_append_attempts
-        )))
-    }
-
-    /// After a duplicate key: whether the entry stored under this document id is this very
-    /// document (an insert the driver retried after a lost reply, which had succeeded), or, if
-    /// another entry has the id, [`StoreError::DuplicateDocument`]. `false` means the sequence
-    /// number was taken.
-    async fn is_own(&self, document: &EntryDocument) -> Result<bool, StoreError> {
-        match self
-            .read_entry(doc! { "_id": document.document_id.as_str() })
-            .await?
-        {
-            Some(stored)
-                if stored.pid == document.pid
-                    && stored.sequence == document.sequence
-                    && stored.entry_hash == document.entry_hash =>
-            {
-                Ok(true)
-            }
-            Some(_) => Err(StoreError::DuplicateDocument(document.document_id.clone())),
-            // Not visible to a majority read yet, or never there: then it was the sequence.
-            None => Ok(false),
-        }
-    }
-
-    /// Moves the head from `from` to `to`, or reports that someone else moved it.
-    async fn swap_head(&self, pid: &str, from: &Head, to: &Head) -> Result<bool, StoreError> {
-        let filter = doc! {
-            "_id": pid,
-            "head.sequence": to_i64(from.sequence)?,
-            "head.chain_hash": binary(from.chain_hash.to_vec()),
-        };
-        let update = doc! { "$set": { "head": {
-            "sequence": to_i64(to.sequence)?,
-            "chain_hash": binary(to.chain_hash.to_vec()),
-            "timestamp": DateTime::from_millis(to.timestamp_ms),
-        } } };
-        let result = self
-            .bounded(
-                "moving the process head",
-                self.processes.update_one(filter, update),
-            )
-            .await?;
-        Ok(result.matched_count == 1)
-    }
-
-    /// Moves the head over the entry this writer just stored at `to.sequence`.
-    async fn advance_own(&self, from: &Head, to: &Head) -> Result<(), StoreError> {
-        let pid = from.pid.as_str();
-        if self.swap_head(pid, from, to).await? {
-            return Ok(());
-        }
-        // Another writer adopted the entry first (the head only ever moves over the entry
-        // stored at the next sequence, which is this one), or the driver retried a swap whose
-        // reply was lost. Either way the head must now be at or past the entry.
-        let current = self.read_head(pid).await?;
-        if current.sequence >= to.sequence {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt(format!(
-                "process {pid} head is at sequence {} and did not move over the entry just stored at {}",
-                current.sequence, to.sequence
-            )))
-        }
-    }
-
-    /// Moves the head over an entry stored after it by a writer that has not moved it (yet), if
-    /// that entry verifies, and returns the head to continue from.
-    async fn adopt_orphan(&self, pid: &str, head: Head) -> Result<Head, StoreError> {
-        let sequence = head.sequence + 1;
-        let Some(orphan) = self
-            .read_entry(doc! { "pid": pid, "sequence": to_i64(sequence)? })
-            .await?
-        else {
-            // Not visible to a majority read yet; try again from the same head.
-            return Ok(head);
-        };
-        let orphan = orphan.decode()?;
-        let verifies = chain::entry_hash(&orphan) == orphan.entry_hash
-            && chain::chain_hash(&head.chain_hash, &orphan.entry_hash) == orphan.chain_hash
-            && orphan.timestamp_ms >= head.timestamp_ms;
-        if !verifies {
-            return Err(StoreError::Corrupt(format!(
-                "entry {pid}/{sequence} ({}) was stored after the head but does not chain onto it",
-                orphan.document_id
-            )));
-        }
-        let next = Head {
-            pid: pid.to_owned(),
-            sequence,
-            chain_hash: orphan.chain_hash,
-            timestamp_ms: orphan.timestamp_ms,
-        };
-        tracing::info!(
-            pid,
-            sequence,
-            "moved a process head over an entry its writer left behind"
-        );
-        if self.swap_head(pid, &head, &next).await? {
-            Ok(next)
-        } else {
-            self.read_head(pid).await
-        }
-    }
-
-    async fn find_entry(&self, pid: &str, document_id: &str) -> Result<Option<Entry>, StoreError> {
-        let Some(found) = self
-            .read_entry(doc! { "_id": document_id, "pid": pid })
-            .await?
-        else {
-            return Ok(None);
-        };
-        // An entry the head does not cover is not in the log yet.
-        let head = match self.read_process(pid).await? {
-            Some(process) => process.head.decode(pid)?,
-            None => {
-                return Err(StoreError::Corrupt(format!(
-                    "entry {document_id} belongs to process {pid}, which does not exist"
-                )))
-            }
-        };
-        if to_u64(found.sequence)? > head.sequence {
-            return Ok(None);
-        }
-        found.decode().map(Some)
-    }
-
-    async fn page(&self, query: &PageQuery) -> Result<Page, StoreError> {
-        query::validate(query)?;
-        let pid = query.pid.as_str();
-        let head = self.read_head(pid).await?;
-        let empty = Page {
-            entries: Vec::new(),
-            total: 0,
-        };
-        // Timestamps never decrease with the sequence, so the time range is the run of
-        // sequences from the first entry at or after `from_ms` to the last at or before `to_ms`.
-        let first = match query.from_ms {
-            None => 1,
-            Some(from_ms) => {
-                let at_or_after = doc! { "$gte": DateTime::from_millis(from_ms) };
-                match self.sequence_at(pid, &head, at_or_after, 1).await? {
-                    Some(sequence) => sequence,
-                    None => return Ok(empty),
-                }
-            }
-        };
-        let last = match query.to_ms {
-            None => head.sequence,
-            Some(to_ms) => {
-                let at_or_before = doc! { "$lte": DateTime::from_millis(to_ms) };
-                match self.sequence_at(pid, &head, at_or_before, -1).await? {
-                    Some(sequence) => sequence,
-                    None => return Ok(empty),
-                }
-            }
-        };
-        let Some(matched) = SequenceRange::new(first, last) else {
-            return Ok(empty);
-        };
-        let entries = match matched.page(query.page, query.size, query.order) {
-            Some(window) => self.read_run(pid, window, query.order).await?,
-            None => Vec::new(),
-        };
-        Ok(Page {
-            entries,
-            total: matched.len(),
-        })
-    }
-
-    async fn run_from(
-        &self,
-        pid: &str,
-        from_sequence: u64,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let head = self.read_head(pid).await?;
-        let end = from_sequence.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
-        let Some(last) = end.checked_sub(1).map(|last| last.min(head.sequence)) else {
-            return Ok(Vec::new());
-        };
-        match SequenceRange::new(from_sequence.max(1), last) {
-            Some(range) => self.read_run(pid, range, Order::Asc).await,
-            None => Ok(Vec::new()),
-        }
-    }
-
-    async fn owned_by(&self, client_id: &str) -> Result<Vec<String>, StoreError> {
-        let found: Vec<PidOnly> = self
-            .bounded("listing processes", async {
-                self.processes
-                    .clone_with_type::<PidOnly>()
-                    .find(doc! { "owners": client_id })
-                    .sort(doc! { "_id": 1 })
-                    .projection(doc! { "_id": 1 })
-                    .max_time(self.timeout)
-                    .await?
-                    .try_collect()
-                    .await
-            })
-            .await?;
-        Ok(found.into_iter().map(|found| found.pid).collect())
-    }
 }
 
 impl ProcessStore for MongoStore {
@@ -729,28 +648,11 @@ impl ProcessStore for MongoStore {
 
     fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>> {
         let pid = pid.to_owned();
-        Box::pin(async move {
-            match self.read_process(&pid).await? {
-                Some(document) => document.decode().map(|(process, _)| Some(process)),
-                None => Ok(None),
-            }
-        })
+        Box::pin(async move { self.known_process(&pid).await })
     }
 
     fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
-        Box::pin(async move {
-            let prepared = if entry.payload.len() < INLINE_HASH_LIMIT {
-                PreparedEntry::new(entry)?
-            } else {
-                tokio::task::spawn_blocking(move || PreparedEntry::new(entry))
-                    .await
-                    .map_err(|error| {
-                        StoreError::Unavailable(format!("hashing task failed: {error}"))
-                    })??
-            };
-            let _turn = self.append_lane(&prepared.entry.pid).lock().await;
-            self.append_entry(prepared).await
-        })
+        Box::pin(self.hand_to_committer(entry))
     }
 
     fn entry(
@@ -787,12 +689,13 @@ impl ProcessStore for MongoStore {
         Box::pin(async move {
             // Like every command without a read preference, this needs the primary, the member
             // that takes writes.
-            self.bounded(
-                "answering a ping",
-                self.database.run_command(doc! { "ping": 1 }),
-            )
-            .await
-            .map(drop)
+            self.collections
+                .bounded(
+                    "answering a ping",
+                    self.collections.database.run_command(doc! { "ping": 1 }),
+                )
+                .await
+                .map(drop)
         })
     }
 }

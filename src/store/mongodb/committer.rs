@@ -374,15 +374,7 @@ impl Committer {
             .collect();
         let all_moved = match self.collections.swap_heads(&swaps).await {
             Ok(moved) => moved == moves.len(),
-            Err(error) => {
-                for head_move in moves {
-                    self.heads.remove(&head_move.from.pid);
-                    for (append, _) in head_move.appends {
-                        append.answer(Err(error.for_another_caller()));
-                    }
-                }
-                return;
-            }
+            Err(error) => return self.fail_moves(moves, &error),
         };
         // A head that did not move was moved past these entries by another writer adopting
         // them (or by a retried swap whose reply was lost); it can be nowhere else, since the
@@ -393,15 +385,7 @@ impl Committer {
             let pids: Vec<String> = moves.iter().map(|m| m.from.pid.clone()).collect();
             match self.collections.read_heads(&pids).await {
                 Ok(current) => current,
-                Err(error) => {
-                    for head_move in moves {
-                        self.heads.remove(&head_move.from.pid);
-                        for (append, _) in head_move.appends {
-                            append.answer(Err(error.for_another_caller()));
-                        }
-                    }
-                    return;
-                }
+                Err(error) => return self.fail_moves(moves, &error),
             }
         };
         for head_move in moves {
@@ -428,6 +412,17 @@ impl Committer {
                         append.answer(Err(error.for_another_caller()));
                     }
                 }
+            }
+        }
+    }
+
+    /// Fails the appends of `moves`, whose heads may or may not have moved: the heads are read
+    /// again next time.
+    fn fail_moves(&mut self, moves: Vec<HeadMove>, error: &StoreError) {
+        for head_move in moves {
+            self.heads.remove(&head_move.from.pid);
+            for (append, _) in head_move.appends {
+                append.answer(Err(error.for_another_caller()));
             }
         }
     }

@@ -108,7 +108,8 @@ impl Pending {
     }
 
     fn acknowledge(self, link: &Link) {
-        let entry = self.request.prepared.entry.clone();
+        let AppendRequest { prepared, reply } = self.request;
+        let entry = prepared.entry;
         let stored = Entry {
             pid: entry.pid,
             sequence: link.sequence,
@@ -121,7 +122,8 @@ impl Pending {
             entry_hash: link.entry_hash,
             chain_hash: link.chain_hash,
         };
-        self.answer(Ok(stored));
+        // The caller may have given up meanwhile; the entry is stored all the same.
+        let _ = reply.send(Ok(stored));
     }
 }
 

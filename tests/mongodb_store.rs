@@ -113,6 +113,15 @@ fn orphan_after(previous: &Entry, chain_onto: [u8; 32]) -> (Entry, Document) {
     (entry, document)
 }
 
+/// Stores an entry document past the store, as a writer that died before moving the head
+/// leaves it behind.
+async fn plant(raw: &mongodb::Database, document: Document) {
+    raw.collection::<Document>("entries")
+        .insert_one(document)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_appending_to_one_process_keep_one_gapless_chain() {
     let Some(database) = TestDatabase::new() else {
@@ -168,11 +177,7 @@ async fn an_entry_left_behind_by_a_crashed_writer_is_adopted_by_the_next_append(
         store.append(new_entry("p-1", 2)).await.unwrap(),
     ];
     let (orphan, document) = orphan_after(&before[1], before[1].chain_hash);
-    let raw = database.raw().await;
-    raw.collection::<Document>("entries")
-        .insert_one(document)
-        .await
-        .unwrap();
+    plant(&database.raw().await, document).await;
 
     // Not in the log until the head covers it.
     assert_eq!(all_entries(&*store, "p-1").await, before);
@@ -227,10 +232,7 @@ async fn a_run_of_entries_left_behind_by_a_crashed_batch_is_adopted_by_the_next_
     for _ in 0..3 {
         let previous = orphans.last().unwrap_or(&first);
         let (orphan, document) = orphan_after(previous, previous.chain_hash);
-        raw.collection::<Document>("entries")
-            .insert_one(document)
-            .await
-            .unwrap();
+        plant(&raw, document).await;
         orphans.push(orphan);
     }
     assert_eq!(
@@ -261,13 +263,7 @@ async fn an_entry_after_the_head_that_does_not_chain_onto_it_is_never_adopted() 
     let first = store.append(new_entry("p-1", 1)).await.unwrap();
     // Chained onto the genesis hash instead of entry 1: written by someone who is no writer.
     let (_, document) = orphan_after(&first, chain::genesis_hash("p-1"));
-    database
-        .raw()
-        .await
-        .collection::<Document>("entries")
-        .insert_one(document)
-        .await
-        .unwrap();
+    plant(&database.raw().await, document).await;
 
     match store.append(new_entry("p-1", 2)).await {
         Err(StoreError::Corrupt(detail)) => assert!(detail.contains("p-1/2"), "{detail}"),
@@ -289,13 +285,7 @@ async fn an_append_that_keeps_losing_its_sequence_gives_up_with_conflict() {
     let first = store.append(new_entry("p-1", 1)).await.unwrap();
     // Sequence 2 is taken behind the head's back, so the one attempt allowed loses it.
     let (orphan, document) = orphan_after(&first, first.chain_hash);
-    database
-        .raw()
-        .await
-        .collection::<Document>("entries")
-        .insert_one(document)
-        .await
-        .unwrap();
+    plant(&database.raw().await, document).await;
 
     let asked = new_entry("p-1", 2);
     match store.append(asked.clone()).await {

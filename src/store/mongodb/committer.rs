@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
@@ -640,7 +641,6 @@ impl Collections {
     async fn read_heads(&self, pids: &[String]) -> Result<HashMap<String, Head>, StoreError> {
         let documents: Vec<ProcessDocument> = self
             .bounded("reading process heads", async {
-                use futures::TryStreamExt;
                 self.processes
                     .find(doc! { "_id": { "$in": pids } })
                     .max_time(self.timeout)
@@ -668,7 +668,6 @@ impl Collections {
     ) -> Result<Vec<EntryDocument>, StoreError> {
         let filter: Document = doc! { "pid": pid, "sequence": { "$gt": to_i64(sequence)? } };
         self.bounded("reading entries after a head", async {
-            use futures::TryStreamExt;
             self.entries
                 .find(filter)
                 .sort(doc! { "sequence": 1 })

@@ -64,8 +64,9 @@ impl Keys {
         let rng = SystemRandom::new();
         let ec_pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .expect("a P-256 key");
-        let ec = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_pkcs8.as_ref(), &rng)
-            .expect("the P-256 key just generated");
+        let ec =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_pkcs8.as_ref(), &rng)
+                .expect("the P-256 key just generated");
         // Uncompressed point: 0x04, x, y.
         let point = ec.public_key().as_ref();
         let jwks = json!({"keys": [
@@ -222,7 +223,7 @@ impl Fingerprint {
 #[derive(Debug, Clone)]
 enum Case {
     Token {
-        token: Token,
+        token: Box<Token>,
         trust_required: bool,
         padding: (&'static str, &'static str),
         mutations: Vec<Mutation>,
@@ -230,7 +231,10 @@ enum Case {
     Garbage(Vec<u8>),
 }
 
-fn claim(valid: impl Strategy<Value = Value>, invalid: impl Strategy<Value = Option<Value>>) -> impl Strategy<Value = Claim> {
+fn claim(
+    valid: impl Strategy<Value = Value>,
+    invalid: impl Strategy<Value = Option<Value>>,
+) -> impl Strategy<Value = Claim> {
     prop_oneof![
         4 => valid.prop_map(|v| Claim { value: Some(v), valid: true }),
         1 => invalid.prop_map(|value| Claim { value, valid: false }),
@@ -272,15 +276,37 @@ fn token() -> impl Strategy<Value = Token> {
         2 => Just(None),
         2 => time_claim(vec![-3600, -100, 0, 10, 100, 3600]).prop_map(Some),
     ];
-    let iss = claim(Just(json!(ISSUER)), prop_oneof![Just(None), Just(Some(json!(""))), Just(Some(json!("https://daps.other.example"))), Just(Some(json!([ISSUER])))]);
+    let iss = claim(
+        Just(json!(ISSUER)),
+        prop_oneof![
+            Just(None),
+            Just(Some(json!(""))),
+            Just(Some(json!("https://daps.other.example"))),
+            Just(Some(json!([ISSUER])))
+        ],
+    );
     let aud = claim(
         prop_oneof![
             select(ACCEPTED_AUDIENCE).prop_map(|a| json!(a)),
             (select(ACCEPTED_AUDIENCE), ".{0,8}").prop_map(|(a, other)| json!([other, a])),
         ],
-        prop_oneof![Just(None), Just(Some(json!("idsc:SOMEONE_ELSE"))), Just(Some(json!([]))), Just(Some(json!([ACCEPTED_AUDIENCE[0], 7]))), Just(Some(json!(7)))],
+        prop_oneof![
+            Just(None),
+            Just(Some(json!("idsc:SOMEONE_ELSE"))),
+            Just(Some(json!([]))),
+            Just(Some(json!([ACCEPTED_AUDIENCE[0], 7]))),
+            Just(Some(json!(7)))
+        ],
     );
-    let sub = claim(".{1,24}".prop_map(|s| json!(s)), prop_oneof![Just(None), Just(Some(json!(""))), Just(Some(json!(null))), Just(Some(json!(["sub"])))]);
+    let sub = claim(
+        ".{1,24}".prop_map(|s| json!(s)),
+        prop_oneof![
+            Just(None),
+            Just(Some(json!(""))),
+            Just(Some(json!(null))),
+            Just(Some(json!(["sub"])))
+        ],
+    );
     let fingerprint = select(vec![
         Fingerprint::Exact,
         Fingerprint::Exact,
@@ -305,31 +331,45 @@ fn token() -> impl Strategy<Value = Token> {
         1 => Just(Some((json!(2), None))),
     ];
     let extra = vec(("[a-z]{1,8}", ".{0,8}".prop_map(|s| json!(s))), 0..3);
-    (alg, kid, signer, exp, nbf, (iss, aud, sub), fingerprint, profile, extra).prop_map(
-        |(alg, kid, signer, exp, nbf, (iss, aud, sub), fingerprint, profile, extra)| Token {
-            alg,
-            kid,
-            signer,
-            exp,
-            nbf,
-            iss,
-            aud,
-            sub,
-            fingerprint,
-            profile,
-            extra,
-        },
+    (
+        alg,
+        kid,
+        signer,
+        exp,
+        nbf,
+        (iss, aud, sub),
+        fingerprint,
+        profile,
+        extra,
     )
+        .prop_map(
+            |(alg, kid, signer, exp, nbf, (iss, aud, sub), fingerprint, profile, extra)| Token {
+                alg,
+                kid,
+                signer,
+                exp,
+                nbf,
+                iss,
+                aud,
+                sub,
+                fingerprint,
+                profile,
+                extra,
+            },
+        )
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let padding = (select(vec!["", " ", "\n"]), select(vec!["", " ", "\r\n", "\t"]));
+    let padding = (
+        select(vec!["", " ", "\n"]),
+        select(vec!["", " ", "\r\n", "\t"]),
+    );
     prop_oneof![
         6 => (token(), any::<bool>(), padding, Just(Vec::new())),
         3 => (token(), any::<bool>(), Just(("", "")), vec(any::<Mutation>(), 1..4)),
     ]
     .prop_map(|(token, trust_required, padding, mutations)| Case::Token {
-        token,
+        token: Box::new(token),
         trust_required,
         padding,
         mutations,
@@ -339,7 +379,12 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 /// The header and claims a token is built from, its text, and whether every label says valid.
-fn build(token: &Token, keys: &Keys, trust_required: bool, now: i64) -> (String, Value, bool, bool) {
+fn build(
+    token: &Token,
+    keys: &Keys,
+    trust_required: bool,
+    now: i64,
+) -> (String, Value, bool, bool) {
     let (default_alg, default_kid) = match token.signer {
         Signer::Ed => ("EdDSA", ED_KID),
         Signer::Ec => ("ES256", EC_KID),
@@ -364,14 +409,29 @@ fn build(token: &Token, keys: &Keys, trust_required: bool, now: i64) -> (String,
     put("iss", token.iss.value.clone());
     put("aud", token.aud.value.clone());
     put("sub", token.sub.value.clone());
-    put("transportCertsSha256", token.fingerprint.value(&keys.peer.fingerprint));
-    put("securityProfile", token.profile.as_ref().map(|(name, _)| name.clone()));
+    put(
+        "transportCertsSha256",
+        token.fingerprint.value(&keys.peer.fingerprint),
+    );
+    put(
+        "securityProfile",
+        token.profile.as_ref().map(|(name, _)| name.clone()),
+    );
     let claims = Value::Object(claims);
 
-    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let signature = match token.signer {
         Signer::Ed => keys.ed.sign(input.as_bytes()).as_ref().to_vec(),
-        Signer::Ec => keys.ec.sign(&keys.rng, input.as_bytes()).expect("ECDSA signing").as_ref().to_vec(),
+        Signer::Ec => keys
+            .ec
+            .sign(&keys.rng, input.as_bytes())
+            .expect("ECDSA signing")
+            .as_ref()
+            .to_vec(),
         Signer::HmacWithPublicKey => {
             let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, keys.ed.public_key().as_ref());
             ring::hmac::sign(&key, input.as_bytes()).as_ref().to_vec()
@@ -380,18 +440,27 @@ fn build(token: &Token, keys: &Keys, trust_required: bool, now: i64) -> (String,
     };
     let text = format!("{input}.{}", b64(&signature));
 
-    let signature_valid = match (token.signer, alg.as_str(), kid.as_str()) {
-        (Signer::Ed, Some("EdDSA"), Some(ED_KID)) => true,
-        (Signer::Ec, Some("ES256"), Some(EC_KID)) => true,
-        _ => false,
-    };
-    let exp_ok = token.exp.as_ref().and_then(|c| c.seconds(now)).is_some_and(|exp| exp + LEEWAY_SECONDS as f64 >= now as f64);
+    let signature_valid = matches!(
+        (token.signer, alg.as_str(), kid.as_str()),
+        (Signer::Ed, Some("EdDSA"), Some(ED_KID)) | (Signer::Ec, Some("ES256"), Some(EC_KID))
+    );
+    let exp_ok = token
+        .exp
+        .as_ref()
+        .and_then(|c| c.seconds(now))
+        .is_some_and(|exp| exp + LEEWAY_SECONDS as f64 >= now as f64);
     let nbf_ok = match &token.nbf {
         None => true,
         Some(TimeClaim::Other(Value::Null)) => true,
-        Some(claim) => claim.seconds(now).is_some_and(|nbf| nbf <= (now + LEEWAY_SECONDS) as f64),
+        Some(claim) => claim
+            .seconds(now)
+            .is_some_and(|nbf| nbf <= (now + LEEWAY_SECONDS) as f64),
     };
-    let profile_ok = !trust_required || token.profile.as_ref().is_some_and(|(_, rank)| rank.is_some_and(|r| r >= 1));
+    let profile_ok = !trust_required
+        || token
+            .profile
+            .as_ref()
+            .is_some_and(|(_, rank)| rank.is_some_and(|r| r >= 1));
     let claims_valid = exp_ok
         && nbf_ok
         && token.iss.valid
@@ -425,42 +494,74 @@ fn check(keys: &Keys, case: Case) -> Result<(), TestCaseError> {
     let (token, trust_required, padding, mutations) = match case {
         Case::Garbage(bytes) => {
             let result = futures::executor::block_on(keys.verifiers[0].verify(&bytes, &keys.peer));
-            prop_assert!(result.is_err(), "garbage verified: {:?}", String::from_utf8_lossy(&bytes));
+            prop_assert!(
+                result.is_err(),
+                "garbage verified: {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
             return Ok(());
         }
-        Case::Token { token, trust_required, padding, mutations } => (token, trust_required, padding, mutations),
+        Case::Token {
+            token,
+            trust_required,
+            padding,
+            mutations,
+        } => (token, trust_required, padding, mutations),
     };
     let now = now();
     let (text, claims, signature_valid, claims_valid) = build(&token, keys, trust_required, now);
     let verifier = &keys.verifiers[usize::from(trust_required)];
-    let sent = mutated(format!("{}{text}{}", padding.0, padding.1).into_bytes(), &mutations);
+    let sent = mutated(
+        format!("{}{text}{}", padding.0, padding.1).into_bytes(),
+        &mutations,
+    );
     let result = futures::executor::block_on(verifier.verify(&sent, &keys.peer));
 
     if !mutations.is_empty() {
         if result.is_ok() {
             let same = std::str::from_utf8(&sent).is_ok_and(|s| s.trim() == text);
-            prop_assert!(same, "a damaged token verified: {:?}", String::from_utf8_lossy(&sent));
+            prop_assert!(
+                same,
+                "a damaged token verified: {:?}",
+                String::from_utf8_lossy(&sent)
+            );
         }
         return Ok(());
     }
     match result {
         Ok(dat) => {
-            prop_assert!(signature_valid && claims_valid, "an invalid token verified (signature {signature_valid}, claims {claims_valid})");
+            prop_assert!(
+                signature_valid && claims_valid,
+                "an invalid token verified (signature {signature_valid}, claims {claims_valid})"
+            );
             let subject = token.sub.value.as_ref().and_then(Value::as_str);
             prop_assert_eq!(Some(dat.subject.as_str()), subject);
             prop_assert_eq!(&dat.claims, &claims);
-            let exp = token.exp.as_ref().and_then(|c| c.seconds(now)).expect("a verified token has exp");
-            let left = Duration::try_from_secs_f64((exp - now as f64).max(0.0)).unwrap_or(MAX_DAT_LIFETIME).min(MAX_DAT_LIFETIME);
+            let exp = token
+                .exp
+                .as_ref()
+                .and_then(|c| c.seconds(now))
+                .expect("a verified token has exp");
+            let left = Duration::try_from_secs_f64((exp - now as f64).max(0.0))
+                .unwrap_or(MAX_DAT_LIFETIME)
+                .min(MAX_DAT_LIFETIME);
             let reported = dat.expires_in.expect("a DAPS token expires");
             prop_assert!(
-                reported <= left + Duration::from_secs(1) && reported + Duration::from_secs(5) >= left,
+                reported <= left + Duration::from_secs(1)
+                    && reported + Duration::from_secs(5) >= left,
                 "expires_in {reported:?}, expected about {left:?}"
             );
         }
         Err(error) => {
-            prop_assert!(!(signature_valid && claims_valid), "a valid token was refused: {error}");
+            prop_assert!(
+                !(signature_valid && claims_valid),
+                "a valid token was refused: {error}"
+            );
             if !signature_valid {
-                prop_assert!(!is_claim_error(&error), "claims were judged before the signature: {error}");
+                prop_assert!(
+                    !is_claim_error(&error),
+                    "claims were judged before the signature: {error}"
+                );
             }
         }
     }

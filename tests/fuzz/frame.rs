@@ -17,18 +17,15 @@ use clearinghouse::idscp2::proto::{
     IdscpAck, IdscpClose, IdscpDat, IdscpDatExpired, IdscpData, IdscpHello, IdscpMessage,
     IdscpRaProver, IdscpRaVerifier, IdscpReRa,
 };
-use prost::Message as _;
 use proptest::collection::vec;
 use proptest::prelude::*;
+use prost::Message as _;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::mutate::{mutated, Mutation};
 use crate::runner::{fuzz, Budget, Outcome, Target};
 
-pub const TARGET: Target = Target {
-    name: "frame",
-    run,
-};
+pub const TARGET: Target = Target { name: "frame", run };
 
 #[derive(Debug, Clone)]
 enum Piece {
@@ -88,14 +85,13 @@ fn app_layer_message() -> impl Strategy<Value = AppLayerMessage> {
     };
     let body = || (text(), bytes(32), headers());
     prop_oneof![
-        body()
-            .prop_map(|(header, payload, extra_headers)| app_layer_message::Message::IdsMessage(
-                IdsMessage {
-                    header,
-                    payload,
-                    extra_headers
-                }
-            )),
+        body().prop_map(
+            |(header, payload, extra_headers)| app_layer_message::Message::IdsMessage(IdsMessage {
+                header,
+                payload,
+                extra_headers
+            })
+        ),
         body().prop_map(|(header, payload, extra_headers)| {
             app_layer_message::Message::GenericMessage(GenericMessage {
                 header,
@@ -281,17 +277,28 @@ fn check(case: Case) -> Result<(), TestCaseError> {
     // Everything after the last whole frame stays buffered for the next read (less the length
     // prefix, once the decoder has taken it).
     let rest = &input[end..];
-    let kept = &buffer[..] == rest || (rest.len() >= 4 && &buffer[..] == &rest[4..]);
-    prop_assert!(kept, "buffer {:?} is not what follows the last frame: {:?}", &buffer[..], rest);
+    let kept = &buffer[..] == rest || (rest.len() >= 4 && buffer[..] == rest[4..]);
+    prop_assert!(
+        kept,
+        "buffer {:?} is not what follows the last frame: {:?}",
+        &buffer[..],
+        rest
+    );
     // At the end of the stream a partial frame yields no message. (Whether it is an error
     // depends on whether the decoder had taken its length prefix yet: tokio-util's default
     // `decode_eof` only sees the bytes still buffered.)
     match decoder.decode_eof(&mut buffer) {
         Ok(Some(message)) => {
-            return Err(TestCaseError::fail(format!("a message from a partial frame: {message:?}")))
+            return Err(TestCaseError::fail(format!(
+                "a message from a partial frame: {message:?}"
+            )))
         }
         Ok(None) | Err(FrameError::Io(_)) => {}
-        Err(error) => return Err(TestCaseError::fail(format!("unexpected error at end of stream: {error}"))),
+        Err(error) => {
+            return Err(TestCaseError::fail(format!(
+                "unexpected error at end of stream: {error}"
+            )))
+        }
     }
     if end == input.len() {
         prop_assert!(buffer.is_empty());
@@ -324,9 +331,8 @@ fn check_message(message: &Message, max_frame: usize) -> Result<(), TestCaseErro
     encoder
         .encode(message.clone(), &mut again)
         .map_err(|e| TestCaseError::fail(format!("cannot re-encode a decoded message: {e}")))?;
-    let reread = decode_message(again.freeze().slice(4..)).map_err(|e| {
-        TestCaseError::fail(format!("a re-encoded message does not decode: {e}"))
-    })?;
+    let reread = decode_message(again.freeze().slice(4..))
+        .map_err(|e| TestCaseError::fail(format!("a re-encoded message does not decode: {e}")))?;
     prop_assert_eq!(&reread, message);
     if let Message::IdscpData(IdscpData { data, .. }) = message {
         if let Ok(app) = AppLayerMessage::decode(data.clone()) {

@@ -181,12 +181,14 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![Just(0.666), Just(1.0), 0.001f64..=1.0],
         vec(step(), 0..150),
     )
-        .prop_map(|(hostile, handshake_first, dat_renewal_threshold, steps)| Case {
-            hostile,
-            handshake_first,
-            dat_renewal_threshold,
-            steps,
-        })
+        .prop_map(
+            |(hostile, handshake_first, dat_renewal_threshold, steps)| Case {
+                hostile,
+                handshake_first,
+                dat_renewal_threshold,
+                steps,
+            },
+        )
 }
 
 fn settings(dat_renewal_threshold: f64) -> Arc<Settings> {
@@ -420,12 +422,12 @@ impl Harness {
                 }
             }
             (Event::Send(_), _) if !self.closing => self.handed_in += 1,
-            (Event::PeerAck { bit }, _) => {
-                if self.outstanding.is_some_and(|(_, sent)| sent == *bit) {
-                    self.outstanding = None;
-                    self.acked += 1;
-                    self.next_send_bit = !bit;
-                }
+            (Event::PeerAck { bit }, _)
+                if self.outstanding.is_some_and(|(_, sent)| sent == *bit) =>
+            {
+                self.outstanding = None;
+                self.acked += 1;
+                self.next_send_bit = !bit;
             }
             _ => {}
         }
@@ -463,18 +465,15 @@ impl Harness {
                     data,
                     alternating_bit,
                 })) => self.our_data_sent(data, *alternating_bit)?,
-                Action::Closed {
-                    cause, by_peer, ..
-                } => {
+                Action::Closed { cause, by_peer, .. } => {
                     prop_assert_eq!(index, actions.len() - 1, "Closed is not the last action");
                     match (&event, by_peer) {
                         (Event::PeerClose { cause: theirs, .. }, true) => {
                             prop_assert_eq!(cause, theirs)
                         }
                         (_, false) => {
-                            let announced = index
-                                .checked_sub(1)
-                                .and_then(|before| actions.get(before));
+                            let announced =
+                                index.checked_sub(1).and_then(|before| actions.get(before));
                             let expected_close = matches!(
                                 announced,
                                 Some(Action::Send(Message::IdscpClose(close)))
@@ -486,9 +485,7 @@ impl Harness {
                             );
                         }
                         (event, true) => {
-                            return Err(TestCaseError::fail(format!(
-                                "closed by peer on {event:?}"
-                            )))
+                            return Err(TestCaseError::fail(format!("closed by peer on {event:?}")))
                         }
                     }
                     self.closed = true;
@@ -504,31 +501,56 @@ impl Harness {
         match received {
             Some((data, bit, sequence)) => {
                 if attested_before {
-                    prop_assert_eq!(&acks, &vec![bit], "attested data must be ACKed once, with its bit");
+                    prop_assert_eq!(
+                        &acks,
+                        &vec![bit],
+                        "attested data must be ACKed once, with its bit"
+                    );
                 } else {
                     prop_assert!(
                         acks.is_empty() && delivered.is_empty(),
                         "data taken while not attested ({state_before:?}): acks {acks:?}, delivered {delivered:?}"
                     );
                 }
-                prop_assert!(delivered.len() <= 1, "one message delivered twice: {delivered:?}");
+                prop_assert!(
+                    delivered.len() <= 1,
+                    "one message delivered twice: {delivered:?}"
+                );
                 if let Some(got) = delivered.first() {
-                    prop_assert_eq!(got, &data, "delivered something other than the event's data");
-                    prop_assert!(self.established, "data delivered before the handshake was done");
+                    prop_assert_eq!(
+                        got,
+                        &data,
+                        "delivered something other than the event's data"
+                    );
+                    prop_assert!(
+                        self.established,
+                        "data delivered before the handshake was done"
+                    );
                     let expected_bit = !self.last_delivered_bit.unwrap_or(true);
-                    prop_assert_eq!(bit, expected_bit, "delivered a message with the bit of the one before (a duplicate)");
+                    prop_assert_eq!(
+                        bit,
+                        expected_bit,
+                        "delivered a message with the bit of the one before (a duplicate)"
+                    );
                     self.last_delivered_bit = Some(bit);
                 }
                 // Raw data from a hostile peer shifts the bit the machine expects, after which
                 // the honest sender's messages may rightly be taken as new or as duplicates.
                 if let Some(sequence) = sequence {
                     if !self.hostile && !delivered.is_empty() {
-                        prop_assert_eq!(sequence, self.delivered_from_peer, "honest peer's messages out of order or twice");
+                        prop_assert_eq!(
+                            sequence,
+                            self.delivered_from_peer,
+                            "honest peer's messages out of order or twice"
+                        );
                         self.delivered_from_peer += 1;
                     }
                     if !acks.is_empty() && !ack_lost {
                         if !self.hostile {
-                            prop_assert!(sequence < self.delivered_from_peer, "ACKed message {sequence} before delivering it");
+                            prop_assert!(
+                                sequence < self.delivered_from_peer,
+                                "ACKed message {sequence} before delivering it"
+                            );
                         }
                         self.peer.in_flight = None;
                         self.peer.bit = !self.peer.bit;
@@ -536,8 +558,14 @@ impl Harness {
                 }
             }
             None => {
-                prop_assert!(delivered.is_empty(), "delivered without data from the peer: {delivered:?}");
-                prop_assert!(acks.is_empty(), "ACKed without data from the peer: {acks:?}");
+                prop_assert!(
+                    delivered.is_empty(),
+                    "delivered without data from the peer: {delivered:?}"
+                );
+                prop_assert!(
+                    acks.is_empty(),
+                    "ACKed without data from the peer: {acks:?}"
+                );
             }
         }
 
@@ -556,7 +584,10 @@ impl Harness {
         check_bound(undelivered)?;
         // (While re-attesting, the close waits for the attestation or the handshake timer.)
         if self.closing && self.attested() {
-            prop_assert!(undelivered > 0, "a requested close did not happen once all was delivered");
+            prop_assert!(
+                undelivered > 0,
+                "a requested close did not happen once all was delivered"
+            );
         }
         let state = self.fsm.state();
         prop_assert_eq!(
@@ -579,7 +610,10 @@ impl Harness {
 
     /// One of our IdscpData left: a resend of the outstanding one, or the next one in turn.
     fn our_data_sent(&mut self, data: &Bytes, bit: bool) -> Result<(), TestCaseError> {
-        prop_assert!(self.established && self.attested(), "sent data while not attested");
+        prop_assert!(
+            self.established && self.attested(),
+            "sent data while not attested"
+        );
         match self.outstanding {
             Some((number, sent_bit)) => {
                 prop_assert_eq!(data, &ours(number), "a resend changed the data");
@@ -587,7 +621,11 @@ impl Harness {
             }
             None => {
                 prop_assert_eq!(data, &ours(self.first_sends), "our messages out of order");
-                prop_assert_eq!(bit, self.next_send_bit, "the bit flipped without a matching ACK");
+                prop_assert_eq!(
+                    bit,
+                    self.next_send_bit,
+                    "the bit flipped without a matching ACK"
+                );
                 self.outstanding = Some((self.first_sends, bit));
                 self.first_sends += 1;
             }
@@ -599,7 +637,10 @@ impl Harness {
 
 fn check_bound(undelivered: u64) -> Result<(), TestCaseError> {
     if let Some(bound) = SEND_QUEUE_BOUND {
-        prop_assert!(undelivered <= bound as u64, "{undelivered} messages held, bound {bound}");
+        prop_assert!(
+            undelivered <= bound as u64,
+            "{undelivered} messages held, bound {bound}"
+        );
     }
     Ok(())
 }

@@ -6,10 +6,10 @@
 //! the label, not against a copy of the parser. Free text and damaged JSON are thrown in too:
 //! those must not panic, and whatever parses must read back the same from its own output.
 
-use clearinghouse::idscp2::proto::app::HeaderEntry;
 use clearinghouse::ids::{
     ChParams, HeaderError, MessageType, QueryParams, RejectionReason, RequestHeader, SortOrder,
 };
+use clearinghouse::idscp2::proto::app::HeaderEntry;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -194,7 +194,8 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..4).prop_map(Value::Array),
-            vec((".{0,6}", inner), 0..4).prop_map(|members| Value::Object(members.into_iter().collect())),
+            vec((".{0,6}", inner), 0..4)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
         ]
     })
 }
@@ -213,13 +214,26 @@ fn text(strings: impl Strategy<Value = String>) -> impl Strategy<Value = Text> {
 }
 
 fn reference() -> impl Strategy<Value = Reference> {
-    let iri = || text(prop_oneof!["https://[a-z]{1,8}\\.example/[a-z0-9]{0,6}", ".{1,12}"]);
-    prop_oneof![iri().prop_map(Reference::Bare), iri().prop_map(Reference::Node)]
+    let iri = || {
+        text(prop_oneof![
+            "https://[a-z]{1,8}\\.example/[a-z0-9]{0,6}",
+            ".{1,12}"
+        ])
+    };
+    prop_oneof![
+        iri().prop_map(Reference::Bare),
+        iri().prop_map(Reference::Node)
+    ]
 }
 
 fn header_case() -> impl Strategy<Value = HeaderCase> {
     let message_type = text(prop_oneof![
-        select(vec!["ids:RequestMessage", "ids:LogMessage", "ids:QueryMessage"]).prop_map(String::from),
+        select(vec![
+            "ids:RequestMessage",
+            "ids:LogMessage",
+            "ids:QueryMessage"
+        ])
+        .prop_map(String::from),
         ".{1,20}",
     ]);
     let token_text = || text(prop_oneof!["[A-Za-z0-9._-]{1,40}", ".{0,12}"]);
@@ -228,10 +242,17 @@ fn header_case() -> impl Strategy<Value = HeaderCase> {
         Just(Token::NoValue),
         token_text().prop_map(Token::Bare),
         token_text().prop_map(Token::Typed),
-        non_string().prop_filter("not an object", |v| !v.is_object()).prop_map(Token::NotObject),
+        non_string()
+            .prop_filter("not an object", |v| !v.is_object())
+            .prop_map(Token::NotObject),
     ];
     let extra = vec(
-        (".{0,12}".prop_filter("not a member read", |name: &String| !KNOWN.contains(&name.as_str())), json_value()),
+        (
+            ".{0,12}".prop_filter("not a member read", |name: &String| {
+                !KNOWN.contains(&name.as_str())
+            }),
+            json_value(),
+        ),
         0..4,
     );
     let not_an_object = prop_oneof![
@@ -249,7 +270,16 @@ fn header_case() -> impl Strategy<Value = HeaderCase> {
         not_an_object,
     )
         .prop_map(
-            |(message_type, id, issuer_connector, sender_agent, security_token, authorization_token, extra, not_an_object)| {
+            |(
+                message_type,
+                id,
+                issuer_connector,
+                sender_agent,
+                security_token,
+                authorization_token,
+                extra,
+                not_an_object,
+            )| {
                 HeaderCase {
                     message_type,
                     id,
@@ -268,18 +298,25 @@ fn check_header(case: &HeaderCase) -> Result<(), TestCaseError> {
     let json = case.json();
     let result = RequestHeader::parse(&json.to_string());
     if case.not_an_object.is_some() {
-        prop_assert!(matches!(result, Err(HeaderError::NotAnObject)), "{result:?}");
+        prop_assert!(
+            matches!(result, Err(HeaderError::NotAnObject)),
+            "{result:?}"
+        );
         return Ok(());
     }
     let Some(type_name) = case.message_type.given() else {
-        prop_assert!(matches!(result, Err(HeaderError::MissingType)), "{result:?}");
+        prop_assert!(
+            matches!(result, Err(HeaderError::MissingType)),
+            "{result:?}"
+        );
         return Ok(());
     };
     let Some(id) = case.id.given() else {
         prop_assert!(matches!(result, Err(HeaderError::MissingId)), "{result:?}");
         return Ok(());
     };
-    let header = result.map_err(|e| TestCaseError::fail(format!("a valid header was refused: {e}")))?;
+    let header =
+        result.map_err(|e| TestCaseError::fail(format!("a valid header was refused: {e}")))?;
     let expected_type = match type_name {
         "ids:RequestMessage" => MessageType::Request,
         "ids:LogMessage" => MessageType::Log,
@@ -288,9 +325,15 @@ fn check_header(case: &HeaderCase) -> Result<(), TestCaseError> {
     };
     prop_assert_eq!(&header.message_type, &expected_type);
     prop_assert_eq!(&header.id, id);
-    prop_assert_eq!(header.issuer_connector.clone(), case.issuer_connector.expected());
+    prop_assert_eq!(
+        header.issuer_connector.clone(),
+        case.issuer_connector.expected()
+    );
     prop_assert_eq!(header.sender_agent.clone(), case.sender_agent.expected());
-    prop_assert_eq!(header.security_token.clone(), case.security_token.expected());
+    prop_assert_eq!(
+        header.security_token.clone(),
+        case.security_token.expected()
+    );
     prop_assert_eq!(&header.raw, &json);
     check_parsed_header(&header)
 }
@@ -304,7 +347,10 @@ fn check_any_header(text: &str) -> Result<(), TestCaseError> {
             check_parsed_header(&header)
         }
         Err(HeaderError::NotJson(_)) => {
-            prop_assert!(serde_json::from_str::<Value>(text).is_err(), "JSON refused as not JSON");
+            prop_assert!(
+                serde_json::from_str::<Value>(text).is_err(),
+                "JSON refused as not JSON"
+            );
             Ok(())
         }
         Err(_) => Ok(()),
@@ -318,7 +364,11 @@ fn check_parsed_header(header: &RequestHeader) -> Result<(), TestCaseError> {
     prop_assert!(!header.id.is_empty());
     // What is stored keeps everything but the tokens.
     let stored = header.stored_form();
-    let mut expected = header.raw.as_object().expect("a header is an object").clone();
+    let mut expected = header
+        .raw
+        .as_object()
+        .expect("a header is an object")
+        .clone();
     expected.remove("ids:securityToken");
     expected.remove("ids:authorizationToken");
     prop_assert_eq!(stored, Value::Object(expected));
@@ -398,7 +448,11 @@ fn header_name(name: Name) -> impl Strategy<Value = String> {
 
 /// Blanks around a value, which are not part of it.
 fn padded(value: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
-    (select(vec!["", " ", "\t", " \n"]), value, select(vec!["", " ", "\r\n"]))
+    (
+        select(vec!["", " ", "\t", " \n"]),
+        value,
+        select(vec!["", " ", "\r\n"]),
+    )
         .prop_map(|(before, value, after)| format!("{before}{value}{after}"))
 }
 
@@ -446,8 +500,13 @@ fn sort_value() -> impl Strategy<Value = (String, Meaning)> {
     prop_oneof![
         cased("asc").prop_map(|s| (s, Meaning::Sort(Some(SortOrder::Asc)))),
         cased("desc").prop_map(|s| (s, Meaning::Sort(Some(SortOrder::Desc)))),
-        prop_oneof![Just("ascending".to_owned()), Just("de sc".to_owned()), Just(String::new()), "[a-z]{1,2}"]
-            .prop_map(|s| (s, Meaning::Sort(None))),
+        prop_oneof![
+            Just("ascending".to_owned()),
+            Just("de sc".to_owned()),
+            Just(String::new()),
+            "[a-z]{1,2}"
+        ]
+        .prop_map(|s| (s, Meaning::Sort(None))),
         ".{0,6}".prop_map(|text| (text, Meaning::Free)),
     ]
 }
@@ -526,7 +585,16 @@ fn param() -> impl Strategy<Value = Param> {
     let unknown = prop_oneof![
         "ch-ids-[a-z_]{0,8}".prop_filter("not a parameter", |n| {
             let n = n.replace('_', "-");
-            !["ch-ids-pid", "ch-ids-id", "ch-ids-page", "ch-ids-size", "ch-ids-sort", "ch-ids-date-from", "ch-ids-date-to"].contains(&n.as_str())
+            ![
+                "ch-ids-pid",
+                "ch-ids-id",
+                "ch-ids-page",
+                "ch-ids-size",
+                "ch-ids-sort",
+                "ch-ids-date-from",
+                "ch-ids-date-to",
+            ]
+            .contains(&n.as_str())
         }),
         "x-[a-z]{0,8}",
         "content_type",
@@ -567,7 +635,11 @@ fn entries(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<HeaderEntry
 }
 
 fn check_params(params: &[Param]) -> Result<(), TestCaseError> {
-    let headers = entries(params.iter().map(|p| (p.header_name.clone(), p.value.clone())));
+    let headers = entries(
+        params
+            .iter()
+            .map(|p| (p.header_name.clone(), p.value.clone())),
+    );
     let result = ChParams::parse(&headers);
 
     // What the labels say: the last meaning of each parameter, or a conflict.
@@ -588,13 +660,20 @@ fn check_params(params: &[Param]) -> Result<(), TestCaseError> {
     }
     let parsed = match result {
         Err(rejection) => {
-            prop_assert!(conflict, "parameters refused without a conflict: {}", rejection.message);
+            prop_assert!(
+                conflict,
+                "parameters refused without a conflict: {}",
+                rejection.message
+            );
             prop_assert_eq!(rejection.reason, RejectionReason::BadParameters);
             return Ok(());
         }
         Ok(parsed) => parsed,
     };
-    prop_assert!(!conflict, "a parameter sent twice with different values was taken");
+    prop_assert!(
+        !conflict,
+        "a parameter sent twice with different values was taken"
+    );
     prop_assert_eq!(&parsed, &expected);
 
     // Written back with the canonical names, the parameters read the same.
@@ -608,11 +687,20 @@ fn check_params(params: &[Param]) -> Result<(), TestCaseError> {
         ("ch-ids-date_from", &parsed.date_from),
         ("ch-ids-date_to", &parsed.date_to),
     ];
-    let written = entries(canonical.iter().filter_map(|(name, value)| Some((name.to_string(), (*value).clone()?))));
+    let written = entries(
+        canonical
+            .iter()
+            .filter_map(|(name, value)| Some((name.to_string(), (*value).clone()?))),
+    );
     let reread = ChParams::parse(&written).ok();
     prop_assert_eq!(reread.as_ref(), Some(&parsed));
 
-    let meaning = |name: Name| meanings.iter().find(|(n, _)| *n == name).map(|(_, m)| m.clone());
+    let meaning = |name: Name| {
+        meanings
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m.clone())
+    };
     check_pid(&parsed, meaning(Name::Pid))?;
     check_query(&parsed, &meaning)
 }
@@ -622,19 +710,31 @@ fn check_pid(parsed: &ChParams, meaning: Option<Meaning>) -> Result<(), TestCase
     // Whatever the label, an accepted pid is well formed: invalid ones are always refused.
     if let Ok(pid) = result {
         let well_formed = (1..=255).contains(&pid.len())
-            && pid.chars().all(|c| c.is_ascii_alphanumeric() || "._:~-".contains(c))
+            && pid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:~-".contains(c))
             && pid != "default";
         prop_assert!(well_formed, "accepted the invalid pid {pid:?}");
     }
     match meaning {
         None => prop_assert!(result.is_err(), "a missing pid was accepted"),
-        Some(Meaning::GoodPid) => prop_assert_eq!(result.as_ref().ok().copied(), parsed.pid.as_deref(), "a valid pid was refused"),
-        Some(Meaning::BadPid) => prop_assert!(result.is_err(), "accepted the invalid pid {:?}", parsed.pid),
+        Some(Meaning::GoodPid) => prop_assert_eq!(
+            result.as_ref().ok().copied(),
+            parsed.pid.as_deref(),
+            "a valid pid was refused"
+        ),
+        Some(Meaning::BadPid) => {
+            prop_assert!(result.is_err(), "accepted the invalid pid {:?}", parsed.pid)
+        }
         Some(_) => {}
     }
     if let Err(rejection) = result {
         prop_assert_eq!(rejection.reason, RejectionReason::BadParameters);
-        prop_assert!(rejection.message.contains("ch-ids-pid"), "{}", rejection.message);
+        prop_assert!(
+            rejection.message.contains("ch-ids-pid"),
+            "{}",
+            rejection.message
+        );
     }
     Ok(())
 }
@@ -713,9 +813,6 @@ fn check_query_consistent(parsed: &ChParams, query: &QueryParams) -> Result<(), 
     }
     prop_assert_eq!(query.from_ms.is_some(), parsed.date_from.is_some());
     prop_assert_eq!(query.to_ms.is_some(), parsed.date_to.is_some());
-    prop_assert_eq!(
-        query.offset(),
-        (query.page - 1).checked_mul(query.size).unwrap_or(u64::MAX)
-    );
+    prop_assert_eq!(query.offset(), (query.page - 1).saturating_mul(query.size));
     Ok(())
 }

@@ -138,15 +138,16 @@ struct Args {
     duration: Duration,
     run_seed: u64,
     replay: Option<u64>,
-    targets: Vec<String>,
+    /// Like cargo's test filters: a target runs when its name contains one of them.
+    filters: Vec<String>,
 }
 
 /// Without arguments (as `cargo test` runs it) every target runs for a few seconds.
 const DEFAULT_SECONDS: f64 = 3.0;
 
-const USAGE: &str = "usage: fuzz [--seconds N] [--seed S] [--replay CASE_SEED] [TARGET...]";
+const USAGE: &str = "usage: fuzz [--seconds N] [--seed S] [--replay CASE_SEED] [FILTER...]";
 
-fn parse_args(targets: &[Target]) -> Result<Args, String> {
+fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         duration: Duration::from_secs_f64(DEFAULT_SECONDS),
         run_seed: SystemTime::now()
@@ -154,7 +155,7 @@ fn parse_args(targets: &[Target]) -> Result<Args, String> {
             .map(|now| now.as_nanos() as u64)
             .unwrap_or_default(),
         replay: None,
-        targets: Vec::new(),
+        filters: Vec::new(),
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -170,16 +171,11 @@ fn parse_args(targets: &[Target]) -> Result<Args, String> {
             "--seed" => args.run_seed = parse_seed(&value("--seed")?)?,
             "--replay" => args.replay = Some(parse_seed(&value("--replay")?)?),
             "--help" | "-h" => return Err(USAGE.to_owned()),
-            // Flags cargo's test runner may pass on (e.g. --nocapture) mean nothing here.
+            // Flags meant for libtest (`cargo test -- --nocapture`) mean nothing here.
             flag if flag.starts_with('-') => {}
-            name if targets.iter().any(|t| t.name == name) => args.targets.push(name.to_owned()),
-            other => {
-                let names: Vec<_> = targets.iter().map(|t| t.name).collect();
-                return Err(format!(
-                    "unknown target {other:?}; targets: {}\n{USAGE}",
-                    names.join(", ")
-                ));
-            }
+            // `cargo test NAME` hands NAME to every test binary: a filter that names no target
+            // runs nothing, as it would in libtest.
+            filter => args.filters.push(filter.to_owned()),
         }
     }
     Ok(args)
@@ -196,7 +192,7 @@ fn parse_seed(text: &str) -> Result<u64, String> {
 /// Runs the selected targets one after the other and prints a line per target, then a summary
 /// in the shape of cargo's test summary (which scripts/test adds up).
 pub fn main(targets: &[Target]) -> std::process::ExitCode {
-    let args = match parse_args(targets) {
+    let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
@@ -205,7 +201,9 @@ pub fn main(targets: &[Target]) -> std::process::ExitCode {
     };
     let selected: Vec<&Target> = targets
         .iter()
-        .filter(|t| args.targets.is_empty() || args.targets.iter().any(|name| name == t.name))
+        .filter(|t| {
+            args.filters.is_empty() || args.filters.iter().any(|f| t.name.contains(f.as_str()))
+        })
         .collect();
     println!(
         "fuzzing {} target(s), {:.0} s each, run seed {:#018x}",

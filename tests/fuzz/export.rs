@@ -26,6 +26,7 @@ use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use serde_json::{json, Value};
 
+use crate::json::json_value;
 use crate::mutate::{mutated, Mutation};
 use crate::runner::{fuzz, Budget, Outcome, SplitMix, Target};
 
@@ -131,24 +132,6 @@ const FIELDS: &[&str] = &[
     "entry_hash",
     "chain_hash",
 ];
-
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
-        ".{0,8}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(2, 8, 3, |inner| {
-        prop_oneof![
-            vec(inner.clone(), 0..3).prop_map(Value::Array),
-            vec((".{0,5}", inner), 0..3).prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
 
 fn entry_spec() -> impl Strategy<Value = EntrySpec> {
     (

@@ -17,6 +17,7 @@ mod export;
 mod frame;
 mod fsm;
 mod ids;
+mod json;
 mod mutate;
 mod runner;
 

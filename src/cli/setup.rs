@@ -207,7 +207,7 @@ pub fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, ConfigErr
                 "idscp2.supported_ra"
             }
             EndpointError::BadThreshold(_) => "idscp2.dat_renewal_threshold",
-            EndpointError::BadHandshakeFrame { .. } => "idscp2.handshake_max_frame",
+            EndpointError::HandshakeFrameTooSmall(_) => "idscp2.handshake_max_frame",
             EndpointError::Zero("max_resends") => "idscp2.max_resends",
             EndpointError::Zero(_) => "server.requests_in_flight",
             EndpointError::Memory(BudgetError::ShareTooSmall { .. }) => {

@@ -181,7 +181,7 @@ impl Connection {
             // Until the peer's DAT is accepted, only handshake-sized frames.
             reader: FrameReader::new(
                 read_half,
-                settings.handshake_max_frame,
+                settings.handshake_frame_limit(),
                 settings.frame_timeout,
                 budget.clone(),
             ),

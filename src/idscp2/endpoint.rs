@@ -23,9 +23,9 @@ pub struct Settings {
     /// Fraction of the peer DAT's lifetime after which we ask for a new one (0.666 for DAPS tokens).
     pub dat_renewal_threshold: f64,
     pub max_frame: usize,
-    /// The frame limit until the handshake is done: Hello, DAT and RA frames are small, so a peer
-    /// that is not yet authenticated cannot make us hold a big buffer. Also the size of frame
-    /// every connection may always read (see [`MemoryBudget`]).
+    /// The frame limit until the peer's DAT is accepted (or `max_frame`, if smaller): Hello and
+    /// DAT frames are small, so a peer that is not yet authenticated cannot make us hold a big
+    /// buffer. Also the size of frame every connection may always read (see [`MemoryBudget`]).
     pub handshake_max_frame: usize,
     /// A frame whose length arrived must be complete this long after; a peer that announces a big
     /// frame and then trickles or stops is closed with TIMEOUT instead of holding its buffer.
@@ -43,6 +43,13 @@ pub struct Settings {
     pub max_resends: u32,
     /// What all connections of this endpoint together may hold of peer data.
     pub memory: MemoryLimits,
+}
+
+impl Settings {
+    /// The frame limit until the peer's DAT is accepted.
+    pub fn handshake_frame_limit(&self) -> usize {
+        self.handshake_max_frame.min(self.max_frame)
+    }
 }
 
 impl Default for Settings {
@@ -77,8 +84,8 @@ pub enum EndpointError {
     NoRaSuite,
     #[error("dat_renewal_threshold must be in (0, 1], not {0}")]
     BadThreshold(f64),
-    #[error("handshake_max_frame ({handshake}) must be between 4096 and max_frame ({max_frame})")]
-    BadHandshakeFrame { handshake: usize, max_frame: usize },
+    #[error("handshake_max_frame must be at least {MIN_HANDSHAKE_FRAME}, not {0}")]
+    HandshakeFrameTooSmall(usize),
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
     #[error(transparent)]
@@ -123,11 +130,10 @@ impl Endpoint {
         if !(threshold > 0.0 && threshold <= 1.0) {
             return Err(EndpointError::BadThreshold(threshold));
         }
-        if !(MIN_HANDSHAKE_FRAME..=settings.max_frame).contains(&settings.handshake_max_frame) {
-            return Err(EndpointError::BadHandshakeFrame {
-                handshake: settings.handshake_max_frame,
-                max_frame: settings.max_frame,
-            });
+        if settings.handshake_max_frame < MIN_HANDSHAKE_FRAME {
+            return Err(EndpointError::HandshakeFrameTooSmall(
+                settings.handshake_max_frame,
+            ));
         }
         for (name, value) in [
             ("requests_in_flight", settings.requests_in_flight),
@@ -140,7 +146,7 @@ impl Endpoint {
         }
         let budget = MemoryBudget::new(
             settings.memory,
-            settings.handshake_max_frame,
+            settings.handshake_frame_limit(),
             settings.max_frame,
         )?;
         Ok(Endpoint {

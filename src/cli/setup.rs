@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::config::{or_default, Config, ConfigError, DatMode, StoreBackend};
 use crate::devpki::{DevPki, DevPkiOptions};
+use crate::idscp2::budget::{BudgetError, MemoryLimits};
 use crate::idscp2::dat::{
     daps_http_client, DapsIssuer, DapsIssuerConfig, DapsVerifier, DapsVerifierConfig, DatError,
     DatIssuer, DatVerifier, DevelopmentIssuer, DevelopmentVerifier, JwksSource, StaticIssuer,
 };
-use crate::idscp2::budget::{BudgetError, MemoryLimits};
 use crate::idscp2::endpoint::{Endpoint, EndpointError, Settings};
 use crate::idscp2::ra::{RaRegistry, RaRole};
 use crate::idscp2::tls::{self, PeerCertificate, TlsError, TlsIdentity};

@@ -55,7 +55,9 @@ pub enum BudgetError {
         small: usize,
         per_connection: usize,
     },
-    #[error("a connection's share of {per_connection} bytes must hold a frame of {max_frame} bytes")]
+    #[error(
+        "a connection's share of {per_connection} bytes must hold a frame of {max_frame} bytes"
+    )]
     ShareTooSmall {
         per_connection: usize,
         max_frame: usize,
@@ -215,14 +217,20 @@ impl ConnectionBudget {
     }
 
     fn take_floor(&self, bytes: usize) -> usize {
-        let mut free = self.floor_free.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut free = self
+            .floor_free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let taken = bytes.min(*free);
         *free -= taken;
         taken
     }
 
     fn return_floor(&self, bytes: usize) {
-        *self.floor_free.lock().unwrap_or_else(PoisonError::into_inner) += bytes;
+        *self
+            .floor_free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += bytes;
     }
 }
 
@@ -238,7 +246,12 @@ pub struct Held {
 }
 
 impl Held {
-    fn new(owner: Arc<ConnectionBudget>, bytes: usize, floor: usize, share: OwnedSemaphorePermit) -> Held {
+    fn new(
+        owner: Arc<ConnectionBudget>,
+        bytes: usize,
+        floor: usize,
+        share: OwnedSemaphorePermit,
+    ) -> Held {
         Held {
             owner,
             bytes,

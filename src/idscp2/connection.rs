@@ -668,8 +668,7 @@ where
             Action::PeerDatAccepted => {
                 // The peer is authenticated now (its DAT names its certificate); data may follow
                 // its Hello before our drivers report, so the limit goes up here, not later.
-                self.reader
-                    .set_max_frame(self.endpoint.settings.max_frame);
+                self.reader.set_max_frame(self.endpoint.settings.max_frame);
                 self.accept_dat();
             }
             Action::Established => {

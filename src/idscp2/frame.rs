@@ -108,12 +108,20 @@ pub struct FrameReader<R> {
 }
 
 enum ReadState {
-    Header { buf: [u8; 4], read: usize },
+    Header {
+        buf: [u8; 4],
+        read: usize,
+    },
     /// A frame beyond the small size: its first byte says whether it is data, before bytes are
     /// reserved for it.
-    Kind { announced: usize },
+    Kind {
+        announced: usize,
+    },
     /// Waiting for a big frame's bytes in the budget, its first byte read.
-    Reserve { announced: usize, first: u8 },
+    Reserve {
+        announced: usize,
+        first: u8,
+    },
     Body(PartialBody),
     /// Data we will not take: read past without keeping it.
     Skip {
@@ -223,8 +231,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     self.state = self.body(announced, buf, Some(held));
                 }
                 ReadState::Body(body) if body.buf.len() == body.announced => {
-                    let ReadState::Body(body) = std::mem::replace(&mut self.state, header())
-                    else {
+                    let ReadState::Body(body) = std::mem::replace(&mut self.state, header()) else {
                         continue;
                     };
                     let message = decode_message(body.buf.freeze())?;

@@ -244,7 +244,9 @@ impl Fsm {
 
     /// Whether an [`Event::Send`] would be taken now.
     pub fn can_send(&self) -> bool {
-        !self.closing && self.phase != Phase::Closed && self.send_queue.len() < self.config.send_queue
+        !self.closing
+            && self.phase != Phase::Closed
+            && self.send_queue.len() < self.config.send_queue
     }
 
     /// Whether data from the peer with this bit would be delivered (rather than dropped, or

@@ -170,11 +170,7 @@ impl<S: Service> Handler<S> {
                 received = connection.next_request() => received,
                 _ = self.shutdown.recv() => break,
             };
-            let Ok(Request {
-                message,
-                in_flight,
-            }) = received
-            else {
+            let Ok(Request { message, in_flight }) = received else {
                 return;
             };
             // The request keeps its in-flight slot until the peer ACKs the reply (or, without

@@ -480,7 +480,8 @@ where
             };
             let resend_timer = event == Event::TimerFired(Timer::Ack);
             if let Flow::Stop(reason) = self.handle(event).await {
-                if resend_timer && !reason.by_peer {
+                // Closed by the state machine on an ACK timer: the resend limit, not an I/O error.
+                if resend_timer && self.fsm.is_closed() {
                     transport_close("resend_limit");
                 }
                 return reason;

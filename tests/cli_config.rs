@@ -217,3 +217,23 @@ fn a_bad_mongodb_write_concern_is_refused() {
     );
     assert_names(&stderr, &["store.mongodb.write_concern", "most"]);
 }
+
+#[test]
+fn a_memory_bound_that_cannot_hold_its_parts_is_named() {
+    let stderr = refused(
+        &format!(
+            "{}[server]\nconnection_buffer_bytes = 1000000\n",
+            tls("", "")
+        ),
+        &[],
+    );
+    assert_names(&stderr, &["server.connection_buffer_bytes", "16777216"]);
+    // 1,024 connections x 2 x 64 KiB alone are 128 MiB.
+    let stderr = refused(
+        &format!("{}[server]\nmax_buffered_bytes = 100000000\n", tls("", "")),
+        &[],
+    );
+    assert_names(&stderr, &["server.max_buffered_bytes", "1024 connections"]);
+    let stderr = refused(&format!("{}[idscp2]\nmax_resends = 0\n", tls("", "")), &[]);
+    assert_names(&stderr, &["idscp2.max_resends"]);
+}

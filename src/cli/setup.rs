@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::config::{or_default, Config, ConfigError, DatMode, StoreBackend};
 use crate::devpki::{DevPki, DevPkiOptions};
+use crate::idscp2::budget::{BudgetError, MemoryLimits};
 use crate::idscp2::dat::{
     daps_http_client, DapsIssuer, DapsIssuerConfig, DapsVerifier, DapsVerifierConfig, DatError,
     DatIssuer, DatVerifier, DevelopmentIssuer, DevelopmentVerifier, JwksSource, StaticIssuer,
@@ -179,6 +180,15 @@ pub fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, ConfigErr
         ra_interval: Duration::from_secs(idscp2.ra_interval_s),
         dat_renewal_threshold: idscp2.dat_renewal_threshold,
         max_frame: idscp2.max_frame,
+        max_resends: idscp2.max_resends,
+        frame_timeout: Duration::from_millis(idscp2.frame_timeout_ms),
+        handshake_max_frame: idscp2.handshake_max_frame,
+        requests_in_flight: config.server.requests_in_flight,
+        memory: MemoryLimits {
+            total: config.server.max_buffered_bytes,
+            per_connection: config.server.connection_buffer_bytes,
+            connections: config.server.max_connections,
+        },
         ..Settings::default()
     };
     Endpoint::new(
@@ -197,6 +207,13 @@ pub fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, ConfigErr
                 "idscp2.supported_ra"
             }
             EndpointError::BadThreshold(_) => "idscp2.dat_renewal_threshold",
+            EndpointError::HandshakeFrameTooSmall(_) => "idscp2.handshake_max_frame",
+            EndpointError::Zero("max_resends") => "idscp2.max_resends",
+            EndpointError::Zero(_) => "server.requests_in_flight",
+            EndpointError::Memory(BudgetError::ShareTooSmall { .. }) => {
+                "server.connection_buffer_bytes"
+            }
+            EndpointError::Memory(_) => "server.max_buffered_bytes",
         };
         ConfigError::setting(setting, e)
     })

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use crate::clearing::DEFAULT_MAX_PAYLOAD;
 use crate::idscp2::admission::HandshakeLimits;
-use crate::idscp2::frame::DEFAULT_MAX_FRAME;
+use crate::idscp2::budget::MemoryLimits;
+use crate::idscp2::frame::{DEFAULT_HANDSHAKE_MAX_FRAME, DEFAULT_MAX_FRAME};
 use crate::receipt::ReceiptAlgorithm;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -40,6 +41,12 @@ pub struct ServerConfig {
     pub max_handshakes_per_address: usize,
     /// A new socket that sends no TLS ClientHello for this long is closed.
     pub client_hello_timeout_ms: u64,
+    /// Bytes of peer data all connections together may hold (the memory bound).
+    pub max_buffered_bytes: usize,
+    /// Bytes of peer data one connection may hold.
+    pub connection_buffer_bytes: usize,
+    /// Requests a peer may have in flight (received, not yet answered and ACKed).
+    pub requests_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +61,9 @@ impl Default for ServerConfig {
             max_handshakes: handshakes.max_pending,
             max_handshakes_per_address: handshakes.max_pending_per_source,
             client_hello_timeout_ms: handshakes.client_hello_timeout.as_millis() as u64,
+            max_buffered_bytes: MemoryLimits::default().total,
+            connection_buffer_bytes: MemoryLimits::default().per_connection,
+            requests_in_flight: 2,
         }
     }
 }
@@ -77,6 +87,12 @@ pub struct Idscp2Config {
     pub supported_ra: Vec<String>,
     pub expected_ra: Vec<String>,
     pub max_frame: usize,
+    /// Resends of unacknowledged data before the peer is closed with TIMEOUT.
+    pub max_resends: u32,
+    /// A frame must be complete this long after its length arrived.
+    pub frame_timeout_ms: u64,
+    /// The frame limit until the peer's DAT is accepted.
+    pub handshake_max_frame: usize,
 }
 
 impl Default for Idscp2Config {
@@ -90,6 +106,9 @@ impl Default for Idscp2Config {
             supported_ra: suites.clone(),
             expected_ra: suites,
             max_frame: DEFAULT_MAX_FRAME,
+            max_resends: 25,
+            frame_timeout_ms: 30_000,
+            handshake_max_frame: DEFAULT_HANDSHAKE_MAX_FRAME,
         }
     }
 }
@@ -242,6 +261,12 @@ impl Config {
         positive("idscp2.ack_timeout_ms", self.idscp2.ack_timeout_ms)?;
         self.validate_handshake_limits()?;
         positive("idscp2.ra_interval_s", self.idscp2.ra_interval_s)?;
+        positive(
+            "server.requests_in_flight",
+            self.server.requests_in_flight as u64,
+        )?;
+        positive("idscp2.max_resends", self.idscp2.max_resends.into())?;
+        positive("idscp2.frame_timeout_ms", self.idscp2.frame_timeout_ms)?;
         // A payload travels inside one frame together with its IDS header.
         if self.server.max_payload >= self.idscp2.max_frame {
             return Err(ConfigError::setting(

@@ -4,23 +4,33 @@
 //! state machine says. The layer above holds a [`Connection`] and sees only application messages
 //! and the peer's verified identity. Reading never waits on the layer above: a message is ACKed
 //! as soon as it arrives and queued for [`Connection::recv`], however long the answer takes.
+//!
+//! What a peer can make us hold is bounded twice. By count: the peer may have
+//! `requests_in_flight` messages accepted and not yet answered (an answer counts until the peer
+//! ACKs it); further data is not acknowledged, and a big data frame that could not be taken is
+//! read past without being buffered, so that the ACKs behind it still arrive. By bytes: every
+//! frame being read, message accepted and message queued for the peer holds its bytes in the
+//! endpoint's [`MemoryBudget`](super::budget::MemoryBudget); when the budget is spent the
+//! connection stops reading (TCP then stops the peer) and [`Connection::send`] waits.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures::SinkExt;
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 use tracing::{debug, info, warn};
 
+use super::budget::{ConnectionBudget, Held};
 use super::dat::{DatError, VerifiedDat};
 use super::endpoint::Endpoint;
-use super::frame::{FrameError, IdscpCodec};
+use super::frame::{FrameError, FrameReader, IdscpCodec, ReadFrame};
 use super::fsm::{Action, DatCheck, Event, Fsm, Timer};
 use super::proto::app::AppLayerMessage;
 use super::proto::idscp_close::CloseCause;
@@ -89,6 +99,8 @@ pub struct ConnectionStats {
     pub peer_dats_accepted: AtomicU64,
     pub own_dats_sent: AtomicU64,
     pub data_resent: AtomicU64,
+    /// Peer data not taken (and not ACKed) because its in-flight slots or the budget were full.
+    pub data_refused: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -97,18 +109,46 @@ impl ConnectionStats {
     }
 }
 
+/// What a message accepted from the peer holds until it is answered or dropped: its bytes in the
+/// memory budget and one of the peer's in-flight slots. Given to [`Connection::answer`], the slot
+/// stays taken until the peer ACKs the answer.
+pub struct InFlight {
+    bytes: Option<Held>,
+    slot: OwnedSemaphorePermit,
+}
+
+/// A message from the peer, for a server's request loop.
+pub struct Request {
+    /// The message, or why it is not an AppLayerMessage.
+    pub message: Result<AppLayerMessage, prost::DecodeError>,
+    pub in_flight: InFlight,
+}
+
+/// A message for the peer with what it holds until the peer ACKs it.
+struct Outgoing {
+    data: Bytes,
+    _held: Held,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
 enum Command {
-    Send(Bytes),
+    Send(Outgoing),
     Close,
+}
+
+struct Incoming {
+    data: Bytes,
+    in_flight: InFlight,
 }
 
 /// The layer above's handle on an established connection.
 pub struct Connection {
     commands: mpsc::Sender<Command>,
-    incoming: mpsc::Receiver<Bytes>,
+    incoming: mpsc::Receiver<Incoming>,
     peer: watch::Receiver<Arc<PeerInfo>>,
     closed: watch::Receiver<Option<CloseReason>>,
     stats: Arc<ConnectionStats>,
+    budget: Arc<ConnectionBudget>,
     task: JoinHandle<()>,
     max_message: usize,
 }
@@ -127,16 +167,29 @@ impl Connection {
         let settings = endpoint.settings.clone();
         let max_message = max_message_size(settings.max_frame);
         let (read_half, write_half) = tokio::io::split(stream);
-        let (commands_tx, commands) = mpsc::channel(settings.receive_queue);
-        let (deliver, incoming) = mpsc::channel(settings.receive_queue);
+        let budget = endpoint.budget.connection();
+        // The FSM's bounded queue is where messages wait; the channel only hands them over.
+        let (commands_tx, commands) = mpsc::channel(1);
+        // Every message in it holds an in-flight slot, so it never holds more than that.
+        let (deliver, incoming) = mpsc::channel(settings.requests_in_flight);
         let (ra_events_tx, ra_events) = mpsc::channel(16);
         let (closed_tx, closed) = watch::channel(None);
         let (established_tx, established) = oneshot::channel();
         let stats = Arc::new(ConnectionStats::default());
         let task = Task {
             fsm: Fsm::new(settings.clone()),
-            reader: FramedRead::new(read_half, IdscpCodec::new(settings.max_frame)),
+            // Until the peer's DAT is accepted, only handshake-sized frames.
+            reader: FrameReader::new(
+                read_half,
+                settings.handshake_frame_limit(),
+                settings.frame_timeout,
+                budget.clone(),
+            ),
             writer: FramedWrite::new(write_half, IdscpCodec::new(settings.max_frame)),
+            budget: budget.clone(),
+            slots: Arc::new(Semaphore::new(settings.requests_in_flight)),
+            in_flight: None,
+            outgoing: VecDeque::new(),
             peer_certificate,
             endpoint,
             candidate_dat: None,
@@ -174,6 +227,7 @@ impl Connection {
             peer,
             closed,
             stats,
+            budget,
             task,
             max_message,
         })
@@ -188,10 +242,30 @@ impl Connection {
         &self.stats
     }
 
-    /// Queues a message for the peer; it is resent until acknowledged. Waits only when the
-    /// send queue is full. A message too large for one frame is refused here, so that it cannot
-    /// take the connection down on the way out.
+    /// Queues a message for the peer; it is resent until acknowledged. Waits while the send
+    /// queue or this connection's share of the memory budget is full. A message too large for
+    /// one frame is refused here, so that it cannot take the connection down on the way out.
     pub async fn send(&self, message: &AppLayerMessage) -> Result<(), ConnectionError> {
+        self.queue(message, None).await
+    }
+
+    /// Sends the answer to a request; the request's in-flight slot stays taken until the peer
+    /// ACKs the answer, its bytes are given back now. Waits like [`Connection::send`].
+    pub async fn answer(
+        &self,
+        message: &AppLayerMessage,
+        request: InFlight,
+    ) -> Result<(), ConnectionError> {
+        let InFlight { bytes, slot } = request;
+        drop(bytes);
+        self.queue(message, Some(slot)).await
+    }
+
+    async fn queue(
+        &self,
+        message: &AppLayerMessage,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), ConnectionError> {
         let size = message.encoded_len();
         if size > self.max_message {
             return Err(ConnectionError::TooLarge {
@@ -199,8 +273,23 @@ impl Connection {
                 limit: self.max_message,
             });
         }
-        let bytes = Bytes::from(message.encode_to_vec());
-        if self.commands.send(Command::Send(bytes)).await.is_err() {
+        let mut closed = self.closed.clone();
+        // The task gives back what it held when it ends; a reservation must not outwait it.
+        let held = tokio::select! {
+            held = self.budget.reserve(size) => held.map_err(|_| ConnectionError::TooLarge {
+                size,
+                limit: self.budget.share(),
+            })?,
+            _ = closed.wait_for(Option::is_some) => {
+                return Err(ConnectionError::Closed(self.close_reason()))
+            }
+        };
+        let outgoing = Outgoing {
+            data: Bytes::from(message.encode_to_vec()),
+            _held: held,
+            _slot: slot,
+        };
+        if self.commands.send(Command::Send(outgoing)).await.is_err() {
             return Err(ConnectionError::Closed(self.close_reason()));
         }
         Ok(())
@@ -209,8 +298,16 @@ impl Connection {
     /// The next message from the peer. A message that does not decode is an error of its own,
     /// after which the connection goes on.
     pub async fn recv(&mut self) -> Result<AppLayerMessage, ConnectionError> {
+        Ok(self.next_request().await?.message?)
+    }
+
+    /// The next message from the peer with its in-flight slot, for [`Connection::answer`].
+    pub async fn next_request(&mut self) -> Result<Request, ConnectionError> {
         match self.incoming.recv().await {
-            Some(bytes) => Ok(AppLayerMessage::decode(bytes)?),
+            Some(Incoming { data, in_flight }) => Ok(Request {
+                message: AppLayerMessage::decode(data),
+                in_flight,
+            }),
             None => Err(ConnectionError::Closed(self.close_reason())),
         }
     }
@@ -259,14 +356,21 @@ struct RunningDriver {
 
 struct Task<S> {
     fsm: Fsm,
-    reader: FramedRead<tokio::io::ReadHalf<S>, IdscpCodec>,
+    reader: FrameReader<tokio::io::ReadHalf<S>>,
     writer: FramedWrite<tokio::io::WriteHalf<S>, IdscpCodec>,
+    budget: Arc<ConnectionBudget>,
+    /// The peer's in-flight slots (`requests_in_flight`).
+    slots: Arc<Semaphore>,
+    /// What the data being handed to the state machine will hold once delivered.
+    in_flight: Option<InFlight>,
+    /// What each message in the state machine's send queue holds, oldest first.
+    outgoing: VecDeque<Outgoing>,
     peer_certificate: PeerCertificate,
     endpoint: Endpoint,
     /// The last DAT that passed verification, until the state machine accepts it.
     candidate_dat: Option<(VerifiedDat, Bytes)>,
     peer: Option<watch::Sender<Arc<PeerInfo>>>,
-    deliver: mpsc::Sender<Bytes>,
+    deliver: mpsc::Sender<Incoming>,
     commands: mpsc::Receiver<Command>,
     close_requested: bool,
     ra_events_tx: mpsc::Sender<RaEvent>,
@@ -326,21 +430,35 @@ where
         }
         loop {
             let next_timer = self.next_timer();
+            let takes_data = self.slots.available_permits() > 0;
             let event = tokio::select! {
-                frame = self.reader.next() => match frame {
-                    Some(Ok(message)) => match self.peer_event(message).await {
+                frame = self.reader.next(takes_data) => match frame {
+                    Ok(Some(ReadFrame { message, held })) => match self.peer_event(message, held).await {
                         Some(event) => event,
                         None => continue,
                     },
-                    Some(Err(FrameError::Io(e))) => return lost(format!("read failed: {e}")),
-                    Some(Err(e)) => {
+                    Ok(None) => return lost("peer closed the connection without IdscpClose".into()),
+                    Err(FrameError::Io(e)) => return lost(format!("read failed: {e}")),
+                    Err(e) => {
                         warn!(error = %e, "bad frame from peer");
-                        Event::Abort { cause: CloseCause::Error, message: e.to_string() }
+                        transport_close(match e {
+                            FrameError::Incomplete { .. } => "frame_timeout",
+                            FrameError::TooLarge(..) => "frame_too_large",
+                            _ => "malformed_frame",
+                        });
+                        let cause = match e {
+                            FrameError::Incomplete { .. } => CloseCause::Timeout,
+                            _ => CloseCause::Error,
+                        };
+                        Event::Abort { cause, message: e.to_string() }
                     }
-                    None => return lost("peer closed the connection without IdscpClose".into()),
                 },
-                command = self.commands.recv(), if !self.close_requested => match command {
-                    Some(Command::Send(data)) => Event::Send(data),
+                command = self.commands.recv(), if !self.close_requested && self.fsm.can_send() => match command {
+                    Some(Command::Send(outgoing)) => {
+                        let data = outgoing.data.clone();
+                        self.outgoing.push_back(outgoing);
+                        Event::Send(data)
+                    }
                     // A dropped handle means the layer above is done, like an explicit close.
                     Some(Command::Close) | None => {
                         self.close_requested = true;
@@ -360,7 +478,12 @@ where
                     Event::TimerFired(timer)
                 }
             };
+            let resend_timer = event == Event::TimerFired(Timer::Ack);
             if let Flow::Stop(reason) = self.handle(event).await {
+                // Closed by the state machine on an ACK timer: the resend limit, not an I/O error.
+                if resend_timer && self.fsm.is_closed() {
+                    transport_close("resend_limit");
+                }
                 return reason;
             }
         }
@@ -375,7 +498,7 @@ where
 
     /// Turns a peer frame into an event, doing the asynchronous work (DAT verification, fetching
     /// our own DAT) first so that the state machine stays synchronous.
-    async fn peer_event(&mut self, message: Message) -> Option<Event> {
+    async fn peer_event(&mut self, message: Message, held: Option<Held>) -> Option<Event> {
         Some(match message {
             Message::IdscpHello(hello) => Event::PeerHello {
                 dat: self
@@ -412,19 +535,39 @@ where
                 Event::PeerRaVerifier(ra.data)
             }
             Message::IdscpData(data) => {
-                // With the receive queue full, take nothing more (no ACK): the peer resends
-                // later, which is the flow control the alternating bit gives us.
-                if self.deliver.capacity() == 0 {
-                    return None;
+                let bit = data.alternating_bit;
+                if self.fsm.takes_new_data(bit) {
+                    // Without a slot or the bytes for it, take nothing (no ACK): the peer
+                    // resends later, which is the flow control the alternating bit gives us.
+                    let Some(in_flight) = self.in_flight_for(&data.data, held) else {
+                        ConnectionStats::bump(&self.stats.data_refused);
+                        return None;
+                    };
+                    self.in_flight = Some(in_flight);
                 }
                 Event::PeerData {
                     data: data.data,
-                    bit: data.alternating_bit,
+                    bit,
                 }
             }
             Message::IdscpAck(ack) => Event::PeerAck {
                 bit: ack.alternating_bit,
             },
+        })
+    }
+
+    /// A slot and the bytes for new data from the peer, if both are free. A big frame reserved
+    /// its bytes before it was read; a small one was read without and reserves them now.
+    fn in_flight_for(&self, data: &Bytes, held: Option<Held>) -> Option<InFlight> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let bytes = match held {
+            Some(held) => held,
+            None => self.budget.try_reserve(data.len())?,
+        };
+        // A receiver that is gone means nobody listens; the data is dropped on delivery.
+        (self.deliver.capacity() > 0 || self.deliver.is_closed()).then_some(InFlight {
+            bytes: Some(bytes),
+            slot,
         })
     }
 
@@ -456,12 +599,16 @@ where
     }
 
     async fn handle(&mut self, event: Event) -> Flow {
+        let mut flow = Flow::Continue;
         for action in self.fsm.handle(event) {
             if let Flow::Stop(reason) = self.execute(action).await {
-                return Flow::Stop(reason);
+                flow = Flow::Stop(reason);
+                break;
             }
         }
-        Flow::Continue
+        // Data the state machine did not deliver (a resend, or no longer attested) holds nothing.
+        self.in_flight = None;
+        flow
     }
 
     async fn execute(&mut self, action: Action) -> Flow {
@@ -475,7 +622,13 @@ where
                 }
                 let write = self.writer.send(message);
                 match timeout(self.endpoint.settings.write_timeout, write).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => {
+                        // The buffer keeps the capacity of the largest frame written so far;
+                        // a big reply's copy must not stay with the connection.
+                        if self.writer.write_buffer().capacity() > RETAINED_WRITE_BUFFER {
+                            *self.writer.write_buffer_mut() = BytesMut::new();
+                        }
+                    }
                     Ok(Err(e)) => return Flow::Stop(lost(format!("write failed: {e}"))),
                     Err(_) => {
                         return Flow::Stop(CloseReason {
@@ -506,9 +659,19 @@ where
             Action::CancelTimer(timer) => self.timers[timer_index(timer)] = None,
             Action::Deliver(data) => {
                 // Capacity was checked before the event; a closed receiver means nobody listens.
-                let _ = self.deliver.try_send(data);
+                if let Some(in_flight) = self.in_flight.take() {
+                    let _ = self.deliver.try_send(Incoming { data, in_flight });
+                }
             }
-            Action::PeerDatAccepted => self.accept_dat(),
+            Action::Acknowledged => {
+                self.outgoing.pop_front();
+            }
+            Action::PeerDatAccepted => {
+                // The peer is authenticated now (its DAT names its certificate); data may follow
+                // its Hello before our drivers report, so the limit goes up here, not later.
+                self.reader.set_max_frame(self.endpoint.settings.max_frame);
+                self.accept_dat();
+            }
             Action::Established => {
                 if let (Some(established), Some(peer)) = (self.established.take(), &self.peer) {
                     info!(peer = %peer.borrow().identity, "IDSCP2 connection established");
@@ -581,6 +744,14 @@ where
             RaRole::Verifier => &mut self.verifier,
         }
     }
+}
+
+/// Write buffers beyond this are freed after the frame went out rather than kept for the next.
+const RETAINED_WRITE_BUFFER: usize = 64 * 1024;
+
+/// Counts a connection we closed because its peer broke a bound.
+fn transport_close(reason: &'static str) {
+    metrics::counter!("clearinghouse_transport_closes_total", "reason" => reason).increment(1);
 }
 
 /// What we know when the connection task ended without recording why (it panicked).

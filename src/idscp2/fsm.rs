@@ -10,6 +10,11 @@
 //! running, is the verifier running or waiting for a new DAT, is data awaiting an ACK) rather than
 //! stored, so that re-attestation and DAT renewal can overlap in either direction without a state
 //! per combination.
+//!
+//! Everything the machine keeps is bounded: at most `send_queue` messages wait behind the one
+//! awaiting its ACK ([`Fsm::can_send`] says whether another fits; the connection asks before it
+//! takes the next message from the layer above), and that one is resent at most `max_resends`
+//! times before the connection is closed with TIMEOUT.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -106,7 +111,8 @@ pub enum Event {
         result: Result<(), String>,
     },
     TimerFired(Timer),
-    /// The layer above wants this delivered to the peer.
+    /// The layer above wants this delivered to the peer. Only when [`Fsm::can_send`]: a message
+    /// beyond the bound is dropped.
     Send(Bytes),
     /// The layer above is done: deliver what is queued, then close with USER_SHUTDOWN.
     Close,
@@ -135,6 +141,8 @@ pub enum Action {
     SetTimer(Timer, Duration),
     CancelTimer(Timer),
     Deliver(Bytes),
+    /// The peer ACKed the oldest message the layer above gave us: whatever it held can go.
+    Acknowledged,
     /// The DAT last handed in as valid is now the peer's accepted DAT.
     PeerDatAccepted,
     /// Both attestations succeeded for the first time.
@@ -177,6 +185,8 @@ pub struct Fsm {
     established: bool,
     send_queue: VecDeque<Bytes>,
     unacked: Option<Bytes>,
+    /// Times `unacked` went out again because its ACK did not come in time.
+    resends: u32,
     next_send_bit: bool,
     expected_receive_bit: bool,
     closing: bool,
@@ -196,6 +206,7 @@ impl Fsm {
             established: false,
             send_queue: VecDeque::new(),
             unacked: None,
+            resends: 0,
             next_send_bit: false,
             expected_receive_bit: false,
             closing: false,
@@ -229,6 +240,19 @@ impl Fsm {
     /// Messages accepted from the layer above but not yet acknowledged by the peer.
     pub fn undelivered(&self) -> usize {
         self.send_queue.len() + usize::from(self.unacked.is_some())
+    }
+
+    /// Whether an [`Event::Send`] would be taken now.
+    pub fn can_send(&self) -> bool {
+        !self.closing
+            && self.phase != Phase::Closed
+            && self.send_queue.len() < self.config.send_queue
+    }
+
+    /// Whether data from the peer with this bit would be delivered (rather than dropped, or
+    /// ACKed again as a resend), so that the connection can make room for it first.
+    pub fn takes_new_data(&self, bit: bool) -> bool {
+        self.attested() && bit == self.expected_receive_bit
     }
 
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
@@ -268,7 +292,7 @@ impl Fsm {
             Event::RaFinished { role, run, result } => self.on_ra_finished(role, run, result),
             Event::TimerFired(timer) => self.on_timer(timer),
             Event::Send(data) => {
-                if !self.closing {
+                if self.can_send() {
                     self.send_queue.push_back(data);
                     self.send_next();
                 }
@@ -376,6 +400,7 @@ impl Fsm {
         self.unacked = None;
         self.next_send_bit = !self.next_send_bit;
         self.actions.push(Action::CancelTimer(Timer::Ack));
+        self.actions.push(Action::Acknowledged);
         self.send_next();
     }
 
@@ -386,6 +411,7 @@ impl Fsm {
         match self.send_queue.pop_front() {
             Some(data) => {
                 self.unacked = Some(data);
+                self.resends = 0;
                 self.send_unacked();
             }
             None if self.closing => self.close(CloseCause::UserShutdown, "Shutdown".into()),
@@ -455,9 +481,18 @@ impl Fsm {
                 }
             }
             Timer::Ack => {
-                if self.attested() {
-                    self.send_unacked();
+                if !self.attested() || self.unacked.is_none() {
+                    return;
                 }
+                if self.resends >= self.config.max_resends {
+                    let message = format!(
+                        "Peer did not acknowledge our data after {} resends",
+                        self.resends
+                    );
+                    return self.close(CloseCause::Timeout, message);
+                }
+                self.resends += 1;
+                self.send_unacked();
             }
             Timer::Ra => {
                 if self.phase == Phase::Running && self.verifier == Driver::Done {

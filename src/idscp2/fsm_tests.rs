@@ -611,3 +611,94 @@ fn abort_tells_the_peer_the_cause() {
     });
     assert_closed_with(&actions, CloseCause::Error);
 }
+
+fn bounded(send_queue: usize, max_resends: u32) -> Fsm {
+    let mut fsm = established();
+    fsm.config = Arc::new(Settings {
+        send_queue,
+        max_resends,
+        ..(*fsm.config).clone()
+    });
+    fsm
+}
+
+#[test]
+fn the_send_queue_is_bounded_and_says_when_it_is_full() {
+    let mut fsm = bounded(2, 25);
+    for (i, payload) in [&b"a"[..], b"b", b"c"].into_iter().enumerate() {
+        assert!(fsm.can_send(), "message {i} fits");
+        fsm.handle(Event::Send(Bytes::from_static(payload)));
+    }
+    // One awaits its ACK, two wait behind it: full.
+    assert!(!fsm.can_send());
+    assert_eq!(fsm.undelivered(), 3);
+    assert_eq!(fsm.handle(Event::Send(Bytes::from_static(b"d"))), vec![]);
+    assert_eq!(fsm.undelivered(), 3, "a send beyond the bound is not taken");
+    let actions = fsm.handle(Event::PeerAck { bit: false });
+    assert!(actions.contains(&Action::Acknowledged));
+    assert_eq!(sent(&actions), vec![data(b"b", true)]);
+    assert!(fsm.can_send());
+}
+
+#[test]
+fn each_ack_of_our_data_is_reported_once() {
+    let mut fsm = established();
+    fsm.handle(Event::Send(Bytes::from_static(b"a")));
+    let acknowledged = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| **a == Action::Acknowledged)
+            .count()
+    };
+    assert_eq!(acknowledged(&fsm.handle(Event::PeerAck { bit: false })), 1);
+    // A duplicate ACK acknowledges nothing more.
+    assert_eq!(acknowledged(&fsm.handle(Event::PeerAck { bit: false })), 0);
+}
+
+#[test]
+fn resends_are_bounded_then_the_peer_is_closed_with_timeout() {
+    let mut fsm = bounded(4, 3);
+    fsm.handle(Event::Send(Bytes::from_static(b"a")));
+    for _ in 0..3 {
+        let actions = fsm.handle(Event::TimerFired(Timer::Ack));
+        assert_eq!(sent(&actions), vec![data(b"a", false)]);
+    }
+    let actions = fsm.handle(Event::TimerFired(Timer::Ack));
+    assert_closed_with(&actions, CloseCause::Timeout);
+    match sent(&actions).last() {
+        Some(Message::IdscpClose(close)) => assert_eq!(
+            close.cause_msg,
+            "Peer did not acknowledge our data after 3 resends"
+        ),
+        other => panic!("expected an IdscpClose, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_ack_starts_the_resend_count_afresh_for_the_next_message() {
+    let mut fsm = bounded(4, 2);
+    fsm.handle(Event::Send(Bytes::from_static(b"a")));
+    fsm.handle(Event::Send(Bytes::from_static(b"b")));
+    fsm.handle(Event::TimerFired(Timer::Ack));
+    fsm.handle(Event::TimerFired(Timer::Ack));
+    fsm.handle(Event::PeerAck { bit: false });
+    for _ in 0..2 {
+        let actions = fsm.handle(Event::TimerFired(Timer::Ack));
+        assert_eq!(sent(&actions), vec![data(b"b", true)]);
+    }
+    assert!(!fsm.is_closed());
+}
+
+#[test]
+fn new_data_is_told_apart_from_resends_and_from_data_during_attestation() {
+    assert!(!started().takes_new_data(false), "not attested yet");
+    let mut fsm = established();
+    assert!(fsm.takes_new_data(false));
+    assert!(!fsm.takes_new_data(true));
+    fsm.handle(Event::PeerData {
+        data: Bytes::from_static(b"x"),
+        bit: false,
+    });
+    assert!(!fsm.takes_new_data(false), "a resend of what was delivered");
+    assert!(fsm.takes_new_data(true));
+}

@@ -5,7 +5,9 @@
 //! and hands the layer above plain application messages together with the peer's verified identity.
 //!
 //! - [`proto`]: the generated protobuf types.
-//! - [`frame`]: length-delimited framing with a size bound.
+//! - [`frame`]: length-delimited framing with a size bound, and the reader that reserves a frame's
+//!   bytes in the memory budget before reading it.
+//! - [`budget`]: the memory bound on peer data, shared by all connections.
 //! - [`tls`]: TLS 1.3 configurations, our identity, and peer certificate fingerprint and connector id.
 //! - [`dat`]: Dynamic Attribute Token drivers: verifying the peer's DAT, obtaining our own.
 //! - [`ra`]: remote attestation drivers behind one trait.
@@ -17,6 +19,7 @@
 //! - [`server`] and [`client`].
 
 pub mod admission;
+pub mod budget;
 pub mod client;
 pub mod connection;
 pub mod dat;

@@ -36,7 +36,7 @@ use tokio_util::codec::FramedWrite;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::admission::{Admission, HandshakeLimits, HandshakeSlot, Refusal};
-use super::connection::{Connection, ConnectionError, PeerInfo};
+use super::connection::{Connection, ConnectionError, PeerInfo, Request};
 use super::endpoint::Endpoint;
 use super::frame::{FrameError, IdscpCodec};
 use super::proto::app::AppLayerMessage;
@@ -167,16 +167,16 @@ impl<S: Service> Handler<S> {
         tracing::Span::current().record("peer", connection.peer().identity.as_str());
         loop {
             let received = tokio::select! {
-                received = connection.recv() => received,
+                received = connection.next_request() => received,
                 _ = self.shutdown.recv() => break,
             };
-            let message = match received {
-                Ok(message) => Ok(message),
-                Err(ConnectionError::MalformedMessage(e)) => Err(e),
-                Err(_) => return,
+            let Ok(Request { message, in_flight }) = received else {
+                return;
             };
+            // The request keeps its in-flight slot until the peer ACKs the reply (or, without
+            // a reply, until here), so a peer that stops ACKing stops being read.
             if let Some(reply) = self.service.handle(connection.peer(), message).await {
-                match connection.send(&reply).await {
+                match connection.answer(&reply, in_flight).await {
                     Ok(()) => {}
                     // The service's fault, not the peer's: the connection stays usable.
                     Err(e @ ConnectionError::TooLarge { .. }) => warn!(error = %e, "reply dropped"),

@@ -65,6 +65,7 @@ fn read_of(result: Result<Message, FrameError>) -> Read {
         Err(FrameError::Malformed(_)) => Read::Malformed,
         Err(FrameError::Empty) => Read::Empty,
         Err(FrameError::Io(e)) => panic!("I/O error from an in-memory decode: {e}"),
+        Err(e @ FrameError::Incomplete { .. }) => panic!("the codec has no clock: {e}"),
     }
 }
 

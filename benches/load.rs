@@ -40,7 +40,8 @@ use clearinghouse::idscp2::server::{Server, ServerConfig};
 use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
 use clearinghouse::store::{
-    EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore,
+    EmbeddedStore, HashedPayload, MongoConfig, MongoStore, NewEntry, Order, PageQuery,
+    ProcessStore,
 };
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
@@ -401,7 +402,7 @@ async fn prefill(
         return Ok(());
     }
     let header = RequestHeader::parse(&bench_header(MessageType::Log, None))?.stored_form();
-    let payload = payload_of(payload_size);
+    let payload = HashedPayload::new(payload_of(payload_size));
     let started = Instant::now();
     let missing = target - have;
     let done = AtomicU64::new(0);

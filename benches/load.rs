@@ -1564,7 +1564,7 @@ fn close_cause(code: i32) -> &'static str {
 /// why it ended.
 async fn read_server_frames(
     mut reader: RawReader,
-    acks: Option<tokio::sync::mpsc::Sender<bool>>,
+    acks: tokio::sync::mpsc::Sender<bool>,
     tally: &HostileTally,
 ) -> String {
     use clearinghouse::idscp2::proto::idscp_message::Message;
@@ -1574,10 +1574,8 @@ async fn read_server_frames(
                 HostileTally::add(&tally.reply_bytes_skipped, length as u64)
             }
             Ok(Frame::Message(Message::IdscpAck(ack))) => {
-                if let Some(acks) = &acks {
-                    // The writer may be done; then nobody waits for ACKs any more.
-                    let _ = acks.try_send(ack.alternating_bit);
-                }
+                // Nobody waits for ACKs once the writer is done, or for a flood's at all.
+                let _ = acks.try_send(ack.alternating_bit);
             }
             Ok(Frame::Message(Message::IdscpData(_))) => {
                 HostileTally::add(&tally.small_data_frames, 1)
@@ -1631,11 +1629,19 @@ async fn send_queries(
     Ok(())
 }
 
-/// One no-ACK pipeline connection, until the server closes it or the run aborts the task.
-async fn pipeline_peer(
+/// What a hostile connection does once established.
+#[derive(Clone)]
+enum Hostility {
+    /// The no-ACK pipeline: `queries` times the encoded QueryMessage `query`.
+    Pipeline { query: Bytes, queries: usize },
+    /// The partial-frame flood: a prefix announcing `length` bytes, then `sent` of them.
+    Flood { length: u32, sent: usize },
+}
+
+/// One hostile connection, until the server closes it or the run aborts the task.
+async fn hostile_peer(
     target: Arc<Target>,
-    query: Bytes,
-    queries: usize,
+    hostility: Hostility,
     opening: Arc<Semaphore>,
     tally: Arc<HostileTally>,
 ) {
@@ -1650,12 +1656,22 @@ async fn pipeline_peer(
     };
     HostileTally::add(&tally.established, 1);
     let (acks_in, mut acks) = tokio::sync::mpsc::channel(16);
-    let reading = read_server_frames(reader, Some(acks_in), &tally);
+    let reading = read_server_frames(reader, acks_in, &tally);
     tokio::pin!(reading);
+    let sending = async {
+        match hostility {
+            Hostility::Pipeline { query, queries } => {
+                send_queries(&mut writer, query, queries, &mut acks, &tally).await
+            }
+            Hostility::Flood { length, sent } => {
+                send_partial_frame(&mut writer, length, sent, &tally).await
+            }
+        }
+    };
     let ended = tokio::select! {
         ended = &mut reading => ended,
-        sent = send_queries(&mut writer, query, queries, &mut acks, &tally) => match sent {
-            // Every query is out: keep reading (and never ACKing) until the end.
+        sent = sending => match sent {
+            // All is sent: keep reading (and never ACKing) until the end.
             Ok(()) => reading.await,
             Err(why) => why,
         },
@@ -1663,47 +1679,30 @@ async fn pipeline_peer(
     tally.ended(ended);
 }
 
-/// One partial-frame connection: a length prefix, most of the body, then nothing.
-async fn flood_peer(
-    target: Arc<Target>,
-    frame_length: u32,
-    frame_sent: usize,
-    opening: Arc<Semaphore>,
-    tally: Arc<HostileTally>,
-) {
+async fn send_partial_frame(
+    writer: &mut RawWriter,
+    length: u32,
+    sent: usize,
+    tally: &HostileTally,
+) -> Result<(), String> {
     use tokio::io::AsyncWriteExt as _;
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    let connected = {
-        let _permit = opening.acquire().await;
-        tokio::time::timeout(Duration::from_secs(30), raw_connect(&target)).await
-    };
-    let (reader, mut writer) = match connected {
-        Ok(Ok(halves)) => halves,
-        Ok(Err(why)) => return tally.ended(why),
-        Err(_) => return tally.ended("handshake timeout".to_owned()),
-    };
-    HostileTally::add(&tally.established, 1);
-    let sending = async {
-        writer.write_all(&frame_length.to_be_bytes()).await?;
-        let mut left = frame_sent;
-        while left > 0 {
-            let chunk = left.min(ZEROS.len());
-            writer.write_all(&ZEROS[..chunk]).await?;
-            HostileTally::add(&tally.partial_frame_bytes_sent, chunk as u64);
-            left -= chunk;
-        }
-        writer.flush().await
-    };
-    let reading = read_server_frames(reader, None, &tally);
-    tokio::pin!(reading);
-    let ended = tokio::select! {
-        ended = &mut reading => ended,
-        sent = sending => match sent {
-            Ok(()) => reading.await,
-            Err(e) => format!("write: {:?}", e.kind()),
-        },
-    };
-    tally.ended(ended);
+    let write_failed = |e: std::io::Error| format!("write: {:?}", e.kind());
+    writer
+        .write_all(&length.to_be_bytes())
+        .await
+        .map_err(write_failed)?;
+    let mut left = sent;
+    while left > 0 {
+        let chunk = left.min(ZEROS.len());
+        writer
+            .write_all(&ZEROS[..chunk])
+            .await
+            .map_err(write_failed)?;
+        HostileTally::add(&tally.partial_frame_bytes_sent, chunk as u64);
+        left -= chunk;
+    }
+    writer.flush().await.map_err(write_failed)
 }
 
 /// The encoded AppLayerMessage of a QueryMessage for the first page of `size` entries of `pid`.
@@ -1865,20 +1864,20 @@ async fn run_hostile(args: HostileArgs) -> Result<()> {
     let tally = Arc::new(HostileTally::default());
     let opening = Arc::new(Semaphore::new(args.open_concurrency.max(1)));
     let mut hostile = tokio::task::JoinSet::new();
-    for _ in 0..args.pipeline {
-        hostile.spawn(pipeline_peer(
+    let pipeline = Hostility::Pipeline {
+        query,
+        queries: args.queries,
+    };
+    let flood = Hostility::Flood {
+        length: args.frame_length,
+        sent: args.frame_sent,
+    };
+    let peers =
+        std::iter::repeat_n(pipeline, args.pipeline).chain(std::iter::repeat_n(flood, args.flood));
+    for hostility in peers {
+        hostile.spawn(hostile_peer(
             target.clone(),
-            query.clone(),
-            args.queries,
-            opening.clone(),
-            tally.clone(),
-        ));
-    }
-    for _ in 0..args.flood {
-        hostile.spawn(flood_peer(
-            target.clone(),
-            args.frame_length,
-            args.frame_sent,
+            hostility,
             opening.clone(),
             tally.clone(),
         ));

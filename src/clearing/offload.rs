@@ -124,7 +124,8 @@ impl Offload {
     }
 }
 
-/// ES256 and EdDSA sign in 14 and 20 µs, about what the hand-over costs; RSA takes 0.45 ms.
+/// ES256 and EdDSA signatures cost about what the hand-over does (tens of µs), RSA ones 20 to 30
+/// times as much (BENCHMARKS.md).
 fn signs_inline(algorithm: ReceiptAlgorithm) -> bool {
     match algorithm {
         ReceiptAlgorithm::Es256 | ReceiptAlgorithm::EdDsa => true,

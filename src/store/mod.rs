@@ -65,8 +65,9 @@ pub struct HashedPayload {
 }
 
 impl HashedPayload {
-    /// Hashes `bytes`: about 0.5 ms per MiB, so callers on an async worker hand large payloads
-    /// to another thread first (see `clearing::offload`).
+    /// Hashes `bytes`: about a millisecond per MiB on a busy 2-core machine (BENCHMARKS.md), so
+    /// callers on an async worker hand large payloads to another thread first
+    /// (see `clearing::offload`).
     pub fn new(bytes: Bytes) -> Self {
         HashedPayload {
             sha256: chain::payload_hash(&bytes),

@@ -35,13 +35,14 @@ use clearinghouse::idscp2::client::{self, ClientConfig, ClientError};
 use clearinghouse::idscp2::connection::ConnectionError;
 use clearinghouse::idscp2::dat::{DatError, DatIssuer, DevelopmentIssuer, DevelopmentVerifier};
 use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
-use clearinghouse::idscp2::frame::DEFAULT_MAX_FRAME;
-use clearinghouse::idscp2::ra::RaRegistry;
+use clearinghouse::idscp2::frame::{decode_message, IdscpCodec, DEFAULT_MAX_FRAME};
+use clearinghouse::idscp2::proto::IdscpData;
+use clearinghouse::idscp2::ra::{RaRegistry, DUMMY2};
 use clearinghouse::idscp2::server::{Server, ServerConfig};
 use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
 use clearinghouse::store::{
-    EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore,
+    EmbeddedStore, HashedPayload, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore,
 };
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
@@ -49,6 +50,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
+use tokio_util::codec::Encoder as _;
 
 // The same allocator as the `clearinghouse` binary, so that the server role costs what the real
 // server does (and the load generator, which shares these 2 cores, gets the same saving).
@@ -146,6 +148,9 @@ enum Scenario {
     Handshake(HandshakeArgs),
     /// Server memory per idle established connection.
     Idle(IdleArgs),
+    /// Server memory under hostile peers (no-ACK pipeline, partial-frame flood), and the
+    /// throughput of well-behaved connections meanwhile.
+    Hostile(HostileArgs),
 }
 
 #[derive(Args, Clone)]
@@ -260,6 +265,55 @@ struct IdleArgs {
     /// Seconds to wait after the last one is established before reading memory.
     #[arg(long, default_value_t = 3.0)]
     settle: f64,
+}
+
+/// Hostile peers, at the server's connection limit, while well-behaved connections log.
+#[derive(Args)]
+struct HostileArgs {
+    #[command(flatten)]
+    common: Common,
+    /// No-ACK pipeline: connections that send QueryMessages back to back (each one ACKed by the
+    /// server before the next, bits alternating) and never ACK a reply.
+    #[arg(long, default_value_t = 0)]
+    pipeline: usize,
+    /// QueryMessages each pipeline connection sends at most.
+    #[arg(long, default_value_t = 60)]
+    queries: usize,
+    /// Entries of the process the pipeline queries; every query asks for all of them in one page.
+    #[arg(long, default_value_t = 4)]
+    entries: usize,
+    /// Payload bytes of each of those entries.
+    #[arg(long, default_value_t = 3_000_000)]
+    entry_bytes: usize,
+    /// Partial-frame flood: connections that announce a frame of --frame-length bytes, send
+    /// --frame-sent bytes of it and never the rest.
+    #[arg(long, default_value_t = 0)]
+    flood: usize,
+    #[arg(long, default_value_t = 16_000_000)]
+    frame_length: u32,
+    #[arg(long, default_value_t = 15_000_000)]
+    frame_sent: usize,
+    /// Well-behaved connections that log 256-byte messages all along.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    good: usize,
+    /// Handshakes in flight while the hostile connections open.
+    #[arg(long, default_value_t = 16)]
+    open_concurrency: usize,
+    /// Connection limit of the spawned server. Default: the hostile and good connections plus
+    /// one, so that hostile peers hold every slot the good ones do not.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds the good connections are measured alone (after 1 s of warm-up), before the
+    /// hostile ones start.
+    #[arg(long, default_value_t = 5.0)]
+    baseline: f64,
+    /// Seconds measured from the start of the hostile connections.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// The run ends early, dropping the hostile connections, once the server's resident memory
+    /// passes this many MiB: a server without a memory bound can exhaust a shared machine.
+    #[arg(long, default_value_t = 3072)]
+    rss_limit_mib: u64,
 }
 
 fn main() -> Result<()> {
@@ -407,7 +461,7 @@ async fn prefill(
         return Ok(());
     }
     let header = RequestHeader::parse(&bench_header(MessageType::Log, None))?.stored_form();
-    let payload = payload_of(payload_size);
+    let payload = HashedPayload::new(payload_of(payload_size));
     let started = Instant::now();
     let missing = target - have;
     let done = AtomicU64::new(0);
@@ -783,6 +837,7 @@ async fn run(args: RunArgs) -> Result<()> {
         Scenario::Query(args) => run_query(args).await,
         Scenario::Handshake(args) => run_handshake(args).await,
         Scenario::Idle(args) => run_idle(args).await,
+        Scenario::Hostile(args) => run_hostile(args).await,
     }
 }
 
@@ -1355,6 +1410,581 @@ async fn run_idle(args: IdleArgs) -> Result<()> {
     // Closing ten thousand connections one by one takes long; the server's shutdown closes
     // them from its side, and our end goes with this process.
     drop(connections);
+    Arc::try_unwrap(target)
+        .map_err(|_| anyhow!("target still shared"))?
+        .close()
+        .await;
+    Ok(())
+}
+
+// ---- hostile peers ---------------------------------------------------------------------------
+
+/// What the hostile connections did, counted as they go: a run that ends early (or aborts the
+/// tasks at its end) keeps every count.
+#[derive(Default)]
+struct HostileTally {
+    established: AtomicU64,
+    queries_acked: AtomicU64,
+    /// Bytes of server frames too large to be anything but replies, read and thrown away.
+    reply_bytes_skipped: AtomicU64,
+    /// Small IdscpData from the server: rejections, where the pipeline expects pages.
+    small_data_frames: AtomicU64,
+    partial_frame_bytes_sent: AtomicU64,
+    /// Why hostile connections ended (or failed to open) before the run did.
+    ended: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl HostileTally {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn ended(&self, why: String) {
+        let mut ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *ended.entry(why).or_default() += 1;
+    }
+
+    fn to_json(&self) -> Value {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        json!({
+            "established": get(&self.established),
+            "queries_acked": get(&self.queries_acked),
+            "reply_bytes_skipped": get(&self.reply_bytes_skipped),
+            "small_data_frames": get(&self.small_data_frames),
+            "partial_frame_bytes_sent": get(&self.partial_frame_bytes_sent),
+            "ended": ended,
+        })
+    }
+}
+
+type RawReader = tokio::io::ReadHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+type RawWriter = tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Server frames larger than this can only be replies, which a hostile peer never looks at: they
+/// are read past unparsed, so that the load generator does not hold them.
+const SKIP_FRAMES_OVER: usize = 64 * 1024;
+
+/// A hostile peer waits this long for the ACK of its data before it sends the data again, as
+/// the server's default `ack_timeout` does.
+const HOSTILE_ACK_WAIT: Duration = Duration::from_millis(200);
+
+enum Frame {
+    Message(clearinghouse::idscp2::proto::idscp_message::Message),
+    Skipped(usize),
+}
+
+async fn write_frame(
+    writer: &mut RawWriter,
+    message: clearinghouse::idscp2::proto::idscp_message::Message,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut frame = bytes::BytesMut::new();
+    IdscpCodec::new(DEFAULT_MAX_FRAME)
+        .encode(message, &mut frame)
+        .map_err(std::io::Error::other)?;
+    writer.write_all(&frame).await?;
+    writer.flush().await
+}
+
+async fn next_frame(reader: &mut RawReader) -> std::io::Result<Frame> {
+    use tokio::io::AsyncReadExt as _;
+    let length = reader.read_u32().await? as usize;
+    if length > SKIP_FRAMES_OVER {
+        let skipped = tokio::io::copy(
+            &mut (&mut *reader).take(length as u64),
+            &mut tokio::io::sink(),
+        )
+        .await?;
+        if skipped < length as u64 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        return Ok(Frame::Skipped(length));
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await?;
+    decode_message(Bytes::from(body))
+        .map(Frame::Message)
+        .map_err(std::io::Error::other)
+}
+
+/// TLS and the IDSCP2 handshake by hand (Dummy2 both ways, so established once Hellos cross).
+async fn raw_connect(target: &Target) -> Result<(RawReader, RawWriter), String> {
+    use clearinghouse::idscp2::proto::idscp_message::Message;
+    use clearinghouse::idscp2::proto::{IdscpDat, IdscpHello};
+    let tcp = tokio::net::TcpStream::connect(&target.addr)
+        .await
+        .map_err(|e| format!("connect: {:?}", e.kind()))?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(target.server_name.clone())
+        .map_err(|_| "bad server name".to_owned())?;
+    let tls = tokio_rustls::TlsConnector::from(target.config.tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|_| "tls".to_owned())?;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let token = target
+        .config
+        .endpoint
+        .dat_issuer
+        .token()
+        .await
+        .map_err(|e| format!("own DAT: {e}"))?;
+    let hello = Message::IdscpHello(IdscpHello {
+        version: 2,
+        dynamic_attribute_token: Some(IdscpDat { token }),
+        supported_ra_suite: vec![DUMMY2.to_owned()],
+        expected_ra_suite: vec![DUMMY2.to_owned()],
+    });
+    write_frame(&mut writer, hello)
+        .await
+        .map_err(|e| format!("write: {:?}", e.kind()))?;
+    loop {
+        match next_frame(&mut reader).await {
+            Ok(Frame::Message(Message::IdscpHello(_))) => return Ok((reader, writer)),
+            Ok(Frame::Message(Message::IdscpClose(close))) => {
+                return Err(format!(
+                    "handshake closed: {}",
+                    close_cause(close.cause_code)
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("handshake read: {:?}", e.kind())),
+        }
+    }
+}
+
+fn close_cause(code: i32) -> &'static str {
+    clearinghouse::idscp2::proto::idscp_close::CloseCause::try_from(code)
+        .map_or("unknown cause", |cause| cause.as_str_name())
+}
+
+/// Reads the server's frames until the connection ends, passing on the bits of its ACKs; returns
+/// why it ended.
+async fn read_server_frames(
+    mut reader: RawReader,
+    acks: tokio::sync::mpsc::Sender<bool>,
+    tally: &HostileTally,
+) -> String {
+    use clearinghouse::idscp2::proto::idscp_message::Message;
+    loop {
+        match next_frame(&mut reader).await {
+            Ok(Frame::Skipped(length)) => {
+                HostileTally::add(&tally.reply_bytes_skipped, length as u64)
+            }
+            Ok(Frame::Message(Message::IdscpAck(ack))) => {
+                // Nobody waits for ACKs once the writer is done, or for a flood's at all.
+                let _ = acks.try_send(ack.alternating_bit);
+            }
+            Ok(Frame::Message(Message::IdscpData(_))) => {
+                HostileTally::add(&tally.small_data_frames, 1)
+            }
+            Ok(Frame::Message(Message::IdscpClose(close))) => {
+                return format!("closed by the server: {}", close_cause(close.cause_code))
+            }
+            Ok(Frame::Message(_)) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return "the server closed the stream".to_owned()
+            }
+            Err(e) => return format!("read: {:?}", e.kind()),
+        }
+    }
+}
+
+/// Sends `query` up to `queries` times, each after the previous one was ACKed (resending it
+/// until it is), and never ACKs anything.
+async fn send_queries(
+    writer: &mut RawWriter,
+    query: Bytes,
+    queries: usize,
+    acks: &mut tokio::sync::mpsc::Receiver<bool>,
+    tally: &HostileTally,
+) -> Result<(), String> {
+    use clearinghouse::idscp2::proto::idscp_message::Message;
+    let mut bit = false;
+    for _ in 0..queries {
+        let data = Message::IdscpData(IdscpData {
+            data: query.clone(),
+            alternating_bit: bit,
+        });
+        'acked: loop {
+            write_frame(writer, data.clone())
+                .await
+                .map_err(|e| format!("write: {:?}", e.kind()))?;
+            let resend_at = tokio::time::Instant::now() + HOSTILE_ACK_WAIT;
+            loop {
+                match tokio::time::timeout_at(resend_at, acks.recv()).await {
+                    Ok(Some(acked)) if acked == bit => break 'acked,
+                    // The ACK of a resend of the previous message.
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err("reader ended".to_owned()),
+                    Err(_) => break,
+                }
+            }
+        }
+        HostileTally::add(&tally.queries_acked, 1);
+        bit = !bit;
+    }
+    Ok(())
+}
+
+/// What a hostile connection does once established.
+#[derive(Clone)]
+enum Hostility {
+    /// The no-ACK pipeline: `queries` times the encoded QueryMessage `query`.
+    Pipeline { query: Bytes, queries: usize },
+    /// The partial-frame flood: a prefix announcing `length` bytes, then `sent` of them.
+    Flood { length: u32, sent: usize },
+}
+
+/// One hostile connection, until the server closes it or the run aborts the task.
+async fn hostile_peer(
+    target: Arc<Target>,
+    hostility: Hostility,
+    opening: Arc<Semaphore>,
+    tally: Arc<HostileTally>,
+) {
+    let connected = {
+        let _permit = opening.acquire().await;
+        tokio::time::timeout(Duration::from_secs(30), raw_connect(&target)).await
+    };
+    let (reader, mut writer) = match connected {
+        Ok(Ok(halves)) => halves,
+        Ok(Err(why)) => return tally.ended(why),
+        Err(_) => return tally.ended("handshake timeout".to_owned()),
+    };
+    HostileTally::add(&tally.established, 1);
+    let (acks_in, mut acks) = tokio::sync::mpsc::channel(16);
+    let reading = read_server_frames(reader, acks_in, &tally);
+    tokio::pin!(reading);
+    let sending = async {
+        match hostility {
+            Hostility::Pipeline { query, queries } => {
+                send_queries(&mut writer, query, queries, &mut acks, &tally).await
+            }
+            Hostility::Flood { length, sent } => {
+                send_partial_frame(&mut writer, length, sent, &tally).await
+            }
+        }
+    };
+    let ended = tokio::select! {
+        ended = &mut reading => ended,
+        sent = sending => match sent {
+            // All is sent: keep reading (and never ACKing) until the end.
+            Ok(()) => reading.await,
+            Err(why) => why,
+        },
+    };
+    tally.ended(ended);
+}
+
+async fn send_partial_frame(
+    writer: &mut RawWriter,
+    length: u32,
+    sent: usize,
+    tally: &HostileTally,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt as _;
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let write_failed = |e: std::io::Error| format!("write: {:?}", e.kind());
+    writer
+        .write_all(&length.to_be_bytes())
+        .await
+        .map_err(write_failed)?;
+    let mut left = sent;
+    while left > 0 {
+        let chunk = left.min(ZEROS.len());
+        writer
+            .write_all(&ZEROS[..chunk])
+            .await
+            .map_err(write_failed)?;
+        HostileTally::add(&tally.partial_frame_bytes_sent, chunk as u64);
+        left -= chunk;
+    }
+    writer.flush().await.map_err(write_failed)
+}
+
+/// The encoded AppLayerMessage of a QueryMessage for the first page of `size` entries of `pid`.
+fn query_message(pid: &str, size: usize, token: &FixedToken) -> Bytes {
+    use clearinghouse::idscp2::proto::app::{
+        app_layer_message, AppLayerMessage, HeaderEntry, IdsMessage,
+    };
+    use prost::Message as _;
+    let header = |name: &str, value: String| HeaderEntry {
+        name: name.to_owned(),
+        value,
+    };
+    let message = IdsMessage {
+        header: bench_header(MessageType::Query, std::str::from_utf8(&token.0).ok()),
+        payload: Bytes::new(),
+        extra_headers: vec![
+            header("ch-ids-pid", pid.to_owned()),
+            header("ch-ids-page", "1".to_owned()),
+            header("ch-ids-size", size.to_string()),
+        ],
+    };
+    Bytes::from(
+        AppLayerMessage {
+            message: Some(app_layer_message::Message::IdsMessage(message)),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// Server RSS every 100 ms: the peak, and `over` fires once it passes `limit_kib`.
+fn watch_server_rss(
+    target: &Target,
+    limit_kib: u64,
+    over: tokio::sync::oneshot::Sender<u64>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<Option<u64>> {
+    let pid = target.server_pid;
+    tokio::spawn(async move {
+        let pid = pid?.to_string();
+        let mut peak = 0;
+        let mut over = Some(over);
+        let mut ticks = tokio::time::interval(Duration::from_millis(100));
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = &mut stop => return Some(peak),
+            }
+            let Some(rss) = vm_rss_kib(&pid) else {
+                return Some(peak);
+            };
+            peak = peak.max(rss);
+            if rss > limit_kib {
+                if let Some(over) = over.take() {
+                    let _ = over.send(rss);
+                }
+            }
+        }
+    })
+}
+
+async fn run_hostile(args: HostileArgs) -> Result<()> {
+    if args.pipeline + args.flood == 0 {
+        bail!("nothing hostile to run: give --pipeline and/or --flood");
+    }
+    if args.flood > 0 && args.frame_sent >= args.frame_length as usize {
+        bail!("--frame-sent must be below --frame-length, or the frame is complete");
+    }
+    let max_connections = args
+        .max_connections
+        .unwrap_or(args.pipeline + args.flood + args.good + 1);
+    let server_args = ["--max-connections".to_owned(), max_connections.to_string()];
+    let target = Arc::new(Target::open(&args.common, &server_args).await?);
+    if target.server_pid.is_none() {
+        eprintln!("hostile: no --server-pid, so server memory is not read and --rss-limit-mib not enforced");
+    }
+    let token = Arc::new(FixedToken(Bytes::from(realistic_dat(
+        args.common.token_bytes,
+    ))));
+    let mut clients = connect_many(&target, &token, args.good.max(1), 64).await?;
+    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let good_pid = format!("hostile-good-{run_id}");
+    let big_pid = format!("hostile-big-{run_id}");
+    let setup = &mut clients[0];
+    for pid in [&good_pid, &big_pid] {
+        check_reply(
+            &setup.create(pid, &[]).await?,
+            "ids:MessageProcessedNotificationMessage",
+        )
+        .map_err(|e| anyhow!("creating {pid}: {e}"))?;
+    }
+    if args.pipeline > 0 {
+        let big = payload_of(args.entry_bytes);
+        for _ in 0..args.entries {
+            let reply = setup
+                .log(&big_pid, big.clone(), Some("application/json"))
+                .await?;
+            check_reply(&reply, "ids:MessageProcessedNotificationMessage")
+                .map_err(|e| anyhow!("logging the entries the pipeline queries: {e}"))?;
+        }
+    }
+    let query = query_message(&big_pid, args.entries, &token);
+
+    // Good connections: measured alone, then from the moment the hostile ones start.
+    let baseline = Window::after(1.0, args.baseline);
+    let attack = Window {
+        start: baseline.end,
+        end: baseline.end + Duration::from_secs_f64(args.duration),
+    };
+    let windows = Arc::new((baseline, attack));
+    let payload = payload_of(256);
+    let good: Vec<_> = clients
+        .into_iter()
+        .take(args.good)
+        .map(|mut client| {
+            let (windows, pid, payload) = (windows.clone(), good_pid.clone(), payload.clone());
+            tokio::spawn(async move {
+                let (baseline, attack) = &*windows;
+                let (mut alone, mut beside) = (Tally::new(), Tally::new());
+                while Instant::now() < attack.end {
+                    let sent = Instant::now();
+                    let result = client
+                        .log(&pid, payload.clone(), Some("application/json"))
+                        .await;
+                    let done = Instant::now();
+                    let tally = if baseline.contains(sent, done) {
+                        &mut alone
+                    } else if attack.contains(sent, done) {
+                        &mut beside
+                    } else {
+                        continue;
+                    };
+                    match result {
+                        Ok(reply) => {
+                            match check_reply(&reply, "ids:MessageProcessedNotificationMessage") {
+                                Ok(()) => tally.record(done - sent),
+                                Err(kind) => tally.error(kind),
+                            }
+                        }
+                        Err(e) => {
+                            // A broken connection ends this client's part of the run.
+                            tally.error(error_kind(&e));
+                            return (alone, beside);
+                        }
+                    }
+                }
+                client.close().await;
+                (alone, beside)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep_until(windows.1.start.into()).await;
+    let rss_before = target.server_rss_kib();
+    let sampler = sample_server(&target, windows.1.start, Some(windows.1.end));
+    let (over_tx, over) = tokio::sync::oneshot::channel();
+    let (stop_watch, stop) = tokio::sync::oneshot::channel();
+    let watcher = watch_server_rss(&target, args.rss_limit_mib * 1024, over_tx, stop);
+    let tally = Arc::new(HostileTally::default());
+    let opening = Arc::new(Semaphore::new(args.open_concurrency.max(1)));
+    let mut hostile = tokio::task::JoinSet::new();
+    let pipeline = Hostility::Pipeline {
+        query,
+        queries: args.queries,
+    };
+    let flood = Hostility::Flood {
+        length: args.frame_length,
+        sent: args.frame_sent,
+    };
+    let peers =
+        std::iter::repeat_n(pipeline, args.pipeline).chain(std::iter::repeat_n(flood, args.flood));
+    for hostility in peers {
+        hostile.spawn(hostile_peer(
+            target.clone(),
+            hostility,
+            opening.clone(),
+            tally.clone(),
+        ));
+    }
+    let aborted = tokio::select! {
+        _ = tokio::time::sleep_until(windows.1.end.into()) => None,
+        Ok(rss) = over => Some(rss),
+    };
+    if let Some(rss) = aborted {
+        eprintln!(
+            "hostile: server RSS {} MiB passed --rss-limit-mib {}: dropping the hostile connections",
+            rss / 1024,
+            args.rss_limit_mib
+        );
+    }
+    hostile.shutdown().await;
+    let _ = stop_watch.send(());
+    let peak = watcher.await?;
+    let (mut alone, mut beside) = (Tally::new(), Tally::new());
+    for task in good {
+        let (a, b) = task.await?;
+        alone.merge(a);
+        beside.merge(b);
+    }
+    let cpu = cpu_between(sampler.await?);
+    // What the server gives back once the hostile peers are gone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = target.server_rss_kib();
+
+    let label = args.common.label.clone().unwrap_or_else(|| {
+        format!(
+            "hostile pipeline={}x{} flood={} good={}",
+            args.pipeline, args.queries, args.flood, args.good
+        )
+    });
+    let (baseline, attack) = &*windows;
+    let alone = report(
+        &format!("{label}: good connections alone"),
+        "hostile",
+        &target,
+        &alone,
+        baseline.end - baseline.start,
+        None,
+    );
+    let mut result = report(
+        &label,
+        "hostile",
+        &target,
+        &beside,
+        attack.end - attack.start,
+        cpu,
+    );
+    result["good_connections"] = json!(args.good);
+    result["baseline_per_second"] = alone["per_second"].clone();
+    result["baseline_latency_ms"] = alone["latency_ms"].clone();
+    result["baseline_errors"] = alone["errors"].clone();
+    result["max_connections"] = json!(max_connections);
+    result["server_rss_kib_before"] = json!(rss_before);
+    result["server_rss_kib_peak"] = json!(peak);
+    result["server_rss_kib_after_close"] = json!(rss_after);
+    result["rss_limit_kib"] = json!(args.rss_limit_mib * 1024);
+    result["aborted_at_rss_kib"] = json!(aborted);
+    result["pipeline"] = json!({
+        "connections": args.pipeline,
+        "queries": args.queries,
+        "entries": args.entries,
+        "entry_bytes": args.entry_bytes,
+    });
+    result["flood"] = json!({
+        "connections": args.flood,
+        "frame_length": args.frame_length,
+        "frame_sent": args.frame_sent,
+    });
+    result["hostile"] = tally.to_json();
+    print_result(&result, args.common.json);
+    if !args.common.json {
+        let mib = |kib: &Value| {
+            kib.as_u64()
+                .map_or("-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0))
+        };
+        println!(
+            "  good connections alone: {} /s, p99 {} ms",
+            alone["per_second"]
+                .as_f64()
+                .map_or("-".to_owned(), |v| format!("{v:.0}")),
+            alone["latency_ms"]["p99"]
+                .as_f64()
+                .map_or("-".to_owned(), |v| format!("{v:.3}"))
+        );
+        println!(
+            "  server RSS MiB: before {}  peak {}  1 s after the hostile peers left {}{}",
+            mib(&result["server_rss_kib_before"]),
+            mib(&result["server_rss_kib_peak"]),
+            mib(&result["server_rss_kib_after_close"]),
+            aborted.map_or(String::new(), |rss| format!(
+                "  (ABORTED at {} MiB)",
+                rss / 1024
+            ))
+        );
+        println!("  hostile: {}", result["hostile"]);
+    }
     Arc::try_unwrap(target)
         .map_err(|_| anyhow!("target still shared"))?
         .close()

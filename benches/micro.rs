@@ -3,10 +3,12 @@
 //! Each one works on what a real LogMessage carries: an Infomodel header of about 1.4 KiB with a
 //! DAT-sized security token, `ch-ids-*` extra headers and a 256-byte JSON payload.
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use clearinghouse::clearing::entry_document;
+use clearinghouse::clearing::{entry_document, Offload};
 use clearinghouse::devpki::{DevPki, DevPkiOptions};
 use clearinghouse::ids::{
     page_payload, request_header, ChParams, MessageType, RequestContext, RequestHeader,
@@ -18,7 +20,7 @@ use clearinghouse::idscp2::proto::app::{
 use clearinghouse::idscp2::proto::{idscp_message, IdscpData};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptClaims, ReceiptSigner};
 use clearinghouse::store::chain::{self, canonical_json};
-use clearinghouse::store::Entry;
+use clearinghouse::store::{Entry, HashedPayload};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message as _;
 use serde_json::json;
@@ -190,7 +192,8 @@ fn pem(label: &str, der: &[u8]) -> Vec<u8> {
     .into_bytes()
 }
 
-fn signing(c: &mut Criterion) {
+/// The receipt signers of every algorithm, and the claims of the log message's receipt.
+fn signers() -> (Vec<ReceiptSigner>, ReceiptClaims) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let pki = DevPki::generate(
         dir.path(),
@@ -210,6 +213,10 @@ fn signing(c: &mut Criterion) {
         (ReceiptAlgorithm::Ps512, RSA_PEM),
         (ReceiptAlgorithm::Rs256, RSA_PEM),
     ];
+    let signers = keys
+        .into_iter()
+        .map(|(algorithm, key)| ReceiptSigner::from_pem(algorithm, key).expect("signing key"))
+        .collect();
     let entry = entry();
     let claims = ReceiptClaims {
         iss: "https://clearinghouse.example/connector".into(),
@@ -225,11 +232,50 @@ fn signing(c: &mut Criterion) {
         chain_hash: hex::encode([0xcd; 32]),
         clearing_house_version: "0.1.0".into(),
     };
+    (signers, claims)
+}
+
+fn signing(c: &mut Criterion) {
+    let (signers, claims) = signers();
     let mut group = c.benchmark_group("receipt");
-    for (algorithm, key) in keys {
-        let signer = ReceiptSigner::from_pem(algorithm, key).expect("signing key");
-        group.bench_function(format!("sign {algorithm}"), |b| {
+    for signer in signers {
+        group.bench_function(format!("sign {}", signer.algorithm()), |b| {
             b.iter(|| signer.sign(&claims).expect("signs"))
+        });
+    }
+    group.finish();
+}
+
+/// What handing work to the clearing house's offload threads costs, next to the work it moves:
+/// the round trip of an empty job and of each signature, as a task on a tokio runtime waits for
+/// it, and SHA-256 of payloads by size (what a worker would otherwise do inline).
+fn offload(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let offload = Offload::per_core();
+    let mut group = c.benchmark_group("offload");
+    group.bench_function("round trip of an empty job", |b| {
+        b.iter(|| runtime.block_on(offload.run("bench", || ())))
+    });
+    let (signers, claims) = signers();
+    for signer in signers {
+        let work = Arc::new((signer, claims.clone()));
+        group.bench_function(
+            format!("sign {} on an offload thread", work.0.algorithm()),
+            |b| {
+                b.iter(|| {
+                    let work = Arc::clone(&work);
+                    runtime.block_on(offload.run("bench", move || work.0.sign(&work.1)))
+                })
+            },
+        );
+    }
+    for size in [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20] {
+        let payload = Bytes::from(vec![b'x'; size]);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(format!("SHA-256 of a {} KiB payload", size >> 10), |b| {
+            b.iter(|| HashedPayload::new(payload.clone()))
         });
     }
     group.finish();
@@ -261,5 +307,5 @@ fn page(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, header, hashing, signing, page);
+criterion_group!(benches, codec, header, hashing, signing, offload, page);
 criterion_main!(benches);

@@ -259,3 +259,70 @@ fn log_query_verify_export_and_metrics_through_the_binary() {
     args.push(&receipts[1]);
     assert_eq!(run(dir, &args).status.code(), Some(3));
 }
+
+/// Large payloads are hashed, and RSA receipts signed, on the offload threads rather than on the
+/// async workers that serve every connection: the server's own count says where the work ran.
+#[test]
+fn rsa_receipts_and_large_payloads_are_worked_off_the_async_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let pki = dev_pki(dir);
+    let rsa_key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/receipt-rsa.key"
+    );
+    let serve = Serve::start(
+        dir,
+        &[],
+        &[
+            ("CH_RECEIPT_ALGORITHM", "PS512"),
+            ("CH_RECEIPT_KEY", rsa_key),
+        ],
+    );
+    let server = serve.idscp2.clone();
+    let large = vec![b'x'; 1 << 20];
+    std::fs::write(dir.join("large.bin"), &large).unwrap();
+
+    let small = ok(client(
+        dir,
+        &server,
+        &pki,
+        &["log", "--pid", "p1", "--data", "small", "--raw"],
+    ));
+    let logged: Value = serde_json::from_str(&ok(client(
+        dir,
+        &server,
+        &pki,
+        &["log", "--pid", "p1", "--file", "large.bin"],
+    )))
+    .unwrap();
+    assert_eq!(
+        logged["claims"]["payload_hash"],
+        clearinghouse::receipt::payload_hash(&large),
+        "{logged}"
+    );
+
+    let (_, metrics) = serve.get("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"clearinghouse_offloaded_total{work="receipt_signature"}"#
+        ),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"clearinghouse_offloaded_total{work="payload_hash"}"#
+        ),
+        1.0,
+        "only the large payload is handed over: {metrics}"
+    );
+    let jwks_url = format!("http://{}/.well-known/jwks.json", serve.ops);
+    let receipts = [small.trim(), logged["receipt"].as_str().unwrap()];
+    let mut args = vec!["verify", "receipt", "--jwks", &jwks_url];
+    args.extend(receipts);
+    let verified = ok(run(dir, &args));
+    assert_eq!(verified.matches(": OK").count(), 2, "{verified}");
+}

@@ -17,7 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clearinghouse::store::chain::{self, verify_chain, EntryFields};
 use clearinghouse::store::{
-    CreateOutcome, Entry, MongoConfig, MongoStore, NewEntry, PageQuery, ProcessStore, StoreError,
+    CreateOutcome, Entry, HashedPayload, MongoConfig, MongoStore, NewEntry, PageQuery,
+    ProcessStore, StoreError,
 };
 use futures::future::join_all;
 use mongodb::bson::spec::BinarySubtype;
@@ -35,7 +36,7 @@ fn new_entry(pid: &str, n: u64) -> NewEntry {
         document_id: uuid::Uuid::new_v4().to_string(),
         client_id: "client-a".to_owned(),
         header: json!({"@type": "ids:LogMessage", "n": n}),
-        payload: Bytes::from(format!("entry {n} of {pid}")),
+        payload: HashedPayload::new(Bytes::from(format!("entry {n} of {pid}"))),
         payload_type: "text/plain".to_owned(),
     }
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clearinghouse::store::chain::{self, verify_chain, ChainHead};
 use clearinghouse::store::{
-    CreateOutcome, EmbeddedStore, Entry, MongoConfig, MongoStore, NewEntry, Order, PageQuery,
-    ProcessStore, StoreError,
+    CreateOutcome, EmbeddedStore, Entry, HashedPayload, MongoConfig, MongoStore, NewEntry, Order,
+    PageQuery, ProcessStore, StoreError,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -181,7 +181,7 @@ fn new_entry(pid: &str, client_id: &str, n: u64) -> NewEntry {
             // A double that a careless JSON round trip changes in its last bit.
             "x-ratio": 1.0715660391465826e-75,
         }),
-        payload: Bytes::from(format!("entry {n} of {pid}")),
+        payload: HashedPayload::new(Bytes::from(format!("entry {n} of {pid}"))),
         payload_type: "text/plain".to_owned(),
     }
 }
@@ -285,7 +285,7 @@ mod contract {
             assert_eq!(stored.document_id, asked.document_id);
             assert_eq!(stored.client_id, asked.client_id);
             assert_eq!(stored.header, asked.header);
-            assert_eq!(stored.payload, asked.payload);
+            assert_eq!(&stored.payload, asked.payload.bytes());
             assert_eq!(stored.payload_type, asked.payload_type);
             assert_eq!(stored.entry_hash, chain::entry_hash(&stored));
             assert!(stored.timestamp_ms >= previous_ms, "timestamps went back");
@@ -422,7 +422,7 @@ mod contract {
         create(&*store, "p-1", &["client-a"]).await;
         for n in 1..=10 {
             let mut entry = new_entry("p-1", "client-a", n);
-            entry.payload = Bytes::from(vec![b'x'; 1000]);
+            entry.payload = HashedPayload::new(Bytes::from(vec![b'x'; 1000]));
             store.append(entry).await.unwrap();
         }
         let budgeted = |size: u64, order: Order, max_bytes: usize| PageQuery {

@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::create::not_authorized;
 use super::request::{Outcome, ReplyKind, Request};
-use super::{store_rejection, ClearingHouse};
+use super::{not_completed, store_rejection, ClearingHouse};
 use crate::ids::{compact_json, reply_extra_headers, Rejection, RejectionReason};
-use crate::receipt::{payload_hash, ReceiptClaims};
+use crate::receipt::{payload_hash_claim, ReceiptClaims};
 use crate::store::{CreateOutcome, NewEntry};
 
 impl ClearingHouse {
@@ -37,12 +37,18 @@ impl ClearingHouse {
             ));
         }
         self.ensure_owner(pid, request.client_id).await?;
+        let payload = self
+            .offload
+            .hash_payload(request.payload.clone())
+            .await
+            .map_err(not_completed)?;
+        let payload_hash = payload_hash_claim(payload.sha256());
         let entry = NewEntry {
             pid: pid.to_owned(),
             document_id: Uuid::new_v4().to_string(),
             client_id: request.client_id.to_owned(),
             header: request.header.stored_form(),
-            payload: request.payload.clone(),
+            payload,
             payload_type: request.params.content_type.clone().unwrap_or_default(),
         };
         let entry = self.store.append(entry).await.map_err(store_rejection)?;
@@ -55,18 +61,22 @@ impl ClearingHouse {
             timestamp: entry.timestamp_ms.div_euclid(1000),
             timestamp_ms: entry.timestamp_ms,
             client_id: entry.client_id,
-            payload_hash: payload_hash(&entry.payload),
+            payload_hash,
             entry_hash: hex::encode(entry.entry_hash),
             chain_hash: hex::encode(entry.chain_hash),
             clearing_house_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        let receipt = self.signer.sign(&claims).map_err(|e| {
-            tracing::error!(error = %e, "cannot sign a receipt");
-            Rejection::with_default_status(
-                RejectionReason::InternalRecipientError,
-                "the entry was stored but its receipt could not be signed",
-            )
-        })?;
+        let receipt = self
+            .offload
+            .sign_receipt(&self.signer, claims)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot sign a receipt");
+                Rejection::with_default_status(
+                    RejectionReason::InternalRecipientError,
+                    "the entry was stored but its receipt could not be signed",
+                )
+            })?;
         super::metering::receipt_signed();
         Ok(Outcome {
             kind: ReplyKind::Processed,

@@ -11,6 +11,7 @@
 mod create;
 mod log;
 mod metering;
+mod offload;
 mod query;
 mod request;
 
@@ -30,6 +31,7 @@ use crate::idscp2::server::Service;
 use crate::receipt::ReceiptSigner;
 use crate::store::{ProcessStore, StoreError};
 
+pub use offload::{Offload, OffloadError, INLINE_HASH_LIMIT};
 pub use query::entry_document;
 pub use request::{Outcome, ReplyKind, Request};
 
@@ -39,6 +41,8 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 pub struct ClearingHouse {
     store: Arc<dyn ProcessStore>,
     signer: Arc<ReceiptSigner>,
+    /// Where large payloads are hashed and RSA receipts signed.
+    offload: Offload,
     /// Our connector id: `iss` of receipts, issuer of replies.
     connector_id: String,
     /// Our DAT, sent as `ids:securityToken` in replies; None in development mode.
@@ -74,6 +78,7 @@ impl ClearingHouse {
         ClearingHouse {
             store: Arc::new(metering::MeteredStore(config.store)),
             signer: config.signer,
+            offload: Offload::per_core(),
             connector_id: config.connector_id,
             own_dat: config.own_dat,
             token_verifier: config.token_verifier,
@@ -276,6 +281,15 @@ fn too_many_results(what: String, max_reply: usize) -> Rejection {
         format!(
             "{what} exceeds the reply limit of {max_reply} bytes; ask for fewer entries with ch-ids-size"
         ),
+    )
+}
+
+/// Work that was lost on its way (see [`offload`]): our fault, and the client may retry.
+fn not_completed(error: OffloadError) -> Rejection {
+    tracing::error!(%error, "request not completed");
+    Rejection::with_default_status(
+        RejectionReason::InternalRecipientError,
+        "the clearing house could not complete the request",
     )
 }
 

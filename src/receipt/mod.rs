@@ -98,7 +98,12 @@ pub struct ReceiptClaims {
 /// The `payload_hash` claim: base64url (no padding) SHA-256 of the logged payload, so a client
 /// can match a receipt to the bytes it sent without the receipt carrying them.
 pub fn payload_hash(payload: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(digest(&SHA256, payload))
+    payload_hash_claim(digest(&SHA256, payload).as_ref())
+}
+
+/// The `payload_hash` claim of a payload whose SHA-256 is already known.
+pub fn payload_hash_claim(sha256: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(sha256)
 }
 
 #[derive(Debug, thiserror::Error)]

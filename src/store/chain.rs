@@ -240,18 +240,15 @@ pub struct LinkFields<'a> {
 }
 
 impl<'a> LinkFields<'a> {
-    /// The fields of `entry`, with its payload digest and canonical header already computed.
-    pub fn of(
-        entry: &'a super::NewEntry,
-        payload_hash: &'a [u8; 32],
-        canonical_header: &'a [u8],
-    ) -> Self {
+    /// The fields of `entry` (whose payload carries its digest), with its canonical header
+    /// already computed.
+    pub fn of(entry: &'a super::NewEntry, canonical_header: &'a [u8]) -> Self {
         LinkFields {
             pid: &entry.pid,
             document_id: &entry.document_id,
             client_id: &entry.client_id,
             payload_type: &entry.payload_type,
-            payload_hash,
+            payload_hash: entry.payload.sha256(),
             canonical_header,
         }
     }

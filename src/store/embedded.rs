@@ -75,8 +75,6 @@ pub const MAX_BATCH_REQUESTS: usize = 512;
 pub const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Requests waiting for the writer; callers beyond this wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 1024;
-/// Payloads at least this large are hashed on the blocking pool rather than on a tokio worker.
-const INLINE_HASH_LIMIT: usize = 64 << 10;
 
 const RECORD_FORMAT: u8 = 1;
 
@@ -196,19 +194,8 @@ impl ProcessStore for EmbeddedStore {
     }
 
     fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
-        Box::pin(async move {
-            let entry = if entry.payload.len() < INLINE_HASH_LIMIT {
-                PreparedEntry::new(entry)
-            } else {
-                tokio::task::spawn_blocking(move || PreparedEntry::new(entry))
-                    .await
-                    .map_err(|error| {
-                        StoreError::Unavailable(format!("hashing task failed: {error}"))
-                    })?
-            };
-            self.submit(|reply| WriteRequest::Append { entry, reply })
-                .await
-        })
+        let entry = PreparedEntry::new(entry);
+        Box::pin(self.submit(|reply| WriteRequest::Append { entry, reply }))
     }
 
     fn entry(
@@ -600,18 +587,16 @@ impl<'a> RecordReader<'a> {
     }
 }
 
-/// An append with its payload digest and canonical header computed before it reaches the
-/// writer, so that the single writer thread only does what must be serialized.
+/// An append with its canonical header computed before it reaches the writer (the payload
+/// comes with its digest), so that the single writer thread only does what must be serialized.
 struct PreparedEntry {
     entry: NewEntry,
-    payload_hash: [u8; 32],
     canonical_header: Vec<u8>,
 }
 
 impl PreparedEntry {
     fn new(entry: NewEntry) -> Self {
         Self {
-            payload_hash: chain::payload_hash(&entry.payload),
             canonical_header: chain::canonical_json(&entry.header),
             entry,
         }
@@ -866,7 +851,6 @@ fn stamp(
 ) -> Result<(Entry, ProcessHead, Vec<u8>), StoreError> {
     let PreparedEntry {
         entry,
-        payload_hash,
         canonical_header,
     } = prepared;
     let pid = entry.pid.as_str();
@@ -882,7 +866,7 @@ fn stamp(
         },
         head.timestamp_ms,
         now_ms(),
-        LinkFields::of(&entry, &payload_hash, &canonical_header),
+        LinkFields::of(&entry, &canonical_header),
     )
     .ok_or_else(|| StoreError::Corrupt(format!("process {pid} has no sequence numbers left")))?;
     let Link {
@@ -901,7 +885,7 @@ fn stamp(
         timestamp_ms,
         client_id: entry.client_id,
         header: entry.header,
-        payload: entry.payload,
+        payload: entry.payload.into_bytes(),
         payload_type: entry.payload_type,
         entry_hash,
         chain_hash,
@@ -967,6 +951,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::store::HashedPayload;
 
     fn sample_entry() -> Entry {
         Entry {
@@ -1034,7 +1019,7 @@ mod tests {
             document_id: "d-1".to_owned(),
             client_id: "a".to_owned(),
             header: json!({}),
-            payload: Bytes::from_static(b"x"),
+            payload: HashedPayload::new(Bytes::from_static(b"x")),
             payload_type: String::new(),
         };
         assert_eq!(store.append(entry).await.unwrap().timestamp_ms, ahead_ms);
@@ -1100,7 +1085,7 @@ mod tests {
             document_id: "d-1".to_owned(),
             client_id: "a".to_owned(),
             header: json!({}),
-            payload: Bytes::from_static(b"x"),
+            payload: HashedPayload::new(Bytes::from_static(b"x")),
             payload_type: String::new(),
         };
         let result = store.append(entry).await;

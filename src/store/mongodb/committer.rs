@@ -102,7 +102,7 @@ impl Pending {
             client_id: entry.client_id.clone(),
             payload_type: entry.payload_type.clone(),
             header: canonical_header.clone(),
-            payload: binary(entry.payload.to_vec()),
+            payload: binary(entry.payload.bytes().to_vec()),
             entry_hash: binary(link.entry_hash.to_vec()),
             chain_hash: binary(link.chain_hash.to_vec()),
         })
@@ -118,7 +118,7 @@ impl Pending {
             timestamp_ms: link.timestamp_ms,
             client_id: entry.client_id,
             header: entry.header,
-            payload: entry.payload,
+            payload: entry.payload.into_bytes(),
             payload_type: entry.payload_type,
             entry_hash: link.entry_hash,
             chain_hash: link.chain_hash,
@@ -202,11 +202,7 @@ impl Committer {
                 },
                 head.timestamp_ms,
                 now_ms(),
-                LinkFields::of(
-                    &prepared.entry,
-                    &prepared.payload_hash,
-                    prepared.canonical_header.as_bytes(),
-                ),
+                LinkFields::of(&prepared.entry, prepared.canonical_header.as_bytes()),
             );
             let Some(link) = link else {
                 let pid = append.pid().to_owned();

@@ -158,8 +158,6 @@ const PROCESSES: &str = "processes";
 const ENTRIES: &str = "entries";
 /// MongoDB's error code for a violated unique index.
 const DUPLICATE_KEY: i32 = 11000;
-/// Payloads at least this large are hashed on the blocking pool rather than on a tokio worker.
-const INLINE_HASH_LIMIT: usize = 64 << 10;
 /// The first retry waits up to this long; each further one up to twice as long as the last.
 const FIRST_BACKOFF: Duration = Duration::from_millis(2);
 /// No retry waits longer than this, so that a loser keeps trying while the process is busy.
@@ -337,15 +335,7 @@ impl MongoStore {
     }
 
     async fn hand_to_committer(&self, entry: NewEntry) -> Result<Entry, StoreError> {
-        let prepared = if entry.payload.len() < INLINE_HASH_LIMIT {
-            PreparedEntry::new(entry)?
-        } else {
-            tokio::task::spawn_blocking(move || PreparedEntry::new(entry))
-                .await
-                .map_err(|error| {
-                    StoreError::Unavailable(format!("hashing task failed: {error}"))
-                })??
-        };
+        let prepared = PreparedEntry::new(entry)?;
         let (reply, done) = oneshot::channel();
         self.appends
             .send(AppendRequest { prepared, reply })
@@ -705,10 +695,10 @@ enum Insert {
     DuplicateKey,
 }
 
-/// An append with its payload digest and canonical header computed once, before the retry loop.
+/// An append with its canonical header computed once, before the retry loop (the payload comes
+/// with its digest).
 struct PreparedEntry {
     entry: NewEntry,
-    payload_hash: [u8; 32],
     canonical_header: String,
 }
 
@@ -719,7 +709,6 @@ impl PreparedEntry {
         let canonical_header = String::from_utf8(chain::canonical_json(&entry.header))
             .map_err(|_| StoreError::Corrupt("canonical header JSON is not UTF-8".to_owned()))?;
         Ok(Self {
-            payload_hash: chain::payload_hash(&entry.payload),
             canonical_header,
             entry,
         })

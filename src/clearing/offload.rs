@@ -1,0 +1,186 @@
+//! CPU-heavy work of a request, done off the tokio worker threads.
+//!
+//! A tokio worker runs the tasks of many connections in turn, so whatever keeps it busy holds up
+//! all of them: hashing a payload of a few MiB takes milliseconds, an RSA receipt signature about
+//! half of one. Such work runs on a few threads of our own, one per core ([`Offload`]), fed
+//! through a bounded queue: a burst of it waits in the queue while the requests' tasks yield,
+//! instead of growing threads. Work that costs less than handing it over stays inline: payloads
+//! below [`INLINE_HASH_LIMIT`], and ES256 and EdDSA signatures (BENCHMARKS.md, "CPU work off the
+//! async workers", has the measurements behind both choices).
+//!
+//! Metric: `clearinghouse_offloaded_total{work}`, `work` being `payload_hash` or
+//! `receipt_signature`, counted on the offload thread once the work is done.
+
+use std::num::NonZeroUsize;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::receipt::{ReceiptAlgorithm, ReceiptClaims, ReceiptError, ReceiptSigner};
+use crate::store::HashedPayload;
+
+/// Payloads at least this large are hashed on an offload thread; smaller ones inline, where
+/// hashing costs less than the hand-over.
+pub const INLINE_HASH_LIMIT: usize = 64 * 1024;
+
+/// Work waiting for a thread. Every request holds at most one, so this is only reached with more
+/// requests in flight than a server has connections by default.
+const QUEUE_CAPACITY: usize = 1024;
+
+/// Prefix of the offload threads' names, as `top -H` and debuggers show them.
+pub const THREAD_NAME: &str = "ch-offload";
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    /// The work panicked (its thread carries on); nothing else drops it.
+    #[error("the offloaded {0} did not complete")]
+    Lost(&'static str),
+    #[error(transparent)]
+    Receipt(#[from] ReceiptError),
+}
+
+/// Threads for CPU-heavy work, one per core. Dropping it lets them finish what is queued and end.
+pub struct Offload {
+    /// `None` only if no thread could be started; then all work runs inline.
+    jobs: Option<mpsc::Sender<Job>>,
+}
+
+impl Offload {
+    /// As many threads as the machine has cores.
+    pub fn per_core() -> Offload {
+        Self::with_threads(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+    }
+
+    pub fn with_threads(threads: usize) -> Offload {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let mut started = 0;
+        for index in 0..threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{THREAD_NAME}-{index}"))
+                .spawn(move || work(&receiver));
+            match spawned {
+                Ok(_) => started += 1,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start an offload thread");
+                }
+            }
+        }
+        if started == 0 {
+            tracing::warn!("no offload thread: hashing and signing run on the async workers");
+        }
+        Offload {
+            jobs: (started > 0).then_some(sender),
+        }
+    }
+
+    /// Runs `job` on an offload thread and waits (asynchronously) for its result; `work` names
+    /// it in the metric and in errors.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: &'static str,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, OffloadError> {
+        let Some(jobs) = &self.jobs else {
+            return Ok(job());
+        };
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller may have gone (its connection closed); the work is wasted, not wrong.
+            let _ = reply.send(job());
+            metrics::counter!("clearinghouse_offloaded_total", "work" => work).increment(1);
+        });
+        jobs.send(job).await.map_err(|_| OffloadError::Lost(work))?;
+        result.await.map_err(|_| OffloadError::Lost(work))
+    }
+
+    /// The payload with its SHA-256, computed here or on an offload thread by its size.
+    pub async fn hash_payload(&self, payload: Bytes) -> Result<HashedPayload, OffloadError> {
+        if payload.len() < INLINE_HASH_LIMIT {
+            return Ok(HashedPayload::new(payload));
+        }
+        self.run("payload_hash", move || HashedPayload::new(payload))
+            .await
+    }
+
+    /// A receipt JWT: RSA signatures on an offload thread, the cheap ones inline.
+    pub async fn sign_receipt(
+        &self,
+        signer: &Arc<ReceiptSigner>,
+        claims: ReceiptClaims,
+    ) -> Result<String, OffloadError> {
+        if signs_inline(signer.algorithm()) {
+            return Ok(signer.sign(&claims)?);
+        }
+        let signer = Arc::clone(signer);
+        Ok(self
+            .run("receipt_signature", move || signer.sign(&claims))
+            .await??)
+    }
+}
+
+/// ES256 and EdDSA signatures cost about what the hand-over does (tens of µs), RSA ones 20 to 30
+/// times as much (BENCHMARKS.md).
+fn signs_inline(algorithm: ReceiptAlgorithm) -> bool {
+    match algorithm {
+        ReceiptAlgorithm::Es256 | ReceiptAlgorithm::EdDsa => true,
+        ReceiptAlgorithm::Ps512 | ReceiptAlgorithm::Rs256 => false,
+    }
+}
+
+/// An offload thread: takes jobs until the [`Offload`] is dropped.
+fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        // One thread waits on the queue while the others wait for the lock; nothing panics
+        // while holding it, and a receiver is usable whatever happened to an earlier holder.
+        let job = jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocking_recv();
+        let Some(job) = job else {
+            return;
+        };
+        // A job that panics drops its reply sender, which its caller sees as an error; the
+        // thread stays to take the next one.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where a job ran: its thread's name, and whether that thread belongs to a tokio runtime.
+    fn whereabouts() -> (Option<String>, bool) {
+        (
+            std::thread::current().name().map(str::to_owned),
+            tokio::runtime::Handle::try_current().is_ok(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_run_on_offload_threads_not_on_tokio_workers() {
+        let offload = Offload::with_threads(2);
+        let (name, in_runtime) = offload.run("test", whereabouts).await.unwrap();
+        assert!(
+            name.as_deref().is_some_and(|n| n.starts_with(THREAD_NAME)),
+            "{name:?}"
+        );
+        assert!(!in_runtime, "the job ran on a thread of the runtime");
+        // The caller itself is on a worker, so the check above can tell the two apart.
+        assert!(whereabouts().1);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_an_error_and_the_threads_carry_on() {
+        let offload = Offload::with_threads(1);
+        let lost = offload.run("test", || panic!("on purpose")).await;
+        assert!(matches!(lost, Err(OffloadError::Lost("test"))), "{lost:?}");
+        assert_eq!(offload.run("test", || 7).await.unwrap(), 7);
+    }
+}

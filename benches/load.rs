@@ -30,6 +30,7 @@ use clearinghouse::clearing::{
 use clearinghouse::client::{ClearingHouseClient, QueryOptions, RequestError};
 use clearinghouse::devpki::{DevPki, DevPkiOptions};
 use clearinghouse::ids::{request_header, MessageType, Reply, RequestContext, RequestHeader};
+use clearinghouse::idscp2::admission::HandshakeLimits;
 use clearinghouse::idscp2::client::{self, ClientConfig, ClientError};
 use clearinghouse::idscp2::connection::ConnectionError;
 use clearinghouse::idscp2::dat::{DatError, DatIssuer, DevelopmentIssuer, DevelopmentVerifier};
@@ -337,6 +338,11 @@ async fn serve(args: ServerArgs) -> Result<()> {
         tls: tls::server_config(&identity, &cas)?,
         endpoint: dev_endpoint()?,
         max_connections: args.max_connections,
+        // Every load connection comes from this one address.
+        handshake_limits: HandshakeLimits {
+            max_pending_per_source: HandshakeLimits::default().max_pending,
+            ..HandshakeLimits::default()
+        },
     };
     let server = Server::bind(&args.listen, config).await?;
     println!(

@@ -2,6 +2,13 @@
 //!
 //! Connectors, auditors (through the CLI), the tests and the load generator all talk to the
 //! clearing house through this, so they all send the same requests a Trusted Connector sends.
+//!
+//! A reply is matched to its request: the clearing house echoes a readable request's `@id` as
+//! `ids:correlationMessage`, so after a request timed out, its late reply is recognised as stale
+//! and dropped (with a warning) instead of being taken for the answer to the next request. A
+//! request without a readable IDS header gets an uncorrelated reply; since the clearing house
+//! answers a connection's requests in order, the client counts such requests that timed out and
+//! drops as many uncorrelated replies before it takes one for a later request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::ids::{request_header, MessageType, Reply, ReplyError, RequestContext};
+use tracing::warn;
+
+use crate::ids::{request_header, MessageType, Reply, ReplyError, RequestContext, RequestHeader};
 use crate::idscp2::client::ClientError;
 use crate::idscp2::connection::Connection;
 use crate::idscp2::dat::DatIssuer;
@@ -42,6 +51,8 @@ pub struct ClearingHouseClient {
     /// Our DAT, for `ids:securityToken` in request headers, as connectors send it.
     dat: Option<Arc<dyn DatIssuer>>,
     reply_timeout: Duration,
+    /// Timed-out requests the server cannot correlate, whose replies may still arrive.
+    uncorrelated_unanswered: usize,
 }
 
 impl ClearingHouseClient {
@@ -56,6 +67,7 @@ impl ClearingHouseClient {
             connector_id,
             dat,
             reply_timeout,
+            uncorrelated_unanswered: 0,
         }
     }
 
@@ -152,16 +164,20 @@ impl ClearingHouseClient {
         .await
     }
 
-    /// Sends a prepared application message and reads the IDS reply.
+    /// Sends a prepared application message and reads the IDS reply to it.
     pub async fn exchange(&mut self, message: AppLayerMessage) -> Result<Reply, RequestError> {
-        let reply = self
+        let id = correlation_id(&message);
+        let unanswered = &mut self.uncorrelated_unanswered;
+        let result = self
             .connection
-            .request(&message, self.reply_timeout)
-            .await?;
-        match reply.message {
-            Some(app_layer_message::Message::IdsMessage(reply)) => Ok(Reply::from_ids(&reply)?),
-            _ => Err(RequestError::NotIdsMessage),
+            .request(&message, self.reply_timeout, |reply| {
+                take_reply(id.as_deref(), unanswered, reply)
+            })
+            .await;
+        if id.is_none() && matches!(result, Err(ClientError::Timeout(_))) {
+            self.uncorrelated_unanswered += 1;
         }
+        result?
     }
 
     pub async fn close(self) {
@@ -177,5 +193,50 @@ fn header(name: &str, value: &str) -> HeaderEntry {
     HeaderEntry {
         name: name.to_owned(),
         value: value.to_owned(),
+    }
+}
+
+/// The `@id` the clearing house will echo in its reply; `None` when it cannot read the header.
+fn correlation_id(message: &AppLayerMessage) -> Option<String> {
+    match &message.message {
+        Some(app_layer_message::Message::IdsMessage(ids)) => RequestHeader::parse(&ids.header)
+            .ok()
+            .map(|header| header.id),
+        _ => None,
+    }
+}
+
+/// Whether `reply` answers the request with correlation id `expected`: `Some` with what to return
+/// if it does, `None` (and a warning) if it answers an earlier request.
+fn take_reply(
+    expected: Option<&str>,
+    uncorrelated_unanswered: &mut usize,
+    reply: AppLayerMessage,
+) -> Option<Result<Reply, RequestError>> {
+    let reply = match reply.message {
+        Some(app_layer_message::Message::IdsMessage(ids)) => {
+            Reply::from_ids(&ids).map_err(RequestError::from)
+        }
+        _ => Err(RequestError::NotIdsMessage),
+    };
+    let correlation = reply.as_ref().ok().and_then(|r| r.correlation.as_deref());
+    match (expected, correlation) {
+        (Some(expected), Some(correlation)) if expected == correlation => Some(reply),
+        (None, None) if *uncorrelated_unanswered == 0 => Some(reply),
+        (_, Some(correlation)) => {
+            warn!(
+                expected,
+                correlation, "dropped a reply to an earlier request that timed out"
+            );
+            None
+        }
+        (_, None) => {
+            *uncorrelated_unanswered = uncorrelated_unanswered.saturating_sub(1);
+            warn!(
+                expected,
+                "dropped an uncorrelated reply, taken to answer an earlier request that timed out"
+            );
+            None
+        }
     }
 }

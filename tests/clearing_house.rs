@@ -557,7 +557,7 @@ async fn bad_headers_and_message_types_get_typed_rejections() {
     };
     let reply = a
         .connection_mut()
-        .request(&generic, std::time::Duration::from_secs(10))
+        .request(&generic, std::time::Duration::from_secs(10), Some)
         .await
         .unwrap();
     match reply.message {

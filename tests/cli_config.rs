@@ -130,6 +130,25 @@ fn bad_values_are_named() {
     assert_names(&stderr, &["idscp2.supported_ra", "TPM"]);
     let stderr = refused(&format!("{}[dat]\nmode = \"daps\"\n", tls("", "")), &[]);
     assert_names(&stderr, &["dat.daps_url"]);
+    let stderr = refused(
+        &tls("", ""),
+        &[("CH_SERVER_MAX_HANDSHAKES_PER_ADDRESS", "1000")],
+    );
+    assert_names(
+        &stderr,
+        &["server.max_handshakes_per_address", "server.max_handshakes"],
+    );
+    let stderr = refused(
+        &format!("{}[server]\nclient_hello_timeout_ms = 60000\n", tls("", "")),
+        &[],
+    );
+    assert_names(
+        &stderr,
+        &[
+            "server.client_hello_timeout_ms",
+            "idscp2.handshake_timeout_ms",
+        ],
+    );
 }
 
 #[test]

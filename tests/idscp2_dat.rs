@@ -61,7 +61,10 @@ async fn a_dat_from_the_daps_establishes_both_identities() {
         daps_endpoint(test_settings(), &w.client, &w.daps),
     );
     let mut connection = w.server.connect(&config).await.unwrap();
-    let reply = connection.request(&ids("hi"), REPLY_WAIT).await.unwrap();
+    let reply = connection
+        .request(&ids("hi"), REPLY_WAIT, Some)
+        .await
+        .unwrap();
     let Some(app_layer_message::Message::IdsMessage(reply)) = reply.message else {
         panic!("unexpected reply");
     };
@@ -202,7 +205,7 @@ async fn short_lived_dats_are_renewed_both_ways_while_data_flows() {
     while started.elapsed() < Duration::from_secs(7) {
         let payload = format!("message {sent}");
         let reply = connection
-            .request(&ids(payload.clone()), REPLY_WAIT)
+            .request(&ids(payload.clone()), REPLY_WAIT, Some)
             .await
             .unwrap();
         let Some(app_layer_message::Message::IdsMessage(reply)) = reply.message else {

@@ -49,7 +49,10 @@ async fn round_trip_with_suites(suites: &[&str]) -> u64 {
     let settings = with_suites(test_settings(), suites, suites);
     let config = client_config(&pki, "connector-a", dev_endpoint(settings));
     let mut connection = server.connect(&config).await.unwrap();
-    let reply = connection.request(&ids("ping"), REPLY_WAIT).await.unwrap();
+    let reply = connection
+        .request(&ids("ping"), REPLY_WAIT, Some)
+        .await
+        .unwrap();
     let (identity, payload, _) = reply_parts(&reply);
     assert_eq!(identity, connector_id(&pki, "connector-a"));
     assert_eq!(&payload[..], b"ping");
@@ -101,7 +104,10 @@ async fn rsa_client_certificates_are_accepted() {
         endpoint: dev_endpoint(with_suites(test_settings(), &["Dummy2"], &["Dummy2"])),
     };
     let mut connection = server.connect(&config).await.unwrap();
-    let reply = connection.request(&ids("rsa"), REPLY_WAIT).await.unwrap();
+    let reply = connection
+        .request(&ids("rsa"), REPLY_WAIT, Some)
+        .await
+        .unwrap();
     let expected = PeerCertificate::new(identity.leaf().clone())
         .connector_id()
         .unwrap();
@@ -296,7 +302,7 @@ async fn our_client_resends_when_an_ack_is_lost() {
         .await
         .unwrap();
     let reply = connection
-        .request(&ids("question"), REPLY_WAIT)
+        .request(&ids("question"), REPLY_WAIT, Some)
         .await
         .unwrap();
     assert_eq!(reply_parts(&reply).1, Bytes::from_static(b"answer"));
@@ -366,7 +372,7 @@ async fn oversized_and_garbage_frames_close_with_error() {
     );
     let mut connection = server.connect(&config).await.unwrap();
     assert!(connection
-        .request(&ids("still here"), REPLY_WAIT)
+        .request(&ids("still here"), REPLY_WAIT, Some)
         .await
         .is_ok());
     server.stop().await;
@@ -540,7 +546,10 @@ async fn silent_sockets_neither_block_others_nor_stay_open() {
     // Meanwhile a real client is served.
     let config = client_config(&pki, "connector-a", dev_endpoint(settings));
     let mut connection = server.connect(&config).await.unwrap();
-    assert!(connection.request(&ids("served"), REPLY_WAIT).await.is_ok());
+    assert!(connection
+        .request(&ids("served"), REPLY_WAIT, Some)
+        .await
+        .is_ok());
     // And the silent ones are dropped by the server (EOF) after the handshake timeout.
     for mut socket in silent {
         let mut buf = [0u8; 16];
@@ -563,7 +572,10 @@ async fn a_message_too_large_for_a_frame_is_refused_locally_and_the_connection_g
         Err(ConnectionError::TooLarge { size, limit }) => assert!(size > limit),
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    let reply = connection.request(&ids("small"), REPLY_WAIT).await.unwrap();
+    let reply = connection
+        .request(&ids("small"), REPLY_WAIT, Some)
+        .await
+        .unwrap();
     assert_eq!(reply_parts(&reply).1, Bytes::from_static(b"small"));
     server.stop().await;
 }

@@ -79,6 +79,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tls,
             endpoint,
             max_connections: config.server.max_connections,
+            handshake_limits: config.handshake_limits(),
         },
     )
     .await

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use crate::clearing::DEFAULT_MAX_PAYLOAD;
+use crate::idscp2::admission::HandshakeLimits;
 use crate::idscp2::frame::DEFAULT_MAX_FRAME;
 use crate::receipt::ReceiptAlgorithm;
 
@@ -33,16 +34,26 @@ pub struct ServerConfig {
     pub connector_id: String,
     pub data_dir: PathBuf,
     pub max_payload: usize,
+    /// Connections in TLS or the IDSCP2 handshake at once; further new sockets are closed at once.
+    pub max_handshakes: usize,
+    /// Of those, from one IPv4 address or IPv6 /64.
+    pub max_handshakes_per_address: usize,
+    /// A new socket that sends no TLS ClientHello for this long is closed.
+    pub client_hello_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let handshakes = HandshakeLimits::default();
         ServerConfig {
             listen: "0.0.0.0:29292".into(),
             max_connections: 1024,
             connector_id: String::new(),
             data_dir: PathBuf::from("data"),
             max_payload: DEFAULT_MAX_PAYLOAD,
+            max_handshakes: handshakes.max_pending,
+            max_handshakes_per_address: handshakes.max_pending_per_source,
+            client_hello_timeout_ms: handshakes.client_hello_timeout.as_millis() as u64,
         }
     }
 }
@@ -229,6 +240,7 @@ impl Config {
             self.idscp2.handshake_timeout_ms,
         )?;
         positive("idscp2.ack_timeout_ms", self.idscp2.ack_timeout_ms)?;
+        self.validate_handshake_limits()?;
         positive("idscp2.ra_interval_s", self.idscp2.ra_interval_s)?;
         // A payload travels inside one frame together with its IDS header.
         if self.server.max_payload >= self.idscp2.max_frame {
@@ -260,6 +272,49 @@ impl Config {
                 required_path("dat.token_file", &self.dat.token_file)?;
                 self.production_files()
             }
+        }
+    }
+
+    fn validate_handshake_limits(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        positive("server.max_handshakes", server.max_handshakes as u64)?;
+        positive(
+            "server.max_handshakes_per_address",
+            server.max_handshakes_per_address as u64,
+        )?;
+        positive(
+            "server.client_hello_timeout_ms",
+            server.client_hello_timeout_ms,
+        )?;
+        if server.max_handshakes_per_address > server.max_handshakes {
+            return Err(ConfigError::setting(
+                "server.max_handshakes_per_address",
+                format!(
+                    "must not exceed server.max_handshakes ({})",
+                    server.max_handshakes
+                ),
+            ));
+        }
+        if server.client_hello_timeout_ms > self.idscp2.handshake_timeout_ms {
+            return Err(ConfigError::setting(
+                "server.client_hello_timeout_ms",
+                format!(
+                    "must not exceed idscp2.handshake_timeout_ms ({}), which bounds TLS as a whole",
+                    self.idscp2.handshake_timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bounds on connections that have not finished their handshake.
+    pub fn handshake_limits(&self) -> HandshakeLimits {
+        HandshakeLimits {
+            max_pending: self.server.max_handshakes,
+            max_pending_per_source: self.server.max_handshakes_per_address,
+            client_hello_timeout: std::time::Duration::from_millis(
+                self.server.client_hello_timeout_ms,
+            ),
         }
     }
 

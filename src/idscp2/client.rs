@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
 use super::connection::{CloseReason, Connection, ConnectionError};
@@ -92,17 +92,28 @@ pub async fn connect(
 }
 
 impl Connection {
-    /// Sends one message and waits up to `limit` for the next message from the peer: the
-    /// request/response pattern of IDS connectors.
-    pub async fn request(
+    /// Sends one message and hands each message from the peer to `take_reply` until it takes one
+    /// (returns `Some`), for up to `limit` in all; the messages it passes over are dropped.
+    ///
+    /// A peer may still answer an earlier request whose caller stopped waiting, so "the next
+    /// message" is not necessarily the reply. Only the layer above can tell (IDS replies carry the
+    /// request's `@id` as `ids:correlationMessage`); a caller whose peer answers every message in
+    /// order and that drops the connection after a timeout may take the next message as it is.
+    pub async fn request<T>(
         &mut self,
         message: &AppLayerMessage,
         limit: Duration,
-    ) -> Result<AppLayerMessage, ClientError> {
+        mut take_reply: impl FnMut(AppLayerMessage) -> Option<T>,
+    ) -> Result<T, ClientError> {
         self.send(message).await?;
-        timeout(limit, self.recv())
-            .await
-            .map_err(|_| ClientError::Timeout("waiting for the reply"))?
-            .map_err(ClientError::from)
+        let deadline = Instant::now() + limit;
+        loop {
+            let received = timeout_at(deadline, self.recv())
+                .await
+                .map_err(|_| ClientError::Timeout("waiting for the reply"))??;
+            if let Some(reply) = take_reply(received) {
+                return Ok(reply);
+            }
+        }
     }
 }

@@ -12,8 +12,11 @@
 //! - [`fsm`]: the handshake and alternating-bit state machine, without I/O.
 //! - [`endpoint`]: one side's settings and drivers.
 //! - [`connection`]: the per-connection task around the state machine.
+//! - [`admission`]: the bounded pool of connections still in their handshake, with a share per
+//!   source address, and the bound on open connections.
 //! - [`server`] and [`client`].
 
+pub mod admission;
 pub mod client;
 pub mod connection;
 pub mod dat;

@@ -1,29 +1,52 @@
 //! The IDSCP2 server: accepts TCP, runs TLS and the IDSCP2 handshake, then hands each request to a
 //! [`Service`] and sends back its answer.
 //!
-//! Shaped like mini-redis: a semaphore bounds open connections, each connection is a task with its
-//! own tracing span, and shutdown is a broadcast. On shutdown the server stops accepting, lets every
-//! connection finish the request it is working on, delivers the answer, and closes with
-//! USER_SHUTDOWN. Every phase before establishment is bounded by the handshake timeout, so a silent
-//! or slow peer holds one permit for at most that long and never holds up others.
+//! Shaped like mini-redis: each connection is a task with its own tracing span, and shutdown is a
+//! broadcast. On shutdown the server stops accepting, drops the connections still in their
+//! handshake, lets every established connection finish the request it is working on, delivers
+//! the answer, and closes with USER_SHUTDOWN.
 //!
-//! Metrics: `clearinghouse_connections_open` (gauge) and `clearinghouse_handshakes_total`
-//! by `outcome` (`ok`, `tls_failed`, `tls_timeout`, `no_certificate`, `idscp2_failed`).
+//! The accept loop never waits for room: [`admission`](super::admission) decides at once whether a
+//! new socket gets a place in the bounded handshake pool (with a share per source address) and
+//! closes it otherwise, so a flood of idle sockets cannot hold up anyone else's handshake or the
+//! established peers. A pending connection must send its TLS ClientHello within the short
+//! ClientHello timeout and finish TLS within the handshake timeout; the IDSCP2 handshake is bounded
+//! by the state machine's own timers. After TLS it takes one of the `max_connections` places, or is
+//! closed with IdscpClose{ERROR} when there is none.
+//!
+//! Metrics: `clearinghouse_connections_open` (gauge of established connections),
+//! `clearinghouse_handshakes_pending` (gauge), `clearinghouse_handshakes_total` by `outcome`
+//! (`ok`, `client_hello_timeout`, `tls_failed`, `tls_timeout`, `no_certificate`, `idscp2_failed`)
+//! and `clearinghouse_connections_refused_total` by `reason` (`handshake_pool_full`,
+//! `source_handshakes_full`, `connections_full`).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::SinkExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
-use tokio::time::timeout;
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::FramedWrite;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::admission::{Admission, HandshakeLimits, HandshakeSlot, Refusal};
 use super::connection::{Connection, ConnectionError, PeerInfo};
 use super::endpoint::Endpoint;
+use super::frame::{FrameError, IdscpCodec};
 use super::proto::app::AppLayerMessage;
+use super::proto::idscp_close::CloseCause;
+use super::proto::idscp_message::Message;
+use super::proto::IdscpClose;
 use super::tls::PeerCertificate;
+
+/// How long a refused peer gets to read its IdscpClose and close its side.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// What the layer above does with each message a peer sends.
 pub trait Service: Send + Sync + 'static {
@@ -39,13 +62,14 @@ pub struct ServerConfig {
     pub tls: Arc<rustls::ServerConfig>,
     pub endpoint: Endpoint,
     pub max_connections: usize,
+    pub handshake_limits: HandshakeLimits,
 }
 
 pub struct Server {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     endpoint: Endpoint,
-    limit: Arc<Semaphore>,
+    admission: Arc<Admission>,
 }
 
 impl Server {
@@ -55,7 +79,7 @@ impl Server {
             listener,
             acceptor: TlsAcceptor::from(config.tls),
             endpoint: config.endpoint,
-            limit: Arc::new(Semaphore::new(config.max_connections)),
+            admission: Admission::new(config.max_connections, config.handshake_limits),
         })
     }
 
@@ -85,85 +109,61 @@ impl Server {
         done: &mpsc::Sender<()>,
     ) {
         loop {
-            let Ok(permit) = self.limit.clone().acquire_owned().await else {
-                return;
-            };
             let (socket, addr) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let slot = match self.admission.begin_handshake(addr.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    // Dropping the socket closes it before any TLS work.
+                    self.admission.refused(refusal, addr);
                     continue;
                 }
             };
             let handler = Handler {
-                acceptor: self.acceptor.clone(),
-                endpoint: self.endpoint.clone(),
+                handshake: Handshake {
+                    acceptor: self.acceptor.clone(),
+                    endpoint: self.endpoint.clone(),
+                    admission: self.admission.clone(),
+                    addr,
+                },
                 service: service.clone(),
                 shutdown: notify_shutdown.subscribe(),
                 _done: done.clone(),
             };
             tokio::spawn(
-                async move {
-                    let open = metrics::gauge!("clearinghouse_connections_open");
-                    open.increment(1.0);
-                    handler.run(socket).await;
-                    open.decrement(1.0);
-                    drop(permit);
-                }
-                .instrument(info_span!("connection", %addr, peer = tracing::field::Empty)),
+                handler
+                    .run(socket, slot)
+                    .instrument(info_span!("connection", %addr, peer = tracing::field::Empty)),
             );
         }
     }
 }
 
 struct Handler<S> {
-    acceptor: TlsAcceptor,
-    endpoint: Endpoint,
+    handshake: Handshake,
     service: Arc<S>,
     shutdown: broadcast::Receiver<()>,
     _done: mpsc::Sender<()>,
 }
 
 impl<S: Service> Handler<S> {
-    async fn run(mut self, socket: TcpStream) {
-        // Small frames and stop-and-wait: Nagle would add a delay to every round trip.
-        let _ = socket.set_nodelay(true);
-        let handshake_timeout = self.endpoint.settings.handshake_timeout;
-        let tls = match timeout(handshake_timeout, self.acceptor.accept(socket)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                handshake("tls_failed");
-                return debug!(error = %e, "TLS handshake failed");
-            }
-            Err(_) => {
-                handshake("tls_timeout");
-                return debug!("TLS handshake timed out");
-            }
-        };
-        let Some(leaf) = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-        else {
-            handshake("no_certificate");
-            return warn!("TLS peer presented no certificate");
-        };
-        let certificate = PeerCertificate::new(leaf.clone().into_owned());
-        let establish = Connection::establish(tls, certificate, self.endpoint.clone());
-        let mut connection = tokio::select! {
-            result = establish => match result {
-                Ok(connection) => connection,
-                Err(e) => {
-                    handshake("idscp2_failed");
-                    return info!(error = %e, "IDSCP2 handshake failed");
-                }
-            },
+    async fn run(mut self, socket: TcpStream, slot: HandshakeSlot) {
+        let established = tokio::select! {
+            established = self.handshake.run(socket) => established,
+            // A connection still in its handshake has no request to finish.
             _ = self.shutdown.recv() => return,
         };
-        handshake("ok");
+        drop(slot);
+        let Some((mut connection, _open)) = established else {
+            return;
+        };
         tracing::Span::current().record("peer", connection.peer().identity.as_str());
         loop {
             let received = tokio::select! {
@@ -188,6 +188,121 @@ impl<S: Service> Handler<S> {
     }
 }
 
-fn handshake(outcome: &'static str) {
+/// A connection until it is established: what it needs and where it comes from.
+struct Handshake {
+    acceptor: TlsAcceptor,
+    endpoint: Endpoint,
+    admission: Arc<Admission>,
+    addr: SocketAddr,
+}
+
+impl Handshake {
+    /// TLS and the IDSCP2 handshake. Returns the established connection with its place among the
+    /// open ones, or `None` when the peer did not make it (counted and logged here).
+    async fn run(&self, socket: TcpStream) -> Option<(Connection, OpenConnection)> {
+        let settings = &self.endpoint.settings;
+        let deadline = Instant::now() + settings.handshake_timeout;
+        // Small frames and stop-and-wait: Nagle would add a delay to every round trip.
+        let _ = socket.set_nodelay(true);
+        let hello_timeout = self.admission.limits().client_hello_timeout;
+        // Whatever arrives first (data, EOF or an error), TLS deals with it.
+        if timeout(hello_timeout, socket.peek(&mut [0u8; 1]))
+            .await
+            .is_err()
+        {
+            count_handshake("client_hello_timeout");
+            debug!("no TLS ClientHello in time");
+            return None;
+        }
+        let tls = match timeout_at(deadline, self.acceptor.accept(socket)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                count_handshake("tls_failed");
+                debug!(error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                count_handshake("tls_timeout");
+                debug!("TLS handshake timed out");
+                return None;
+            }
+        };
+        let Some(leaf) = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+        else {
+            count_handshake("no_certificate");
+            warn!("TLS peer presented no certificate");
+            return None;
+        };
+        let certificate = PeerCertificate::new(leaf.clone().into_owned());
+        let open = match self.admission.open_connection() {
+            Ok(permit) => OpenConnection::new(permit),
+            Err(refusal) => {
+                self.admission.refused(refusal, self.addr);
+                self.refuse(tls, refusal).await;
+                return None;
+            }
+        };
+        match Connection::establish(tls, certificate, self.endpoint.clone()).await {
+            Ok(connection) => {
+                count_handshake("ok");
+                Some((connection, open))
+            }
+            Err(e) => {
+                count_handshake("idscp2_failed");
+                info!(error = %e, "IDSCP2 handshake failed");
+                None
+            }
+        }
+    }
+
+    /// Tells a peer that got through TLS why it is not served, before its IDSCP2 handshake.
+    async fn refuse(&self, tls: TlsStream<TcpStream>, refusal: Refusal) {
+        let settings = &self.endpoint.settings;
+        let close = Message::IdscpClose(IdscpClose {
+            cause_code: CloseCause::Error as i32,
+            cause_msg: format!("{refusal}; try again later"),
+        });
+        let mut writer = FramedWrite::new(tls, IdscpCodec::new(settings.max_frame));
+        // Best effort: the peer may be gone already.
+        let _ = timeout(settings.write_timeout, async {
+            writer.send(close).await?;
+            writer.get_mut().shutdown().await?;
+            Ok::<(), FrameError>(())
+        })
+        .await;
+        // Closing with the peer's Hello unread would reset the connection, and a reset can discard
+        // the IdscpClose before the peer reads it; so wait a moment for the peer to close first.
+        let mut tls = writer.into_inner();
+        let mut discard = [0u8; 1024];
+        let _ = timeout(REFUSAL_LINGER, async {
+            while matches!(tls.read(&mut discard).await, Ok(read) if read > 0) {}
+        })
+        .await;
+    }
+}
+
+/// An established connection's place among `max_connections`, shown in the open-connections gauge.
+struct OpenConnection {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("clearinghouse_connections_open").increment(1.0);
+        OpenConnection { _permit: permit }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("clearinghouse_connections_open").decrement(1.0);
+    }
+}
+
+fn count_handshake(outcome: &'static str) {
     metrics::counter!("clearinghouse_handshakes_total", "outcome" => outcome).increment(1);
 }

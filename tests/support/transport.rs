@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clearinghouse::idscp2::admission::HandshakeLimits;
 use clearinghouse::idscp2::client::{self, ClientConfig, ClientError};
 use clearinghouse::idscp2::connection::{Connection, PeerInfo};
 use clearinghouse::idscp2::dat::{
@@ -112,7 +113,12 @@ impl TestServer {
             tls,
             endpoint,
             max_connections: 256,
+            handshake_limits: HandshakeLimits::default(),
         };
+        Self::start_with(config, service).await
+    }
+
+    pub async fn start_with<S: Service>(config: ServerConfig, service: S) -> TestServer {
         let server = Server::bind("127.0.0.1:0", config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel();

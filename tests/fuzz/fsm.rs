@@ -1,0 +1,659 @@
+//! Target `fsm`: random event sequences into the IDSCP2 handshake and alternating-bit state
+//! machine, checked against a model kept from the outside (events in, actions out).
+//!
+//! The peer is honest in half of the cases (it sends its messages in turn with the right bit,
+//! resends the unacknowledged one, acknowledges what it got), so that exact delivery can be
+//! checked; in the other half it also sends data and ACKs with any bit.
+//!
+//! Invariants, after every event:
+//! - nothing panics, and a closed machine stays silent;
+//! - no data is delivered, and none of ours sent, before the handshake is done (both
+//!   attestations succeeded for the runs the machine last started, a DAT was accepted) or while
+//!   either side re-attests or waits for a DAT;
+//! - receiving: only the event's own data is delivered, at most once; attested data is always
+//!   ACKed with its bit; delivered messages alternate their bits; from an honest peer every
+//!   message is delivered exactly once and in order, and ACKed only once delivered;
+//! - sending: at most one IdscpData unacknowledged; resends repeat it exactly; the next one goes
+//!   out only after the matching ACK and with the other bit; our messages leave in the order
+//!   they were handed in, each once;
+//! - `undelivered()` counts exactly what was accepted and not yet ACKed, and stays within the
+//!   send-queue bound ([`SEND_QUEUE_BOUND`]);
+//! - a requested close happens once everything was delivered, and a close we initiate is
+//!   announced to the peer with its cause.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clearinghouse::idscp2::endpoint::Settings;
+use clearinghouse::idscp2::fsm::{Action, DatCheck, Event, Fsm, State, Timer};
+use clearinghouse::idscp2::proto::idscp_close::CloseCause;
+use clearinghouse::idscp2::proto::idscp_message::Message;
+use clearinghouse::idscp2::proto::{IdscpAck, IdscpData};
+use clearinghouse::idscp2::ra::RaRole;
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::select;
+
+use crate::runner::{fuzz, Budget, Outcome, Target};
+
+pub const TARGET: Target = Target { name: "fsm", run };
+
+/// The most messages the machine may hold accepted but unacknowledged.
+///
+/// BOUND: the send queue is unbounded today (issue 10). Once the FSM has a configured bound,
+/// set this from the `Settings` field that holds it (see [`settings`]), and make `Send` steps
+/// expect the FSM's answer to a full queue; `check_bound` then asserts it after every event.
+const SEND_QUEUE_BOUND: Option<usize> = None;
+
+const SUITES: &[&str] = &["Dummy2", "Dummy", "NullRa", "TPM2d"];
+
+#[derive(Debug, Clone, Copy)]
+enum RunPick {
+    /// The run the machine started last for that role.
+    Current,
+    Stale,
+    Any(u64),
+}
+
+#[derive(Debug, Clone)]
+enum Dat {
+    Valid(Option<Duration>),
+    Invalid,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Start,
+    Hello {
+        supported: Vec<&'static str>,
+        expected: Vec<&'static str>,
+        dat: Dat,
+    },
+    PeerClose(CloseCause),
+    PeerDatExpired,
+    PeerDat(Dat),
+    PeerReRa,
+    PeerRaProver,
+    PeerRaVerifier,
+    /// The peer sends its next message, or resends the unacknowledged one; our ACK to it may
+    /// be lost on the way.
+    PeerData {
+        ack_lost: bool,
+    },
+    /// The peer resends its unacknowledged message, if it has one.
+    PeerResend {
+        ack_lost: bool,
+    },
+    /// The peer acknowledges the last IdscpData it got from us.
+    PeerAckLast,
+    /// Hostile peers only: data and ACKs with any bit.
+    RawData(bool),
+    RawAck(bool),
+    RaOutput(RaRole, RunPick),
+    RaFinished(RaRole, RunPick, bool),
+    Timer(Timer),
+    Send,
+    Close,
+    Abort(CloseCause),
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    hostile: bool,
+    /// Start with a complete handshake, so that most cases spend their steps in the data phase.
+    handshake_first: bool,
+    dat_renewal_threshold: f64,
+    steps: Vec<Step>,
+}
+
+fn cause() -> impl Strategy<Value = CloseCause> {
+    select(vec![
+        CloseCause::UserShutdown,
+        CloseCause::Timeout,
+        CloseCause::Error,
+        CloseCause::NoValidDat,
+        CloseCause::NoRaMechanismMatchProver,
+        CloseCause::NoRaMechanismMatchVerifier,
+        CloseCause::RaProverFailed,
+        CloseCause::RaVerifierFailed,
+    ])
+}
+
+fn dat() -> impl Strategy<Value = Dat> {
+    prop_oneof![
+        4 => proptest::option::of(
+            // Verified DATs report at most MAX_DAT_LIFETIME (the verifiers cap it).
+            (0u64..=clearinghouse::idscp2::dat::MAX_DAT_LIFETIME.as_secs()).prop_map(Duration::from_secs)
+        )
+        .prop_map(Dat::Valid),
+        1 => Just(Dat::Invalid),
+    ]
+}
+
+fn role() -> impl Strategy<Value = RaRole> {
+    prop_oneof![Just(RaRole::Prover), Just(RaRole::Verifier)]
+}
+
+fn run_pick() -> impl Strategy<Value = RunPick> {
+    prop_oneof![
+        6 => Just(RunPick::Current),
+        1 => Just(RunPick::Stale),
+        1 => (0u64..8).prop_map(RunPick::Any),
+    ]
+}
+
+fn suites() -> impl Strategy<Value = Vec<&'static str>> {
+    prop_oneof![
+        3 => Just(vec!["Dummy2"]),
+        1 => vec(select(SUITES), 0..4),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        1 => Just(Step::Start),
+        1 => (suites(), suites(), dat()).prop_map(|(supported, expected, dat)| Step::Hello { supported, expected, dat }),
+        1 => cause().prop_map(Step::PeerClose),
+        1 => Just(Step::PeerDatExpired),
+        2 => dat().prop_map(Step::PeerDat),
+        1 => Just(Step::PeerReRa),
+        1 => Just(Step::PeerRaProver),
+        1 => Just(Step::PeerRaVerifier),
+        10 => any::<bool>().prop_map(|lost| Step::PeerData { ack_lost: lost }),
+        3 => any::<bool>().prop_map(|lost| Step::PeerResend { ack_lost: lost }),
+        10 => Just(Step::PeerAckLast),
+        3 => any::<bool>().prop_map(Step::RawData),
+        3 => any::<bool>().prop_map(Step::RawAck),
+        1 => (role(), run_pick()).prop_map(|(role, run)| Step::RaOutput(role, run)),
+        5 => (role(), run_pick(), prop::bool::weighted(0.9)).prop_map(|(role, run, ok)| Step::RaFinished(role, run, ok)),
+        4 => select(vec![Timer::Handshake, Timer::ProverHandshake, Timer::VerifierHandshake, Timer::Ack, Timer::Ack, Timer::Ra, Timer::Dat]).prop_map(Step::Timer),
+        10 => Just(Step::Send),
+        1 => Just(Step::Close),
+        1 => cause().prop_map(Step::Abort),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        any::<bool>(),
+        prop::bool::weighted(0.8),
+        prop_oneof![Just(0.666), Just(1.0), 0.001f64..=1.0],
+        vec(step(), 0..150),
+    )
+        .prop_map(
+            |(hostile, handshake_first, dat_renewal_threshold, steps)| Case {
+                hostile,
+                handshake_first,
+                dat_renewal_threshold,
+                steps,
+            },
+        )
+}
+
+fn settings(dat_renewal_threshold: f64) -> Arc<Settings> {
+    Arc::new(Settings {
+        supported_ra: vec!["Dummy2".into(), "Dummy".into()],
+        expected_ra: vec!["Dummy2".into(), "Dummy".into()],
+        dat_renewal_threshold,
+        ..Settings::default()
+    })
+}
+
+fn run(budget: &Budget) -> Outcome {
+    fuzz(TARGET.name, budget, case(), check)
+}
+
+fn check(case: Case) -> Result<(), TestCaseError> {
+    let mut harness = Harness::new(&case);
+    let handshake = [
+        Step::Start,
+        Step::Hello {
+            supported: vec!["Dummy2"],
+            expected: vec!["Dummy2"],
+            dat: Dat::Valid(None),
+        },
+        Step::RaFinished(RaRole::Prover, RunPick::Current, true),
+        Step::RaFinished(RaRole::Verifier, RunPick::Current, true),
+    ];
+    let prefix = if case.handshake_first {
+        &handshake[..]
+    } else {
+        &[]
+    };
+    for step in prefix.iter().chain(&case.steps) {
+        harness.step(step)?;
+    }
+    Ok(())
+}
+
+/// What the peer has sent us, as an honest alternating-bit sender keeps it.
+#[derive(Debug, Default)]
+struct PeerSender {
+    next_sequence: u64,
+    bit: bool,
+    /// Sent, not yet acknowledged.
+    in_flight: Option<u64>,
+}
+
+/// One role's attestation as seen from outside: the run last started, and how it stands.
+#[derive(Debug, Default, Clone, Copy)]
+struct Attestation {
+    run: Option<u64>,
+    progress: Progress,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Not started, or (verifier) waiting for a renewed DAT before starting again.
+    #[default]
+    Waiting,
+    Running,
+    Succeeded,
+}
+
+struct Harness {
+    fsm: Fsm,
+    hostile: bool,
+    closed: bool,
+    /// Close was requested while data was still undelivered.
+    closing: bool,
+    dat_accepted: bool,
+    established: bool,
+    prover: Attestation,
+    verifier: Attestation,
+    peer: PeerSender,
+    /// Raw data payloads get unique tags, so that a delivery can be traced to its event.
+    raw_count: u64,
+    /// Honest peer messages delivered so far (they are delivered in order, so this is the next).
+    delivered_from_peer: u64,
+    last_delivered_bit: Option<bool>,
+    // Our side.
+    handed_in: u64,
+    first_sends: u64,
+    acked: u64,
+    /// The IdscpData awaiting its ACK: (our message number, bit).
+    outstanding: Option<(u64, bool)>,
+    next_send_bit: bool,
+    /// The last IdscpData the peer got from us, for its ACK.
+    peer_got: Option<bool>,
+}
+
+impl Harness {
+    fn new(case: &Case) -> Self {
+        Harness {
+            fsm: Fsm::new(settings(case.dat_renewal_threshold)),
+            hostile: case.hostile,
+            closed: false,
+            closing: false,
+            dat_accepted: false,
+            established: false,
+            prover: Attestation::default(),
+            verifier: Attestation::default(),
+            peer: PeerSender::default(),
+            raw_count: 0,
+            delivered_from_peer: 0,
+            last_delivered_bit: None,
+            handed_in: 0,
+            first_sends: 0,
+            acked: 0,
+            outstanding: None,
+            next_send_bit: false,
+            peer_got: None,
+        }
+    }
+
+    fn attestation(&mut self, role: RaRole) -> &mut Attestation {
+        match role {
+            RaRole::Prover => &mut self.prover,
+            RaRole::Verifier => &mut self.verifier,
+        }
+    }
+
+    fn pick(&mut self, role: RaRole, pick: RunPick) -> u64 {
+        let current = self.attestation(role).run.unwrap_or(0);
+        match pick {
+            RunPick::Current => current,
+            RunPick::Stale => current.saturating_sub(1),
+            RunPick::Any(run) => run,
+        }
+    }
+
+    fn attested(&self) -> bool {
+        self.dat_accepted
+            && self.prover.progress == Progress::Succeeded
+            && self.verifier.progress == Progress::Succeeded
+    }
+
+    /// Turns a step into an event (or nothing, for steps that do not apply), feeds it, and checks.
+    fn step(&mut self, step: &Step) -> Result<(), TestCaseError> {
+        let mut received = None;
+        let mut ack_lost = false;
+        let event = match step {
+            Step::Start => Event::Start {
+                our_dat: Bytes::from_static(b"our DAT"),
+            },
+            Step::Hello {
+                supported,
+                expected,
+                dat,
+            } => Event::PeerHello {
+                supported_ra: supported.iter().map(|s| s.to_string()).collect(),
+                expected_ra: expected.iter().map(|s| s.to_string()).collect(),
+                dat: dat_check(dat),
+            },
+            Step::PeerClose(cause) => Event::PeerClose {
+                cause: *cause,
+                message: "peer closes".into(),
+            },
+            Step::PeerDatExpired => Event::PeerDatExpired {
+                our_dat: Bytes::from_static(b"our renewed DAT"),
+            },
+            Step::PeerDat(dat) => Event::PeerDat(dat_check(dat)),
+            Step::PeerReRa => Event::PeerReRa,
+            Step::PeerRaProver => Event::PeerRaProver(Bytes::from_static(b"proof")),
+            Step::PeerRaVerifier => Event::PeerRaVerifier(Bytes::from_static(b"challenge")),
+            Step::PeerData { ack_lost: lost } | Step::PeerResend { ack_lost: lost } => {
+                let sequence = match (self.peer.in_flight, step) {
+                    (Some(sequence), _) => sequence,
+                    (None, Step::PeerData { .. }) => {
+                        let sequence = self.peer.next_sequence;
+                        self.peer.next_sequence += 1;
+                        self.peer.in_flight = Some(sequence);
+                        sequence
+                    }
+                    (None, _) => return Ok(()),
+                };
+                ack_lost = *lost;
+                let data = Bytes::from(format!("peer {sequence}"));
+                received = Some((data.clone(), self.peer.bit, Some(sequence)));
+                Event::PeerData {
+                    data,
+                    bit: self.peer.bit,
+                }
+            }
+            Step::PeerAckLast => match self.peer_got {
+                Some(bit) => Event::PeerAck { bit },
+                None => return Ok(()),
+            },
+            Step::RawData(_) | Step::RawAck(_) if !self.hostile => return Ok(()),
+            Step::RawData(bit) => {
+                self.raw_count += 1;
+                let data = Bytes::from(format!("raw {}", self.raw_count));
+                received = Some((data.clone(), *bit, None));
+                Event::PeerData { data, bit: *bit }
+            }
+            Step::RawAck(bit) => Event::PeerAck { bit: *bit },
+            Step::RaOutput(role, pick) => Event::RaOutput {
+                role: *role,
+                run: self.pick(*role, *pick),
+                data: Bytes::from_static(b"ra"),
+            },
+            Step::RaFinished(role, pick, ok) => Event::RaFinished {
+                role: *role,
+                run: self.pick(*role, *pick),
+                result: if *ok { Ok(()) } else { Err("failed".into()) },
+            },
+            Step::Timer(timer) => Event::TimerFired(*timer),
+            Step::Send => Event::Send(Bytes::from(format!("ours {}", self.handed_in))),
+            Step::Close => Event::Close,
+            Step::Abort(cause) => Event::Abort {
+                cause: *cause,
+                message: "aborted".into(),
+            },
+        };
+        let attested_before = self.attested();
+        let state_before = self.fsm.state();
+        let actions = self.fsm.handle(event.clone());
+
+        if self.closed {
+            prop_assert!(actions.is_empty(), "a closed machine acted: {actions:?}");
+            return Ok(());
+        }
+        // What the event itself settles, before the actions are read.
+        match (&event, step) {
+            (Event::RaFinished { role, run, result }, _) => {
+                let attestation = self.attestation(*role);
+                if attestation.run == Some(*run)
+                    && attestation.progress == Progress::Running
+                    && result.is_ok()
+                {
+                    attestation.progress = Progress::Succeeded;
+                }
+            }
+            (Event::Send(_), _) if !self.closing => self.handed_in += 1,
+            (Event::PeerAck { bit }, _)
+                if self.outstanding.is_some_and(|(_, sent)| sent == *bit) =>
+            {
+                self.outstanding = None;
+                self.acked += 1;
+                self.next_send_bit = !bit;
+            }
+            _ => {}
+        }
+
+        let mut delivered = Vec::new();
+        let mut acks = Vec::new();
+        for (index, action) in actions.iter().enumerate() {
+            match action {
+                Action::StartRa { role, run, .. } => {
+                    *self.attestation(*role) = Attestation {
+                        run: Some(*run),
+                        progress: Progress::Running,
+                    };
+                }
+                Action::Send(Message::IdscpDatExpired(_)) => {
+                    self.verifier.progress = Progress::Waiting
+                }
+                Action::PeerDatAccepted => self.dat_accepted = true,
+                Action::Established => {
+                    prop_assert!(!self.established, "Established twice");
+                    prop_assert!(
+                        self.attested(),
+                        "Established before both attestations succeeded: {:?} {:?}, DAT accepted {}",
+                        self.prover,
+                        self.verifier,
+                        self.dat_accepted
+                    );
+                    self.established = true;
+                }
+                Action::Deliver(data) => delivered.push(data.clone()),
+                Action::Send(Message::IdscpAck(IdscpAck { alternating_bit })) => {
+                    acks.push(*alternating_bit)
+                }
+                Action::Send(Message::IdscpData(IdscpData {
+                    data,
+                    alternating_bit,
+                })) => self.our_data_sent(data, *alternating_bit)?,
+                Action::Closed { cause, by_peer, .. } => {
+                    prop_assert_eq!(index, actions.len() - 1, "Closed is not the last action");
+                    match (&event, by_peer) {
+                        (Event::PeerClose { cause: theirs, .. }, true) => {
+                            prop_assert_eq!(cause, theirs)
+                        }
+                        (_, false) => {
+                            let announced =
+                                index.checked_sub(1).and_then(|before| actions.get(before));
+                            let expected_close = matches!(
+                                announced,
+                                Some(Action::Send(Message::IdscpClose(close)))
+                                    if close.cause_code == *cause as i32
+                            );
+                            prop_assert!(
+                                expected_close,
+                                "closing without telling the peer: {actions:?}"
+                            );
+                        }
+                        (event, true) => {
+                            return Err(TestCaseError::fail(format!("closed by peer on {event:?}")))
+                        }
+                    }
+                    self.closed = true;
+                }
+                _ => {}
+            }
+        }
+        if matches!(event, Event::PeerClose { .. }) {
+            prop_assert!(self.closed, "the peer's close was not taken");
+        }
+
+        // Receiving.
+        match received {
+            Some((data, bit, sequence)) => {
+                if attested_before {
+                    prop_assert_eq!(
+                        &acks,
+                        &vec![bit],
+                        "attested data must be ACKed once, with its bit"
+                    );
+                } else {
+                    prop_assert!(
+                        acks.is_empty() && delivered.is_empty(),
+                        "data taken while not attested ({state_before:?}): acks {acks:?}, delivered {delivered:?}"
+                    );
+                }
+                prop_assert!(
+                    delivered.len() <= 1,
+                    "one message delivered twice: {delivered:?}"
+                );
+                if let Some(got) = delivered.first() {
+                    prop_assert_eq!(
+                        got,
+                        &data,
+                        "delivered something other than the event's data"
+                    );
+                    prop_assert!(
+                        self.established,
+                        "data delivered before the handshake was done"
+                    );
+                    let expected_bit = !self.last_delivered_bit.unwrap_or(true);
+                    prop_assert_eq!(
+                        bit,
+                        expected_bit,
+                        "delivered a message with the bit of the one before (a duplicate)"
+                    );
+                    self.last_delivered_bit = Some(bit);
+                }
+                // Raw data from a hostile peer shifts the bit the machine expects, after which
+                // the honest sender's messages may rightly be taken as new or as duplicates.
+                if let Some(sequence) = sequence {
+                    if !self.hostile && !delivered.is_empty() {
+                        prop_assert_eq!(
+                            sequence,
+                            self.delivered_from_peer,
+                            "honest peer's messages out of order or twice"
+                        );
+                        self.delivered_from_peer += 1;
+                    }
+                    if !acks.is_empty() && !ack_lost {
+                        if !self.hostile {
+                            prop_assert!(
+                                sequence < self.delivered_from_peer,
+                                "ACKed message {sequence} before delivering it"
+                            );
+                        }
+                        self.peer.in_flight = None;
+                        self.peer.bit = !self.peer.bit;
+                    }
+                }
+            }
+            None => {
+                prop_assert!(
+                    delivered.is_empty(),
+                    "delivered without data from the peer: {delivered:?}"
+                );
+                prop_assert!(
+                    acks.is_empty(),
+                    "ACKed without data from the peer: {acks:?}"
+                );
+            }
+        }
+
+        if self.closed {
+            return Ok(());
+        }
+        if matches!(event, Event::Close) {
+            self.closing = true;
+        }
+        let undelivered = self.fsm.undelivered() as u64;
+        prop_assert_eq!(
+            undelivered,
+            self.handed_in - self.acked,
+            "undelivered() does not count what was handed in and not ACKed"
+        );
+        check_bound(undelivered)?;
+        // (While re-attesting, the close waits for the attestation or the handshake timer.)
+        if self.closing && self.attested() {
+            prop_assert!(
+                undelivered > 0,
+                "a requested close did not happen once all was delivered"
+            );
+        }
+        let state = self.fsm.state();
+        prop_assert_eq!(
+            matches!(state, State::Established | State::WaitForAck),
+            self.attested(),
+            "state {:?} disagrees with the attestations seen: {:?} {:?}",
+            state,
+            self.prover,
+            self.verifier
+        );
+        prop_assert_eq!(
+            state == State::WaitForAck,
+            self.attested() && self.outstanding.is_some(),
+            "state {:?} disagrees with our data awaiting an ACK: {:?}",
+            state,
+            self.outstanding
+        );
+        Ok(())
+    }
+
+    /// One of our IdscpData left: a resend of the outstanding one, or the next one in turn.
+    fn our_data_sent(&mut self, data: &Bytes, bit: bool) -> Result<(), TestCaseError> {
+        prop_assert!(
+            self.established && self.attested(),
+            "sent data while not attested"
+        );
+        match self.outstanding {
+            Some((number, sent_bit)) => {
+                prop_assert_eq!(data, &ours(number), "a resend changed the data");
+                prop_assert_eq!(bit, sent_bit, "a resend changed the bit");
+            }
+            None => {
+                prop_assert_eq!(data, &ours(self.first_sends), "our messages out of order");
+                prop_assert_eq!(
+                    bit,
+                    self.next_send_bit,
+                    "the bit flipped without a matching ACK"
+                );
+                self.outstanding = Some((self.first_sends, bit));
+                self.first_sends += 1;
+            }
+        }
+        self.peer_got = Some(bit);
+        Ok(())
+    }
+}
+
+fn check_bound(undelivered: u64) -> Result<(), TestCaseError> {
+    if let Some(bound) = SEND_QUEUE_BOUND {
+        prop_assert!(
+            undelivered <= bound as u64,
+            "{undelivered} messages held, bound {bound}"
+        );
+    }
+    Ok(())
+}
+
+fn ours(number: u64) -> Bytes {
+    Bytes::from(format!("ours {number}"))
+}
+
+fn dat_check(dat: &Dat) -> DatCheck {
+    match dat {
+        Dat::Valid(expires_in) => DatCheck::Valid {
+            expires_in: *expires_in,
+        },
+        Dat::Invalid => DatCheck::Invalid("invalid".into()),
+    }
+}

@@ -1,0 +1,32 @@
+//! Structured fuzzing on stable Rust: every parser and state machine a peer or an auditor's file
+//! can reach, driven by proptest strategies instead of coverage feedback (no nightly toolchain,
+//! so no libFuzzer), each target with properties beyond "does not panic".
+//!
+//! `cargo test --test fuzz` runs every target for a few seconds; `scripts/fuzz [SECONDS]` runs
+//! them for longer in release mode. A failure prints the shrunk input and the command that
+//! replays it.
+//!
+//! - [`frame`]: IDSCP2 framing and message decoding, over arbitrarily split streams.
+//! - [`fsm`]: event sequences into the handshake and alternating-bit state machine.
+//! - [`ids`]: the IDS request header and the `ch-ids-*` parameters.
+//! - [`dat`]: DAT verification against a DAPS key set.
+//! - [`export`]: exports, chains and receipts as an auditor verifies them.
+
+mod dat;
+mod export;
+mod frame;
+mod fsm;
+mod ids;
+mod json;
+mod mutate;
+mod runner;
+
+fn main() -> std::process::ExitCode {
+    runner::main(&[
+        frame::TARGET,
+        fsm::TARGET,
+        ids::TARGET,
+        dat::TARGET,
+        export::TARGET,
+    ])
+}

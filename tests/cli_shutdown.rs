@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clearinghouse::client::ClearingHouseClient;
-use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{Jwks, ReceiptClaims};
 use cli_support::*;
 
@@ -53,17 +52,7 @@ async fn sigterm_under_load_exits_0_and_loses_no_receipted_entry() {
     let jwks = Jwks::parse(serve.get("/.well-known/jwks.json").1.as_bytes()).unwrap();
 
     // Two clients of different connectors share each process, so appends to one chain race.
-    let b_id = PeerCertificate::new(
-        TlsIdentity::from_pem_files(
-            &pki.join("clients/connector-b.crt"),
-            &pki.join("clients/connector-b.key"),
-        )
-        .unwrap()
-        .leaf()
-        .clone(),
-    )
-    .connector_id()
-    .unwrap();
+    let b_id = connector_id(&pki, "connector-b");
     let mut creator = library_client(&serve.idscp2, &pki, "connector-a").await;
     for pid in (0..CLIENTS / 2).map(|i| format!("load-{i}")) {
         let reply = creator

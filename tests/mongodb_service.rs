@@ -18,16 +18,7 @@ use clearinghouse::audit::verify_store;
 use clearinghouse::receipt::Jwks;
 use clearinghouse::store::{MongoConfig, MongoStore, ProcessStore};
 use cli_support::{dev_pki, library_client, Serve};
-use support::mongo::{required_env, OwnServer, TestDatabase};
-
-fn mongodb_env<'a>(uri: &'a str, database: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("CH_STORE_BACKEND", "mongodb"),
-        ("CH_STORE_MONGODB_URI", uri),
-        ("CH_STORE_MONGODB_DATABASE", database),
-        ("CH_STORE_MONGODB_TIMEOUT_MS", "1500"),
-    ]
-}
+use support::mongo::{required_env, serve_env, OwnServer, TestDatabase};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_server_processes_on_one_database_keep_one_chain_per_process() {
@@ -36,7 +27,7 @@ async fn two_server_processes_on_one_database_keep_one_chain_per_process() {
     };
     let dir = tempfile::tempdir().unwrap();
     let pki = dev_pki(dir.path());
-    let env = mongodb_env(&db.uri, &db.name);
+    let env = serve_env(&db.uri, &db.name);
     let first = Serve::start(dir.path(), &[], &env);
     let second = Serve::start(dir.path(), &[], &env);
     let jwks = Jwks::parse(first.get("/.well-known/jwks.json").1.as_bytes()).unwrap();
@@ -102,7 +93,7 @@ async fn a_database_outage_is_reported_and_survived() {
     let uri = database.uri();
     let dir = tempfile::tempdir().unwrap();
     let pki = dev_pki(dir.path());
-    let serve = Serve::start(dir.path(), &[], &mongodb_env(&uri, "outage"));
+    let serve = Serve::start(dir.path(), &[], &serve_env(&uri, "outage"));
     assert_eq!(serve.get("/ready").0, 200);
 
     let observed = Arc::new(Observed::default());

@@ -16,7 +16,7 @@ use clearinghouse::idscp2::client::{connect, ClientConfig};
 use clearinghouse::idscp2::dat::{DevelopmentIssuer, DevelopmentVerifier};
 use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
 use clearinghouse::idscp2::ra::RaRegistry;
-use clearinghouse::idscp2::tls::{client_config, load_ca_file, TlsIdentity};
+use clearinghouse::idscp2::tls::{client_config, load_ca_file, PeerCertificate, TlsIdentity};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_clearinghouse");
 
@@ -41,8 +41,14 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
 }
 
 pub fn run_with_input(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    run_with_env(dir, args, &[], input)
+}
+
+/// Runs a command to completion with extra environment and `input` as its stdin.
+pub fn run_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)], input: &[u8]) -> Output {
     let mut child = command(dir)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -230,6 +236,13 @@ impl Serve {
         (exit, self.stderr())
     }
 
+    /// SIGKILL: the process dies as in a crash or power cut, with no chance to finish a
+    /// request, flush a buffer or close a connection.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// `GET http://<ops><path>`: status code and body.
     pub fn get(&self, path: &str) -> (u16, String) {
         http_get(&self.ops, path)
@@ -281,6 +294,18 @@ pub fn client_args(server: &str, pki: &Path, name: &str) -> Vec<String> {
         "--key".into(),
         path(pki.join(format!("clients/{name}.key"))),
     ]
+}
+
+/// The connector id the server sees for a development client certificate.
+pub fn connector_id(pki: &Path, name: &str) -> String {
+    let identity = TlsIdentity::from_pem_files(
+        &pki.join(format!("clients/{name}.crt")),
+        &pki.join(format!("clients/{name}.key")),
+    )
+    .unwrap();
+    PeerCertificate::new(identity.leaf().clone())
+        .connector_id()
+        .unwrap()
 }
 
 /// The value of a Prometheus sample line `name{labels} value`, 0 when absent.

@@ -23,6 +23,16 @@ pub fn required_env(name: &str) -> Option<String> {
     }
 }
 
+/// The environment that puts `clearinghouse serve` (or `export`, `verify`) on `database`.
+pub fn serve_env<'a>(uri: &'a str, database: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CH_STORE_BACKEND", "mongodb"),
+        ("CH_STORE_MONGODB_URI", uri),
+        ("CH_STORE_MONGODB_DATABASE", database),
+        ("CH_STORE_MONGODB_TIMEOUT_MS", "1500"),
+    ]
+}
+
 /// A database of its own on the shared test server, dropped when the test passes.
 pub struct TestDatabase {
     pub uri: String,

@@ -25,9 +25,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clearinghouse::clearing::{
-    reply_limit, ClearingHouse, ClearingHouseConfig, DEFAULT_MAX_PAYLOAD,
+    reply_limit, ClearingHouse, ClearingHouseConfig, Quotas, DEFAULT_MAX_PAYLOAD,
 };
 use clearinghouse::client::{ClearingHouseClient, QueryOptions, RequestError};
+use clearinghouse::config::LimitsConfig;
 use clearinghouse::devpki::{DevPki, DevPkiOptions};
 use clearinghouse::ids::{request_header, MessageType, Reply, RequestContext, RequestHeader};
 use clearinghouse::idscp2::client::{self, ClientConfig, ClientError};
@@ -330,6 +331,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
         token_verifier: Arc::new(DevelopmentVerifier::new()),
         max_payload: DEFAULT_MAX_PAYLOAD,
         max_reply: reply_limit(DEFAULT_MAX_FRAME),
+        limits: LimitsConfig::default(),
+        quotas: Arc::new(Quotas::unlimited()),
     });
     let identity = TlsIdentity::from_pem_files(&pki.server_cert(), &pki.server_key())?;
     let cas = tls::load_ca_file(&pki.ca_cert())?;

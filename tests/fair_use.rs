@@ -452,3 +452,167 @@ async fn usage_survives_a_restart_of_the_embedded_store() {
         "quotas.bytes_per_window",
     );
 }
+
+// ---- the real binary: configuration file, /metrics, two instances on one MongoDB ------------
+
+/// The connector id `serve` knows a development client by.
+fn dev_connector_id(pki: &std::path::Path, name: &str) -> String {
+    use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
+    let identity = TlsIdentity::from_pem_files(
+        &pki.join(format!("clients/{name}.crt")),
+        &pki.join(format!("clients/{name}.key")),
+    )
+    .unwrap();
+    PeerCertificate::new(identity.leaf().clone())
+        .connector_id()
+        .unwrap()
+}
+
+fn bytes_used(serve: &cli_support::Serve, connector: &str) -> f64 {
+    let (status, text) = serve.get("/metrics");
+    assert_eq!(status, 200);
+    cli_support::metric(
+        &text,
+        &format!("clearinghouse_connector_usage{{connector=\"{connector}\",quota=\"bytes\"}}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_overrides_from_its_file_and_shows_who_is_near_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = cli_support::dev_pki(dir.path());
+    let b_id = dev_connector_id(&pki, "connector-b");
+    let config = dir.path().join("fair-use.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nmax_owners = 2\n\n[quotas]\nbytes_per_window = 100\nmetrics_connectors = 1\n\n\
+             [quotas.connectors.\"{b_id}\"]\nbytes_per_window = 1000\n"
+        ),
+    )
+    .unwrap();
+    let serve = cli_support::Serve::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    let mut a = cli_support::library_client(&serve.idscp2, &pki, "connector-a").await;
+    let mut b = cli_support::library_client(&serve.idscp2, &pki, "connector-b").await;
+    let reply = a
+        .create("three", &["x".to_owned(), "y".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(over_bound(&reply, "limits.max_owners")["value"], 2);
+    accepted(&a.log("a", Bytes::from(vec![b'x'; 90]), None).await.unwrap());
+    over_quota(
+        &a.log("a", Bytes::from(vec![b'x'; 20]), None).await.unwrap(),
+        "quotas.bytes_per_window",
+    );
+    accepted(
+        &b.log("b", Bytes::from(vec![b'x'; 500]), None)
+            .await
+            .unwrap(),
+    );
+
+    // connector-a is nearest its limit (90 %, b is at 50 %), so it is the one shown by name.
+    let a_id = dev_connector_id(&pki, "connector-a");
+    let (_, text) = serve.get("/metrics");
+    let series = |connector: &str, quota: &str| {
+        format!(
+            "clearinghouse_connector_usage_ratio{{connector=\"{connector}\",quota=\"{quota}\"}}"
+        )
+    };
+    assert_eq!(
+        cli_support::metric(&text, &series(&a_id, "bytes")),
+        0.9,
+        "{text}"
+    );
+    assert!(!text.contains(&b_id), "{text}");
+    assert_eq!(bytes_used(&serve, "other"), 500.0, "{text}");
+    assert_eq!(
+        cli_support::metric(
+            &text,
+            &format!("clearinghouse_connector_rejections{{connector=\"{a_id}\",quota=\"bytes\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        cli_support::metric(
+            &text,
+            "clearinghouse_quota_rejections_total{quota=\"bytes\"}"
+        ),
+        1.0
+    );
+    let (status, log) = tokio::task::spawn_blocking(move || serve.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_mongodb_share_a_quota() {
+    let Some(db) = support::mongo::TestDatabase::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = cli_support::dev_pki(dir.path());
+    let env = [
+        ("CH_STORE_BACKEND", "mongodb"),
+        ("CH_STORE_MONGODB_URI", db.uri.as_str()),
+        ("CH_STORE_MONGODB_DATABASE", db.name.as_str()),
+        ("CH_QUOTAS_BYTES_PER_WINDOW", "1000"),
+        ("CH_QUOTAS_WINDOW_S", "3600"),
+        ("CH_QUOTAS_SYNC_INTERVAL_MS", "100"),
+    ];
+    let first = cli_support::Serve::start(dir.path(), &[], &env);
+    let second = cli_support::Serve::start(dir.path(), &[], &env);
+    let a_id = dev_connector_id(&pki, "connector-a");
+    let mut a_first = cli_support::library_client(&first.idscp2, &pki, "connector-a").await;
+    let mut a_second = cli_support::library_client(&second.idscp2, &pki, "connector-a").await;
+    let mut b_second = cli_support::library_client(&second.idscp2, &pki, "connector-b").await;
+
+    // The second instance learns of connector-a by a request, then of its usage by a sync.
+    assert_rejected(
+        &a_second
+            .query("nothing", &QueryOptions::default())
+            .await
+            .unwrap(),
+        "NOT_FOUND",
+        404,
+    );
+    accepted(
+        &a_first
+            .log("a", Bytes::from(vec![b'x'; 800]), None)
+            .await
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while bytes_used(&second, &a_id) < 800.0 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the second instance never saw the usage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 800 + 300 is over the shared 1000, though the second instance itself admitted nothing.
+    let reply = a_second
+        .log("a", Bytes::from(vec![b'x'; 300]), None)
+        .await
+        .unwrap();
+    assert_eq!(over_quota(&reply, "quotas.bytes_per_window")["value"], 1000);
+    accepted(
+        &a_second
+            .log("a", Bytes::from(vec![b'x'; 200]), None)
+            .await
+            .unwrap(),
+    );
+    accepted(
+        &b_second
+            .log("b", Bytes::from(vec![b'x'; 900]), None)
+            .await
+            .unwrap(),
+    );
+    for serve in [first, second] {
+        let (status, log) = tokio::task::spawn_blocking(move || serve.terminate())
+            .await
+            .unwrap();
+        assert!(status.success(), "{log}");
+    }
+    db.drop_database().await;
+}

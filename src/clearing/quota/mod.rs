@@ -245,11 +245,7 @@ impl Quotas {
         account.last_request = now;
         let rules = account.rules;
         if rules.rate > 0.0 {
-            let wait = match account.bucket.take(rules.rate, rules.burst, now) {
-                Ok(()) => None,
-                Err(wait) => Some(wait),
-            };
-            if let Some(wait) = wait {
+            if let Err(wait) = account.bucket.take(rules.rate, rules.burst, now) {
                 account.rejections[Quota::Requests.index()] += 1;
                 drop(account);
                 let retry_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);

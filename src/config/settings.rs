@@ -509,3 +509,48 @@ fn required_path(setting: &str, value: &Path) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod fair_use_tests {
+    use super::*;
+
+    fn refused(change: impl FnOnce(&mut Config)) -> String {
+        let mut config = Config::default();
+        change(&mut config);
+        config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn limits_and_quotas_are_checked_and_named() {
+        Config::default().validate().unwrap();
+        let cases: [(fn(&mut Config), &str); 6] = [
+            (|c| c.limits.max_owners = 0, "limits.max_owners"),
+            (|c| c.limits.max_pid_length = 256, "limits.max_pid_length"),
+            (
+                |c| c.limits.max_header_bytes = c.idscp2.max_frame,
+                "limits.max_header_bytes",
+            ),
+            (
+                |c| c.quotas.requests_per_second = f64::NAN,
+                "quotas.requests_per_second",
+            ),
+            (|c| c.quotas.window_s = 0, "quotas.window_s"),
+            (
+                |c| {
+                    c.quotas.connectors.insert(
+                        "x".into(),
+                        QuotaOverride {
+                            requests_per_second: Some(-1.0),
+                            ..QuotaOverride::default()
+                        },
+                    );
+                },
+                "quotas.connectors.\"x\".requests_per_second",
+            ),
+        ];
+        for (change, setting) in cases {
+            let message = refused(change);
+            assert!(message.starts_with(setting), "{message}");
+        }
+    }
+}

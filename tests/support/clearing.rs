@@ -126,14 +126,21 @@ impl TestClearingHouse {
             quota_sync,
             ..
         } = self;
-        server.stop().await;
-        // As `serve` does: the sync task's handle on the store goes (it must be closed before it
-        // is reopened), and the last usage is saved.
-        quota_sync.abort();
-        let _ = quota_sync.await;
-        quotas.sync(store.as_ref()).await.unwrap();
-        drop(store);
+        drop(shut_down(server, store, &quotas, quota_sync).await);
         Self::launch(pki, data, store_path, limits).await
+    }
+
+    /// Stops the server as `serve` does at shutdown; the store handle returned is then the
+    /// only one.
+    pub async fn stop(self) -> Arc<EmbeddedStore> {
+        let TestClearingHouse {
+            server,
+            store,
+            quotas,
+            quota_sync,
+            ..
+        } = self;
+        shut_down(server, store, &quotas, quota_sync).await
     }
 
     pub fn limits(&self) -> Limits {
@@ -176,6 +183,20 @@ impl TestClearingHouse {
     pub fn id_of(&self, name: &str) -> String {
         connector_id_of(&self.pki, name)
     }
+}
+
+/// The server stops, the quota sync task lets go of the store, and the last usage is saved.
+async fn shut_down(
+    server: TestServer,
+    store: Arc<EmbeddedStore>,
+    quotas: &Quotas,
+    quota_sync: tokio::task::JoinHandle<()>,
+) -> Arc<EmbeddedStore> {
+    server.stop().await;
+    quota_sync.abort();
+    let _ = quota_sync.await;
+    quotas.sync(store.as_ref()).await.unwrap();
+    store
 }
 
 pub fn connector_id_of(pki: &TestPki, name: &str) -> String {

@@ -63,6 +63,8 @@ fn over_quota(reply: &Reply, setting: &str) -> Value {
 
 async fn start(configure: impl FnOnce(&mut Limits)) -> TestClearingHouse {
     let mut limits = Limits::default();
+    // Quota rejections are held back until the quota resets; long windows would slow the tests.
+    limits.quotas.max_hold_ms = 100;
     configure(&mut limits);
     TestClearingHouse::start_with(limits).await
 }
@@ -384,7 +386,7 @@ async fn bytes_per_window_with_an_override_and_refunds_for_failed_logs() {
     let b_id = ch.id_of("connector-b");
     let ch = {
         // Restart with an override for connector-b, now that its id is known.
-        let mut limits = Limits::default();
+        let mut limits = ch.limits();
         limits.quotas.bytes_per_window = 100;
         limits.quotas.window_s = 3600;
         limits.quotas.connectors.insert(

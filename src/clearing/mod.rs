@@ -112,11 +112,10 @@ impl ClearingHouse {
             }
         };
         let kind = metering::message_type(&header.message_type);
-        if let Err(rejection) = self.quotas.admit(&peer.identity) {
-            metering::message(kind, rejection.reason.code(), started);
-            return self.rejection(Some(&header), rejection, None).await;
-        }
-        let (outcome, pid) = self.dispatch(&peer, &header, message).await;
+        let (outcome, pid) = match self.quotas.admit(&peer.identity) {
+            Ok(()) => self.dispatch(&peer, &header, message).await,
+            Err(rejection) => (Err(rejection), None),
+        };
         match outcome {
             Ok(outcome) => {
                 metering::message(kind, "ok", started);
@@ -124,6 +123,9 @@ impl ClearingHouse {
             }
             Err(rejection) => {
                 metering::message(kind, rejection.reason.code(), started);
+                if let Some(hold) = self.quotas.hold(&rejection) {
+                    tokio::time::sleep(hold).await;
+                }
                 self.rejection(Some(&header), rejection, pid).await
             }
         }

@@ -319,6 +319,10 @@ pub struct QuotasConfig {
     pub sync_interval_ms: u64,
     /// Connectors shown by name on /metrics (those nearest a limit); the rest are "other".
     pub metrics_connectors: usize,
+    /// A rejection over a quota is sent when the quota has room again, but at most this late:
+    /// a connection waiting for its answer sends nothing, so a connector that ignores its quota
+    /// cannot make the clearing house spend its CPU on rejections. 0: reply at once.
+    pub max_hold_ms: u64,
     /// Overrides per connector id: `[quotas.connectors."<connector id>"]`.
     pub connectors: BTreeMap<String, QuotaOverride>,
 }
@@ -334,6 +338,7 @@ impl Default for QuotasConfig {
             instances: 1,
             sync_interval_ms: 1000,
             metrics_connectors: 10,
+            max_hold_ms: 1000,
             connectors: BTreeMap::new(),
         }
     }

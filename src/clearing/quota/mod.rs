@@ -26,6 +26,7 @@
 //! of the Infomodel's rejection reasons it is the only one that tells a client to come back
 //! later, which is what a quota means (TOO_MANY_RESULTS is about the size of an answer). Its
 //! payload's `limit` names the setting, the limit in force for the caller, and when it resets.
+//! The rejection is held back until then (at most `quotas.max_hold_ms`, see [`Quotas::hold`]).
 //! [`metrics`] shows the connectors nearest their limits on `/metrics`.
 
 mod bucket;
@@ -34,7 +35,7 @@ mod sync;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bucket::TokenBucket;
 
@@ -52,6 +53,7 @@ pub struct Quotas {
     overrides: HashMap<String, Rules>,
     window_ms: i64,
     metrics_connectors: usize,
+    max_hold: Duration,
     accounts: RwLock<HashMap<Arc<str>, Arc<Mutex<Account>>>>,
 }
 
@@ -193,6 +195,7 @@ impl Quotas {
                 .unwrap_or(i64::MAX)
                 .max(1),
             metrics_connectors: config.metrics_connectors,
+            max_hold: Duration::from_millis(config.max_hold_ms),
             accounts: RwLock::new(HashMap::new()),
         }
     }
@@ -200,6 +203,19 @@ impl Quotas {
     /// No quota at all; usage is still counted for `/metrics`.
     pub fn unlimited() -> Self {
         Self::new(&QuotasConfig::default())
+    }
+
+    /// How long to hold the answer to a request rejected over a quota: until the quota has room
+    /// again, at most `quotas.max_hold_ms`. IDSCP2 is stop-and-wait, so a held connection sends
+    /// nothing meanwhile, and a connector that ignores its quota costs a sleeping task per
+    /// connection instead of a rejection per round trip.
+    pub fn hold(&self, rejection: &Rejection) -> Option<Duration> {
+        if rejection.status != QUOTA_STATUS {
+            return None;
+        }
+        let resets_at_ms = rejection.limit.as_ref()?.resets_at_ms?;
+        let wait = u64::try_from(resets_at_ms.saturating_sub(now_ms())).unwrap_or(0);
+        Some(Duration::from_millis(wait).min(self.max_hold)).filter(|hold| !hold.is_zero())
     }
 
     fn window_start(&self, now_ms: i64) -> i64 {
@@ -459,6 +475,29 @@ mod tests {
         assert!(quotas.reserve_bytes("big", 101).is_err());
         quotas.reserve_process("small").unwrap().keep();
         assert!(quotas.reserve_process("small").is_err());
+    }
+
+    #[test]
+    fn quota_rejections_are_held_until_the_reset_at_most_max_hold() {
+        let quotas = quotas(|c| {
+            c.requests_per_second = 0.001;
+            c.burst = 1;
+            c.bytes_per_window = 1;
+            c.max_hold_ms = 300;
+        });
+        quotas.admit("a").unwrap();
+        let rate = quotas.admit("a").unwrap_err();
+        assert_eq!(quotas.hold(&rate), Some(Duration::from_millis(300)));
+        let bytes = quotas.reserve_bytes("a", 2).unwrap_err();
+        assert_eq!(quotas.hold(&bytes), Some(Duration::from_millis(300)));
+        let other = Rejection::with_default_status(RejectionReason::NotFound, "no");
+        assert_eq!(quotas.hold(&other), None);
+        let unheld = quotas_with_hold(0);
+        assert_eq!(unheld.hold(&rate), None);
+    }
+
+    fn quotas_with_hold(max_hold_ms: u64) -> Quotas {
+        quotas(|c| c.max_hold_ms = max_hold_ms)
     }
 
     #[test]

@@ -525,10 +525,13 @@ mod fair_use_tests {
         config.validate().unwrap_err().to_string()
     }
 
+    /// A change to the defaults, and the setting its refusal must name.
+    type Case = (fn(&mut Config), &'static str);
+
     #[test]
     fn limits_and_quotas_are_checked_and_named() {
         Config::default().validate().unwrap();
-        let cases: [(fn(&mut Config), &str); 6] = [
+        let cases: [Case; 6] = [
             (|c| c.limits.max_owners = 0, "limits.max_owners"),
             (|c| c.limits.max_pid_length = 256, "limits.max_pid_length"),
             (

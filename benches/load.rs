@@ -25,9 +25,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clearinghouse::clearing::{
-    reply_limit, ClearingHouse, ClearingHouseConfig, DEFAULT_MAX_PAYLOAD,
+    reply_limit, ClearingHouse, ClearingHouseConfig, Quotas, DEFAULT_MAX_PAYLOAD,
 };
 use clearinghouse::client::{ClearingHouseClient, QueryOptions, RequestError};
+use clearinghouse::config::{LimitsConfig, QuotaOverride, QuotasConfig};
 use clearinghouse::devpki::{DevPki, DevPkiOptions};
 use clearinghouse::ids::{request_header, MessageType, Reply, RequestContext, RequestHeader};
 use clearinghouse::idscp2::admission::HandshakeLimits;
@@ -42,7 +43,8 @@ use clearinghouse::idscp2::server::{Server, ServerConfig};
 use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
 use clearinghouse::store::{
-    EmbeddedStore, HashedPayload, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore,
+    EmbeddedStore, HashedPayload, MongoConfig, MongoStore, NewEntry, Order, PageQuery,
+    ProcessStore, UsageStore,
 };
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
@@ -59,6 +61,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The client certificate every load connection presents; one identity owns every process.
 const CLIENT: &str = "connector-a";
+/// The connector the throttled scenario's server limits.
+const THROTTLED_CLIENT: &str = "connector-b";
 const CH_CONNECTOR_ID: &str = "https://clearinghouse.bench/connector";
 const STORE_FILE: &str = "clearinghouse.redb";
 
@@ -130,6 +134,47 @@ struct ServerArgs {
     receipt_alg: String,
     #[arg(long)]
     receipt_key: Option<PathBuf>,
+    #[command(flatten)]
+    quotas: QuotaArgs,
+}
+
+/// The server role's quotas (fair use); without these flags there are none.
+#[derive(Args)]
+struct QuotaArgs {
+    /// Every quota on, with limits no request reaches: what checking them costs.
+    #[arg(long)]
+    quotas: bool,
+    /// connector-b (the throttled scenario's hostile connector) may send this many requests
+    /// per second.
+    #[arg(long)]
+    throttle_rps: Option<f64>,
+}
+
+impl QuotaArgs {
+    fn config(&self, pki: &DevPki) -> Result<QuotasConfig> {
+        let mut config = QuotasConfig::default();
+        if self.quotas {
+            config.requests_per_second = 1e9;
+            config.burst = 1_000_000_000;
+            config.processes_per_window = u64::MAX / 2;
+            config.bytes_per_window = u64::MAX / 2;
+        }
+        if let Some(rps) = self.throttle_rps {
+            let throttled = connector_id(
+                &pki.client_cert(THROTTLED_CLIENT),
+                &pki.client_key(THROTTLED_CLIENT),
+            )?;
+            config.connectors.insert(
+                throttled,
+                QuotaOverride {
+                    requests_per_second: Some(rps),
+                    burst: Some(rps.ceil().max(1.0) as u64),
+                    ..QuotaOverride::default()
+                },
+            );
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Args)]
@@ -151,6 +196,9 @@ enum Scenario {
     /// Server memory under hostile peers (no-ACK pipeline, partial-frame flood), and the
     /// throughput of well-behaved connections meanwhile.
     Hostile(HostileArgs),
+    /// Fair use: a well-behaved connector's log throughput alone, then while another connector
+    /// (connector-b) sends as fast as it can and is throttled by its request quota.
+    Throttled(ThrottledArgs),
 }
 
 #[derive(Args, Clone)]
@@ -215,6 +263,9 @@ struct LogArgs {
     /// omission). Default: as fast as the server answers.
     #[arg(long)]
     rate: Option<f64>,
+    /// The spawned server checks every quota (with limits never reached).
+    #[arg(long)]
+    quotas: bool,
 }
 
 #[derive(Args)]
@@ -249,6 +300,28 @@ struct HandshakeArgs {
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+}
+
+#[derive(Args)]
+struct ThrottledArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections of the well-behaved connector (connector-a).
+    #[arg(long, short = 'c', default_value_t = 32)]
+    connections: usize,
+    /// Connections of the hostile connector (connector-b), each sending as fast as it is answered.
+    #[arg(long, default_value_t = 32)]
+    hostile_connections: usize,
+    /// connector-b's request quota (requests per second).
+    #[arg(long, default_value_t = 10.0)]
+    throttle_rps: f64,
+    #[arg(long, short = 's', default_value_t = 256)]
+    payload: usize,
+    /// Measured seconds of each phase (after --warmup).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 2.0)]
     warmup: f64,
 }
 
@@ -352,8 +425,11 @@ fn main() -> Result<()> {
 
 async fn serve(args: ServerArgs) -> Result<()> {
     let pki = DevPki::open_or_generate(&args.dir, &DevPkiOptions::default())?;
-    let store: Arc<dyn ProcessStore> = match args.store {
-        StoreKind::Embedded => Arc::new(EmbeddedStore::open(args.dir.join(STORE_FILE))?),
+    let (store, usage): (Arc<dyn ProcessStore>, Arc<dyn UsageStore>) = match args.store {
+        StoreKind::Embedded => {
+            let store = Arc::new(EmbeddedStore::open(args.dir.join(STORE_FILE))?);
+            (store.clone(), store)
+        }
         // The database comes from the environment, so that `run` passes it on to the server
         // role it starts without a flag of its own.
         StoreKind::Mongodb => {
@@ -361,7 +437,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 .context("--store mongodb needs CH_BENCH_MONGODB_URI")?;
             let database = std::env::var("CH_BENCH_MONGODB_DATABASE")
                 .unwrap_or_else(|_| "clearinghouse_bench".into());
-            Arc::new(MongoStore::connect(MongoConfig::new(uri, database)).await?)
+            let store = Arc::new(MongoStore::connect(MongoConfig::new(uri, database)).await?);
+            (store.clone(), store)
         }
     };
     if let Some(pid) = &args.prefill_pid {
@@ -377,6 +454,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
         algorithm,
         &std::fs::read(&key_path).with_context(|| key_path.display().to_string())?,
     )?);
+    let quotas = Arc::new(Quotas::new(&args.quotas.config(&pki)?));
+    // Usage goes to the store as `serve` sends it, so that its cost is part of the figures.
+    let quota_sync = quotas.spawn_sync(usage, Duration::from_secs(1));
     let service = ClearingHouse::new(ClearingHouseConfig {
         store: store.clone(),
         signer,
@@ -385,6 +465,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
         token_verifier: Arc::new(DevelopmentVerifier::new()),
         max_payload: DEFAULT_MAX_PAYLOAD,
         max_reply: reply_limit(DEFAULT_MAX_FRAME),
+        limits: LimitsConfig::default(),
+        quotas: quotas.clone(),
     });
     let identity = TlsIdentity::from_pem_files(&pki.server_cert(), &pki.server_key())?;
     let cas = tls::load_ca_file(&pki.ca_cert())?;
@@ -406,6 +488,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
     );
     std::io::stdout().flush()?;
     server.run(Arc::new(service), shutdown_signal()).await;
+    quota_sync.abort();
+    let _ = quota_sync.await;
     drop(store);
     Ok(())
 }
@@ -838,6 +922,7 @@ async fn run(args: RunArgs) -> Result<()> {
         Scenario::Handshake(args) => run_handshake(args).await,
         Scenario::Idle(args) => run_idle(args).await,
         Scenario::Hostile(args) => run_hostile(args).await,
+        Scenario::Throttled(args) => run_throttled(args).await,
     }
 }
 
@@ -867,7 +952,12 @@ async fn run_log(args: LogArgs) -> Result<()> {
     if args.connections == 0 || args.processes == 0 {
         bail!("--connections and --processes must be at least 1");
     }
-    let target = Arc::new(Target::open(&args.common, &[]).await?);
+    let server_args = if args.quotas {
+        vec!["--quotas".to_owned()]
+    } else {
+        vec![]
+    };
+    let target = Arc::new(Target::open(&args.common, &server_args).await?);
     let token = Arc::new(FixedToken(Bytes::from(realistic_dat(
         args.common.token_bytes,
     ))));
@@ -1014,11 +1104,12 @@ async fn run_log(args: LogArgs) -> Result<()> {
     };
     let label = args.common.label.clone().unwrap_or_else(|| {
         format!(
-            "log c={} p={} s={}{}",
+            "log c={} p={} s={}{}{}",
             args.connections,
             args.processes,
             args.payload,
-            args.rate.map(|r| format!(" rate={r}")).unwrap_or_default()
+            args.rate.map(|r| format!(" rate={r}")).unwrap_or_default(),
+            if args.quotas { " quotas" } else { "" }
         )
     });
     let mut result = report(&label, "log", &target, &tally, measured, cpu);
@@ -1027,6 +1118,7 @@ async fn run_log(args: LogArgs) -> Result<()> {
     result["payload_bytes"] = json!(args.payload);
     result["header_bytes"] = json!(header_bytes);
     result["target_rate"] = json!(args.rate);
+    result["quotas"] = json!(args.quotas);
     print_result(&result, args.common.json);
     Arc::try_unwrap(target)
         .map_err(|_| anyhow!("target still shared"))?
@@ -1984,6 +2076,195 @@ async fn run_hostile(args: HostileArgs) -> Result<()> {
             ))
         );
         println!("  hostile: {}", result["hostile"]);
+    }
+    Arc::try_unwrap(target)
+        .map_err(|_| anyhow!("target still shared"))?
+        .close()
+        .await;
+    Ok(())
+}
+
+/// Logs on every client until `window` ends, counting what falls inside it; hands the clients back.
+async fn log_until(
+    clients: Vec<ClearingHouseClient>,
+    pid: &str,
+    payload: &Bytes,
+    window: &Arc<Window>,
+) -> Result<(Vec<ClearingHouseClient>, Tally)> {
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let (pid, payload, window) = (pid.to_owned(), payload.clone(), window.clone());
+            tokio::spawn(async move {
+                let mut tally = Tally::new();
+                while Instant::now() < window.end {
+                    let started = Instant::now();
+                    let reply = client.log(&pid, payload.clone(), None).await;
+                    let done = Instant::now();
+                    if !window.contains(started, done) {
+                        continue;
+                    }
+                    match reply {
+                        Ok(reply) => {
+                            match check_reply(&reply, "ids:MessageProcessedNotificationMessage") {
+                                Ok(()) => tally.record(done - started),
+                                Err(kind) => tally.error(kind),
+                            }
+                        }
+                        Err(e) => return Err(anyhow!("the connection broke: {}", error_kind(&e))),
+                    }
+                }
+                Ok((client, tally))
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    let mut tally = Tally::new();
+    for task in tasks {
+        let (client, one) = task.await??;
+        clients.push(client);
+        tally.merge(one);
+    }
+    Ok((clients, tally))
+}
+
+async fn run_throttled(args: ThrottledArgs) -> Result<()> {
+    if args.common.server.is_some() {
+        bail!("throttled needs the spawned server, which it configures with --throttle-rps");
+    }
+    let mut common = args.common.clone();
+    let temp = tempfile::Builder::new().prefix("ch-bench-").tempdir()?;
+    let dir = common
+        .dir
+        .get_or_insert_with(|| temp.path().to_path_buf())
+        .clone();
+    let target = Arc::new(
+        Target::open(
+            &common,
+            &["--throttle-rps".to_owned(), args.throttle_rps.to_string()],
+        )
+        .await?,
+    );
+    let token = Arc::new(FixedToken(Bytes::from(realistic_dat(common.token_bytes))));
+    let pki = DevPki { dir };
+    let hostile_identity = TlsIdentity::from_pem_files(
+        &pki.client_cert(THROTTLED_CLIENT),
+        &pki.client_key(THROTTLED_CLIENT),
+    )?;
+    let hostile_config = ClientConfig {
+        tls: tls::client_config(&hostile_identity, &tls::load_ca_file(&pki.ca_cert())?)?,
+        endpoint: dev_endpoint()?,
+    };
+    let mut hostile = Vec::new();
+    for _ in 0..args.hostile_connections {
+        let connection =
+            client::connect(&target.addr, &target.server_name, &hostile_config).await?;
+        hostile.push(client_of(connection, &token));
+    }
+    let clients = connect_many(&target, &token, args.connections, 64).await?;
+    let pid = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let payload = payload_of(args.payload);
+
+    // Phase 1: the well-behaved connector alone.
+    let window = Arc::new(Window::after(args.warmup, args.duration));
+    let sampler = sample_server(&target, window.start, Some(window.end));
+    let (clients, alone) = log_until(clients, &pid, &payload, &window).await?;
+    let alone_cpu = cpu_between(sampler.await?);
+
+    // Phase 2: the same, while connector-b sends as fast as it is answered.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let throttled = Arc::new(AtomicU64::new(0));
+    let hammers: Vec<_> = hostile
+        .into_iter()
+        .map(|mut client| {
+            let (stop, accepted, throttled, payload) = (
+                stop.clone(),
+                accepted.clone(),
+                throttled.clone(),
+                payload.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.log("hostile", payload.clone(), None).await {
+                        Ok(reply) if reply.is_rejection() => {
+                            throttled.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                client.close().await;
+            })
+        })
+        .collect();
+    let window = Arc::new(Window::after(args.warmup, args.duration));
+    let sampler = sample_server(&target, window.start, Some(window.end));
+    let counts_at_start = {
+        tokio::time::sleep_until(window.start.into()).await;
+        (
+            accepted.load(Ordering::Relaxed),
+            throttled.load(Ordering::Relaxed),
+        )
+    };
+    let (clients, beside) = log_until(clients, &pid, &payload, &window).await?;
+    let counts_at_end = (
+        accepted.load(Ordering::Relaxed),
+        throttled.load(Ordering::Relaxed),
+    );
+    let beside_cpu = cpu_between(sampler.await?);
+    stop.store(true, Ordering::Relaxed);
+    for hammer in hammers {
+        hammer.await?;
+    }
+    for client in clients {
+        client.close().await;
+    }
+
+    let measured = window.end - window.start;
+    let label = args.common.label.clone().unwrap_or_else(|| {
+        format!(
+            "throttled c={} h={} rps={}",
+            args.connections, args.hostile_connections, args.throttle_rps
+        )
+    });
+    let mut result = report(
+        &format!("{label}: alone"),
+        "throttled",
+        &target,
+        &alone,
+        measured,
+        alone_cpu,
+    );
+    result["connections"] = json!(args.connections);
+    print_result(&result, args.common.json);
+    let mut result = report(
+        &format!("{label}: beside a throttled connector"),
+        "throttled",
+        &target,
+        &beside,
+        measured,
+        beside_cpu,
+    );
+    let seconds = measured.as_secs_f64();
+    result["connections"] = json!(args.connections);
+    result["hostile_accepted_per_second"] =
+        json!((counts_at_end.0 - counts_at_start.0) as f64 / seconds);
+    result["hostile_rejected_per_second"] =
+        json!((counts_at_end.1 - counts_at_start.1) as f64 / seconds);
+    print_result(&result, args.common.json);
+    if !args.common.json {
+        println!(
+            "  hostile connector: {:.1} accepted/s, {:.0} rejected/s",
+            result["hostile_accepted_per_second"]
+                .as_f64()
+                .unwrap_or_default(),
+            result["hostile_rejected_per_second"]
+                .as_f64()
+                .unwrap_or_default()
+        );
     }
     Arc::try_unwrap(target)
         .map_err(|_| anyhow!("target still shared"))?

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use clearinghouse::clearing::{entry_document, Offload};
+use clearinghouse::clearing::{entry_document, Offload, Quotas};
+use clearinghouse::config::QuotasConfig;
 use clearinghouse::devpki::{DevPki, DevPkiOptions};
+use clearinghouse::ids::params::ParamLimits;
 use clearinghouse::ids::{
     page_payload, request_header, ChParams, MessageType, RequestContext, RequestHeader,
 };
@@ -132,7 +134,7 @@ fn header(c: &mut Criterion) {
     group.bench_function("RequestHeader::parse + ChParams::parse", |b| {
         b.iter(|| {
             let parsed = RequestHeader::parse(&header).expect("parses");
-            let params = ChParams::parse(&extra).expect("parses");
+            let params = ChParams::parse(&extra, &ParamLimits::default()).expect("parses");
             (parsed, params)
         })
     });
@@ -285,10 +287,13 @@ fn offload(c: &mut Criterion) {
 /// JSON of the ResultMessage payload (two ways, to show why the server uses `to_vec`).
 fn page(c: &mut Criterion) {
     let entry = entry();
-    let params = ChParams::parse(&[HeaderEntry {
-        name: "ch-ids-size".into(),
-        value: "100".into(),
-    }])
+    let params = ChParams::parse(
+        &[HeaderEntry {
+            name: "ch-ids-size".into(),
+            value: "100".into(),
+        }],
+        &ParamLimits::default(),
+    )
     .expect("parses")
     .query()
     .expect("valid query");
@@ -307,5 +312,38 @@ fn page(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, header, hashing, signing, offload, page);
+/// What the quotas add to a LogMessage: the rate check of every request and the byte
+/// reservation of a log, for one of 64 connectors with every quota on (and never exceeded), and
+/// with none (usage is still counted for /metrics).
+fn quota(c: &mut Criterion) {
+    let on = Quotas::new(&QuotasConfig {
+        requests_per_second: 1e12,
+        burst: 1_000_000_000,
+        processes_per_window: u64::MAX,
+        bytes_per_window: u64::MAX,
+        ..QuotasConfig::default()
+    });
+    let off = Quotas::unlimited();
+    let connectors: Vec<String> = (0..64)
+        .map(|n| format!("{n:02X}:C8:4C:A4:E1:6B:9F:84:18:62:63:15:90:7F:E1:B7:1A:68:E8:4E:keyid:CB:8C:C7:B6:85:79:A8:23:A6:CB:15:AB:17:50:2F:E6:65:43:5D:E8"))
+        .collect();
+    let mut group = c.benchmark_group("quota check per log (64 connectors)");
+    for (name, quotas) in [("quotas on", &on), ("quotas off", &off)] {
+        let mut next = 0usize;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                next = (next + 1) % connectors.len();
+                let connector = &connectors[next];
+                quotas.admit(connector).expect("admitted");
+                quotas
+                    .reserve_bytes(connector, 256)
+                    .expect("reserved")
+                    .keep();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, codec, header, hashing, signing, offload, page, quota);
 criterion_main!(benches);

@@ -3,7 +3,8 @@
 //!
 //! - `/health`: the process is up (liveness).
 //! - `/ready`: the store answers [`ProcessStore::ping`] (readiness); 503 when it does not.
-//! - `/metrics`: Prometheus text format, rendered from the recorder [`install_metrics`] installed.
+//! - `/metrics`: Prometheus text format, rendered from the recorder [`install_metrics`] installed,
+//!   followed by the per-connector quota usage ([`Quotas::render_metrics`]).
 //! - `/.well-known/jwks.json`: the receipt keys, current and retired, to verify receipts with.
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandl
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::clearing::Quotas;
 use crate::store::ProcessStore;
 
 /// Buckets for every histogram (seconds): from a fast in-memory read to a slow fsync under load.
@@ -38,6 +40,7 @@ pub struct OpsState {
     pub store: Arc<dyn ProcessStore>,
     pub metrics: PrometheusHandle,
     pub jwks: Arc<Value>,
+    pub quotas: Arc<Quotas>,
 }
 
 pub fn router(state: OpsState) -> Router {
@@ -78,11 +81,9 @@ async fn ready(State(state): State<OpsState>) -> Response {
 async fn render_metrics(State(state): State<OpsState>) -> Response {
     // Without a listener of its own the exporter relies on its caller to drain histograms.
     state.metrics.run_upkeep();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    text.push_str(&state.quotas.render_metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn jwks(State(state): State<OpsState>) -> Json<Value> {

@@ -111,8 +111,7 @@ async fn verify_after(
 ) -> Result<u64, AuditError> {
     let path = ch.store_path.clone();
     let data = ch.data.clone();
-    let TestClearingHouse { server, store, .. } = ch;
-    server.stop().await;
+    let store = ch.stop().await;
     drop(Arc::into_inner(store).expect("no one else holds the store"));
     {
         let db = redb::Database::open(&path).unwrap();

@@ -7,21 +7,48 @@ use serde_json::Value;
 
 use super::request::{Outcome, ReplyKind, Request};
 use super::{store_rejection, ClearingHouse};
+use crate::ids::params::too_large;
 use crate::ids::{reply_extra_headers, Rejection, RejectionReason};
 use crate::store::CreateOutcome;
 
 impl ClearingHouse {
     pub(super) async fn create(&self, request: &Request<'_>) -> Result<Outcome, Rejection> {
         let pid = request.params.pid()?;
+        let max_payload = self.limits.max_create_payload;
+        if request.payload.len() > max_payload {
+            return Err(too_large(
+                "limits.max_create_payload",
+                max_payload,
+                format!(
+                    "the create payload of {} bytes exceeds the limit of {max_payload} bytes (limits.max_create_payload)",
+                    request.payload.len()
+                ),
+            ));
+        }
+        let reservation = self.quotas.reserve_process(request.client_id)?;
         let mut owners = requested_owners(request)?;
         // The caller always owns what it creates.
         owners.insert(request.client_id.to_owned());
+        let max_owners = self.limits.max_owners;
+        if owners.len() > max_owners {
+            return Err(too_large(
+                "limits.max_owners",
+                max_owners,
+                format!(
+                    "{} owners (the caller included) exceed the limit of {max_owners} per process (limits.max_owners)",
+                    owners.len()
+                ),
+            ));
+        }
         match self.store.create_process(pid, &owners).await {
-            Ok(CreateOutcome::Created(_)) => Ok(Outcome {
-                kind: ReplyKind::Processed,
-                payload: Bytes::from(Value::String(pid.to_owned()).to_string()),
-                extra_headers: reply_extra_headers(pid),
-            }),
+            Ok(CreateOutcome::Created(_)) => {
+                reservation.keep();
+                Ok(Outcome {
+                    kind: ReplyKind::Processed,
+                    payload: Bytes::from(Value::String(pid.to_owned()).to_string()),
+                    extra_headers: reply_extra_headers(pid),
+                })
+            }
             Ok(CreateOutcome::Exists(process)) if process.owners.contains(request.client_id) => {
                 Err(Rejection::new(
                     RejectionReason::BadParameters,

@@ -36,6 +36,7 @@ impl ClearingHouse {
                 ),
             ));
         }
+        let reservation = self.quotas.reserve_bytes(request.client_id, size as u64)?;
         self.ensure_owner(pid, request.client_id).await?;
         let payload = self
             .offload
@@ -52,6 +53,7 @@ impl ClearingHouse {
             payload_type: request.params.content_type.clone().unwrap_or_default(),
         };
         let entry = self.store.append(entry).await.map_err(store_rejection)?;
+        reservation.keep();
         let claims = ReceiptClaims {
             iss: self.connector_id.clone(),
             iat: time::OffsetDateTime::now_utc().unix_timestamp(),
@@ -85,14 +87,20 @@ impl ClearingHouse {
         })
     }
 
-    /// Logging to an unknown process creates it with the caller as its only owner.
+    /// Logging to an unknown process creates it with the caller as its only owner, which
+    /// counts against the caller's process quota like a create.
     async fn ensure_owner(&self, pid: &str, client_id: &str) -> Result<(), Rejection> {
         let process = match self.store.process(pid).await.map_err(store_rejection)? {
             Some(process) => process,
             None => {
+                let reservation = self.quotas.reserve_process(client_id)?;
                 let owners = BTreeSet::from([client_id.to_owned()]);
                 match self.store.create_process(pid, &owners).await {
-                    Ok(CreateOutcome::Created(process) | CreateOutcome::Exists(process)) => process,
+                    Ok(CreateOutcome::Created(process)) => {
+                        reservation.keep();
+                        process
+                    }
+                    Ok(CreateOutcome::Exists(process)) => process,
                     Err(e) => return Err(store_rejection(e)),
                 }
             }

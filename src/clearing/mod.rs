@@ -7,12 +7,17 @@
 //! handler per message type: `create` (RequestMessage), `log` (LogMessage), `query`
 //! (QueryMessage). Every failure becomes a typed RejectionMessage; nothing a peer sends ends
 //! the connection or reaches a panic. [`metering`] counts every answer and times every store call.
+//!
+//! Fair use: every size a peer controls is bounded by a `limits.*` setting, checked before the
+//! thing it bounds is parsed, and every request counts against its connector's [`quota`], checked
+//! before the payload is parsed and before the store is asked anything.
 
 mod create;
 mod log;
 mod metering;
 mod offload;
 mod query;
+pub mod quota;
 mod request;
 
 use std::sync::Arc;
@@ -20,6 +25,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::config::LimitsConfig;
+use crate::ids::params::{too_large, ParamLimits};
 use crate::ids::{
     self, processed_header, rejection_header, result_header, ChParams, MessageType, Rejection,
     RejectionReason, ReplyContext, RequestHeader,
@@ -33,6 +40,7 @@ use crate::store::{ProcessStore, StoreError};
 
 pub use offload::{Offload, OffloadError, INLINE_HASH_LIMIT};
 pub use query::entry_document;
+pub use quota::Quotas;
 pub use request::{Outcome, ReplyKind, Request};
 
 /// The default upper bound of a logged payload: 4 MiB.
@@ -51,6 +59,10 @@ pub struct ClearingHouse {
     token_verifier: Arc<dyn DatVerifier>,
     max_payload: usize,
     max_reply: usize,
+    limits: LimitsConfig,
+    /// [`LimitsConfig::params`], computed once.
+    param_limits: ParamLimits,
+    quotas: Arc<Quotas>,
 }
 
 pub struct ClearingHouseConfig {
@@ -63,6 +75,10 @@ pub struct ClearingHouseConfig {
     /// The largest payload a reply may have, e.g. a page of big entries; must leave room for the
     /// reply header below the transport's message limit (see [`reply_limit`]).
     pub max_reply: usize,
+    /// Bounds on the sizes a request may have (`[limits]`).
+    pub limits: LimitsConfig,
+    /// Per-connector quotas; shared with their store sync and `/metrics`.
+    pub quotas: Arc<Quotas>,
 }
 
 /// Room kept for a reply's header and extra headers next to its payload.
@@ -84,22 +100,27 @@ impl ClearingHouse {
             token_verifier: config.token_verifier,
             max_payload: config.max_payload,
             max_reply: config.max_reply,
+            param_limits: config.limits.params(),
+            limits: config.limits,
+            quotas: config.quotas,
         }
     }
 
     /// Answers one IdsMessage: parses it, authenticates, dispatches, and writes the reply.
     async fn answer(&self, peer: Arc<PeerInfo>, message: IdsMessage) -> IdsMessage {
         let started = Instant::now();
-        let header = match RequestHeader::parse(&message.header) {
+        let header = match self.read_header(&message.header) {
             Ok(header) => header,
-            Err(e) => {
-                let rejection = Rejection::from(e);
+            Err(rejection) => {
                 metering::message("malformed", rejection.reason.code(), started);
                 return self.rejection(None, rejection, None).await;
             }
         };
-        let (outcome, pid) = self.dispatch(&peer, &header, message).await;
         let kind = metering::message_type(&header.message_type);
+        let (outcome, pid) = match self.quotas.admit(&peer.identity) {
+            Ok(()) => self.dispatch(&peer, &header, message).await,
+            Err(rejection) => (Err(rejection), None),
+        };
         match outcome {
             Ok(outcome) => {
                 metering::message(kind, "ok", started);
@@ -107,9 +128,28 @@ impl ClearingHouse {
             }
             Err(rejection) => {
                 metering::message(kind, rejection.reason.code(), started);
+                if let Some(hold) = self.quotas.hold(&rejection) {
+                    tokio::time::sleep(hold).await;
+                }
                 self.rejection(Some(&header), rejection, pid).await
             }
         }
+    }
+
+    /// The request header, if it is within `limits.max_header_bytes` and readable.
+    fn read_header(&self, header: &str) -> Result<RequestHeader, Rejection> {
+        let max = self.limits.max_header_bytes;
+        if header.len() > max {
+            return Err(too_large(
+                "limits.max_header_bytes",
+                max,
+                format!(
+                    "the IDS header of {} bytes exceeds the limit of {max} bytes (limits.max_header_bytes)",
+                    header.len()
+                ),
+            ));
+        }
+        Ok(RequestHeader::parse(header)?)
     }
 
     /// What a readable request gets, and its pid (when it named one) for the reply headers.
@@ -119,7 +159,7 @@ impl ClearingHouse {
         header: &RequestHeader,
         message: IdsMessage,
     ) -> (Result<Outcome, Rejection>, Option<String>) {
-        let params = match ChParams::parse(&message.extra_headers) {
+        let params = match ChParams::parse(&message.extra_headers, &self.param_limits) {
             Ok(params) => params,
             Err(rejection) => return (Err(rejection), None),
         };

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::{logging, setup, ConfigArgs};
-use crate::clearing::{ClearingHouse, ClearingHouseConfig};
+use crate::clearing::{ClearingHouse, ClearingHouseConfig, Quotas};
 use crate::config::{ConfigError, DatMode, LogFormat};
 use crate::devpki::DevPki;
 use crate::idscp2::server::{Server, ServerConfig};
@@ -71,7 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let dat = setup::dat_drivers(&config, &files, &identity)?;
     let endpoint = setup::endpoint(&config, &dat)?;
     let (signer, jwks) = setup::receipts(&config, &files)?;
-    let store = setup::store(&config).await?;
+    let (store, usage) = setup::stores(&config).await?;
 
     let server = Server::bind(
         &config.server.listen,
@@ -102,6 +103,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    let quotas = Arc::new(Quotas::new(&config.quotas));
+    let quota_sync = quotas.spawn_sync(
+        usage.clone(),
+        Duration::from_millis(config.quotas.sync_interval_ms),
+    );
     let service = Arc::new(ClearingHouse::new(ClearingHouseConfig {
         store: store.clone(),
         signer,
@@ -110,6 +116,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         token_verifier: dat.verifier,
         max_payload: config.server.max_payload,
         max_reply: crate::clearing::reply_limit(config.idscp2.max_frame),
+        limits: config.limits.clone(),
+        quotas: quotas.clone(),
     }));
     let (stop_ops, mut ops_stopped) = watch::channel(false);
     let ops_task = tokio::spawn(ops::serve(
@@ -118,6 +126,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             store: store.clone(),
             metrics,
             jwks: Arc::new(jwks.to_json()),
+            quotas: quotas.clone(),
         },
         async move {
             let _ = ops_stopped.changed().await;
@@ -138,6 +147,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "operations endpoint failed"),
         Err(e) => tracing::warn!(error = %e, "operations endpoint task failed"),
     }
+    // What was counted since the last sync goes to the store before it closes; the sync task's
+    // handle on the store must be gone by then.
+    quota_sync.abort();
+    let _ = quota_sync.await;
+    if let Err(e) = quotas.sync(usage.as_ref()).await {
+        tracing::warn!(error = %e, "cannot save the last quota usage");
+    }
+    drop(usage);
     // The last handle: dropping it flushes and closes the store.
     drop(store);
     info!("store closed; bye");

@@ -18,7 +18,7 @@ use crate::idscp2::ra::{RaRegistry, RaRole};
 use crate::idscp2::tls::{self, PeerCertificate, TlsError, TlsIdentity};
 use crate::receipt::{retired_jwk_from_pem, Jwks, ReceiptSigner};
 use crate::store::mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
-use crate::store::{EmbeddedStore, ProcessStore};
+use crate::store::{EmbeddedStore, ProcessStore, UsageStore};
 
 /// The TLS and receipt files in use, defaults filled in.
 pub struct Files {
@@ -253,7 +253,14 @@ pub fn receipts(config: &Config, files: &Files) -> Result<(Arc<ReceiptSigner>, J
 
 /// Opens the configured store and checks that it answers: the one place a backend is chosen.
 pub async fn store(config: &Config) -> Result<Arc<dyn ProcessStore>, ConfigError> {
-    let store: Arc<dyn ProcessStore> = match config.store.backend {
+    Ok(stores(config).await?.0)
+}
+
+/// The configured store, and the same backend's usage counters for the quotas.
+pub async fn stores(
+    config: &Config,
+) -> Result<(Arc<dyn ProcessStore>, Arc<dyn UsageStore>), ConfigError> {
+    let (store, usage): (Arc<dyn ProcessStore>, Arc<dyn UsageStore>) = match config.store.backend {
         StoreBackend::Embedded => {
             let path = config.store_path();
             let setting = |reason: String| {
@@ -262,7 +269,8 @@ pub async fn store(config: &Config) -> Result<Arc<dyn ProcessStore>, ConfigError
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| setting(e.to_string()))?;
             }
-            Arc::new(EmbeddedStore::open(&path).map_err(|e| setting(e.to_string()))?)
+            let store = Arc::new(EmbeddedStore::open(&path).map_err(|e| setting(e.to_string()))?);
+            (store.clone(), store)
         }
         StoreBackend::Mongodb => {
             let mongo = &config.store.mongodb;
@@ -281,16 +289,17 @@ pub async fn store(config: &Config) -> Result<Arc<dyn ProcessStore>, ConfigError
                 journal: mongo.journal,
                 ..MongoConfig::new(&mongo.uri, &mongo.database)
             };
-            Arc::new(
+            let store = Arc::new(
                 MongoStore::connect(settings)
                     .await
                     .map_err(|e| ConfigError::setting("store.mongodb", e.to_string()))?,
-            )
+            );
+            (store.clone(), store)
         }
     };
     store
         .ping()
         .await
         .map_err(|e| ConfigError::setting("store", format!("not reachable: {e}")))?;
-    Ok(store)
+    Ok((store, usage))
 }

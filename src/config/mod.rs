@@ -16,8 +16,9 @@ mod settings;
 use std::path::{Path, PathBuf};
 
 pub use settings::{
-    or_default, Config, DatConfig, DatMode, Idscp2Config, LogConfig, LogFormat, MongoConfig,
-    OpsConfig, ReceiptConfig, RetiredKey, ServerConfig, StoreBackend, StoreConfig, TlsConfig,
+    or_default, Config, DatConfig, DatMode, Idscp2Config, LimitsConfig, LogConfig, LogFormat,
+    MongoConfig, OpsConfig, QuotaOverride, QuotasConfig, ReceiptConfig, RetiredKey, ServerConfig,
+    StoreBackend, StoreConfig, TlsConfig,
 };
 
 /// The file read when `--config` / `CH_CONFIG` names none, if it exists.

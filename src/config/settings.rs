@@ -1,6 +1,7 @@
 //! Every setting with its default. `config/clearinghouse.toml` documents the same keys; unknown
 //! keys are refused so that a misspelt setting is an error instead of a silently ignored line.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use crate::clearing::DEFAULT_MAX_PAYLOAD;
+use crate::ids::params::{ParamLimits, MAX_PID_LEN};
 use crate::idscp2::admission::HandshakeLimits;
 use crate::idscp2::budget::MemoryLimits;
 use crate::idscp2::frame::{DEFAULT_HANDSHAKE_MAX_FRAME, DEFAULT_MAX_FRAME};
@@ -24,6 +26,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub ops: OpsConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
+    pub quotas: QuotasConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -247,6 +251,167 @@ impl Default for LogConfig {
     }
 }
 
+/// Bounds on every size a peer controls in one request; each rejection names its setting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Bytes of a request's IDS header (JSON-LD), checked before it is parsed.
+    pub max_header_bytes: usize,
+    /// Bytes of a create (`ids:RequestMessage`) payload, checked before it is parsed.
+    pub max_create_payload: usize,
+    /// Owners of a new process, the caller included.
+    pub max_owners: usize,
+    /// Extra headers (`ch-ids-*` and any other) per request.
+    pub max_parameters: usize,
+    /// Bytes of one extra header, name plus value.
+    pub max_parameter_bytes: usize,
+    /// Characters of a pid, at most 255.
+    pub max_pid_length: usize,
+    /// Entries per query page; larger requested pages are lowered to it.
+    pub max_page_size: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let params = ParamLimits::default();
+        LimitsConfig {
+            max_header_bytes: 64 * 1024,
+            max_create_payload: 64 * 1024,
+            max_owners: 64,
+            max_parameters: params.max_parameters,
+            max_parameter_bytes: params.max_parameter_bytes,
+            max_pid_length: params.max_pid_length,
+            max_page_size: params.max_page_size,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn params(&self) -> ParamLimits {
+        ParamLimits {
+            max_parameters: self.max_parameters,
+            max_parameter_bytes: self.max_parameter_bytes,
+            max_pid_length: self.max_pid_length,
+            max_page_size: self.max_page_size,
+        }
+    }
+
+    fn validate(&self, max_frame: usize) -> Result<(), ConfigError> {
+        for (setting, value) in [
+            ("limits.max_header_bytes", self.max_header_bytes),
+            ("limits.max_create_payload", self.max_create_payload),
+            ("limits.max_owners", self.max_owners),
+            ("limits.max_parameters", self.max_parameters),
+            ("limits.max_parameter_bytes", self.max_parameter_bytes),
+            ("limits.max_pid_length", self.max_pid_length),
+        ] {
+            positive(setting, value as u64)?;
+        }
+        positive("limits.max_page_size", self.max_page_size)?;
+        if self.max_pid_length > MAX_PID_LEN {
+            return Err(ConfigError::setting(
+                "limits.max_pid_length",
+                format!("must be at most {MAX_PID_LEN}, the protocol's limit"),
+            ));
+        }
+        for (setting, value) in [
+            ("limits.max_header_bytes", self.max_header_bytes),
+            ("limits.max_create_payload", self.max_create_payload),
+        ] {
+            if value >= max_frame {
+                return Err(ConfigError::setting(
+                    setting,
+                    format!("must be smaller than idscp2.max_frame ({max_frame})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-connector quotas, keyed by the verified connector id. 0 means "no limit".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Requests per second (token bucket refill rate), over all of the connector's connections.
+    pub requests_per_second: f64,
+    /// Requests the bucket holds (a burst); 0: one second's worth, at least 1.
+    pub burst: u64,
+    /// Processes created (explicitly or by a first log) per window.
+    pub processes_per_window: u64,
+    /// Payload bytes logged per window.
+    pub bytes_per_window: u64,
+    /// The quota window in seconds, aligned to the unix epoch (86400: the UTC day).
+    pub window_s: u64,
+    /// Instances sharing one database: each one's bucket gets this share of the rate and burst.
+    pub instances: u32,
+    /// How often usage counters are added to the store and the totals of all instances read.
+    pub sync_interval_ms: u64,
+    /// Connectors shown by name on /metrics (those nearest a limit); the rest are "other".
+    pub metrics_connectors: usize,
+    /// A rejection over a quota is sent when the quota has room again, but at most this late:
+    /// a connection waiting for its answer sends nothing, so a connector that ignores its quota
+    /// cannot make the clearing house spend its CPU on rejections. 0: reply at once.
+    pub max_hold_ms: u64,
+    /// Overrides per connector id: `[quotas.connectors."<connector id>"]`.
+    pub connectors: BTreeMap<String, QuotaOverride>,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        QuotasConfig {
+            requests_per_second: 0.0,
+            burst: 0,
+            processes_per_window: 0,
+            bytes_per_window: 0,
+            window_s: 86_400,
+            instances: 1,
+            sync_interval_ms: 1000,
+            metrics_connectors: 10,
+            max_hold_ms: 1000,
+            connectors: BTreeMap::new(),
+        }
+    }
+}
+
+/// A connector's own quotas; what it leaves out is the global setting.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverride {
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<u64>,
+    pub processes_per_window: Option<u64>,
+    pub bytes_per_window: Option<u64>,
+}
+
+impl QuotasConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        rate("quotas.requests_per_second", self.requests_per_second)?;
+        positive("quotas.window_s", self.window_s)?;
+        positive("quotas.instances", u64::from(self.instances))?;
+        positive("quotas.sync_interval_ms", self.sync_interval_ms)?;
+        for (connector, quota) in &self.connectors {
+            if let Some(value) = quota.requests_per_second {
+                rate(
+                    &format!("quotas.connectors.{connector:?}.requests_per_second"),
+                    value,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rate(setting: &str, value: f64) -> Result<(), ConfigError> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(ConfigError::setting(
+            setting,
+            "must be a number >= 0 (0: no limit)",
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Checks what can be checked without touching files or the network.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -277,6 +442,8 @@ impl Config {
                 ),
             ));
         }
+        self.limits.validate(self.idscp2.max_frame)?;
+        self.quotas.validate()?;
         self.receipt_algorithm()?;
         for (index, retired) in self.receipt.retired_keys.iter().enumerate() {
             retired.algorithm.parse::<ReceiptAlgorithm>().map_err(|e| {
@@ -426,4 +593,52 @@ fn required_path(setting: &str, value: &Path) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod fair_use_tests {
+    use super::*;
+
+    fn refused(change: impl FnOnce(&mut Config)) -> String {
+        let mut config = Config::default();
+        change(&mut config);
+        config.validate().unwrap_err().to_string()
+    }
+
+    /// A change to the defaults, and the setting its refusal must name.
+    type Case = (fn(&mut Config), &'static str);
+
+    #[test]
+    fn limits_and_quotas_are_checked_and_named() {
+        Config::default().validate().unwrap();
+        let cases: [Case; 6] = [
+            (|c| c.limits.max_owners = 0, "limits.max_owners"),
+            (|c| c.limits.max_pid_length = 256, "limits.max_pid_length"),
+            (
+                |c| c.limits.max_header_bytes = c.idscp2.max_frame,
+                "limits.max_header_bytes",
+            ),
+            (
+                |c| c.quotas.requests_per_second = f64::NAN,
+                "quotas.requests_per_second",
+            ),
+            (|c| c.quotas.window_s = 0, "quotas.window_s"),
+            (
+                |c| {
+                    c.quotas.connectors.insert(
+                        "x".into(),
+                        QuotaOverride {
+                            requests_per_second: Some(-1.0),
+                            ..QuotaOverride::default()
+                        },
+                    );
+                },
+                "quotas.connectors.\"x\".requests_per_second",
+            ),
+        ];
+        for (change, setting) in cases {
+            let message = refused(change);
+            assert!(message.starts_with(setting), "{message}");
+        }
+    }
 }

@@ -8,16 +8,47 @@
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Month, OffsetDateTime};
 
-use super::reply::{Rejection, RejectionReason};
+use super::reply::{ExceededLimit, Rejection, RejectionReason};
 use crate::idscp2::proto::app::HeaderEntry;
 
 pub const DEFAULT_PAGE_SIZE: u64 = 100;
-/// Larger requested pages are lowered to this, so one query cannot make the clearing house
-/// assemble an unbounded reply.
+/// Larger requested pages are lowered to this by default (`limits.max_page_size`), so one query
+/// cannot make the clearing house assemble an unbounded reply.
 pub const MAX_PAGE_SIZE: u64 = 1000;
-const MAX_PID_LEN: usize = 255;
+/// The longest pid the protocol allows; `limits.max_pid_length` may lower it.
+pub const MAX_PID_LEN: usize = 255;
 const RESERVED_PID: &str = "default";
 const MS_PER_DAY: i64 = 86_400_000;
+/// How much of an over-long header name a rejection quotes.
+const QUOTED_NAME_LEN: usize = 64;
+
+/// Bounds on the extra headers of one request: each is a documented `limits.*` setting.
+///
+/// Every extra header is read and compared, and `Content-Type` is stored with each entry and
+/// the date parameters echoed in replies, so their number and size are bounded like any
+/// other peer-controlled size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamLimits {
+    /// `limits.max_parameters`: extra headers per request, known or not.
+    pub max_parameters: usize,
+    /// `limits.max_parameter_bytes`: bytes of one extra header's name plus value.
+    pub max_parameter_bytes: usize,
+    /// `limits.max_pid_length`: at most [`MAX_PID_LEN`].
+    pub max_pid_length: usize,
+    /// `limits.max_page_size`: larger requested pages are lowered to this.
+    pub max_page_size: u64,
+}
+
+impl Default for ParamLimits {
+    fn default() -> Self {
+        ParamLimits {
+            max_parameters: 64,
+            max_parameter_bytes: 1024,
+            max_pid_length: MAX_PID_LEN,
+            max_page_size: MAX_PAGE_SIZE,
+        }
+    }
+}
 
 /// The parameters as sent (trimmed); validation happens when a handler asks for one, because
 /// which parameters matter depends on the message type.
@@ -32,6 +63,8 @@ pub struct ChParams {
     pub sort: Option<String>,
     pub date_from: Option<String>,
     pub date_to: Option<String>,
+    /// The bounds `pid()` and `query()` check against: those the parameters were parsed with.
+    limits: ParamLimits,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -84,12 +117,49 @@ fn bad_parameter(message: impl Into<String>) -> Rejection {
     Rejection::with_default_status(RejectionReason::BadParameters, message)
 }
 
+/// A request larger than a `limits.*` setting allows: BAD_PARAMETERS with status 413 and the
+/// setting named in the payload.
+pub fn too_large(setting: &'static str, value: usize, message: impl Into<String>) -> Rejection {
+    Rejection::new(RejectionReason::BadParameters, 413, message).exceeding(ExceededLimit {
+        setting,
+        value: value as u64,
+        resets_at_ms: None,
+    })
+}
+
 impl ChParams {
-    /// Unknown headers are ignored so that newer clients can send more than this version reads.
-    /// A parameter sent twice with different values is refused, since either choice would be a guess.
-    pub fn parse(headers: &[HeaderEntry]) -> Result<ChParams, Rejection> {
-        let mut params = ChParams::default();
+    /// Unknown headers are ignored so that newer clients can send more than this version reads,
+    /// but they count against `limits`. A parameter sent twice with different values is refused,
+    /// since either choice would be a guess.
+    pub fn parse(headers: &[HeaderEntry], limits: &ParamLimits) -> Result<ChParams, Rejection> {
+        if headers.len() > limits.max_parameters {
+            return Err(too_large(
+                "limits.max_parameters",
+                limits.max_parameters,
+                format!(
+                    "{} extra headers exceed the limit of {} (limits.max_parameters)",
+                    headers.len(),
+                    limits.max_parameters
+                ),
+            ));
+        }
+        let mut params = ChParams {
+            limits: *limits,
+            ..ChParams::default()
+        };
         for header in headers {
+            let bytes = header.name.len() + header.value.len();
+            if bytes > limits.max_parameter_bytes {
+                let name: String = header.name.chars().take(QUOTED_NAME_LEN).collect();
+                return Err(too_large(
+                    "limits.max_parameter_bytes",
+                    limits.max_parameter_bytes,
+                    format!(
+                        "extra header {name:?} has {bytes} bytes, above the limit of {} (limits.max_parameter_bytes)",
+                        limits.max_parameter_bytes
+                    ),
+                ));
+            }
             let Some(param) = Param::from_header_name(&header.name) else {
                 continue;
             };
@@ -125,14 +195,20 @@ impl ChParams {
             .pid
             .as_deref()
             .ok_or_else(|| bad_parameter("ch-ids-pid is required"))?;
-        let well_formed = (1..=MAX_PID_LEN).contains(&pid.len())
+        let max = self.limits.max_pid_length;
+        let well_formed = (1..=max).contains(&pid.len())
             && pid
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._:~-".contains(&b));
         if !well_formed {
-            return Err(bad_parameter(
-                "ch-ids-pid must be 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -",
-            ));
+            return Err(bad_parameter(format!(
+                "ch-ids-pid must be 1 to {max} characters of A-Z a-z 0-9 . _ : ~ - (limits.max_pid_length)"
+            ))
+            .exceeding(ExceededLimit {
+                setting: "limits.max_pid_length",
+                value: max as u64,
+                resets_at_ms: None,
+            }));
         }
         if pid == RESERVED_PID {
             return Err(bad_parameter("ch-ids-pid \"default\" is reserved"));
@@ -163,8 +239,8 @@ impl ChParams {
         }
         Ok(QueryParams {
             page,
-            size: requested_size.min(MAX_PAGE_SIZE),
-            size_lowered: requested_size > MAX_PAGE_SIZE,
+            size: requested_size.min(self.limits.max_page_size),
+            size_lowered: requested_size > self.limits.max_page_size,
             order,
             from_ms,
             to_ms,
@@ -293,7 +369,7 @@ fn parse_day(text: &str) -> Option<Date> {
 pub struct QueryParams {
     pub page: u64,
     pub size: u64,
-    /// The client asked for more than [`MAX_PAGE_SIZE`] and gets that many instead.
+    /// The client asked for more than `limits.max_page_size` and gets that many instead.
     pub size_lowered: bool,
     pub order: SortOrder,
     /// Inclusive lower bound on the entry timestamp, unix ms.
@@ -328,7 +404,7 @@ mod tests {
     }
 
     fn params(pairs: &[(&str, &str)]) -> ChParams {
-        ChParams::parse(&headers(pairs)).unwrap()
+        ChParams::parse(&headers(pairs), &ParamLimits::default()).unwrap()
     }
 
     fn query(pairs: &[(&str, &str)]) -> Result<QueryParams, Rejection> {
@@ -392,10 +468,13 @@ mod tests {
         ]);
         assert_eq!(same.date_from.as_deref(), Some("2024-03-10"));
         assert_bad(
-            ChParams::parse(&headers(&[
-                ("ch-ids-date_from", "2024-03-10"),
-                ("ch-ids-date-from", "2024-03-11"),
-            ])),
+            ChParams::parse(
+                &headers(&[
+                    ("ch-ids-date_from", "2024-03-10"),
+                    ("ch-ids-date-from", "2024-03-11"),
+                ]),
+                &ParamLimits::default(),
+            ),
             "ch-ids-date_from",
         );
     }
@@ -571,5 +650,58 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(point.from_ms, point.to_ms);
+    }
+
+    fn limited(max_parameters: usize, max_parameter_bytes: usize) -> ParamLimits {
+        ParamLimits {
+            max_parameters,
+            max_parameter_bytes,
+            max_pid_length: 8,
+            max_page_size: 10,
+        }
+    }
+
+    fn assert_too_large(result: Result<ChParams, Rejection>, setting: &str) {
+        let rejection = result.unwrap_err();
+        assert_eq!(rejection.reason, RejectionReason::BadParameters);
+        assert_eq!(rejection.status, 413);
+        assert!(rejection.message.contains(setting), "{}", rejection.message);
+        assert_eq!(rejection.limit.map(|limit| limit.setting), Some(setting));
+    }
+
+    #[test]
+    fn extra_headers_are_bounded_in_number_and_size_known_or_not() {
+        let limits = limited(2, 20);
+        let two = headers(&[("ch-ids-pid", "p-1"), ("X-Other", "y")]);
+        assert!(ChParams::parse(&two, &limits).is_ok());
+        let three = headers(&[("ch-ids-pid", "p-1"), ("X-Other", "y"), ("X-More", "z")]);
+        assert_too_large(ChParams::parse(&three, &limits), "limits.max_parameters");
+        // 10 + 10 bytes fit, one more does not, in the name as in the value.
+        let at_limit = headers(&[("content-type", "text/pla")]);
+        assert!(ChParams::parse(&at_limit, &limits).is_ok());
+        for long in [
+            ("content-type", "text/plain"),
+            ("x-unknown-header", "abcde"),
+        ] {
+            assert_too_large(
+                ChParams::parse(&headers(&[long]), &limits),
+                "limits.max_parameter_bytes",
+            );
+        }
+    }
+
+    #[test]
+    fn pid_length_and_page_size_follow_the_limits() {
+        let limits = limited(8, 1024);
+        let parse = |pairs: &[(&str, &str)]| ChParams::parse(&headers(pairs), &limits).unwrap();
+        assert_eq!(parse(&[("ch-ids-pid", "12345678")]).pid(), Ok("12345678"));
+        let rejection = parse(&[("ch-ids-pid", "123456789")]).pid().unwrap_err();
+        assert_eq!(rejection.status, 400);
+        assert_eq!(
+            rejection.limit.map(|limit| (limit.setting, limit.value)),
+            Some(("limits.max_pid_length", 8))
+        );
+        let query = parse(&[("ch-ids-size", "11")]).query().unwrap();
+        assert_eq!((query.size, query.size_lowered), (10, true));
     }
 }

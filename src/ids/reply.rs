@@ -78,6 +78,20 @@ pub struct Rejection {
     pub reason: RejectionReason,
     pub status: u16,
     pub message: String,
+    /// The configured bound or quota the request ran into, for clients that back off by it.
+    pub limit: Option<Box<ExceededLimit>>,
+}
+
+/// A bound (`limits.*`) or quota (`quotas.*`) a request exceeded, as the rejection payload's
+/// `limit` object: `{"setting": .., "value": .., "resets_at": .., "retry_after_ms": ..}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExceededLimit {
+    /// The setting that holds the limit, e.g. `limits.max_owners` or `quotas.bytes_per_window`.
+    pub setting: &'static str,
+    /// The limit in force for this caller (a per-connector override where there is one).
+    pub value: u64,
+    /// Quotas only: when the quota has room again, unix milliseconds (UTC).
+    pub resets_at_ms: Option<i64>,
 }
 
 impl Rejection {
@@ -86,7 +100,14 @@ impl Rejection {
             reason,
             status,
             message: message.into(),
+            limit: None,
         }
+    }
+
+    /// Names the bound or quota that caused the rejection in its payload.
+    pub fn exceeding(mut self, limit: ExceededLimit) -> Self {
+        self.limit = Some(Box::new(limit));
+        self
     }
 
     pub fn with_default_status(reason: RejectionReason, message: impl Into<String>) -> Self {
@@ -95,13 +116,23 @@ impl Rejection {
 
     /// The RejectionMessage payload: `{"status": .., "error": "<reason phrase>", "message": ..}`.
     pub fn payload(&self) -> Vec<u8> {
-        json!({
+        let mut payload = json!({
             "status": self.status,
             "error": reason_phrase(self.status),
             "message": self.message,
-        })
-        .to_string()
-        .into_bytes()
+        });
+        if let Some(limit) = &self.limit {
+            let mut detail = json!({"setting": limit.setting, "value": limit.value});
+            if let Some(resets_at_ms) = limit.resets_at_ms {
+                let now_ms = crate::store::now_ms();
+                let resets_at =
+                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(resets_at_ms) * 1_000_000);
+                detail["resets_at"] = resets_at.map(rfc3339_ms).unwrap_or_default().into();
+                detail["retry_after_ms"] = resets_at_ms.saturating_sub(now_ms).max(0).into();
+            }
+            payload["limit"] = detail;
+        }
+        compact_json(&payload).into_bytes()
     }
 }
 
@@ -545,16 +576,19 @@ mod tests {
 
     #[test]
     fn page_extra_headers_show_the_effective_paging() {
-        let query = ChParams::parse(&[
-            HeaderEntry {
-                name: "ch-ids-size".into(),
-                value: "5000".into(),
-            },
-            HeaderEntry {
-                name: "ch-ids-sort".into(),
-                value: "ASC".into(),
-            },
-        ])
+        let query = ChParams::parse(
+            &[
+                HeaderEntry {
+                    name: "ch-ids-size".into(),
+                    value: "5000".into(),
+                },
+                HeaderEntry {
+                    name: "ch-ids-sort".into(),
+                    value: "ASC".into(),
+                },
+            ],
+            &crate::ids::params::ParamLimits::default(),
+        )
         .unwrap()
         .query()
         .unwrap();

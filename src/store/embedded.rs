@@ -30,7 +30,8 @@
 //! - `entries`: (pid, sequence) -> entry record;
 //! - `documents`: document id -> (pid, sequence);
 //! - `entry_times`: (pid, timestamp_ms, sequence) -> (), for time ranges;
-//! - `owners`: (client id, pid) -> (), for [`ProcessStore::processes_of`].
+//! - `owners`: (client id, pid) -> (), for [`ProcessStore::processes_of`];
+//! - `usage`: the quota counters, written outside the writer thread (see [`usage`]).
 //!
 //! Records are a compact binary encoding rather than JSON, so that payloads of several MiB are
 //! stored as they are (no base64) and read back without copying twice. Both start with a format
@@ -62,6 +63,8 @@ use super::{
     now_ms, CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore,
     StoreError,
 };
+
+mod usage;
 
 const PROCESSES: TableDefinition<&str, &[u8]> = TableDefinition::new("processes");
 const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");

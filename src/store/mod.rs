@@ -10,6 +10,7 @@
 //! - [`embedded`]: a single-file backend on redb with group commit.
 //! - [`mongodb`]: the production backend on MongoDB, shared by several clearing-house instances
 //!   (compare-and-swap on each process head, majority and journaled writes).
+//! - [`usage`]: per-connector usage counters behind the quotas, kept by both backends.
 //!
 //! Backends never see tokens or decide who may do what: callers strip the security tokens from
 //! the header and check ownership before they ask.
@@ -23,9 +24,11 @@ pub mod chain;
 pub mod embedded;
 pub mod mongodb;
 mod query;
+pub mod usage;
 
 pub use embedded::EmbeddedStore;
 pub use mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
+pub use usage::{Usage, UsageStore};
 
 /// Now, in UTC milliseconds: the clock every backend stamps entries and processes with.
 pub(crate) fn now_ms() -> i64 {

@@ -6,6 +6,7 @@
 //! the label, not against a copy of the parser. Free text and damaged JSON are thrown in too:
 //! those must not panic, and whatever parses must read back the same from its own output.
 
+use clearinghouse::ids::params::ParamLimits;
 use clearinghouse::ids::{
     ChParams, HeaderError, MessageType, QueryParams, RejectionReason, RequestHeader, SortOrder,
 };
@@ -621,7 +622,7 @@ fn check_params(params: &[Param]) -> Result<(), TestCaseError> {
             .iter()
             .map(|p| (p.header_name.clone(), p.value.clone())),
     );
-    let result = ChParams::parse(&headers);
+    let result = ChParams::parse(&headers, &ParamLimits::default());
 
     // What the labels say: the last meaning of each parameter, or a conflict.
     let mut expected = ChParams::default();
@@ -673,7 +674,7 @@ fn check_params(params: &[Param]) -> Result<(), TestCaseError> {
             .iter()
             .filter_map(|(name, value)| Some((name.to_string(), (*value).clone()?))),
     );
-    let reread = ChParams::parse(&written).ok();
+    let reread = ChParams::parse(&written, &ParamLimits::default()).ok();
     prop_assert_eq!(reread.as_ref(), Some(&parsed));
 
     let meaning = |name: Name| {

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clearinghouse::clearing::{ClearingHouse, ClearingHouseConfig, DEFAULT_MAX_PAYLOAD};
+use clearinghouse::clearing::{ClearingHouse, ClearingHouseConfig, Quotas, DEFAULT_MAX_PAYLOAD};
 use clearinghouse::client::ClearingHouseClient;
+use clearinghouse::config::{LimitsConfig, QuotasConfig};
 use clearinghouse::ids::Reply;
 use clearinghouse::idscp2::dat::{DatIssuer, DatVerifier, DevelopmentVerifier};
 use clearinghouse::idscp2::endpoint::Endpoint;
@@ -29,14 +30,19 @@ pub struct TestClearingHouse {
     pub store_path: PathBuf,
     /// Keeps the store file alive; restart() reuses it.
     pub data: Arc<TempDir>,
+    /// The quotas, synced with the store every `quotas.sync_interval_ms`.
+    pub quotas: Arc<Quotas>,
+    quota_sync: tokio::task::JoinHandle<()>,
     limits: Limits,
 }
 
-/// Payload and reply bounds of a test clearing house.
-#[derive(Clone, Copy)]
+/// Payload and reply bounds, request limits and quotas of a test clearing house.
+#[derive(Clone)]
 pub struct Limits {
     pub max_payload: usize,
     pub max_reply: usize,
+    pub request: LimitsConfig,
+    pub quotas: QuotasConfig,
 }
 
 impl Default for Limits {
@@ -46,6 +52,8 @@ impl Default for Limits {
             max_reply: clearinghouse::clearing::reply_limit(
                 clearinghouse::idscp2::frame::DEFAULT_MAX_FRAME,
             ),
+            request: LimitsConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }
@@ -73,12 +81,18 @@ impl TestClearingHouse {
         let signer = receipt_signer(&pki);
         let jwks = Jwks::new(&signer, vec![]);
         let endpoint = dev_endpoint(test_settings());
-        let service = clearing_house(
+        let quotas = Arc::new(Quotas::new(&limits.quotas));
+        let quota_sync = quotas.spawn_sync(
+            store.clone(),
+            Duration::from_millis(limits.quotas.sync_interval_ms),
+        );
+        let service = clearing_house_with_quotas(
             store.clone(),
             signer,
             None,
             Arc::new(DevelopmentVerifier::new()),
-            limits,
+            limits.clone(),
+            quotas.clone(),
         );
         let server = TestServer::start(super::transport::server_tls(&pki), endpoint, service).await;
         TestClearingHouse {
@@ -88,24 +102,60 @@ impl TestClearingHouse {
             jwks,
             store_path,
             data,
+            quotas,
+            quota_sync,
             limits,
         }
     }
 
     /// Stops the server, closes the store, and starts both again on the same file.
     pub async fn restart(self) -> TestClearingHouse {
+        let limits = self.limits.clone();
+        self.restart_with(limits).await
+    }
+
+    /// [`Self::restart`] with other limits and quotas.
+    pub async fn restart_with(self, limits: Limits) -> TestClearingHouse {
         let TestClearingHouse {
             pki,
             server,
             store,
             data,
             store_path,
-            limits,
+            quotas,
+            quota_sync,
             ..
         } = self;
-        server.stop().await;
-        drop(store);
+        drop(shut_down(server, store, &quotas, quota_sync).await);
         Self::launch(pki, data, store_path, limits).await
+    }
+
+    /// Stops the server as `serve` does at shutdown; the store handle returned is then the
+    /// only one.
+    pub async fn stop(self) -> Arc<EmbeddedStore> {
+        let TestClearingHouse {
+            server,
+            store,
+            quotas,
+            quota_sync,
+            ..
+        } = self;
+        shut_down(server, store, &quotas, quota_sync).await
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits.clone()
+    }
+
+    /// A connector's usage of `quota` (`processes` or `bytes`) as `/metrics` would show it.
+    pub fn usage_of(&self, connector: &str, quota: &str) -> Option<u64> {
+        let series = format!(
+            "clearinghouse_connector_usage{{connector=\"{connector}\",quota=\"{quota}\"}} "
+        );
+        self.quotas
+            .render_metrics()
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.parse().ok())
     }
 
     pub async fn client(&self, name: &str) -> ClearingHouseClient {
@@ -135,6 +185,20 @@ impl TestClearingHouse {
     }
 }
 
+/// The server stops, the quota sync task lets go of the store, and the last usage is saved.
+async fn shut_down(
+    server: TestServer,
+    store: Arc<EmbeddedStore>,
+    quotas: &Quotas,
+    quota_sync: tokio::task::JoinHandle<()>,
+) -> Arc<EmbeddedStore> {
+    server.stop().await;
+    quota_sync.abort();
+    let _ = quota_sync.await;
+    quotas.sync(store.as_ref()).await.unwrap();
+    store
+}
+
 pub fn connector_id_of(pki: &TestPki, name: &str) -> String {
     let identity =
         TlsIdentity::from_pem_files(&pki.client_cert(name), &pki.client_key(name)).unwrap();
@@ -155,6 +219,18 @@ pub fn clearing_house(
     token_verifier: Arc<dyn DatVerifier>,
     limits: Limits,
 ) -> ClearingHouse {
+    let quotas = Arc::new(Quotas::new(&limits.quotas));
+    clearing_house_with_quotas(store, signer, own_dat, token_verifier, limits, quotas)
+}
+
+pub fn clearing_house_with_quotas(
+    store: Arc<dyn ProcessStore>,
+    signer: Arc<ReceiptSigner>,
+    own_dat: Option<Arc<dyn DatIssuer>>,
+    token_verifier: Arc<dyn DatVerifier>,
+    limits: Limits,
+    quotas: Arc<Quotas>,
+) -> ClearingHouse {
     ClearingHouse::new(ClearingHouseConfig {
         store,
         signer,
@@ -163,6 +239,8 @@ pub fn clearing_house(
         token_verifier,
         max_payload: limits.max_payload,
         max_reply: limits.max_reply,
+        quotas,
+        limits: limits.request,
     })
 }
 

@@ -39,7 +39,8 @@
 //! unique (one entry per sequence number, and the index behind every page), `{pid: 1,
 //! timestamp: 1, sequence: 1}` (the two lookups that turn a time range into a run of sequence
 //! numbers), the document id as `_id` (unique across all processes by definition), and
-//! `processes` `{owners: 1, _id: 1}` (the pids of a client, already sorted).
+//! `processes` `{owners: 1, _id: 1}` (the pids of a client, already sorted). Collection `usage`
+//! holds the quota counters ([`usage`]).
 //!
 //! The header is stored as its canonical JSON *string*, not as a BSON document: header keys
 //! come from clients, and MongoDB gives keys starting with `$` or containing `.` a meaning of
@@ -127,6 +128,7 @@
 //! pid like any other.
 
 mod committer;
+mod usage;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::{Future, IntoFuture};
@@ -261,6 +263,7 @@ impl MongoStore {
             write_concern,
         };
         collections.create_indexes().await?;
+        collections.create_usage_index().await?;
         let max_attempts = config.max_append_attempts.max(1);
         Ok(Self {
             appends: committer::start(collections.clone(), max_attempts),

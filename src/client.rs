@@ -6,9 +6,10 @@
 //! A reply is matched to its request: the clearing house echoes a readable request's `@id` as
 //! `ids:correlationMessage`, so after a request timed out, its late reply is recognised as stale
 //! and dropped (with a warning) instead of being taken for the answer to the next request. A
-//! request without a readable IDS header gets an uncorrelated reply; since the clearing house
-//! answers a connection's requests in order, the client counts such requests that timed out and
-//! drops as many uncorrelated replies before it takes one for a later request.
+//! request whose header the clearing house did not read (unreadable, or refused unread because it is
+//! too large) gets an uncorrelated reply; since the clearing house answers a connection's requests
+//! in order, once each, the client counts the requests that timed out and takes an uncorrelated
+//! reply only when every earlier request has had its reply.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,8 +52,8 @@ pub struct ClearingHouseClient {
     /// Our DAT, for `ids:securityToken` in request headers, as connectors send it.
     dat: Option<Arc<dyn DatIssuer>>,
     reply_timeout: Duration,
-    /// Timed-out requests the server cannot correlate, whose replies may still arrive.
-    uncorrelated_unanswered: usize,
+    /// Requests that timed out and whose replies have not arrived yet.
+    timed_out_unanswered: usize,
 }
 
 impl ClearingHouseClient {
@@ -67,7 +68,7 @@ impl ClearingHouseClient {
             connector_id,
             dat,
             reply_timeout,
-            uncorrelated_unanswered: 0,
+            timed_out_unanswered: 0,
         }
     }
 
@@ -167,15 +168,18 @@ impl ClearingHouseClient {
     /// Sends a prepared application message and reads the IDS reply to it.
     pub async fn exchange(&mut self, message: AppLayerMessage) -> Result<Reply, RequestError> {
         let id = correlation_id(&message);
-        let unanswered = &mut self.uncorrelated_unanswered;
+        let unanswered = &mut self.timed_out_unanswered;
         let result = self
             .connection
             .request(&message, self.reply_timeout, |reply| {
                 take_reply(id.as_deref(), unanswered, reply)
             })
             .await;
-        if id.is_none() && matches!(result, Err(ClientError::Timeout(_))) {
-            self.uncorrelated_unanswered += 1;
+        match result {
+            Err(ClientError::Timeout(_)) => self.timed_out_unanswered += 1,
+            // Replies come in order: whatever was still owed to earlier requests came before.
+            Ok(_) => self.timed_out_unanswered = 0,
+            Err(_) => {}
         }
         result?
     }
@@ -210,7 +214,7 @@ fn correlation_id(message: &AppLayerMessage) -> Option<String> {
 /// if it does, `None` (and a warning) if it answers an earlier request.
 fn take_reply(
     expected: Option<&str>,
-    uncorrelated_unanswered: &mut usize,
+    timed_out_unanswered: &mut usize,
     reply: AppLayerMessage,
 ) -> Option<Result<Reply, RequestError>> {
     let reply = match reply.message {
@@ -222,8 +226,9 @@ fn take_reply(
     let correlation = reply.as_ref().ok().and_then(|r| r.correlation.as_deref());
     match (expected, correlation) {
         (Some(expected), Some(correlation)) if expected == correlation => Some(reply),
-        (None, None) if *uncorrelated_unanswered == 0 => Some(reply),
+        (_, None) if *timed_out_unanswered == 0 => Some(reply),
         (_, Some(correlation)) => {
+            *timed_out_unanswered = timed_out_unanswered.saturating_sub(1);
             warn!(
                 expected,
                 correlation, "dropped a reply to an earlier request that timed out"
@@ -231,7 +236,7 @@ fn take_reply(
             None
         }
         (_, None) => {
-            *uncorrelated_unanswered = uncorrelated_unanswered.saturating_sub(1);
+            *timed_out_unanswered = timed_out_unanswered.saturating_sub(1);
             warn!(
                 expected,
                 "dropped an uncorrelated reply, taken to answer an earlier request that timed out"

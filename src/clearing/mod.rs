@@ -267,6 +267,20 @@ impl ClearingHouse {
 }
 
 impl Service for ClearingHouse {
+    /// A query's page may be as large as the reply limit, so that much is reserved before the
+    /// store is read. Told apart by a look at the header text, not a parse: a header that merely
+    /// mentions the word over-reserves until its (small) reply is built, which is harmless.
+    fn reply_reservation(&self, message: &Result<AppLayerMessage, prost::DecodeError>) -> usize {
+        match message.as_ref().map(|m| &m.message) {
+            Ok(Some(app_layer_message::Message::IdsMessage(ids)))
+                if ids.header.contains("QueryMessage") =>
+            {
+                self.max_reply + REPLY_HEADER_ROOM
+            }
+            _ => 0,
+        }
+    }
+
     async fn handle(
         &self,
         peer: Arc<PeerInfo>,

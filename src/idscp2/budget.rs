@@ -272,6 +272,28 @@ impl Held {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Gives back what is held beyond `bytes` (pool first, then floor), keeping the rest: a
+    /// reservation made for the largest possible reply shrinks to the reply that was built.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes >= self.bytes {
+            return;
+        }
+        let excess = self.bytes - bytes;
+        let from_pool = excess.min(self.bytes - self.floor);
+        if let Some(pool) = &mut self.pool {
+            // Split off and dropped: those permits go back to the pool now.
+            drop(pool.split(from_pool));
+        }
+        let from_floor = excess - from_pool;
+        self.floor -= from_floor;
+        self.owner.return_floor(from_floor);
+        drop(self._share.split(excess));
+        if self.counted {
+            buffered_gauge().decrement(excess as f64);
+        }
+        self.bytes = bytes;
+    }
 }
 
 impl Drop for Held {
@@ -338,6 +360,23 @@ mod tests {
         assert_eq!(budget.pool_held(), 0);
         assert_eq!(connection.try_reserve(100).map(|h| h.bytes()), Some(100));
         assert_eq!(budget.pool_held(), 0, "the floor was given back");
+    }
+
+    #[test]
+    fn a_shrunk_reservation_gives_back_pool_then_floor_and_share() {
+        let budget = budget(1_400, 500, 2);
+        let connection = budget.connection();
+        let mut held = connection.try_reserve(400).unwrap();
+        assert_eq!(budget.pool_held(), 300, "100 bytes came from the floor");
+        held.shrink_to(150);
+        assert_eq!((held.bytes(), budget.pool_held()), (150, 50));
+        held.shrink_to(40);
+        assert_eq!((held.bytes(), budget.pool_held()), (40, 0));
+        // What was given back is usable again: the share (500 - 40) and the floor (100 - 40).
+        let rest = connection.try_reserve(460).unwrap();
+        assert_eq!(budget.pool_held(), 400);
+        drop((held, rest));
+        assert_eq!(budget.pool_held(), 0);
     }
 
     #[test]

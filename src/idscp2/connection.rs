@@ -250,21 +250,51 @@ impl Connection {
     }
 
     /// Sends the answer to a request; the request's in-flight slot stays taken until the peer
-    /// ACKs the answer, its bytes are given back now. Waits like [`Connection::send`].
+    /// ACKs the answer, its bytes are given back now. `reserved` is what [`Connection::reserve`]
+    /// set aside for this answer before it was built; it shrinks to the answer's size. Waits like
+    /// [`Connection::send`].
     pub async fn answer(
         &self,
         message: &AppLayerMessage,
         request: InFlight,
+        reserved: Option<Held>,
     ) -> Result<(), ConnectionError> {
         let InFlight { bytes, slot } = request;
         drop(bytes);
-        self.queue(message, Some(slot)).await
+        self.queue_reserved(message, Some(slot), reserved).await
+    }
+
+    /// Sets `bytes` aside in this connection's share of the memory budget, waiting until there is
+    /// room, for an answer that may be that large: reserved before the answer is built, so that
+    /// building it cannot hold memory the bound does not count.
+    pub async fn reserve(&self, bytes: usize) -> Result<Held, ConnectionError> {
+        let bytes = bytes.min(self.max_message);
+        let mut closed = self.closed.clone();
+        // The task gives back what it held when it ends; a reservation must not outwait it.
+        tokio::select! {
+            held = self.budget.reserve(bytes) => held.map_err(|_| ConnectionError::TooLarge {
+                size: bytes,
+                limit: self.budget.share(),
+            }),
+            _ = closed.wait_for(Option::is_some) => {
+                Err(ConnectionError::Closed(self.close_reason()))
+            }
+        }
     }
 
     async fn queue(
         &self,
         message: &AppLayerMessage,
         slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), ConnectionError> {
+        self.queue_reserved(message, slot, None).await
+    }
+
+    async fn queue_reserved(
+        &self,
+        message: &AppLayerMessage,
+        slot: Option<OwnedSemaphorePermit>,
+        reserved: Option<Held>,
     ) -> Result<(), ConnectionError> {
         let size = message.encoded_len();
         if size > self.max_message {
@@ -273,16 +303,13 @@ impl Connection {
                 limit: self.max_message,
             });
         }
-        let mut closed = self.closed.clone();
-        // The task gives back what it held when it ends; a reservation must not outwait it.
-        let held = tokio::select! {
-            held = self.budget.reserve(size) => held.map_err(|_| ConnectionError::TooLarge {
-                size,
-                limit: self.budget.share(),
-            })?,
-            _ = closed.wait_for(Option::is_some) => {
-                return Err(ConnectionError::Closed(self.close_reason()))
+        let held = match reserved {
+            Some(mut held) if held.bytes() >= size => {
+                held.shrink_to(size);
+                held
             }
+            // Too small a reservation is given back before the right one is waited for.
+            _ => self.reserve(size).await?,
         };
         let outgoing = Outgoing {
             data: Bytes::from(message.encode_to_vec()),

@@ -50,6 +50,15 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// What the layer above does with each message a peer sends.
 pub trait Service: Send + Sync + 'static {
+    /// The largest reply `message` may get, when that is more than a small frame (a page of
+    /// entries, say): the server reserves it in the connection's memory budget before
+    /// [`Service::handle`] builds the reply, so that replies being built count against the bound
+    /// too. 0 (the default): the reply is reserved once built.
+    fn reply_reservation(&self, message: &Result<AppLayerMessage, prost::DecodeError>) -> usize {
+        let _ = message;
+        0
+    }
+
     /// Answers one message (or a message that did not decode). `None` sends nothing back.
     fn handle(
         &self,
@@ -175,8 +184,15 @@ impl<S: Service> Handler<S> {
             };
             // The request keeps its in-flight slot until the peer ACKs the reply (or, without
             // a reply, until here), so a peer that stops ACKing stops being read.
+            let reserved = match self.service.reply_reservation(&message) {
+                0 => None,
+                bytes => match connection.reserve(bytes).await {
+                    Ok(held) => Some(held),
+                    Err(_) => return,
+                },
+            };
             if let Some(reply) = self.service.handle(connection.peer(), message).await {
-                match connection.answer(&reply, in_flight).await {
+                match connection.answer(&reply, in_flight, reserved).await {
                     Ok(()) => {}
                     // The service's fault, not the peer's: the connection stays usable.
                     Err(e @ ConnectionError::TooLarge { .. }) => warn!(error = %e, "reply dropped"),

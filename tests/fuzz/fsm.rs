@@ -4,8 +4,9 @@
 //! The peer is honest in half of the cases (it sends its messages in turn with the right bit,
 //! resends the unacknowledged one, acknowledges what it got), so that exact delivery can be
 //! checked; in the other half it also sends data and ACKs with any bit. Every case draws its own
-//! small bounds (a send queue of 1 to 4, 0 to 4 resends), so that a full queue and the resend
-//! limit come up in most cases rather than never, as they would under the deployed defaults.
+//! small bounds (a send queue of 1 to 4, 0 to 4 resends) and the ACK timer sometimes fires
+//! several times in a row (a peer gone quiet), so that a full queue and the resend limit come up
+//! often rather than never, as they would under the deployed defaults.
 //!
 //! Invariants, after every event:
 //! - nothing panics, and a closed machine stays silent;
@@ -96,6 +97,9 @@ enum Step {
     RaOutput(RaRole, RunPick),
     RaFinished(RaRole, RunPick, bool),
     Timer(Timer),
+    /// The peer went quiet: the ACK timer fires this many times in a row, so that the resend
+    /// limit is reached in cases that would otherwise end before.
+    AckTimeouts(u32),
     /// The layer above hands in a message if `can_send()` says it fits, as the connection does;
     /// `anyway`: also when it does not fit.
     Send {
@@ -177,8 +181,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (role(), run_pick()).prop_map(|(role, run)| Step::RaOutput(role, run)),
         5 => (role(), run_pick(), prop::bool::weighted(0.9)).prop_map(|(role, run, ok)| Step::RaFinished(role, run, ok)),
         4 => select(vec![Timer::Handshake, Timer::ProverHandshake, Timer::VerifierHandshake, Timer::Ack, Timer::Ra, Timer::Dat]).prop_map(Step::Timer),
-        // Often enough to reach the resend limit between the peer's ACKs.
-        4 => Just(Step::Timer(Timer::Ack)),
+        2 => (1u32..=6).prop_map(Step::AckTimeouts),
         10 => prop::bool::weighted(0.2).prop_map(|anyway| Step::Send { anyway }),
         1 => Just(Step::Close),
         1 => cause().prop_map(Step::Abort),
@@ -433,6 +436,12 @@ impl Harness {
                 result: if *ok { Ok(()) } else { Err("failed".into()) },
             },
             Step::Timer(timer) => Event::TimerFired(*timer),
+            Step::AckTimeouts(times) => {
+                for _ in 0..*times {
+                    self.step(&Step::Timer(Timer::Ack))?;
+                }
+                return Ok(());
+            }
             Step::Send { anyway } => match self.fsm.can_send() {
                 true => Event::Send(ours(self.handed_in)),
                 // The connection would wait for room.

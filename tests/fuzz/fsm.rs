@@ -3,7 +3,10 @@
 //!
 //! The peer is honest in half of the cases (it sends its messages in turn with the right bit,
 //! resends the unacknowledged one, acknowledges what it got), so that exact delivery can be
-//! checked; in the other half it also sends data and ACKs with any bit.
+//! checked; in the other half it also sends data and ACKs with any bit. Every case draws its own
+//! small bounds (a send queue of 1 to 4, 0 to 4 resends) and the ACK timer sometimes fires
+//! several times in a row (a peer gone quiet), so that a full queue and the resend limit come up
+//! often rather than never, as they would under the deployed defaults.
 //!
 //! Invariants, after every event:
 //! - nothing panics, and a closed machine stays silent;
@@ -13,11 +16,19 @@
 //! - receiving: only the event's own data is delivered, at most once; attested data is always
 //!   ACKed with its bit; delivered messages alternate their bits; from an honest peer every
 //!   message is delivered exactly once and in order, and ACKed only once delivered;
-//! - sending: at most one IdscpData unacknowledged; resends repeat it exactly; the next one goes
-//!   out only after the matching ACK and with the other bit; our messages leave in the order
-//!   they were handed in, each once;
-//! - `undelivered()` counts exactly what was accepted and not yet ACKed, and stays within the
-//!   send-queue bound ([`SEND_QUEUE_BOUND`]);
+//!   `takes_new_data` says beforehand whether a message will be delivered;
+//! - sending: the layer above hands in a message when `can_send()` says it fits (and sometimes
+//!   when it does not: that message is dropped, with no action, and never leaves); `can_send()`
+//!   agrees with the model (not closing, fewer than `send_queue` waiting behind the one awaiting
+//!   its ACK); at most one IdscpData unacknowledged, and every IdscpData arms the ACK timer;
+//!   resends repeat it exactly; the next one goes out only after the matching ACK and with the
+//!   other bit; our messages leave in the order they were accepted, each once; each ACK of
+//!   ours is reported as `Acknowledged` exactly once, and nothing else is;
+//! - the resend limit: an ACK timer that fires while attested with data unacknowledged resends
+//!   it while fewer than `max_resends` such resends of that message went out, and otherwise
+//!   closes with TIMEOUT (announced to the peer); an ACK timer at any other time does nothing;
+//! - `undelivered()` counts exactly what was accepted and not yet ACKed, and never exceeds
+//!   `send_queue + 1` (the queue plus the one awaiting its ACK);
 //! - a requested close happens once everything was delivered, and a close we initiate is
 //!   announced to the peer with its cause.
 
@@ -38,13 +49,6 @@ use proptest::sample::select;
 use crate::runner::{fuzz, Budget, Outcome, Target};
 
 pub const TARGET: Target = Target { name: "fsm", run };
-
-/// The most messages the machine may hold accepted but unacknowledged.
-///
-/// BOUND: the send queue is unbounded today (issue 10). Once the FSM has a configured bound,
-/// set this from the `Settings` field that holds it (see [`settings`]), and make `Send` steps
-/// expect the FSM's answer to a full queue; `check_bound` then asserts it after every event.
-const SEND_QUEUE_BOUND: Option<usize> = None;
 
 const SUITES: &[&str] = &["Dummy2", "Dummy", "NullRa", "TPM2d"];
 
@@ -93,7 +97,14 @@ enum Step {
     RaOutput(RaRole, RunPick),
     RaFinished(RaRole, RunPick, bool),
     Timer(Timer),
-    Send,
+    /// The peer went quiet: the ACK timer fires this many times in a row, so that the resend
+    /// limit is reached in cases that would otherwise end before.
+    AckTimeouts(u32),
+    /// The layer above hands in a message if `can_send()` says it fits, as the connection does;
+    /// `anyway`: also when it does not fit.
+    Send {
+        anyway: bool,
+    },
     Close,
     Abort(CloseCause),
 }
@@ -104,6 +115,8 @@ struct Case {
     /// Start with a complete handshake, so that most cases spend their steps in the data phase.
     handshake_first: bool,
     dat_renewal_threshold: f64,
+    send_queue: usize,
+    max_resends: u32,
     steps: Vec<Step>,
 }
 
@@ -167,8 +180,9 @@ fn step() -> impl Strategy<Value = Step> {
         3 => any::<bool>().prop_map(Step::RawAck),
         1 => (role(), run_pick()).prop_map(|(role, run)| Step::RaOutput(role, run)),
         5 => (role(), run_pick(), prop::bool::weighted(0.9)).prop_map(|(role, run, ok)| Step::RaFinished(role, run, ok)),
-        4 => select(vec![Timer::Handshake, Timer::ProverHandshake, Timer::VerifierHandshake, Timer::Ack, Timer::Ack, Timer::Ra, Timer::Dat]).prop_map(Step::Timer),
-        10 => Just(Step::Send),
+        4 => select(vec![Timer::Handshake, Timer::ProverHandshake, Timer::VerifierHandshake, Timer::Ack, Timer::Ra, Timer::Dat]).prop_map(Step::Timer),
+        2 => (1u32..=6).prop_map(Step::AckTimeouts),
+        10 => prop::bool::weighted(0.2).prop_map(|anyway| Step::Send { anyway }),
         1 => Just(Step::Close),
         1 => cause().prop_map(Step::Abort),
     ]
@@ -179,23 +193,32 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         prop::bool::weighted(0.8),
         prop_oneof![Just(0.666), Just(1.0), 0.001f64..=1.0],
+        1usize..=4,
+        // The endpoint refuses 0, but the machine takes it (it closes at the first ACK timeout).
+        0u32..=4,
         vec(step(), 0..150),
     )
         .prop_map(
-            |(hostile, handshake_first, dat_renewal_threshold, steps)| Case {
-                hostile,
-                handshake_first,
-                dat_renewal_threshold,
-                steps,
+            |(hostile, handshake_first, dat_renewal_threshold, send_queue, max_resends, steps)| {
+                Case {
+                    hostile,
+                    handshake_first,
+                    dat_renewal_threshold,
+                    send_queue,
+                    max_resends,
+                    steps,
+                }
             },
         )
 }
 
-fn settings(dat_renewal_threshold: f64) -> Arc<Settings> {
+fn settings(case: &Case) -> Arc<Settings> {
     Arc::new(Settings {
         supported_ra: vec!["Dummy2".into(), "Dummy".into()],
         expected_ra: vec!["Dummy2".into(), "Dummy".into()],
-        dat_renewal_threshold,
+        dat_renewal_threshold: case.dat_renewal_threshold,
+        send_queue: case.send_queue,
+        max_resends: case.max_resends,
         ..Settings::default()
     })
 }
@@ -255,6 +278,8 @@ enum Progress {
 struct Harness {
     fsm: Fsm,
     hostile: bool,
+    send_queue: u64,
+    max_resends: u32,
     closed: bool,
     /// Close was requested while data was still undelivered.
     closing: bool,
@@ -269,11 +294,17 @@ struct Harness {
     delivered_from_peer: u64,
     last_delivered_bit: Option<bool>,
     // Our side.
+    /// Messages the machine accepted.
     handed_in: u64,
+    /// Messages handed in beyond the bound, each with its own payload so that one that leaves
+    /// anyway is caught.
+    dropped: u64,
     first_sends: u64,
     acked: u64,
     /// The IdscpData awaiting its ACK: (our message number, bit).
     outstanding: Option<(u64, bool)>,
+    /// Times the ACK timer resent `outstanding`.
+    resends: u32,
     next_send_bit: bool,
     /// The last IdscpData the peer got from us, for its ACK.
     peer_got: Option<bool>,
@@ -282,8 +313,10 @@ struct Harness {
 impl Harness {
     fn new(case: &Case) -> Self {
         Harness {
-            fsm: Fsm::new(settings(case.dat_renewal_threshold)),
+            fsm: Fsm::new(settings(case)),
             hostile: case.hostile,
+            send_queue: case.send_queue as u64,
+            max_resends: case.max_resends,
             closed: false,
             closing: false,
             dat_accepted: false,
@@ -295,9 +328,11 @@ impl Harness {
             delivered_from_peer: 0,
             last_delivered_bit: None,
             handed_in: 0,
+            dropped: 0,
             first_sends: 0,
             acked: 0,
             outstanding: None,
+            resends: 0,
             next_send_bit: false,
             peer_got: None,
         }
@@ -323,6 +358,12 @@ impl Harness {
         self.dat_accepted
             && self.prover.progress == Progress::Succeeded
             && self.verifier.progress == Progress::Succeeded
+    }
+
+    /// Whether another message fits: while no close was requested, `send_queue` messages may
+    /// wait behind the one awaiting its ACK (before the handshake, all of them wait).
+    fn send_fits(&self) -> bool {
+        !self.closing && self.handed_in - self.first_sends < self.send_queue
     }
 
     /// Turns a step into an event (or nothing, for steps that do not apply), feeds it, and checks.
@@ -395,7 +436,21 @@ impl Harness {
                 result: if *ok { Ok(()) } else { Err("failed".into()) },
             },
             Step::Timer(timer) => Event::TimerFired(*timer),
-            Step::Send => Event::Send(Bytes::from(format!("ours {}", self.handed_in))),
+            Step::AckTimeouts(times) => {
+                for _ in 0..*times {
+                    self.step(&Step::Timer(Timer::Ack))?;
+                }
+                return Ok(());
+            }
+            Step::Send { anyway } => match self.fsm.can_send() {
+                true => Event::Send(ours(self.handed_in)),
+                // The connection would wait for room.
+                false if !anyway => return Ok(()),
+                false => {
+                    self.dropped += 1;
+                    Event::Send(Bytes::from(format!("dropped {}", self.dropped)))
+                }
+            },
             Step::Close => Event::Close,
             Step::Abort(cause) => Event::Abort {
                 cause: *cause,
@@ -404,6 +459,10 @@ impl Harness {
         };
         let attested_before = self.attested();
         let state_before = self.fsm.state();
+        let send_fits = self.send_fits();
+        let takes_new_data = received
+            .as_ref()
+            .map(|(_, bit, _)| self.fsm.takes_new_data(*bit));
         let actions = self.fsm.handle(event.clone());
 
         if self.closed {
@@ -411,6 +470,8 @@ impl Harness {
             return Ok(());
         }
         // What the event itself settles, before the actions are read.
+        let mut acknowledged = false;
+        let mut resend_due = false;
         match (&event, step) {
             (Event::RaFinished { role, run, result }, _) => {
                 let attestation = self.attestation(*role);
@@ -421,15 +482,43 @@ impl Harness {
                     attestation.progress = Progress::Succeeded;
                 }
             }
-            (Event::Send(_), _) if !self.closing => self.handed_in += 1,
+            (Event::Send(_), _) if send_fits => self.handed_in += 1,
+            (Event::Send(_), _) => {
+                prop_assert!(
+                    actions.is_empty(),
+                    "a send beyond the bound was acted on: {actions:?}"
+                );
+            }
             (Event::PeerAck { bit }, _)
                 if self.outstanding.is_some_and(|(_, sent)| sent == *bit) =>
             {
                 self.outstanding = None;
                 self.acked += 1;
                 self.next_send_bit = !bit;
+                acknowledged = true;
+            }
+            (Event::TimerFired(Timer::Ack), _) if attested_before && self.outstanding.is_some() => {
+                resend_due = true;
+            }
+            (Event::TimerFired(Timer::Ack), _) => {
+                prop_assert!(
+                    actions.is_empty(),
+                    "an ACK timer with nothing to resend was acted on: {actions:?}"
+                );
             }
             _ => {}
+        }
+        prop_assert_eq!(
+            actions
+                .iter()
+                .filter(|action| **action == Action::Acknowledged)
+                .count(),
+            usize::from(acknowledged),
+            "Acknowledged must be reported once for each ACK of our data: {:?}",
+            actions
+        );
+        if resend_due {
+            self.check_ack_timeout(&actions)?;
         }
 
         let mut delivered = Vec::new();
@@ -464,7 +553,16 @@ impl Harness {
                 Action::Send(Message::IdscpData(IdscpData {
                     data,
                     alternating_bit,
-                })) => self.our_data_sent(data, *alternating_bit)?,
+                })) => {
+                    self.our_data_sent(data, *alternating_bit)?;
+                    prop_assert!(
+                        actions[index..]
+                            .iter()
+                            .any(|later| matches!(later, Action::SetTimer(Timer::Ack, _))),
+                        "our data went out without arming the ACK timer: {:?}",
+                        actions
+                    );
+                }
                 Action::Closed { cause, by_peer, .. } => {
                     prop_assert_eq!(index, actions.len() - 1, "Closed is not the last action");
                     match (&event, by_peer) {
@@ -515,6 +613,12 @@ impl Harness {
                 prop_assert!(
                     delivered.len() <= 1,
                     "one message delivered twice: {delivered:?}"
+                );
+                prop_assert_eq!(
+                    takes_new_data,
+                    Some(!delivered.is_empty()),
+                    "takes_new_data({}) disagrees with the delivery",
+                    bit
                 );
                 if let Some(got) = delivered.first() {
                     prop_assert_eq!(
@@ -581,7 +685,20 @@ impl Harness {
             self.handed_in - self.acked,
             "undelivered() does not count what was handed in and not ACKed"
         );
-        check_bound(undelivered)?;
+        prop_assert!(
+            undelivered <= self.send_queue + 1,
+            "{} messages held, bound {} waiting plus the one awaiting its ACK",
+            undelivered,
+            self.send_queue
+        );
+        prop_assert_eq!(
+            self.fsm.can_send(),
+            self.send_fits(),
+            "can_send() disagrees with the model: {} handed in, {} sent, closing {}",
+            self.handed_in,
+            self.first_sends,
+            self.closing
+        );
         // (While re-attesting, the close waits for the attestation or the handshake timer.)
         if self.closing && self.attested() {
             prop_assert!(
@@ -608,6 +725,37 @@ impl Harness {
         Ok(())
     }
 
+    /// The ACK timer fired while our data awaited its ACK: a resend below the limit, the close
+    /// with TIMEOUT at it.
+    fn check_ack_timeout(&mut self, actions: &[Action]) -> Result<(), TestCaseError> {
+        let closed = actions.iter().find_map(|action| match action {
+            Action::Closed { cause, .. } => Some(*cause),
+            _ => None,
+        });
+        let resent = actions
+            .iter()
+            .filter(|action| matches!(action, Action::Send(Message::IdscpData(_))))
+            .count();
+        if self.resends < self.max_resends {
+            prop_assert!(
+                closed.is_none() && resent == 1,
+                "resend {} of at most {} must resend once and not close: {:?}",
+                self.resends + 1,
+                self.max_resends,
+                actions
+            );
+            self.resends += 1;
+        } else {
+            prop_assert!(
+                closed == Some(CloseCause::Timeout) && resent == 0,
+                "after {} unanswered resends the next ACK timeout must close with TIMEOUT: {:?}",
+                self.resends,
+                actions
+            );
+        }
+        Ok(())
+    }
+
     /// One of our IdscpData left: a resend of the outstanding one, or the next one in turn.
     fn our_data_sent(&mut self, data: &Bytes, bit: bool) -> Result<(), TestCaseError> {
         prop_assert!(
@@ -628,21 +776,12 @@ impl Harness {
                 );
                 self.outstanding = Some((self.first_sends, bit));
                 self.first_sends += 1;
+                self.resends = 0;
             }
         }
         self.peer_got = Some(bit);
         Ok(())
     }
-}
-
-fn check_bound(undelivered: u64) -> Result<(), TestCaseError> {
-    if let Some(bound) = SEND_QUEUE_BOUND {
-        prop_assert!(
-            undelivered <= bound as u64,
-            "{undelivered} messages held, bound {bound}"
-        );
-    }
-    Ok(())
 }
 
 fn ours(number: u64) -> Bytes {

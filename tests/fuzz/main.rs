@@ -3,8 +3,8 @@
 //! so no libFuzzer), each target with properties beyond "does not panic".
 //!
 //! `cargo test --test fuzz` runs every target for a few seconds; `scripts/fuzz [SECONDS]` runs
-//! them for longer in release mode. A failure prints the shrunk input and the command that
-//! replays it.
+//! them for longer, in the same unoptimized build (overflow checks on). A failure prints the
+//! shrunk input and the command that replays it.
 //!
 //! - [`frame`]: IDSCP2 framing and message decoding, over arbitrarily split streams.
 //! - [`fsm`]: event sequences into the handshake and alternating-bit state machine.

@@ -457,19 +457,6 @@ async fn usage_survives_a_restart_of_the_embedded_store() {
 
 // ---- the real binary: configuration file, /metrics, two instances on one MongoDB ------------
 
-/// The connector id `serve` knows a development client by.
-fn dev_connector_id(pki: &std::path::Path, name: &str) -> String {
-    use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
-    let identity = TlsIdentity::from_pem_files(
-        &pki.join(format!("clients/{name}.crt")),
-        &pki.join(format!("clients/{name}.key")),
-    )
-    .unwrap();
-    PeerCertificate::new(identity.leaf().clone())
-        .connector_id()
-        .unwrap()
-}
-
 fn bytes_used(serve: &cli_support::Serve, connector: &str) -> f64 {
     let (status, text) = serve.get("/metrics");
     assert_eq!(status, 200);
@@ -483,7 +470,7 @@ fn bytes_used(serve: &cli_support::Serve, connector: &str) -> f64 {
 async fn serve_takes_overrides_from_its_file_and_shows_who_is_near_a_limit() {
     let dir = tempfile::tempdir().unwrap();
     let pki = cli_support::dev_pki(dir.path());
-    let b_id = dev_connector_id(&pki, "connector-b");
+    let b_id = cli_support::connector_id(&pki, "connector-b");
     let config = dir.path().join("fair-use.toml");
     std::fs::write(
         &config,
@@ -513,7 +500,7 @@ async fn serve_takes_overrides_from_its_file_and_shows_who_is_near_a_limit() {
     );
 
     // connector-a is nearest its limit (90 %, b is at 50 %), so it is the one shown by name.
-    let a_id = dev_connector_id(&pki, "connector-a");
+    let a_id = cli_support::connector_id(&pki, "connector-a");
     let (_, text) = serve.get("/metrics");
     let series = |connector: &str, quota: &str| {
         format!(
@@ -564,7 +551,7 @@ async fn two_instances_on_one_mongodb_share_a_quota() {
     ];
     let first = cli_support::Serve::start(dir.path(), &[], &env);
     let second = cli_support::Serve::start(dir.path(), &[], &env);
-    let a_id = dev_connector_id(&pki, "connector-a");
+    let a_id = cli_support::connector_id(&pki, "connector-a");
     let mut a_first = cli_support::library_client(&first.idscp2, &pki, "connector-a").await;
     let mut a_second = cli_support::library_client(&second.idscp2, &pki, "connector-a").await;
     let mut b_second = cli_support::library_client(&second.idscp2, &pki, "connector-b").await;

@@ -12,13 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use clearinghouse::idscp2::budget::MemoryLimits;
 use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
-use clearinghouse::idscp2::proto::app::AppLayerMessage;
 use clearinghouse::idscp2::proto::idscp_close::CloseCause;
 use clearinghouse::idscp2::proto::idscp_message::Message;
-use clearinghouse::idscp2::proto::{IdscpClose, IdscpData};
+use clearinghouse::idscp2::proto::IdscpClose;
 use futures::StreamExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use prost::Message as _;
 use support::pki::TestPki;
 use support::transport::*;
 use tokio::io::AsyncWriteExt;
@@ -59,20 +57,6 @@ async fn hostile_server(max_resends: u32) -> (TestPki, TestServer, Endpoint) {
     let endpoint = dev_endpoint(hostile_settings(max_resends));
     let server = TestServer::start(server_tls(&pki), endpoint.clone(), Echo::default()).await;
     (pki, server, endpoint)
-}
-
-async fn established(server: &TestServer, pki: &TestPki, name: &str) -> RawPeer {
-    let mut peer = RawPeer::connect(&server.addr(), client_tls(pki, pki, name)).await;
-    peer.hello(&["Dummy2"], &["Dummy2"]).await;
-    assert!(matches!(peer.next().await, Some(Message::IdscpHello(_))));
-    peer
-}
-
-fn data(message: &AppLayerMessage, bit: bool) -> Message {
-    Message::IdscpData(IdscpData {
-        data: Bytes::from(message.encode_to_vec()),
-        alternating_bit: bit,
-    })
 }
 
 /// A well-behaved client gets its answer.
@@ -130,7 +114,7 @@ fn assert_resend_limit_close(close: &IdscpClose, resends: u32) {
 async fn a_pipelining_peer_that_never_acks_gets_its_slots_and_no_more() {
     let before = resend_limit_closes();
     let (pki, server, endpoint) = hostile_server(PIPELINE_MAX_RESENDS).await;
-    let mut peer = established(&server, &pki, "connector-a").await;
+    let mut peer = established_raw_peer(&server, &pki, "connector-a").await;
     // Requests of 100 kB, answered with their payload: replies too big for any floor.
     let request = ids(vec![7u8; 100_000]);
     let mut acked = 0;
@@ -139,7 +123,7 @@ async fn a_pipelining_peer_that_never_acks_gets_its_slots_and_no_more() {
     let mut checked = false;
     'requests: for i in 0..6 {
         let bit = i % 2 == 1;
-        peer.send(data(&request, bit)).await;
+        peer.send(data_frame(&request, bit)).await;
         // Like a real peer: resend every 200 ms until ACKed; never ACK the server's data.
         let mut resend_at = tokio::time::Instant::now() + RESEND;
         loop {
@@ -163,7 +147,7 @@ async fn a_pipelining_peer_that_never_acks_gets_its_slots_and_no_more() {
                         assert!(endpoint.budget.pool_held() <= limits().per_connection);
                         still_served(&server, &pki).await;
                     }
-                    peer.send(data(&request, bit)).await;
+                    peer.send(data_frame(&request, bit)).await;
                     resend_at = tokio::time::Instant::now() + RESEND;
                 }
             }
@@ -193,8 +177,9 @@ async fn a_pipelining_peer_that_never_acks_gets_its_slots_and_no_more() {
 async fn a_reader_that_never_acks_is_closed_after_the_resend_limit() {
     let before = resend_limit_closes();
     let (pki, server, _) = hostile_server(MAX_RESENDS).await;
-    let mut peer = established(&server, &pki, "connector-a").await;
-    peer.send_until_acked(data(&ids("read me"), false)).await;
+    let mut peer = established_raw_peer(&server, &pki, "connector-a").await;
+    peer.send_until_acked(data_frame(&ids("read me"), false))
+        .await;
     let mut copies = vec![];
     let close = loop {
         assert!(
@@ -228,7 +213,7 @@ async fn unfinished_big_frames_hold_no_more_than_the_budget_and_are_closed_in_ti
     let announced: u32 = 250_000;
     let mut peers = vec![];
     for _ in 0..6 {
-        let mut peer = established(&server, &pki, "connector-a").await;
+        let mut peer = established_raw_peer(&server, &pki, "connector-a").await;
         let mut partial = announced.to_be_bytes().to_vec();
         partial.push((8 << 3) | 2);
         partial.resize(4 + 200_000, 0);

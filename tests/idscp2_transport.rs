@@ -184,29 +184,14 @@ async fn silent_peer_is_closed_with_timeout() {
 
 use clearinghouse::idscp2::endpoint::Settings;
 
-/// A raw peer in development mode with Dummy2 both ways is established as soon as Hellos cross.
-async fn established_raw_peer(server: &TestServer, pki: &TestPki) -> RawPeer {
-    let mut peer = RawPeer::connect(&server.addr(), client_tls(pki, pki, "connector-a")).await;
-    peer.hello(&["Dummy2"], &["Dummy2"]).await;
-    assert!(matches!(peer.next().await, Some(Message::IdscpHello(_))));
-    peer
-}
-
-fn data(message: &AppLayerMessage, bit: bool) -> Message {
-    Message::IdscpData(IdscpData {
-        data: Bytes::from(message.encode_to_vec()),
-        alternating_bit: bit,
-    })
-}
-
 #[tokio::test]
 async fn lost_acks_cause_resends_but_each_message_is_delivered_once() {
     let (pki, server, echo) = dev_pair(&["Dummy2"]).await;
-    let mut peer = established_raw_peer(&server, &pki).await;
+    let mut peer = established_raw_peer(&server, &pki, "connector-a").await;
 
     // We "lose" the server's ACK and resend: the server ACKs again but handles it once.
-    peer.send_until_acked(data(&ids("one"), false)).await;
-    peer.send(data(&ids("one"), false)).await;
+    peer.send_until_acked(data_frame(&ids("one"), false)).await;
+    peer.send(data_frame(&ids("one"), false)).await;
     let mut acks = 0;
     let reply = loop {
         match peer.next().await {
@@ -232,7 +217,7 @@ async fn lost_acks_cause_resends_but_each_message_is_delivered_once() {
     .await;
 
     // The next exchange uses bit 1 on both sides, and nothing else was handled twice.
-    peer.send(data(&ids("two"), true)).await;
+    peer.send(data_frame(&ids("two"), true)).await;
     assert_eq!(
         peer.next().await,
         Some(Message::IdscpAck(IdscpAck {
@@ -284,7 +269,7 @@ async fn our_client_resends_when_an_ack_is_lost() {
             alternating_bit: false,
         }))
         .await;
-        raw.send(data(&ids("answer"), false)).await;
+        raw.send(data_frame(&ids("answer"), false)).await;
         assert_eq!(
             raw.next().await,
             Some(Message::IdscpAck(IdscpAck {
@@ -348,7 +333,7 @@ async fn oversized_and_garbage_frames_close_with_error() {
         vec![0xff, 0xff, 0xff, 0xf0],       // "negative" to the JVM
         vec![0, 0, 0, 3, 0xff, 0xff, 0xff], // not protobuf
     ] {
-        let mut peer = established_raw_peer(&server, &pki).await;
+        let mut peer = established_raw_peer(&server, &pki, "connector-a").await;
         peer.framed.get_mut().write_all(&frame).await.unwrap();
         peer.framed.get_mut().flush().await.unwrap();
         match peer.next().await {
@@ -381,7 +366,7 @@ async fn oversized_and_garbage_frames_close_with_error() {
 #[tokio::test]
 async fn garbage_application_data_reaches_the_service_as_an_error() {
     let (pki, server, echo) = dev_pair(&["Dummy2"]).await;
-    let mut peer = established_raw_peer(&server, &pki).await;
+    let mut peer = established_raw_peer(&server, &pki, "connector-a").await;
     peer.send_until_acked(Message::IdscpData(IdscpData {
         data: Bytes::from_static(&[0xff, 0xff, 0xff]),
         alternating_bit: false,
@@ -396,7 +381,7 @@ async fn garbage_application_data_reaches_the_service_as_an_error() {
     .await
     .unwrap();
     // And the connection still works.
-    peer.send(data(&ids("fine"), true)).await;
+    peer.send(data_frame(&ids("fine"), true)).await;
     assert_eq!(
         peer.next().await,
         Some(Message::IdscpAck(IdscpAck {

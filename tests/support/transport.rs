@@ -169,6 +169,22 @@ pub struct RawPeer {
     pub framed: Framed<TlsStream<TcpStream>, IdscpCodec>,
 }
 
+/// A raw peer in development mode with Dummy2 both ways is established as soon as Hellos cross.
+pub async fn established_raw_peer(server: &TestServer, pki: &TestPki, name: &str) -> RawPeer {
+    let mut peer = RawPeer::connect(&server.addr(), client_tls(pki, pki, name)).await;
+    peer.hello(&["Dummy2"], &["Dummy2"]).await;
+    assert!(matches!(peer.next().await, Some(Message::IdscpHello(_))));
+    peer
+}
+
+/// An IdscpData frame carrying `message` with alternating bit `bit`.
+pub fn data_frame(message: &AppLayerMessage, bit: bool) -> Message {
+    Message::IdscpData(IdscpData {
+        data: Bytes::from(prost::Message::encode_to_vec(message)),
+        alternating_bit: bit,
+    })
+}
+
 impl RawPeer {
     pub async fn connect(addr: &str, tls: Arc<rustls::ClientConfig>) -> RawPeer {
         let tcp = TcpStream::connect(addr).await.unwrap();

@@ -246,7 +246,7 @@ impl Connection {
     /// queue or this connection's share of the memory budget is full. A message too large for
     /// one frame is refused here, so that it cannot take the connection down on the way out.
     pub async fn send(&self, message: &AppLayerMessage) -> Result<(), ConnectionError> {
-        self.queue(message, None).await
+        self.queue(message, None, None).await
     }
 
     /// Sends the answer to a request; the request's in-flight slot stays taken until the peer
@@ -261,7 +261,7 @@ impl Connection {
     ) -> Result<(), ConnectionError> {
         let InFlight { bytes, slot } = request;
         drop(bytes);
-        self.queue_reserved(message, Some(slot), reserved).await
+        self.queue(message, Some(slot), reserved).await
     }
 
     /// Sets `bytes` aside in this connection's share of the memory budget, waiting until there is
@@ -283,14 +283,6 @@ impl Connection {
     }
 
     async fn queue(
-        &self,
-        message: &AppLayerMessage,
-        slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<(), ConnectionError> {
-        self.queue_reserved(message, slot, None).await
-    }
-
-    async fn queue_reserved(
         &self,
         message: &AppLayerMessage,
         slot: Option<OwnedSemaphorePermit>,

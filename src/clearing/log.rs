@@ -6,53 +6,43 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::create::not_authorized;
-use super::request::{Outcome, ReplyKind, Request};
-use super::{not_completed, store_rejection, ClearingHouse};
-use crate::ids::{compact_json, reply_extra_headers, Rejection, RejectionReason};
+use super::error::ClearingError;
+use super::request::{Caller, Outcome, ReplyKind};
+use super::ClearingHouse;
+use crate::ids::{compact_json, reply_extra_headers, Pid};
 use crate::receipt::{payload_hash_claim, ReceiptClaims};
 use crate::store::{CreateOutcome, NewEntry};
 
 impl ClearingHouse {
-    pub(super) async fn log(&self, request: &Request<'_>) -> Result<Outcome, Rejection> {
-        let pid = request.params.pid()?;
-        let size = request.payload.len();
-        if size == 0 {
-            return Err(Rejection::with_default_status(
-                RejectionReason::BadParameters,
-                "the payload to log is empty",
-            ));
-        }
-        if size > self.max_payload {
-            return Err(Rejection::new(
-                RejectionReason::BadParameters,
-                413,
-                format!(
-                    "the payload of {size} bytes exceeds the limit of {} bytes",
-                    self.max_payload
-                ),
-            ));
-        }
-        let reservation = self.quotas.reserve_bytes(request.client_id, size as u64)?;
-        self.ensure_owner(pid, request.client_id).await?;
+    pub(super) async fn log(
+        &self,
+        caller: &Caller<'_>,
+        pid: Pid,
+        payload_type: String,
+        payload: Bytes,
+        stored_header: Value,
+    ) -> Result<Outcome, ClearingError> {
+        let size = payload.len();
+        let reservation = self.quotas.reserve_bytes(caller.client_id(), size as u64)?;
+        self.ensure_owner(&pid, caller.client_id()).await?;
         let payload = self
             .offload
-            .hash_payload(request.payload.clone())
+            .hash_payload(payload)
             .await
-            .map_err(not_completed)?;
+            .map_err(ClearingError::NotCompleted)?;
         let payload_hash = payload_hash_claim(payload.sha256());
         let entry = NewEntry {
-            pid: pid.to_owned(),
+            pid: pid.to_string(),
             document_id: Uuid::new_v4().to_string(),
-            client_id: request.client_id.to_owned(),
-            header: request.header.stored_form(),
+            client_id: caller.client_id().to_owned(),
+            header: stored_header,
             payload,
-            payload_type: request.params.content_type.clone().unwrap_or_default(),
+            payload_type,
         };
-        let entry = self.store.append(entry).await.map_err(store_rejection)?;
+        let entry = self.store.append(entry).await?;
         reservation.keep();
         let claims = ReceiptClaims {
             iss: self.connector_id.clone(),
@@ -72,43 +62,36 @@ impl ClearingHouse {
             .offload
             .sign_receipt(&self.signer, claims)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot sign a receipt");
-                Rejection::with_default_status(
-                    RejectionReason::InternalRecipientError,
-                    "the entry was stored but its receipt could not be signed",
-                )
-            })?;
+            .map_err(ClearingError::ReceiptNotSigned)?;
         super::metering::receipt_signed();
         Ok(Outcome {
             kind: ReplyKind::Processed,
             payload: Bytes::from(compact_json(&json!({ "data": receipt }))),
-            extra_headers: reply_extra_headers(pid),
+            extra_headers: reply_extra_headers(pid.as_str()),
         })
     }
 
     /// Logging to an unknown process creates it with the caller as its only owner, which
     /// counts against the caller's process quota like a create.
-    async fn ensure_owner(&self, pid: &str, client_id: &str) -> Result<(), Rejection> {
-        let process = match self.store.process(pid).await.map_err(store_rejection)? {
+    async fn ensure_owner(&self, pid: &Pid, client_id: &str) -> Result<(), ClearingError> {
+        let process = match self.store.process(pid.as_str()).await? {
             Some(process) => process,
             None => {
                 let reservation = self.quotas.reserve_process(client_id)?;
                 let owners = BTreeSet::from([client_id.to_owned()]);
-                match self.store.create_process(pid, &owners).await {
-                    Ok(CreateOutcome::Created(process)) => {
+                match self.store.create_process(pid.as_str(), &owners).await? {
+                    CreateOutcome::Created(process) => {
                         reservation.keep();
                         process
                     }
-                    Ok(CreateOutcome::Exists(process)) => process,
-                    Err(e) => return Err(store_rejection(e)),
+                    CreateOutcome::Exists(process) => process,
                 }
             }
         };
         if process.owners.contains(client_id) {
             Ok(())
         } else {
-            Err(not_authorized(pid))
+            Err(ClearingError::NotAnOwner(pid.clone()))
         }
     }
 }

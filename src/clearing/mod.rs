@@ -1,18 +1,26 @@
 //! The clearing house itself: what each IDS message asks for, who may ask it, and what it is
 //! answered.
 //!
-//! [`ClearingHouse`] is the [`Service`] the IDSCP2 server hands every application message to.
-//! It reads the IDS header and the `ch-ids-*` parameters, authenticates the caller by the identity
-//! the transport verified (the DAT `sub`, bound to the TLS certificate), and dispatches to one
-//! handler per message type: `create` (RequestMessage), `log` (LogMessage), `query`
-//! (QueryMessage). Every failure becomes a typed RejectionMessage; nothing a peer sends ends
-//! the connection or reaches a panic. [`metering`] counts every answer and times every store call.
+//! [`ClearingHouse`] runs [`Command`]s: a front door reads a request into one (see
+//! [`crate::ids::command`]), has the caller admitted ([`ClearingHouse::admit`]) and calls
+//! [`ClearingHouse::execute`], which hands the command to its handler: `create`
+//! (RequestMessage), `log` (LogMessage), `query` (QueryMessage). What can go wrong there becomes
+//! a [`Rejection`] in one place, [`error`]; the door renders the [`Outcome`] or the rejection in
+//! its own framing.
+//!
+//! The first door is IDSCP2: [`ClearingHouse`] is the [`Service`] the IDSCP2 server hands every
+//! application message to. It reads the IDS header and the `ch-ids-*` parameters,
+//! authenticates the caller by the identity the transport verified (the DAT `sub`, bound to the
+//! TLS certificate), and answers with an IdsMessage. Every failure becomes a typed
+//! RejectionMessage; nothing a peer sends ends the connection or reaches a panic. [`metering`]
+//! counts every answer and times every store call.
 //!
 //! Fair use: every size a peer controls is bounded by a `limits.*` setting, checked before the
 //! thing it bounds is parsed, and every request counts against its connector's [`quota`], checked
 //! before the payload is parsed and before the store is asked anything.
 
 mod create;
+mod error;
 mod log;
 mod metering;
 mod offload;
@@ -26,22 +34,24 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::LimitsConfig;
-use crate::ids::params::{too_large, ParamLimits};
+use crate::ids::params::ParamLimits;
+use crate::ids::rejection::too_large;
 use crate::ids::{
-    self, processed_header, rejection_header, result_header, ChParams, MessageType, Rejection,
-    RejectionReason, ReplyContext, RequestHeader,
+    self, processed_header, rejection_header, result_header, ChParams, Command, PayloadLimits,
+    Rejection, RejectionReason, ReplyContext, RequestHeader,
 };
 use crate::idscp2::connection::PeerInfo;
 use crate::idscp2::dat::{DatIssuer, DatVerifier};
 use crate::idscp2::proto::app::{app_layer_message, AppLayerMessage, GenericMessage, IdsMessage};
 use crate::idscp2::server::Service;
 use crate::receipt::ReceiptSigner;
-use crate::store::{ProcessStore, StoreError};
+use crate::store::ProcessStore;
 
+pub use error::ClearingError;
 pub use offload::{Offload, OffloadError, INLINE_HASH_LIMIT};
 pub use query::entry_document;
 pub use quota::Quotas;
-pub use request::{Outcome, ReplyKind, Request};
+pub use request::{Caller, Outcome, ReplyKind};
 
 /// The default upper bound of a logged payload: 4 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024;
@@ -57,11 +67,11 @@ pub struct ClearingHouse {
     own_dat: Option<Arc<dyn DatIssuer>>,
     /// Checks a JWT a client puts into its header against the identity of its connection.
     token_verifier: Arc<dyn DatVerifier>,
-    max_payload: usize,
     max_reply: usize,
     limits: LimitsConfig,
     /// [`LimitsConfig::params`], computed once.
     param_limits: ParamLimits,
+    payload_limits: PayloadLimits,
     quotas: Arc<Quotas>,
 }
 
@@ -98,12 +108,69 @@ impl ClearingHouse {
             connector_id: config.connector_id,
             own_dat: config.own_dat,
             token_verifier: config.token_verifier,
-            max_payload: config.max_payload,
             max_reply: config.max_reply,
             param_limits: config.limits.params(),
+            payload_limits: PayloadLimits {
+                max_create_payload: config.limits.max_create_payload,
+                max_log_payload: config.max_payload,
+            },
             limits: config.limits,
             quotas: config.quotas,
         }
+    }
+
+    /// The bounds a door reads a request's `ch-ids-*` parameters with ([`ChParams::parse`]).
+    pub fn param_limits(&self) -> &ParamLimits {
+        &self.param_limits
+    }
+
+    /// The bounds a door reads a request's payload with ([`Command::parse`]).
+    pub fn payload_limits(&self) -> &PayloadLimits {
+        &self.payload_limits
+    }
+
+    /// Counts one request of `client_id` against its request quota: every door calls this for
+    /// every request, before it reads the request's parameters, and only then may run it.
+    pub fn admit<'a>(&self, client_id: &'a str) -> Result<Caller<'a>, Rejection> {
+        self.quotas.admit(client_id)?;
+        Ok(Caller::admitted(client_id))
+    }
+
+    /// Runs `command` for `caller`: the entry point of every front door.
+    ///
+    /// A door authenticates the caller its own way (IDSCP2: the verified DAT, plus the
+    /// header's token), gets a [`Caller`] from [`admit`](Self::admit), reads the request with
+    /// [`ChParams::parse`] and [`Command::parse`] (bounded by [`param_limits`](Self::param_limits)
+    /// and [`payload_limits`](Self::payload_limits)), and renders what this returns: the
+    /// [`Outcome`]'s reply kind, payload and extra headers, or the [`Rejection`]. A rejection
+    /// over a quota asks to be held back first ([`Quotas::hold`]).
+    pub async fn execute(
+        &self,
+        caller: &Caller<'_>,
+        command: Command,
+    ) -> Result<Outcome, Rejection> {
+        let outcome = match command {
+            Command::Create { pid, owners } => self.create(caller, pid, owners).await,
+            Command::Log {
+                pid,
+                payload_type,
+                payload,
+                stored_header,
+            } => {
+                self.log(caller, pid, payload_type, payload, stored_header)
+                    .await
+            }
+            Command::QueryPage { pid, spec } => self.query_page(caller, pid, spec).await,
+            Command::QueryOne { pid, id } => self.query_one(caller, pid, id).await,
+        }?;
+        if outcome.payload.len() > self.max_reply {
+            return Err(ClearingError::ReplyTooLarge {
+                bytes: outcome.payload.len(),
+                max_reply: self.max_reply,
+            }
+            .into());
+        }
+        Ok(outcome)
     }
 
     /// Answers one IdsMessage: parses it, authenticates, dispatches, and writes the reply.
@@ -117,8 +184,8 @@ impl ClearingHouse {
             }
         };
         let kind = metering::message_type(&header.message_type);
-        let (outcome, pid) = match self.quotas.admit(&peer.identity) {
-            Ok(()) => self.dispatch(&peer, &header, message).await,
+        let (outcome, pid) = match self.admit(&peer.identity) {
+            Ok(caller) => self.dispatch(&peer, &caller, &header, message).await,
             Err(rejection) => (Err(rejection), None),
         };
         match outcome {
@@ -152,46 +219,25 @@ impl ClearingHouse {
         Ok(RequestHeader::parse(header)?)
     }
 
-    /// What a readable request gets, and its pid (when it named one) for the reply headers.
+    /// What a readable request of an admitted caller gets, and its pid as sent (when it named
+    /// one, valid or not) for the reply's extra headers.
     async fn dispatch(
         &self,
         peer: &PeerInfo,
+        caller: &Caller<'_>,
         header: &RequestHeader,
         message: IdsMessage,
     ) -> (Result<Outcome, Rejection>, Option<String>) {
-        let params = match ChParams::parse(&message.extra_headers, &self.param_limits) {
+        let params = match ChParams::parse(&message.extra_headers, self.param_limits()) {
             Ok(params) => params,
             Err(rejection) => return (Err(rejection), None),
         };
-        let pid = params.pid.clone();
-        if let Err(rejection) = self.authenticate(peer, header).await {
-            return (Err(rejection), pid);
-        }
-        let request = Request {
-            client_id: &peer.identity,
-            header,
-            params: &params,
-            payload: message.payload,
+        let outcome = async {
+            self.authenticate(peer, header).await?;
+            let command = Command::parse(header, &params, message.payload, self.payload_limits())?;
+            self.execute(caller, command).await
         };
-        let outcome = match &header.message_type {
-            MessageType::Request => self.create(&request).await,
-            MessageType::Log => self.log(&request).await,
-            MessageType::Query => self.query(&request).await,
-            MessageType::Other(other) => Err(Rejection::with_default_status(
-                RejectionReason::MessageTypeNotSupported,
-                format!("{other} is not supported; send ids:RequestMessage, ids:LogMessage or ids:QueryMessage"),
-            )),
-        };
-        let outcome = outcome.and_then(|outcome| {
-            if outcome.payload.len() > self.max_reply {
-                return Err(too_many_results(
-                    format!("the answer of {} bytes", outcome.payload.len()),
-                    self.max_reply,
-                ));
-            }
-            Ok(outcome)
-        });
-        (outcome, pid)
+        (outcome.await, params.pid)
     }
 
     /// A JWT in the header must be a valid DAT of the same party as the connection. The
@@ -324,47 +370,5 @@ impl Service for ClearingHouse {
         Some(AppLayerMessage {
             message: Some(reply),
         })
-    }
-}
-
-/// What a client is told when the store fails: retry later, or our fault.
-/// A reply that would not fit: the client should ask for fewer entries.
-fn too_many_results(what: String, max_reply: usize) -> Rejection {
-    Rejection::with_default_status(
-        RejectionReason::TooManyResults,
-        format!(
-            "{what} exceeds the reply limit of {max_reply} bytes; ask for fewer entries with ch-ids-size"
-        ),
-    )
-}
-
-/// Work that was lost on its way (see [`offload`]): our fault, and the client may retry.
-fn not_completed(error: OffloadError) -> Rejection {
-    tracing::error!(%error, "request not completed");
-    Rejection::with_default_status(
-        RejectionReason::InternalRecipientError,
-        "the clearing house could not complete the request",
-    )
-}
-
-fn store_rejection(error: StoreError) -> Rejection {
-    match error {
-        StoreError::PageTooLarge { limit } => {
-            too_many_results("the requested page".to_owned(), limit)
-        }
-        StoreError::Unavailable(reason) => {
-            tracing::warn!(%reason, "store unavailable");
-            Rejection::with_default_status(
-                RejectionReason::TemporarilyNotAvailable,
-                "the store is not available; retry later",
-            )
-        }
-        other => {
-            tracing::error!(error = %other, "store failed");
-            Rejection::with_default_status(
-                RejectionReason::InternalRecipientError,
-                "the clearing house could not complete the request",
-            )
-        }
     }
 }

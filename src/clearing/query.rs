@@ -1,57 +1,58 @@
-//! `ids:QueryMessage`: read one entry by id, or a page of a process's entries.
+//! `ids:QueryMessage`: read one entry by id, or a page of a process's entries. Only an owner of
+//! the process may read it.
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::create::not_authorized;
-use super::request::{Outcome, ReplyKind, Request};
-use super::{store_rejection, ClearingHouse};
+use super::error::ClearingError;
+use super::request::{Caller, Outcome, ReplyKind};
+use super::ClearingHouse;
 use crate::ids::{
     compact_json, log_document, page_extra_headers, page_payload, reply_extra_headers, LogDocument,
-    Rejection, RejectionReason, SortOrder,
+    Pid, QueryParams, Rejection, SortOrder,
 };
 use crate::store::{Entry, Order, PageQuery};
 
 impl ClearingHouse {
-    pub(super) async fn query(&self, request: &Request<'_>) -> Result<Outcome, Rejection> {
-        let pid = request.params.pid()?;
-        match self.store.process(pid).await.map_err(store_rejection)? {
-            None => return Err(not_found(format!("process {pid:?} does not exist"))),
-            Some(process) if !process.owners.contains(request.client_id) => {
-                return Err(not_authorized(pid))
-            }
-            Some(_) => {}
-        }
-        if let Some(id) = request.params.id.as_deref() {
-            let entry = self
-                .store
-                .entry(pid, id)
-                .await
-                .map_err(store_rejection)?
-                .ok_or_else(|| not_found(format!("process {pid:?} has no document {id:?}")))?;
-            return Ok(Outcome {
-                kind: ReplyKind::Result,
-                payload: Bytes::from(compact_json(&entry_document(&entry)?)),
-                extra_headers: reply_extra_headers(pid),
-            });
-        }
-        let query = request.params.query()?;
+    pub(super) async fn query_one(
+        &self,
+        caller: &Caller<'_>,
+        pid: Pid,
+        id: String,
+    ) -> Result<Outcome, ClearingError> {
+        self.ensure_readable(&pid, caller).await?;
+        let Some(entry) = self.store.entry(pid.as_str(), &id).await? else {
+            return Err(ClearingError::NoSuchDocument { pid, id });
+        };
+        Ok(Outcome {
+            kind: ReplyKind::Result,
+            payload: Bytes::from(compact_json(&entry_document(&entry)?)),
+            extra_headers: reply_extra_headers(pid.as_str()),
+        })
+    }
+
+    pub(super) async fn query_page(
+        &self,
+        caller: &Caller<'_>,
+        pid: Pid,
+        spec: QueryParams,
+    ) -> Result<Outcome, ClearingError> {
+        self.ensure_readable(&pid, caller).await?;
         let page = self
             .store
             .query(&PageQuery {
-                pid: pid.to_owned(),
-                page: query.page,
-                size: query.size,
-                order: match query.order {
+                pid: pid.to_string(),
+                page: spec.page,
+                size: spec.size,
+                order: match spec.order {
                     SortOrder::Asc => Order::Asc,
                     SortOrder::Desc => Order::Desc,
                 },
-                from_ms: query.from_ms,
-                to_ms: query.to_ms,
+                from_ms: spec.from_ms,
+                to_ms: spec.to_ms,
                 max_bytes: self.max_reply,
             })
-            .await
-            .map_err(store_rejection)?;
+            .await?;
         let documents = page
             .entries
             .iter()
@@ -59,14 +60,20 @@ impl ClearingHouse {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Outcome {
             kind: ReplyKind::Result,
-            payload: Bytes::from(compact_json(&page_payload(&query, page.total, documents))),
-            extra_headers: page_extra_headers(pid, &query, page.total),
+            payload: Bytes::from(compact_json(&page_payload(&spec, page.total, documents))),
+            extra_headers: page_extra_headers(pid.as_str(), &spec, page.total),
         })
     }
-}
 
-fn not_found(message: String) -> Rejection {
-    Rejection::with_default_status(RejectionReason::NotFound, message)
+    async fn ensure_readable(&self, pid: &Pid, caller: &Caller<'_>) -> Result<(), ClearingError> {
+        match self.store.process(pid.as_str()).await? {
+            None => Err(ClearingError::NoSuchProcess(pid.clone())),
+            Some(process) if !process.owners.contains(caller.client_id()) => {
+                Err(ClearingError::NotAnOwner(pid.clone()))
+            }
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// A stored entry as the `ids:LogMessage` document a query returns.

@@ -1,19 +1,31 @@
-//! A request as the handlers see it, and what they answer.
+//! The two sides of a command as the handlers see it: who it runs for, and what they answer.
 
 use bytes::Bytes;
 
-use crate::ids::{ChParams, RequestHeader};
 use crate::idscp2::proto::app::HeaderEntry;
 
-/// An authenticated IDS request.
-pub struct Request<'a> {
-    /// The caller, as the transport verified it.
-    pub client_id: &'a str,
-    pub header: &'a RequestHeader,
-    pub params: &'a ChParams,
-    pub payload: Bytes,
+/// A connector its door authenticated and the request quota admitted: the one a command runs
+/// for. Only [`ClearingHouse::admit`](super::ClearingHouse::admit) makes one, so no door can
+/// run a command past the quotas.
+#[derive(Debug)]
+pub struct Caller<'a> {
+    client_id: &'a str,
 }
 
+impl<'a> Caller<'a> {
+    pub(super) fn admitted(client_id: &'a str) -> Self {
+        Caller { client_id }
+    }
+
+    /// The caller's identity as its door verified it (for IDSCP2, the DAT `sub` bound to the
+    /// TLS certificate): what owners lists and receipts name.
+    pub fn client_id(&self) -> &'a str {
+        self.client_id
+    }
+}
+
+/// Which reply a successful command gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyKind {
     /// `ids:MessageProcessedNotificationMessage`
     Processed,
@@ -21,7 +33,9 @@ pub enum ReplyKind {
     Result,
 }
 
-/// A successful answer: the reply type, its payload and its extra headers.
+/// A successful answer: the reply type, its payload and its extra headers, for the door to
+/// render in its own framing.
+#[derive(Debug)]
 pub struct Outcome {
     pub kind: ReplyKind,
     pub payload: Bytes,

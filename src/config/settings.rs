@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use crate::clearing::DEFAULT_MAX_PAYLOAD;
-use crate::ids::params::{ParamLimits, MAX_PID_LEN};
+use crate::ids::params::ParamLimits;
+use crate::ids::pid::MAX_PID_LEN;
 use crate::idscp2::admission::HandshakeLimits;
 use crate::idscp2::budget::MemoryLimits;
 use crate::idscp2::frame::{DEFAULT_HANDSHAKE_MAX_FRAME, DEFAULT_MAX_FRAME};

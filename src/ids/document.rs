@@ -10,10 +10,9 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
+use super::infomodel::{ids_context, rfc3339_ms, xsd_date_time_stamp, MODEL_VERSION};
 use super::params::QueryParams;
-use super::reply::{
-    ids_context, rfc3339_ms, xsd_date_time_stamp, Rejection, RejectionReason, MODEL_VERSION,
-};
+use super::rejection::{Rejection, RejectionReason};
 
 /// One stored entry, borrowed from wherever the store keeps it.
 #[derive(Debug, Clone, Copy)]

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::reply::{Rejection, RejectionReason};
+use super::rejection::{Rejection, RejectionReason};
 
 const SECURITY_TOKEN: &str = "ids:securityToken";
 const AUTHORIZATION_TOKEN: &str = "ids:authorizationToken";

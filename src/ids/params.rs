@@ -8,16 +8,14 @@
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Month, OffsetDateTime};
 
-use super::reply::{ExceededLimit, Rejection, RejectionReason};
+use super::pid::{Pid, MAX_PID_LEN};
+use super::rejection::{bad_parameter, too_large, Rejection};
 use crate::idscp2::proto::app::HeaderEntry;
 
 pub const DEFAULT_PAGE_SIZE: u64 = 100;
 /// Larger requested pages are lowered to this by default (`limits.max_page_size`), so one query
 /// cannot make the clearing house assemble an unbounded reply.
 pub const MAX_PAGE_SIZE: u64 = 1000;
-/// The longest pid the protocol allows; `limits.max_pid_length` may lower it.
-pub const MAX_PID_LEN: usize = 255;
-const RESERVED_PID: &str = "default";
 const MS_PER_DAY: i64 = 86_400_000;
 /// How much of an over-long header name a rejection quotes.
 const QUOTED_NAME_LEN: usize = 64;
@@ -113,20 +111,6 @@ impl Param {
     }
 }
 
-fn bad_parameter(message: impl Into<String>) -> Rejection {
-    Rejection::with_default_status(RejectionReason::BadParameters, message)
-}
-
-/// A request larger than a `limits.*` setting allows: BAD_PARAMETERS with status 413 and the
-/// setting named in the payload.
-pub fn too_large(setting: &'static str, value: usize, message: impl Into<String>) -> Rejection {
-    Rejection::new(RejectionReason::BadParameters, 413, message).exceeding(ExceededLimit {
-        setting,
-        value: value as u64,
-        resets_at_ms: None,
-    })
-}
-
 impl ChParams {
     /// Unknown headers are ignored so that newer clients can send more than this version reads,
     /// but they count against `limits`. A parameter sent twice with different values is refused,
@@ -190,30 +174,12 @@ impl ChParams {
     }
 
     /// The process id, which every clearing-house message needs.
-    pub fn pid(&self) -> Result<&str, Rejection> {
+    pub fn pid(&self) -> Result<Pid, Rejection> {
         let pid = self
             .pid
             .as_deref()
             .ok_or_else(|| bad_parameter("ch-ids-pid is required"))?;
-        let max = self.limits.max_pid_length;
-        let well_formed = (1..=max).contains(&pid.len())
-            && pid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._:~-".contains(&b));
-        if !well_formed {
-            return Err(bad_parameter(format!(
-                "ch-ids-pid must be 1 to {max} characters of A-Z a-z 0-9 . _ : ~ - (limits.max_pid_length)"
-            ))
-            .exceeding(ExceededLimit {
-                setting: "limits.max_pid_length",
-                value: max as u64,
-                resets_at_ms: None,
-            }));
-        }
-        if pid == RESERVED_PID {
-            return Err(bad_parameter("ch-ids-pid \"default\" is reserved"));
-        }
-        Ok(pid)
+        Ok(Pid::parse(pid, self.limits.max_pid_length)?)
     }
 
     /// The paging, order and date window of a page query.
@@ -392,6 +358,7 @@ impl QueryParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::RejectionReason;
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<HeaderEntry> {
         pairs
@@ -482,7 +449,7 @@ mod tests {
     #[test]
     fn values_are_trimmed() {
         let parsed = params(&[("ch-ids-pid", " p-1 "), ("ch-ids-page", " 2\t")]);
-        assert_eq!(parsed.pid(), Ok("p-1"));
+        assert_eq!(parsed.pid().unwrap().as_str(), "p-1");
         assert_eq!(parsed.query().unwrap().page, 2);
     }
 
@@ -494,11 +461,11 @@ mod tests {
     #[test]
     fn pid_accepts_every_allowed_character_and_255_chars() {
         let all = "AZaz09._:~-";
-        assert_eq!(params(&[("ch-ids-pid", all)]).pid(), Ok(all));
+        assert_eq!(params(&[("ch-ids-pid", all)]).pid().unwrap().as_str(), all);
         let longest = "p".repeat(255);
         assert_eq!(
-            params(&[("ch-ids-pid", &longest)]).pid(),
-            Ok(longest.as_str())
+            params(&[("ch-ids-pid", &longest)]).pid().unwrap().as_str(),
+            longest
         );
     }
 
@@ -508,7 +475,10 @@ mod tests {
             assert_bad(params(&[("ch-ids-pid", bad)]).pid(), "ch-ids-pid");
         }
         assert_bad(params(&[("ch-ids-pid", "default")]).pid(), "reserved");
-        assert_eq!(params(&[("ch-ids-pid", "Default")]).pid(), Ok("Default"));
+        assert_eq!(
+            params(&[("ch-ids-pid", "Default")]).pid().unwrap().as_str(),
+            "Default"
+        );
     }
 
     #[test]
@@ -694,7 +664,10 @@ mod tests {
     fn pid_length_and_page_size_follow_the_limits() {
         let limits = limited(8, 1024);
         let parse = |pairs: &[(&str, &str)]| ChParams::parse(&headers(pairs), &limits).unwrap();
-        assert_eq!(parse(&[("ch-ids-pid", "12345678")]).pid(), Ok("12345678"));
+        assert_eq!(
+            parse(&[("ch-ids-pid", "12345678")]).pid().unwrap().as_str(),
+            "12345678"
+        );
         let rejection = parse(&[("ch-ids-pid", "123456789")]).pid().unwrap_err();
         assert_eq!(rejection.status, 400);
         assert_eq!(

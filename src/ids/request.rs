@@ -6,7 +6,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::header::MessageType;
-use super::reply::{compact_json, message_header};
+use super::infomodel::compact_json;
+use super::reply::message_header;
 use crate::idscp2::proto::app::IdsMessage;
 
 /// Who sends a request.

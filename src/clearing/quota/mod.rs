@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use bucket::TokenBucket;
 
 use crate::config::QuotasConfig;
-use crate::ids::reply::ExceededLimit;
+use crate::ids::rejection::ExceededLimit;
 use crate::ids::{Rejection, RejectionReason};
 use crate::store::{now_ms, Usage};
 

@@ -6,9 +6,11 @@
 //! expire: the JWKS therefore keeps retired public keys next to the current one.
 //!
 //! - [`signer`]: the receipt key and signing.
-//! - [`jwks`]: public keys as JWKs (with RFC 7638 thumbprints as `kid`), the JWKS, verification.
+//! - [`key`]: the key's public half, as a JWK named by its RFC 7638 thumbprint.
+//! - [`jwks`]: the published key set (current and retired keys), and verification.
 
 pub mod jwks;
+mod key;
 pub mod signer;
 
 use std::fmt;

@@ -15,7 +15,7 @@ use ring::signature::{
 use rustls_pemfile::Item;
 use serde_json::{json, Value};
 
-use super::jwks::PublicKey;
+use super::key::PublicKey;
 use super::{ReceiptAlgorithm, ReceiptClaims, ReceiptError};
 
 /// Signs receipts with the clearing house's current receipt key.
@@ -34,7 +34,6 @@ pub struct ReceiptSigner {
 const _: () = {
     const fn shareable<T: Send + Sync>() {}
     shareable::<ReceiptSigner>();
-    shareable::<super::Jwks>();
 };
 
 #[derive(Debug)]

@@ -8,7 +8,8 @@
 
 use clearinghouse::ids::params::ParamLimits;
 use clearinghouse::ids::{
-    ChParams, HeaderError, MessageType, QueryParams, RejectionReason, RequestHeader, SortOrder,
+    ChParams, HeaderError, MessageType, Pid, QueryParams, Rejection, RejectionReason,
+    RequestHeader, SortOrder,
 };
 use clearinghouse::idscp2::proto::app::HeaderEntry;
 use proptest::collection::vec;
@@ -688,7 +689,8 @@ fn check_params(params: &[Param]) -> Result<(), TestCaseError> {
 }
 
 fn check_pid(parsed: &ChParams, meaning: Option<Meaning>) -> Result<(), TestCaseError> {
-    let result = parsed.pid();
+    let pid = parsed.pid();
+    let result = pid.as_ref().map(Pid::as_str).map_err(Rejection::clone);
     // Whatever the label, an accepted pid is well formed: invalid ones are always refused.
     if let Ok(pid) = result {
         let well_formed = (1..=255).contains(&pid.len())

@@ -5,7 +5,7 @@
 //! [`crate::ids::command`]), has the caller admitted ([`ClearingHouse::admit`]) and calls
 //! [`ClearingHouse::execute`], which hands the command to its handler: `create`
 //! (RequestMessage), `log` (LogMessage), `query` (QueryMessage). What can go wrong there becomes
-//! a [`Rejection`] in one place, [`error`]; the door renders the [`Outcome`] or the rejection in
+//! a [`Rejection`] in one place (`error.rs`); the door renders the [`Outcome`] or the rejection in
 //! its own framing.
 //!
 //! The first door is IDSCP2: [`ClearingHouse`] is the [`Service`] the IDSCP2 server hands every
@@ -46,8 +46,8 @@ use crate::idscp2::proto::app::{app_layer_message, AppLayerMessage, GenericMessa
 use crate::idscp2::server::Service;
 use crate::receipt::ReceiptSigner;
 use crate::store::ProcessStore;
+use error::ClearingError;
 
-pub use error::ClearingError;
 pub use offload::{Offload, OffloadError, INLINE_HASH_LIMIT};
 pub use query::entry_document;
 pub use quota::Quotas;

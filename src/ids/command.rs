@@ -66,16 +66,6 @@ impl Command {
             )),
         }
     }
-
-    /// The process the command is about.
-    pub fn pid(&self) -> &Pid {
-        match self {
-            Command::Create { pid, .. }
-            | Command::Log { pid, .. }
-            | Command::QueryPage { pid, .. }
-            | Command::QueryOne { pid, .. } => pid,
-        }
-    }
 }
 
 fn create(params: &ChParams, payload: Bytes, limits: &PayloadLimits) -> Result<Command, Rejection> {
@@ -461,7 +451,11 @@ mod tests {
             ("ids:QueryMessage", b""),
         ] {
             let command = parse(type_name, &[("ch-ids-pid", " p-1 ")], payload).unwrap();
-            assert_eq!(command.pid(), &pid("p-1"), "{type_name}");
+            let (Command::Create { pid: read, .. }
+            | Command::Log { pid: read, .. }
+            | Command::QueryPage { pid: read, .. }
+            | Command::QueryOne { pid: read, .. }) = command;
+            assert_eq!(read, pid("p-1"), "{type_name}");
         }
     }
 

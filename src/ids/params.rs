@@ -48,8 +48,9 @@ impl Default for ParamLimits {
     }
 }
 
-/// The parameters as sent (trimmed); validation happens when a handler asks for one, because
-/// which parameters matter depends on the message type.
+/// The parameters as sent (trimmed); validation happens when the command is read
+/// ([`Command::parse`](super::Command::parse)), because which parameters matter depends on the
+/// message type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChParams {
     pub pid: Option<String>,

@@ -65,12 +65,6 @@ impl Pid {
     }
 }
 
-impl AsRef<str> for Pid {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
 /// Quoted, as a `&str` is: rejection messages show pids this way.
 impl fmt::Debug for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -12,7 +12,7 @@
 //! application message to. It reads the IDS header and the `ch-ids-*` parameters,
 //! authenticates the caller by the identity the transport verified (the DAT `sub`, bound to the
 //! TLS certificate), and answers with an IdsMessage. Every failure becomes a typed
-//! RejectionMessage; nothing a peer sends ends the connection or reaches a panic. [`metering`]
+//! RejectionMessage; nothing a peer sends ends the connection or reaches a panic. `metering`
 //! counts every answer and times every store call.
 //!
 //! Fair use: every size a peer controls is bounded by a `limits.*` setting, checked before the

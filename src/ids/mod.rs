@@ -14,7 +14,7 @@
 //! - [`reply`]: reply headers and extra headers.
 //! - [`document`]: stored entries as `ids:LogMessage` documents, and the page payload.
 //! - [`request`]: the client side: request headers, and reading replies.
-//! - [`infomodel`]: the vocabulary all of them share: namespaces, date literals, JSON text.
+//! - `infomodel`: the vocabulary all of them share: namespaces, date literals, JSON text.
 
 pub mod command;
 pub mod document;

@@ -6,7 +6,7 @@
 //! expire: the JWKS therefore keeps retired public keys next to the current one.
 //!
 //! - [`signer`]: the receipt key and signing.
-//! - [`key`]: the key's public half, as a JWK named by its RFC 7638 thumbprint.
+//! - `key`: the key's public half, as a JWK named by its RFC 7638 thumbprint.
 //! - [`jwks`]: the published key set (current and retired keys), and verification.
 
 pub mod jwks;

@@ -38,20 +38,20 @@ impl ClearingHouse {
         }
         let reservation = self.quotas.reserve_bytes(request.client_id, size as u64)?;
         self.ensure_owner(pid, request.client_id).await?;
-        let payload = self
-            .offload
-            .hash_payload(request.payload.clone())
-            .await
-            .map_err(not_completed)?;
-        let payload_hash = payload_hash_claim(payload.sha256());
         let entry = NewEntry {
             pid: pid.to_owned(),
             document_id: Uuid::new_v4().to_string(),
             client_id: request.client_id.to_owned(),
             header: request.header.stored_form(),
-            payload,
+            payload: request.payload.clone(),
             payload_type: request.params.content_type.clone().unwrap_or_default(),
         };
+        let entry = self
+            .offload
+            .prepare_entry(entry)
+            .await
+            .map_err(not_completed)?;
+        let payload_hash = payload_hash_claim(entry.payload_sha256());
         let entry = self.store.append(entry).await.map_err(store_rejection)?;
         reservation.keep();
         let claims = ReceiptClaims {

@@ -38,7 +38,7 @@ use crate::idscp2::server::Service;
 use crate::receipt::ReceiptSigner;
 use crate::store::{ProcessStore, StoreError};
 
-pub use offload::{Offload, OffloadError, INLINE_HASH_LIMIT};
+pub use offload::{Offload, OffloadError};
 pub use query::entry_document;
 pub use quota::Quotas;
 pub use request::{Outcome, ReplyKind, Request};

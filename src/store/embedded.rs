@@ -57,10 +57,10 @@ use redb::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{self, ChainHead, Link, LinkFields};
+use super::chain::{self, ChainHead, Link};
 use super::query::{self, SequenceRange};
 use super::{
-    now_ms, CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore,
+    now_ms, CreateOutcome, Entry, Order, Page, PageQuery, PreparedEntry, Process, ProcessStore,
     StoreError,
 };
 
@@ -196,8 +196,7 @@ impl ProcessStore for EmbeddedStore {
         })
     }
 
-    fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
-        let entry = PreparedEntry::new(entry);
+    fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
         Box::pin(self.submit(|reply| WriteRequest::Append { entry, reply }))
     }
 
@@ -436,7 +435,10 @@ impl ProcessHead {
     }
 }
 
-fn encode_entry(entry: &Entry, canonical_header: &[u8]) -> Vec<u8> {
+/// The record of `prepared` once `link` joined it to the chain.
+fn encode_entry(prepared: &PreparedEntry, link: &Link) -> Vec<u8> {
+    let entry = prepared.entry();
+    let canonical_header = prepared.canonical_header().as_bytes();
     let mut record = Vec::with_capacity(
         1 + 8
             + 32
@@ -449,9 +451,9 @@ fn encode_entry(entry: &Entry, canonical_header: &[u8]) -> Vec<u8> {
             + entry.payload.len(),
     );
     record.push(RECORD_FORMAT);
-    record.extend_from_slice(&entry.timestamp_ms.to_be_bytes());
-    record.extend_from_slice(&entry.entry_hash);
-    record.extend_from_slice(&entry.chain_hash);
+    record.extend_from_slice(&link.timestamp_ms.to_be_bytes());
+    record.extend_from_slice(&link.entry_hash);
+    record.extend_from_slice(&link.chain_hash);
     put_field(&mut record, entry.document_id.as_bytes());
     put_field(&mut record, entry.client_id.as_bytes());
     put_field(&mut record, entry.payload_type.as_bytes());
@@ -590,22 +592,6 @@ impl<'a> RecordReader<'a> {
     }
 }
 
-/// An append with its canonical header computed before it reaches the writer (the payload
-/// comes with its digest), so that the single writer thread only does what must be serialized.
-struct PreparedEntry {
-    entry: NewEntry,
-    canonical_header: Vec<u8>,
-}
-
-impl PreparedEntry {
-    fn new(entry: NewEntry) -> Self {
-        Self {
-            canonical_header: chain::canonical_json(&entry.header),
-            entry,
-        }
-    }
-}
-
 enum WriteRequest {
     Create {
         pid: String,
@@ -622,7 +608,7 @@ impl WriteRequest {
     fn payload_bytes(&self) -> usize {
         match self {
             Self::Create { .. } => 0,
-            Self::Append { entry, .. } => entry.entry.payload.len(),
+            Self::Append { entry, .. } => entry.entry().payload.len(),
         }
     }
 
@@ -852,49 +838,23 @@ fn stamp(
     tables: &WriteTables<'_>,
     prepared: PreparedEntry,
 ) -> Result<(Entry, ProcessHead, Vec<u8>), StoreError> {
-    let PreparedEntry {
-        entry,
-        canonical_header,
-    } = prepared;
-    let pid = entry.pid.as_str();
+    let pid = prepared.entry().pid.as_str();
     let mut head = read_head(&tables.processes, pid)?
         .ok_or_else(|| StoreError::UnknownProcess(pid.to_owned()))?;
-    if tables.documents.get(entry.document_id.as_str())?.is_some() {
-        return Err(StoreError::DuplicateDocument(entry.document_id));
+    let document_id = prepared.entry().document_id.as_str();
+    if tables.documents.get(document_id)?.is_some() {
+        return Err(StoreError::DuplicateDocument(document_id.to_owned()));
     }
-    let link = chain::next_link(
-        &ChainHead {
-            sequence: head.sequence,
-            chain_hash: head.chain_hash,
-        },
-        head.timestamp_ms,
-        now_ms(),
-        LinkFields::of(&entry, &canonical_header),
-    )
-    .ok_or_else(|| StoreError::Corrupt(format!("process {pid} has no sequence numbers left")))?;
-    let Link {
-        sequence,
-        timestamp_ms,
-        entry_hash,
-        chain_hash,
-    } = link;
-    head.sequence = sequence;
-    head.timestamp_ms = timestamp_ms;
-    head.chain_hash = chain_hash;
-    let stored = Entry {
-        pid: entry.pid,
-        sequence,
-        document_id: entry.document_id,
-        timestamp_ms,
-        client_id: entry.client_id,
-        header: entry.header,
-        payload: entry.payload.into_bytes(),
-        payload_type: entry.payload_type,
-        entry_hash,
-        chain_hash,
+    let chain_head = ChainHead {
+        sequence: head.sequence,
+        chain_hash: head.chain_hash,
     };
-    let record = encode_entry(&stored, &canonical_header);
-    Ok((stored, head, record))
+    let link = chain::append_link(&chain_head, head.timestamp_ms, &prepared)?;
+    head.sequence = link.sequence;
+    head.timestamp_ms = link.timestamp_ms;
+    head.chain_hash = link.chain_hash;
+    let record = encode_entry(&prepared, &link);
+    Ok((prepared.into_stored(&link), head, record))
 }
 
 fn write_entry(
@@ -954,28 +914,35 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::HashedPayload;
+    use crate::store::NewEntry;
 
-    fn sample_entry() -> Entry {
-        Entry {
+    /// An entry as prepared, and the link a chain gave it.
+    fn sample_entry() -> (PreparedEntry, Link) {
+        let entry = NewEntry {
             pid: "p-1".to_owned(),
-            sequence: 7,
             document_id: "7d3f5d2e-1f0b-4c55-9a51-0c7f3f4b9e11".to_owned(),
-            timestamp_ms: 1_700_000_000_123,
             client_id: "SKI:keyid:AKI".to_owned(),
             header: json!({"@type": "ids:LogMessage", "ids:modelVersion": "4.2.7"}),
             payload: Bytes::from_static(b"\x00\x01 binary"),
             payload_type: "application/octet-stream".to_owned(),
+        };
+        let link = Link {
+            sequence: 7,
+            timestamp_ms: 1_700_000_000_123,
             entry_hash: [1; 32],
             chain_hash: [2; 32],
-        }
+        };
+        (entry.prepare(), link)
     }
 
     #[test]
     fn an_entry_record_round_trips() {
-        let entry = sample_entry();
-        let record = encode_entry(&entry, &chain::canonical_json(&entry.header));
-        assert_eq!(decode_entry("p-1", 7, &record).unwrap(), entry);
+        let (prepared, link) = sample_entry();
+        let record = encode_entry(&prepared, &link);
+        assert_eq!(
+            decode_entry("p-1", 7, &record).unwrap(),
+            prepared.into_stored(&link)
+        );
     }
 
     #[test]
@@ -1022,10 +989,13 @@ mod tests {
             document_id: "d-1".to_owned(),
             client_id: "a".to_owned(),
             header: json!({}),
-            payload: HashedPayload::new(Bytes::from_static(b"x")),
+            payload: Bytes::from_static(b"x"),
             payload_type: String::new(),
         };
-        assert_eq!(store.append(entry).await.unwrap().timestamp_ms, ahead_ms);
+        assert_eq!(
+            store.append(entry.prepare()).await.unwrap().timestamp_ms,
+            ahead_ms
+        );
     }
 
     /// Storage that fails every write and sync while `failing` is set, like a disk gone bad.
@@ -1088,10 +1058,10 @@ mod tests {
             document_id: "d-1".to_owned(),
             client_id: "a".to_owned(),
             header: json!({}),
-            payload: HashedPayload::new(Bytes::from_static(b"x")),
+            payload: Bytes::from_static(b"x"),
             payload_type: String::new(),
         };
-        let result = store.append(entry).await;
+        let result = store.append(entry.prepare()).await;
         assert!(matches!(result, Err(StoreError::Io(_))), "{result:?}");
         assert_eq!(store.commits(), 1, "only the creation committed");
         assert!(matches!(
@@ -1102,8 +1072,8 @@ mod tests {
 
     #[test]
     fn damaged_records_are_reported_as_corrupt() {
-        let entry = sample_entry();
-        let record = encode_entry(&entry, &chain::canonical_json(&entry.header));
+        let (prepared, link) = sample_entry();
+        let record = encode_entry(&prepared, &link);
         let truncated = &record[..record.len() - 1];
         let mut extended = record.clone();
         extended.push(0);

@@ -151,7 +151,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::chain::{self};
 use super::query::{self, SequenceRange};
 use super::{
-    now_ms, CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore,
+    now_ms, CreateOutcome, Entry, Order, Page, PageQuery, PreparedEntry, Process, ProcessStore,
     StoreError,
 };
 use committer::AppendRequest;
@@ -337,8 +337,7 @@ impl MongoStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn hand_to_committer(&self, entry: NewEntry) -> Result<Entry, StoreError> {
-        let prepared = PreparedEntry::new(entry)?;
+    async fn hand_to_committer(&self, prepared: PreparedEntry) -> Result<Entry, StoreError> {
         let (reply, done) = oneshot::channel();
         self.appends
             .send(AppendRequest { prepared, reply })
@@ -644,7 +643,7 @@ impl ProcessStore for MongoStore {
         Box::pin(async move { self.known_process(&pid).await })
     }
 
-    fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
+    fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
         Box::pin(self.hand_to_committer(entry))
     }
 
@@ -696,26 +695,6 @@ impl ProcessStore for MongoStore {
 enum Insert {
     Done,
     DuplicateKey,
-}
-
-/// An append with its canonical header computed once, before the retry loop (the payload comes
-/// with its digest).
-struct PreparedEntry {
-    entry: NewEntry,
-    canonical_header: String,
-}
-
-impl PreparedEntry {
-    fn new(entry: NewEntry) -> Result<Self, StoreError> {
-        // Canonical JSON is written from UTF-8 strings and ASCII, so this never fails; it is
-        // checked rather than assumed because the header is stored as a string.
-        let canonical_header = String::from_utf8(chain::canonical_json(&entry.header))
-            .map_err(|_| StoreError::Corrupt("canonical header JSON is not UTF-8".to_owned()))?;
-        Ok(Self {
-            canonical_header,
-            entry,
-        })
-    }
 }
 
 /// The state of a process's chain, as its `head` subdocument holds it.

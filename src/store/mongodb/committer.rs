@@ -21,12 +21,11 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{self, ChainHead, Link};
-use super::{
-    backoff, binary, classify, timed_out, to_i64, Collections, Entry, EntryDocument, Head,
-    ProcessDocument, StoreError, APPEND_QUEUE, DUPLICATE_KEY, PROCESSES,
-};
-use crate::store::PreparedEntry;
+use super::collections::{classify, timed_out, Collections, DUPLICATE_KEY, PROCESSES};
+use super::documents::{binary, to_i64, EntryDocument, Head, ProcessDocument};
+use super::{backoff, APPEND_QUEUE};
+use crate::store::chain::{self, ChainHead, Link};
+use crate::store::{Entry, PreparedEntry, StoreError};
 
 /// The most appends one batch takes.
 const MAX_BATCH_ENTRIES: usize = 512;
@@ -90,20 +89,7 @@ impl Pending {
 
     /// The entry document this append becomes as `link`.
     fn document(&self, link: &Link) -> Result<EntryDocument, StoreError> {
-        let prepared = &self.request.prepared;
-        let entry = prepared.entry();
-        Ok(EntryDocument {
-            document_id: entry.document_id.clone(),
-            pid: entry.pid.clone(),
-            sequence: to_i64(link.sequence)?,
-            timestamp: DateTime::from_millis(link.timestamp_ms),
-            client_id: entry.client_id.clone(),
-            payload_type: entry.payload_type.clone(),
-            header: prepared.canonical_header().to_owned(),
-            payload: binary(entry.payload.to_vec()),
-            entry_hash: binary(link.entry_hash.to_vec()),
-            chain_hash: binary(link.chain_hash.to_vec()),
-        })
+        EntryDocument::new(&self.request.prepared, link)
     }
 
     fn acknowledge(self, link: &Link) {

@@ -253,7 +253,7 @@ pub struct LinkFields<'a> {
 /// The link an append adds after `head`, whose latest entry is stamped `head_timestamp_ms`: the
 /// next sequence number, a timestamp of `now_ms` but never before the head's (so that a time
 /// range is a run of sequence numbers), and both hashes. `None` once sequence numbers run out.
-/// Every backend appends through this (by way of [`append_link`]), so that all compute the same
+/// Every backend appends through this (by way of `append_link`), so that all compute the same
 /// chain.
 pub fn next_link(
     head: &ChainHead,

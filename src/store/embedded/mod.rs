@@ -193,6 +193,19 @@ mod tests {
     use super::*;
     use crate::store::{now_ms, NewEntry};
 
+    /// A minimal entry for `pid`, by owner `a`, prepared.
+    pub(super) fn one_byte_entry(pid: &str) -> PreparedEntry {
+        NewEntry {
+            pid: pid.to_owned(),
+            document_id: "d-1".to_owned(),
+            client_id: "a".to_owned(),
+            header: json!({}),
+            payload: Bytes::from_static(b"x"),
+            payload_type: String::new(),
+        }
+        .prepare()
+    }
+
     #[tokio::test]
     async fn timestamps_never_go_back_when_the_clock_does() {
         let dir = tempfile::tempdir().unwrap();
@@ -210,17 +223,7 @@ mod tests {
         }
         transaction.commit().unwrap();
 
-        let entry = NewEntry {
-            pid: "p-1".to_owned(),
-            document_id: "d-1".to_owned(),
-            client_id: "a".to_owned(),
-            header: json!({}),
-            payload: Bytes::from_static(b"x"),
-            payload_type: String::new(),
-        };
-        assert_eq!(
-            store.append(entry.prepare()).await.unwrap().timestamp_ms,
-            ahead_ms
-        );
+        let appended = store.append(one_byte_entry("p-1")).await.unwrap();
+        assert_eq!(appended.timestamp_ms, ahead_ms);
     }
 }

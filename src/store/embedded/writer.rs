@@ -435,12 +435,10 @@ fn write_entry(
 mod tests {
     use std::io;
 
-    use bytes::Bytes;
-    use serde_json::json;
-
     use super::*;
+    use crate::store::embedded::tests::one_byte_entry;
     use crate::store::embedded::EmbeddedStore;
-    use crate::store::{NewEntry, ProcessStore};
+    use crate::store::ProcessStore;
 
     /// Storage that fails every write and sync while `failing` is set, like a disk gone bad.
     #[derive(Debug)]
@@ -497,15 +495,7 @@ mod tests {
         store.ping().await.unwrap();
 
         failing.store(true, Ordering::Relaxed);
-        let entry = NewEntry {
-            pid: "p-1".to_owned(),
-            document_id: "d-1".to_owned(),
-            client_id: "a".to_owned(),
-            header: json!({}),
-            payload: Bytes::from_static(b"x"),
-            payload_type: String::new(),
-        };
-        let result = store.append(entry.prepare()).await;
+        let result = store.append(one_byte_entry("p-1")).await;
         assert!(matches!(result, Err(StoreError::Io(_))), "{result:?}");
         assert_eq!(store.commits(), 1, "only the creation committed");
         assert!(matches!(

@@ -8,14 +8,14 @@
 //! compare-and-swap on the process head that only moves it forward over an entry that is stored.
 //!
 //! - this file: the store, its configuration, and the protocol below;
-//! - [`documents`]: the process and entry documents, and how they encode and decode;
-//! - [`collections`]: connecting, the indexes, and every bounded read and write;
-//! - [`committer`]: the task that runs the append protocol for one instance;
-//! - [`usage`]: the quota counters.
+//! - `documents`: the process and entry documents, and how they encode and decode;
+//! - `collections`: connecting, the indexes, and every bounded read and write;
+//! - `committer`: the task that runs the append protocol for one instance;
+//! - `usage`: the quota counters.
 //!
 //! # Appending
 //!
-//! Each instance appends through one task, its *committer* ([`committer`]), which takes every
+//! Each instance appends through one task, its *committer* (`committer`), which takes every
 //! append waiting at that moment (up to a batch limit) and commits them together, as the
 //! embedded store's writer thread does: an acknowledged write waits for the journal, so a
 //! write per append would make every append pay a disk sync and several round trips.
@@ -187,8 +187,7 @@ pub struct MongoStore {
 }
 
 impl MongoStore {
-    /// Connects and creates the indexes (which creates the collections); see
-    /// [`collections`]. Fails with
+    /// Connects and creates the indexes (which creates the collections). Fails with
     /// [`StoreError::Unavailable`] if the database cannot be reached within the timeout or the
     /// configuration is unusable.
     pub async fn connect(config: MongoConfig) -> Result<Self, StoreError> {

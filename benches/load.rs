@@ -43,8 +43,7 @@ use clearinghouse::idscp2::server::{Server, ServerConfig};
 use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
 use clearinghouse::store::{
-    EmbeddedStore, HashedPayload, MongoConfig, MongoStore, NewEntry, Order, PageQuery,
-    ProcessStore, UsageStore,
+    EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore, UsageStore,
 };
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
@@ -545,7 +544,7 @@ async fn prefill(
         return Ok(());
     }
     let header = RequestHeader::parse(&bench_header(MessageType::Log, None))?.stored_form();
-    let payload = HashedPayload::new(payload_of(payload_size));
+    let payload = payload_of(payload_size);
     let started = Instant::now();
     let missing = target - have;
     let done = AtomicU64::new(0);
@@ -562,7 +561,7 @@ async fn prefill(
             };
             let done = &done;
             async move {
-                let result = store.append(entry).await;
+                let result = store.append(entry.prepare()).await;
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(100_000) {
                     eprintln!(

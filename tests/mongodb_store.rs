@@ -17,8 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clearinghouse::store::chain::{self, verify_chain, EntryFields};
 use clearinghouse::store::{
-    CreateOutcome, Entry, HashedPayload, MongoConfig, MongoStore, NewEntry, PageQuery,
-    ProcessStore, StoreError,
+    CreateOutcome, Entry, MongoConfig, MongoStore, NewEntry, PageQuery, ProcessStore, StoreError,
 };
 use futures::future::join_all;
 use mongodb::bson::spec::BinarySubtype;
@@ -36,7 +35,7 @@ fn new_entry(pid: &str, n: u64) -> NewEntry {
         document_id: uuid::Uuid::new_v4().to_string(),
         client_id: "client-a".to_owned(),
         header: json!({"@type": "ids:LogMessage", "n": n}),
-        payload: HashedPayload::new(Bytes::from(format!("entry {n} of {pid}"))),
+        payload: Bytes::from(format!("entry {n} of {pid}")),
         payload_type: "text/plain".to_owned(),
     }
 }
@@ -137,7 +136,9 @@ async fn two_instances_appending_to_one_process_keep_one_gapless_chain() {
             tokio::spawn(async move {
                 let mut appended = Vec::new();
                 for n in 0..8 {
-                    let entry = store.append(new_entry("p-1", task as u64 * 100 + n)).await;
+                    let entry = store
+                        .append(new_entry("p-1", task as u64 * 100 + n).prepare())
+                        .await;
                     appended.push(entry.unwrap());
                 }
                 appended
@@ -174,8 +175,8 @@ async fn an_entry_left_behind_by_a_crashed_writer_is_adopted_by_the_next_append(
     let store = database.instance().await;
     create(&*store, "p-1").await;
     let before = vec![
-        store.append(new_entry("p-1", 1)).await.unwrap(),
-        store.append(new_entry("p-1", 2)).await.unwrap(),
+        store.append(new_entry("p-1", 1).prepare()).await.unwrap(),
+        store.append(new_entry("p-1", 2).prepare()).await.unwrap(),
     ];
     let (orphan, document) = orphan_after(&before[1], before[1].chain_hash);
     plant(&database.raw().await, document).await;
@@ -197,13 +198,13 @@ async fn an_entry_left_behind_by_a_crashed_writer_is_adopted_by_the_next_append(
     let mut reused = new_entry("p-1", 3);
     reused.document_id = orphan.document_id.clone();
     assert!(matches!(
-        store.append(reused).await,
+        store.append(reused.prepare()).await,
         Err(StoreError::DuplicateDocument(_))
     ));
 
     // Another instance's next append moves the head over it and chains after it.
     let other = database.instance().await;
-    let next = other.append(new_entry("p-1", 4)).await.unwrap();
+    let next = other.append(new_entry("p-1", 4).prepare()).await.unwrap();
     assert_eq!(next.sequence, 4);
     assert_eq!(
         next.chain_hash,
@@ -226,7 +227,7 @@ async fn a_run_of_entries_left_behind_by_a_crashed_batch_is_adopted_by_the_next_
     };
     let store = database.instance().await;
     create(&*store, "p-1").await;
-    let first = store.append(new_entry("p-1", 1)).await.unwrap();
+    let first = store.append(new_entry("p-1", 1).prepare()).await.unwrap();
     // A writer that stored three entries with one insert and died before moving the head.
     let raw = database.raw().await;
     let mut orphans: Vec<Entry> = Vec::new();
@@ -242,7 +243,7 @@ async fn a_run_of_entries_left_behind_by_a_crashed_batch_is_adopted_by_the_next_
     );
 
     let other = database.instance().await;
-    let next = other.append(new_entry("p-1", 2)).await.unwrap();
+    let next = other.append(new_entry("p-1", 2).prepare()).await.unwrap();
     assert_eq!(next.sequence, 5);
     assert_eq!(
         next.chain_hash,
@@ -261,12 +262,12 @@ async fn an_entry_after_the_head_that_does_not_chain_onto_it_is_never_adopted() 
     };
     let store = database.instance().await;
     create(&*store, "p-1").await;
-    let first = store.append(new_entry("p-1", 1)).await.unwrap();
+    let first = store.append(new_entry("p-1", 1).prepare()).await.unwrap();
     // Chained onto the genesis hash instead of entry 1: written by someone who is no writer.
     let (_, document) = orphan_after(&first, chain::genesis_hash("p-1"));
     plant(&database.raw().await, document).await;
 
-    match store.append(new_entry("p-1", 2)).await {
+    match store.append(new_entry("p-1", 2).prepare()).await {
         Err(StoreError::Corrupt(detail)) => assert!(detail.contains("p-1/2"), "{detail}"),
         other => panic!("expected Corrupt, got {other:?}"),
     }
@@ -283,20 +284,20 @@ async fn an_append_that_keeps_losing_its_sequence_gives_up_with_conflict() {
     config.max_append_attempts = 1;
     let store = MongoStore::connect(config).await.unwrap();
     create(&store, "p-1").await;
-    let first = store.append(new_entry("p-1", 1)).await.unwrap();
+    let first = store.append(new_entry("p-1", 1).prepare()).await.unwrap();
     // Sequence 2 is taken behind the head's back, so the one attempt allowed loses it.
     let (orphan, document) = orphan_after(&first, first.chain_hash);
     plant(&database.raw().await, document).await;
 
     let asked = new_entry("p-1", 2);
-    match store.append(asked.clone()).await {
+    match store.append(asked.clone().prepare()).await {
         Err(StoreError::Conflict(_)) => {}
         other => panic!("expected Conflict, got {other:?}"),
     }
     // Losing moved the head over the entry that won, and stored nothing of its own.
     assert_eq!(all_entries(&store, "p-1").await, [first, orphan]);
     assert_eq!(store.entry("p-1", &asked.document_id).await.unwrap(), None);
-    assert_eq!(store.append(asked).await.unwrap().sequence, 3);
+    assert_eq!(store.append(asked.prepare()).await.unwrap().sequence, 3);
     database.drop_database().await;
 }
 
@@ -310,7 +311,7 @@ async fn timestamps_never_go_back_when_the_clock_does() {
     // Date the head an hour ahead, as if this instance's clock (or another instance's) were an
     // hour behind the one that wrote the latest entry.
     let ahead_ms = store
-        .append(new_entry("p-1", 1))
+        .append(new_entry("p-1", 1).prepare())
         .await
         .unwrap()
         .timestamp_ms
@@ -330,7 +331,7 @@ async fn timestamps_never_go_back_when_the_clock_does() {
     // Another instance appends next: this one keeps the head it wrote, and only an entry moves
     // a head, so it would never see the change made behind its back.
     let other = database.instance().await;
-    let next = other.append(new_entry("p-1", 2)).await.unwrap();
+    let next = other.append(new_entry("p-1", 2).prepare()).await.unwrap();
     assert_eq!(next.timestamp_ms, ahead_ms);
     assert_eq!(
         verify_chain("p-1", all_entries(&*store, "p-1").await)
@@ -348,7 +349,7 @@ async fn strings_from_clients_never_become_query_operators() {
     };
     let store = database.instance().await;
     create(&*store, "p-1").await;
-    store.append(new_entry("p-1", 1)).await.unwrap();
+    store.append(new_entry("p-1", 1).prepare()).await.unwrap();
 
     // Would match every pid, owner or entry if they were taken as query documents.
     let operator_pid = r#"{"$gt": ""}"#;
@@ -356,7 +357,7 @@ async fn strings_from_clients_never_become_query_operators() {
     assert_eq!(store.process(operator_pid).await.unwrap(), None);
     assert!(store.processes_of(operator_owner).await.unwrap().is_empty());
     assert!(matches!(
-        store.append(new_entry(operator_pid, 1)).await,
+        store.append(new_entry(operator_pid, 1).prepare()).await,
         Err(StoreError::UnknownProcess(_))
     ));
     assert!(matches!(
@@ -383,7 +384,7 @@ async fn strings_from_clients_never_become_query_operators() {
     asked.document_id = r#"{"$exists": true}"#.to_owned();
     asked.client_id = "$client.id".to_owned();
     asked.header = header.clone();
-    let stored = store.append(asked).await.unwrap();
+    let stored = store.append(asked.prepare()).await.unwrap();
     assert_eq!(stored.header, header);
     assert_eq!(stored.sequence, 1);
 
@@ -413,8 +414,8 @@ async fn strings_from_clients_never_become_query_operators() {
     let path_pid = "$_id";
     create(&*store, path_pid).await;
     let (on_path_pid, on_p1) = futures::join!(
-        store.append(new_entry(path_pid, 2)),
-        store.append(new_entry("p-1", 2))
+        store.append(new_entry(path_pid, 2).prepare()),
+        store.append(new_entry("p-1", 2).prepare())
     );
     assert_eq!(on_path_pid.unwrap().sequence, 1);
     assert_eq!(on_p1.unwrap().sequence, 2);
@@ -458,7 +459,7 @@ async fn appends_fail_fast_while_the_database_is_gone_and_work_again_when_it_is_
             let killed = Arc::clone(&killed);
             tokio::spawn(async move {
                 for n in writer * 1_000_000.. {
-                    match store.append(new_entry("p-1", n)).await {
+                    match store.append(new_entry("p-1", n).prepare()).await {
                         Ok(entry) => acknowledged.lock().unwrap().push(entry),
                         Err(StoreError::Unavailable(_)) if killed.load(Ordering::SeqCst) => {
                             return Ok(());
@@ -493,7 +494,7 @@ async fn appends_fail_fast_while_the_database_is_gone_and_work_again_when_it_is_
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
-        store.append(new_entry("p-1", 0)).await,
+        store.append(new_entry("p-1", 0).prepare()).await,
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
@@ -512,7 +513,7 @@ async fn appends_fail_fast_while_the_database_is_gone_and_work_again_when_it_is_
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(recovered, "ping kept failing after the database came back");
-    let after = store.append(new_entry("p-1", 1)).await.unwrap();
+    let after = store.append(new_entry("p-1", 1).prepare()).await.unwrap();
 
     // Nothing acknowledged was lost, and the chain holds (entries whose append failed may be
     // in it too: they were written but not acknowledged).

@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clearinghouse::store::chain::{self, verify_chain, ChainHead};
 use clearinghouse::store::{
-    CreateOutcome, EmbeddedStore, Entry, HashedPayload, MongoConfig, MongoStore, NewEntry, Order,
-    PageQuery, ProcessStore, StoreError,
+    CreateOutcome, EmbeddedStore, Entry, MongoConfig, MongoStore, NewEntry, Order, PageQuery,
+    ProcessStore, StoreError,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -181,7 +181,7 @@ fn new_entry(pid: &str, client_id: &str, n: u64) -> NewEntry {
             // A double that a careless JSON round trip changes in its last bit.
             "x-ratio": 1.0715660391465826e-75,
         }),
-        payload: HashedPayload::new(Bytes::from(format!("entry {n} of {pid}"))),
+        payload: Bytes::from(format!("entry {n} of {pid}")),
         payload_type: "text/plain".to_owned(),
     }
 }
@@ -200,7 +200,12 @@ async fn create(store: &dyn ProcessStore, pid: &str, owner_names: &[&str]) {
 async fn append_many(store: &dyn ProcessStore, pid: &str, count: u64) -> Vec<Entry> {
     let mut entries = Vec::new();
     for n in 1..=count {
-        entries.push(store.append(new_entry(pid, "client-a", n)).await.unwrap());
+        entries.push(
+            store
+                .append(new_entry(pid, "client-a", n).prepare())
+                .await
+                .unwrap(),
+        );
     }
     entries
 }
@@ -263,7 +268,10 @@ mod contract {
 
     pub async fn append_to_an_unknown_process_fails(harness: &mut impl Harness) {
         let store = harness.store();
-        match store.append(new_entry("nobody", "client-a", 1)).await {
+        match store
+            .append(new_entry("nobody", "client-a", 1).prepare())
+            .await
+        {
             Err(StoreError::UnknownProcess(pid)) => assert_eq!(pid, "nobody"),
             other => panic!("expected UnknownProcess, got {other:?}"),
         }
@@ -279,13 +287,13 @@ mod contract {
         let mut previous_ms = created_at;
         for n in 1..=5 {
             let asked = new_entry("p-1", "client-a", n);
-            let stored = store.append(asked.clone()).await.unwrap();
+            let stored = store.append(asked.clone().prepare()).await.unwrap();
             assert_eq!(stored.sequence, n);
             assert_eq!(stored.pid, asked.pid);
             assert_eq!(stored.document_id, asked.document_id);
             assert_eq!(stored.client_id, asked.client_id);
             assert_eq!(stored.header, asked.header);
-            assert_eq!(&stored.payload, asked.payload.bytes());
+            assert_eq!(stored.payload, asked.payload);
             assert_eq!(stored.payload_type, asked.payload_type);
             assert_eq!(stored.entry_hash, chain::entry_hash(&stored));
             assert!(stored.timestamp_ms >= previous_ms, "timestamps went back");
@@ -341,12 +349,15 @@ mod contract {
         let store = harness.store();
         create(&*store, "p-1", &["client-a"]).await;
         create(&*store, "p-2", &["client-a"]).await;
-        let first = store.append(new_entry("p-1", "client-a", 1)).await.unwrap();
+        let first = store
+            .append(new_entry("p-1", "client-a", 1).prepare())
+            .await
+            .unwrap();
 
         for pid in ["p-1", "p-2"] {
             let mut again = new_entry(pid, "client-a", 2);
             again.document_id = first.document_id.clone();
-            match store.append(again).await {
+            match store.append(again.prepare()).await {
                 Err(StoreError::DuplicateDocument(id)) => assert_eq!(id, first.document_id),
                 other => panic!("expected DuplicateDocument, got {other:?}"),
             }
@@ -356,7 +367,10 @@ mod contract {
             Some(first)
         );
         assert!(all_entries(&*store, "p-2").await.is_empty());
-        let next = store.append(new_entry("p-1", "client-a", 3)).await.unwrap();
+        let next = store
+            .append(new_entry("p-1", "client-a", 3).prepare())
+            .await
+            .unwrap();
         assert_eq!(next.sequence, 2);
         verify_chain("p-1", all_entries(&*store, "p-1").await).unwrap();
     }
@@ -367,7 +381,7 @@ mod contract {
         // Issued together, so that a batching backend is likely to put them in one batch.
         let results = join_all((1..=20).map(|n| {
             let pid = if n % 2 == 0 { "p-1" } else { "nobody" };
-            store.append(new_entry(pid, "client-a", n))
+            store.append(new_entry(pid, "client-a", n).prepare())
         }))
         .await;
         for (index, result) in results.into_iter().enumerate() {
@@ -387,7 +401,10 @@ mod contract {
         let store = harness.store();
         create(&*store, "p-1", &["client-a"]).await;
         create(&*store, "p-2", &["client-a"]).await;
-        let first = store.append(new_entry("p-1", "client-a", 0)).await.unwrap();
+        let first = store
+            .append(new_entry("p-1", "client-a", 0).prepare())
+            .await
+            .unwrap();
         // Issued together, so that a batching backend is likely to put them in one batch, with
         // the reused id in the middle of it.
         let results = join_all((1..=20).map(|n| {
@@ -396,7 +413,7 @@ mod contract {
             if n == 10 {
                 entry.document_id = first.document_id.clone();
             }
-            store.append(entry)
+            store.append(entry.prepare())
         }))
         .await;
         for (n, result) in (1..).zip(results) {
@@ -422,8 +439,8 @@ mod contract {
         create(&*store, "p-1", &["client-a"]).await;
         for n in 1..=10 {
             let mut entry = new_entry("p-1", "client-a", n);
-            entry.payload = HashedPayload::new(Bytes::from(vec![b'x'; 1000]));
-            store.append(entry).await.unwrap();
+            entry.payload = Bytes::from(vec![b'x'; 1000]);
+            store.append(entry.prepare()).await.unwrap();
         }
         let budgeted = |size: u64, order: Order, max_bytes: usize| PageQuery {
             max_bytes,
@@ -512,7 +529,12 @@ mod contract {
         for n in 1..=5 {
             // Apart by more than a millisecond, so that every entry has its own timestamp.
             tokio::time::sleep(Duration::from_millis(3)).await;
-            appended.push(store.append(new_entry("p-1", "client-a", n)).await.unwrap());
+            appended.push(
+                store
+                    .append(new_entry("p-1", "client-a", n).prepare())
+                    .await
+                    .unwrap(),
+            );
         }
         let ts: Vec<i64> = appended.iter().map(|entry| entry.timestamp_ms).collect();
         assert!(ts.windows(2).all(|pair| pair[0] < pair[1]), "{ts:?}");
@@ -572,7 +594,11 @@ mod contract {
         let tasks: Vec<_> = (1..=32)
             .map(|n| {
                 let store = Arc::clone(&store);
-                tokio::spawn(async move { store.append(new_entry("p-1", "client-a", n)).await })
+                tokio::spawn(async move {
+                    store
+                        .append(new_entry("p-1", "client-a", n).prepare())
+                        .await
+                })
             })
             .collect();
         let mut assigned = Vec::new();
@@ -601,9 +627,11 @@ mod contract {
             .map(|n| {
                 let store = Arc::clone(&store);
                 let pid = pids[n % pids.len()];
-                tokio::spawn(
-                    async move { store.append(new_entry(pid, "client-a", n as u64)).await },
-                )
+                tokio::spawn(async move {
+                    store
+                        .append(new_entry(pid, "client-a", n as u64).prepare())
+                        .await
+                })
             })
             .collect();
         for task in tasks {
@@ -642,7 +670,10 @@ mod contract {
             Some(last)
         );
 
-        let next = store.append(new_entry("p-1", "client-a", 4)).await.unwrap();
+        let next = store
+            .append(new_entry("p-1", "client-a", 4).prepare())
+            .await
+            .unwrap();
         assert_eq!(next.sequence, 4);
         assert!(next.timestamp_ms >= last.timestamp_ms);
         assert_eq!(
@@ -672,7 +703,9 @@ async fn embedded_group_commit_batches_concurrent_appends() {
             let barrier = Arc::clone(&barrier);
             tokio::spawn(async move {
                 barrier.wait().await;
-                store.append(new_entry("p-1", "client-a", n)).await
+                store
+                    .append(new_entry("p-1", "client-a", n).prepare())
+                    .await
             })
         })
         .collect();

@@ -28,12 +28,6 @@ impl ClearingHouse {
         let size = payload.len();
         let reservation = self.quotas.reserve_bytes(caller.client_id(), size as u64)?;
         self.ensure_owner(&pid, caller.client_id()).await?;
-        let payload = self
-            .offload
-            .hash_payload(payload)
-            .await
-            .map_err(ClearingError::NotCompleted)?;
-        let payload_hash = payload_hash_claim(payload.sha256());
         let entry = NewEntry {
             pid: pid.to_string(),
             document_id: Uuid::new_v4().to_string(),
@@ -42,6 +36,12 @@ impl ClearingHouse {
             payload,
             payload_type,
         };
+        let entry = self
+            .offload
+            .prepare_entry(entry)
+            .await
+            .map_err(ClearingError::NotCompleted)?;
+        let payload_hash = payload_hash_claim(entry.payload_sha256());
         let entry = self.store.append(entry).await?;
         reservation.keep();
         let claims = ReceiptClaims {

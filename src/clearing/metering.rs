@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 
 use crate::ids::MessageType;
 use crate::store::{
-    CreateOutcome, Entry, NewEntry, Page, PageQuery, Process, ProcessStore, StoreError,
+    CreateOutcome, Entry, Page, PageQuery, PreparedEntry, Process, ProcessStore, StoreError,
 };
 
 pub(super) fn message_type(message_type: &MessageType) -> &'static str {
@@ -70,7 +70,7 @@ impl ProcessStore for MeteredStore {
         timed("process", self.0.process(pid))
     }
 
-    fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
+    fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
         timed("append", self.0.append(entry))
     }
 

@@ -48,7 +48,7 @@ use crate::receipt::ReceiptSigner;
 use crate::store::ProcessStore;
 use error::ClearingError;
 
-pub use offload::{Offload, OffloadError, INLINE_HASH_LIMIT};
+pub use offload::{Offload, OffloadError};
 pub use query::entry_document;
 pub use quota::Quotas;
 pub use request::{Caller, Outcome, ReplyKind};

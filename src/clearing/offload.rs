@@ -1,29 +1,27 @@
 //! CPU-heavy work of a request, done off the tokio worker threads.
 //!
 //! A tokio worker runs the tasks of many connections in turn, so whatever keeps it busy holds up
-//! all of them: hashing a payload of a few MiB takes milliseconds, an RSA receipt signature about
-//! half of one. Such work runs on a few threads of our own, one per core ([`Offload`]), fed
-//! through a bounded queue: a burst of it waits in the queue while the requests' tasks yield,
-//! instead of growing threads. Work that costs less than handing it over stays inline: payloads
-//! below [`INLINE_HASH_LIMIT`], and ES256 and EdDSA signatures (BENCHMARKS.md, "CPU work off the
-//! async workers", has the measurements behind both choices).
+//! all of them: preparing an entry with a payload of a few MiB (hashing it, see
+//! [`crate::store::PreparedEntry`]) takes milliseconds, an RSA receipt signature about half of
+//! one. Such work runs on a few threads of our own, one per core ([`Offload`]), fed through a
+//! bounded queue: a burst of it waits in the queue while the requests' tasks yield, instead of
+//! growing threads. Work that costs less than handing it over stays inline: entries whose payload
+//! is below [`INLINE_PREPARATION_LIMIT`](crate::store::INLINE_PREPARATION_LIMIT), and ES256 and
+//! EdDSA signatures (BENCHMARKS.md, "CPU work off the async workers", has the measurements behind
+//! both choices).
 //!
-//! Metric: `clearinghouse_offloaded_total{work}`, `work` being `payload_hash` or
+//! Metric: `clearinghouse_offloaded_total{work}`, `work` being `payload_hash` (an entry
+//! prepared, which is mostly hashing its payload; the label is kept for existing dashboards) or
 //! `receipt_signature`, counted on the offload thread once the work is done.
 
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::receipt::{ReceiptAlgorithm, ReceiptClaims, ReceiptError, ReceiptSigner};
-use crate::store::HashedPayload;
-
-/// Payloads at least this large are hashed on an offload thread; smaller ones inline, where
-/// hashing costs less than the hand-over.
-pub const INLINE_HASH_LIMIT: usize = 64 * 1024;
+use crate::store::{NewEntry, PreparedEntry};
 
 /// Work waiting for a thread. Every request holds at most one, so this is only reached with more
 /// requests in flight than a server has connections by default.
@@ -99,13 +97,13 @@ impl Offload {
         result.await.map_err(|_| OffloadError::Lost(work))
     }
 
-    /// The payload with its SHA-256, computed here or on an offload thread by its size.
-    pub async fn hash_payload(&self, payload: Bytes) -> Result<HashedPayload, OffloadError> {
-        if payload.len() < INLINE_HASH_LIMIT {
-            return Ok(HashedPayload::new(payload));
+    /// The entry prepared for the store (payload hashed, header canonicalized), here or on an
+    /// offload thread as [`NewEntry::prepares_inline`] says.
+    pub async fn prepare_entry(&self, entry: NewEntry) -> Result<PreparedEntry, OffloadError> {
+        if entry.prepares_inline() {
+            return Ok(entry.prepare());
         }
-        self.run("payload_hash", move || HashedPayload::new(payload))
-            .await
+        self.run("payload_hash", move || entry.prepare()).await
     }
 
     /// A receipt JWT: RSA signatures on an offload thread, the cheap ones inline.

@@ -49,7 +49,7 @@
 use ring::digest::{self, Context, SHA256};
 use serde_json::{Number, Value};
 
-use super::Entry;
+use super::{now_ms, Entry, PreparedEntry, StoreError};
 
 const ENTRY_TAG: &[u8] = b"clearinghouse-entry-v1";
 const CHAIN_TAG: &[u8] = b"clearinghouse-chain-v1";
@@ -130,79 +130,90 @@ pub fn chain_hash(previous: &[u8; 32], entry_hash: &[u8; 32]) -> [u8; 32] {
 /// Keys are sorted here rather than relying on serde_json's map order, which turns into
 /// insertion order as soon as any crate in the build enables its `preserve_order` feature.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
+    canonical_json_string(value).into_bytes()
+}
+
+/// [`canonical_json`] as the text it is: it is written from UTF-8 strings and ASCII only, so a
+/// store that keeps it as a string (MongoDB) needs no check that could fail.
+pub fn canonical_json_string(value: &Value) -> String {
+    let mut out = String::new();
     write_canonical(value, &mut out);
     out
 }
 
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+fn write_canonical(value: &Value, out: &mut String) {
     match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
         Value::Number(number) => write_number(number, out),
         Value::String(text) => write_string(text, out),
         Value::Array(items) => {
-            out.push(b'[');
+            out.push('[');
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(b',');
+                    out.push(',');
                 }
                 write_canonical(item, out);
             }
-            out.push(b']');
+            out.push(']');
         }
         Value::Object(members) => {
             let mut members: Vec<(&String, &Value)> = members.iter().collect();
             members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
+            out.push('{');
             for (index, (key, member)) in members.into_iter().enumerate() {
                 if index > 0 {
-                    out.push(b',');
+                    out.push(',');
                 }
                 write_string(key, out);
-                out.push(b':');
+                out.push(':');
                 write_canonical(member, out);
             }
-            out.push(b'}');
+            out.push('}');
         }
     }
 }
 
-fn write_number(number: &Number, out: &mut Vec<u8>) {
-    let written = match number.as_f64() {
-        Some(float) if number.is_f64() => format!("{float:e}"),
+fn write_number(number: &Number, out: &mut String) {
+    match number.as_f64() {
+        Some(float) if number.is_f64() => out.push_str(&format!("{float:e}")),
         // Integers, which serde_json writes in plain decimal.
-        _ => number.to_string(),
-    };
-    out.extend_from_slice(written.as_bytes());
+        _ => out.push_str(&number.to_string()),
+    }
 }
 
-fn write_string(text: &str, out: &mut Vec<u8>) {
+fn write_string(text: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    for &byte in text.as_bytes() {
-        // Bytes of multi-byte UTF-8 sequences are all >= 0x80 and pass through unchanged.
-        match byte {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            0x00..=0x1f => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0x0f)],
-            ]),
-            _ => out.push(byte),
+    out.push('"');
+    // Runs of bytes that need no escape are copied as they are. Every escaped byte is ASCII, and
+    // bytes of multi-byte UTF-8 sequences are all >= 0x80, so each run is whole characters.
+    let mut unescaped = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            0x08 => Some("\\b"),
+            b'\t' => Some("\\t"),
+            b'\n' => Some("\\n"),
+            0x0c => Some("\\f"),
+            b'\r' => Some("\\r"),
+            0x00..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&text[unescaped..index]);
+        unescaped = index + 1;
+        match escape {
+            Some(escape) => out.push_str(escape),
+            None => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+            }
         }
     }
-    out.push(b'"');
+    out.push_str(&text[unescaped..]);
+    out.push('"');
 }
 
 fn to_array(digest: digest::Digest) -> [u8; 32] {
@@ -239,25 +250,11 @@ pub struct LinkFields<'a> {
     pub canonical_header: &'a [u8],
 }
 
-impl<'a> LinkFields<'a> {
-    /// The fields of `entry` (whose payload carries its digest), with its canonical header
-    /// already computed.
-    pub fn of(entry: &'a super::NewEntry, canonical_header: &'a [u8]) -> Self {
-        LinkFields {
-            pid: &entry.pid,
-            document_id: &entry.document_id,
-            client_id: &entry.client_id,
-            payload_type: &entry.payload_type,
-            payload_hash: entry.payload.sha256(),
-            canonical_header,
-        }
-    }
-}
-
 /// The link an append adds after `head`, whose latest entry is stamped `head_timestamp_ms`: the
 /// next sequence number, a timestamp of `now_ms` but never before the head's (so that a time
 /// range is a run of sequence numbers), and both hashes. `None` once sequence numbers run out.
-/// Every backend appends through this, so that all compute the same chain.
+/// Every backend appends through this (by way of `append_link`), so that all compute the same
+/// chain.
 pub fn next_link(
     head: &ChainHead,
     head_timestamp_ms: i64,
@@ -282,6 +279,25 @@ pub fn next_link(
         timestamp_ms,
         entry_hash,
         chain_hash: chain_hash(&head.chain_hash, &entry_hash),
+    })
+}
+
+/// The link `entry` adds to its process after `head`, whose latest entry (or, before the first
+/// one, the process's creation) is stamped `head_timestamp_ms`: [`next_link`], dated now.
+///
+/// Both backends append through this, while they hold whatever serializes their appends (the
+/// embedded writer thread, the MongoDB committer), so that they compute the same chain from the
+/// same prepared fields and refuse an exhausted process the same way.
+pub(crate) fn append_link(
+    head: &ChainHead,
+    head_timestamp_ms: i64,
+    entry: &PreparedEntry,
+) -> Result<Link, StoreError> {
+    next_link(head, head_timestamp_ms, now_ms(), entry.link_fields()).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "process {} has no sequence numbers left",
+            entry.entry().pid
+        ))
     })
 }
 
@@ -571,6 +587,92 @@ mod tests {
             .collect();
         let value = Value::String(text);
         assert_eq!(canonical_json(&value), serde_json::to_vec(&value).unwrap());
+    }
+
+    /// The chain `append_link` computes for three entries, against hashes recorded from the
+    /// code both backends appended with before it existed (`next_link` over
+    /// `LinkFields::of(entry, canonical_json(header))`), so that existing stores and exports
+    /// go on verifying. The head is dated in 2100, which fixes every entry's timestamp.
+    #[test]
+    fn append_link_chains_as_the_backends_did_before() {
+        let recorded = [
+            (
+                "7d254b89b0313cb306c91a837cddd7df4504aad42adb791d7fecd98aa6eeef53",
+                "5359e4c940c0fd92435183a78dfb3496f208c04214fc0fa5917e099697a18bac",
+            ),
+            (
+                "3c54d03de32223146791f1bb92e4137bb45f535fc6e71f651fe21a4c11659a8c",
+                "5f21a78272e3213c2bb3646956a55363bce7e4d2b6e2d574f12f1ff80e6de211",
+            ),
+            (
+                "8ec001c19ed03c9037ac2cd4a841645f2a593259c6389423f86a0fcdb7e13a64",
+                "b09634d720790031864e422155b338cf44d3e0710d614ba1063b446fcd68c66a",
+            ),
+        ];
+        let head_timestamp_ms = 4_102_444_800_000;
+        let mut head = ChainHead {
+            sequence: 0,
+            chain_hash: genesis_hash("p-vector"),
+        };
+        let mut stored = Vec::new();
+        for (n, (entry_hash, chain_hash)) in (1u64..).zip(recorded) {
+            let prepared = crate::store::NewEntry {
+                pid: "p-vector".to_owned(),
+                document_id: format!("doc-{n}"),
+                client_id: "client-a".to_owned(),
+                header: json!({
+                    "@type": "ids:LogMessage",
+                    "n": n,
+                    "x-ratio": 1.0715660391465826e-75,
+                    "note": "tab\there \"q\" é\u{1}",
+                }),
+                payload: Bytes::from(format!("payload {n}")),
+                payload_type: "text/plain".to_owned(),
+            }
+            .prepare();
+            let link = append_link(&head, head_timestamp_ms, &prepared).unwrap();
+            assert_eq!(
+                (
+                    link.sequence,
+                    link.timestamp_ms,
+                    hex::encode(link.entry_hash),
+                    hex::encode(link.chain_hash)
+                ),
+                (
+                    n,
+                    head_timestamp_ms,
+                    entry_hash.to_owned(),
+                    chain_hash.to_owned()
+                )
+            );
+            head = ChainHead {
+                sequence: link.sequence,
+                chain_hash: link.chain_hash,
+            };
+            stored.push(prepared.into_stored(&link));
+        }
+        assert_eq!(verify_chain("p-vector", stored), Ok(head));
+    }
+
+    #[test]
+    fn append_link_refuses_a_process_without_sequence_numbers_left() {
+        let prepared = crate::store::NewEntry {
+            pid: "p-full".to_owned(),
+            document_id: "d".to_owned(),
+            client_id: "c".to_owned(),
+            header: json!({}),
+            payload: Bytes::from_static(b"x"),
+            payload_type: String::new(),
+        }
+        .prepare();
+        let head = ChainHead {
+            sequence: u64::MAX,
+            chain_hash: [0; 32],
+        };
+        match append_link(&head, 0, &prepared) {
+            Err(StoreError::Corrupt(detail)) => assert!(detail.contains("p-full"), "{detail}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! backend.
 //!
 //! - [`chain`]: the canonical entry encoding, the hash chain, and an offline chain verifier.
+//! - `entry`: what a caller asks to log ([`NewEntry`]) and its one preparation
+//!   ([`PreparedEntry`]: payload hash and canonical header, computed once per request).
 //! - [`embedded`]: a single-file backend on redb with group commit.
 //! - [`mongodb`]: the production backend on MongoDB, shared by several clearing-house instances
 //!   (compare-and-swap on each process head, majority and journaled writes).
@@ -22,11 +24,13 @@ use futures::future::BoxFuture;
 
 pub mod chain;
 pub mod embedded;
+mod entry;
 pub mod mongodb;
 mod query;
 pub mod usage;
 
 pub use embedded::EmbeddedStore;
+pub use entry::{NewEntry, PreparedEntry, INLINE_PREPARATION_LIMIT};
 pub use mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
 pub use usage::{Usage, UsageStore};
 
@@ -42,61 +46,6 @@ pub struct Process {
     pub pid: String,
     pub owners: BTreeSet<String>,
     pub created_at_ms: i64,
-}
-
-/// What a caller asks to be logged; the store adds sequence, timestamp and hashes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEntry {
-    pub pid: String,
-    /// A UUID v4 chosen by the caller; unique across all processes.
-    pub document_id: String,
-    pub client_id: String,
-    /// The IDS JSON-LD header, already stripped of its tokens by the caller.
-    pub header: serde_json::Value,
-    pub payload: HashedPayload,
-    /// The payload's media type, `""` if none was given.
-    pub payload_type: String,
-}
-
-/// A payload and its SHA-256, computed once per request: the entry hash of the chain and the
-/// receipt's `payload_hash` claim both take it from here. The fields are private so that the
-/// digest cannot disagree with the bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashedPayload {
-    bytes: Bytes,
-    sha256: [u8; 32],
-}
-
-impl HashedPayload {
-    /// Hashes `bytes`: about a millisecond per MiB on a busy 2-core machine (BENCHMARKS.md), so
-    /// callers on an async worker hand large payloads to another thread first
-    /// (see `clearing::offload`).
-    pub fn new(bytes: Bytes) -> Self {
-        HashedPayload {
-            sha256: chain::payload_hash(&bytes),
-            bytes,
-        }
-    }
-
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    pub fn sha256(&self) -> &[u8; 32] {
-        &self.sha256
-    }
-
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
-    pub fn into_bytes(self) -> Bytes {
-        self.bytes
-    }
 }
 
 /// A stored log entry, as appended and as returned by every read.
@@ -218,11 +167,12 @@ pub trait ProcessStore: Send + Sync + 'static {
     /// Atomically: assigns the next sequence (1, 2, 3, ... no gaps per process), the timestamp
     /// (now in UTC ms, but never earlier than the process's previous entry, so that timestamps
     /// are non-decreasing with the sequence), computes entry_hash and chain_hash against the
-    /// current process head, and stores entry + new head together. Returns only once the entry
+    /// current process head (from the payload hash and canonical header `entry` was prepared
+    /// with, never computing them again), and stores entry + new head together. Returns only once the entry
     /// is durable. Fails with [`StoreError::UnknownProcess`] if the process does not exist and
     /// with [`StoreError::DuplicateDocument`] if the document id is already stored. If the future
     /// is dropped before it completes, the entry may or may not have been stored.
-    fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>>;
+    fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>>;
 
     /// The entry with this document id, if it belongs to `pid` (`None` when it belongs to
     /// another process, so that ids of other processes reveal nothing).

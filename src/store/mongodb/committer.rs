@@ -21,11 +21,11 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{self, ChainHead, Link, LinkFields};
-use super::{
-    backoff, binary, classify, now_ms, timed_out, to_i64, Collections, Entry, EntryDocument, Head,
-    PreparedEntry, ProcessDocument, StoreError, APPEND_QUEUE, DUPLICATE_KEY, PROCESSES,
-};
+use super::collections::{classify, timed_out, Collections, DUPLICATE_KEY, PROCESSES};
+use super::documents::{binary, to_i64, EntryDocument, Head, ProcessDocument};
+use super::{backoff, APPEND_QUEUE};
+use crate::store::chain::{self, ChainHead, Link};
+use crate::store::{Entry, PreparedEntry, StoreError};
 
 /// The most appends one batch takes.
 const MAX_BATCH_ENTRIES: usize = 512;
@@ -74,12 +74,12 @@ struct Pending {
 
 impl Pending {
     fn pid(&self) -> &str {
-        &self.request.prepared.entry.pid
+        &self.request.prepared.entry().pid
     }
 
     fn bytes(&self) -> usize {
         let prepared = &self.request.prepared;
-        prepared.entry.payload.len() + prepared.canonical_header.len()
+        prepared.entry().payload.len() + prepared.canonical_header().len()
     }
 
     fn answer(self, outcome: Result<Entry, StoreError>) {
@@ -89,42 +89,13 @@ impl Pending {
 
     /// The entry document this append becomes as `link`.
     fn document(&self, link: &Link) -> Result<EntryDocument, StoreError> {
-        let PreparedEntry {
-            entry,
-            canonical_header,
-            ..
-        } = &self.request.prepared;
-        Ok(EntryDocument {
-            document_id: entry.document_id.clone(),
-            pid: entry.pid.clone(),
-            sequence: to_i64(link.sequence)?,
-            timestamp: DateTime::from_millis(link.timestamp_ms),
-            client_id: entry.client_id.clone(),
-            payload_type: entry.payload_type.clone(),
-            header: canonical_header.clone(),
-            payload: binary(entry.payload.bytes().to_vec()),
-            entry_hash: binary(link.entry_hash.to_vec()),
-            chain_hash: binary(link.chain_hash.to_vec()),
-        })
+        EntryDocument::new(&self.request.prepared, link)
     }
 
     fn acknowledge(self, link: &Link) {
         let AppendRequest { prepared, reply } = self.request;
-        let entry = prepared.entry;
-        let stored = Entry {
-            pid: entry.pid,
-            sequence: link.sequence,
-            document_id: entry.document_id,
-            timestamp_ms: link.timestamp_ms,
-            client_id: entry.client_id,
-            header: entry.header,
-            payload: entry.payload.into_bytes(),
-            payload_type: entry.payload_type,
-            entry_hash: link.entry_hash,
-            chain_hash: link.chain_hash,
-        };
         // The caller may have given up meanwhile; the entry is stored all the same.
-        let _ = reply.send(Ok(stored));
+        let _ = reply.send(Ok(prepared.into_stored(link)));
     }
 }
 
@@ -194,22 +165,20 @@ impl Committer {
                 // `with_known_heads` answered it already; never here.
                 continue;
             };
-            let prepared = &append.request.prepared;
-            let link = chain::next_link(
-                &ChainHead {
-                    sequence: head.sequence,
-                    chain_hash: head.chain_hash,
-                },
+            let chain_head = ChainHead {
+                sequence: head.sequence,
+                chain_hash: head.chain_hash,
+            };
+            let link = match chain::append_link(
+                &chain_head,
                 head.timestamp_ms,
-                now_ms(),
-                LinkFields::of(&prepared.entry, prepared.canonical_header.as_bytes()),
-            );
-            let Some(link) = link else {
-                let pid = append.pid().to_owned();
-                append.answer(Err(StoreError::Corrupt(format!(
-                    "process {pid} has no sequence numbers left"
-                ))));
-                continue;
+                &append.request.prepared,
+            ) {
+                Ok(link) => link,
+                Err(error) => {
+                    append.answer(Err(error));
+                    continue;
+                }
             };
             match append.document(&link) {
                 Ok(document) => documents.push(document),
@@ -289,7 +258,7 @@ impl Committer {
                 append.answer(Err(error.for_another_caller()));
                 continue;
             }
-            if append.request.prepared.entry.document_id == document.document_id {
+            if append.request.prepared.entry().document_id == document.document_id {
                 append.lost += 1;
                 if append.lost >= self.max_attempts {
                     let attempts = append.lost;

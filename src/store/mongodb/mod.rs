@@ -7,49 +7,15 @@
 //! unique index that lets exactly one writer claim the next sequence number of a process, and a
 //! compare-and-swap on the process head that only moves it forward over an entry that is stored.
 //!
-//! # Documents
-//!
-//! Collection `processes`, one document per process:
-//!
-//! ```text
-//! { _id:        <pid: string>,
-//!   owners:     [<client id: string>, ...],       // sorted, no duplicates
-//!   created_at: <Date>,                           // UTC milliseconds
-//!   head: { sequence:   <Int64>,                  // of the latest entry in the chain, 0 if none
-//!           chain_hash: <BinData 0, 32 bytes>,    // its chain hash (the genesis hash if none)
-//!           timestamp:  <Date> } }                // its timestamp (created_at if none)
-//! ```
-//!
-//! Collection `entries`, one document per entry:
-//!
-//! ```text
-//! { _id:          <document id: string>,
-//!   pid:          <string>,
-//!   sequence:     <Int64>,                        // 1, 2, 3, ... per pid
-//!   timestamp:    <Date>,                         // UTC milliseconds
-//!   client_id:    <string>,
-//!   payload_type: <string>,                       // "" when the payload has no media type
-//!   header:       <string>,                       // the header's canonical JSON (see chain)
-//!   payload:      <BinData 0>,
-//!   entry_hash:   <BinData 0, 32 bytes>,
-//!   chain_hash:   <BinData 0, 32 bytes> }
-//! ```
-//!
-//! Indexes, created (idempotently) by [`MongoStore::connect`]: `entries` `{pid: 1, sequence: 1}`
-//! unique (one entry per sequence number, and the index behind every page), `{pid: 1,
-//! timestamp: 1, sequence: 1}` (the two lookups that turn a time range into a run of sequence
-//! numbers), the document id as `_id` (unique across all processes by definition), and
-//! `processes` `{owners: 1, _id: 1}` (the pids of a client, already sorted). Collection `usage`
-//! holds the quota counters ([`usage`]).
-//!
-//! The header is stored as its canonical JSON *string*, not as a BSON document: header keys
-//! come from clients, and MongoDB gives keys starting with `$` or containing `.` a meaning of
-//! their own, so a string is the only form that is stored and returned exactly as it was hashed.
-//! A BSON document is limited to 16 MiB, so payload plus header must stay below that.
+//! - this file: the store, its configuration, and the protocol below;
+//! - `documents`: the process and entry documents, and how they encode and decode;
+//! - `collections`: connecting, the indexes, and every bounded read and write;
+//! - `committer`: the task that runs the append protocol for one instance;
+//! - `usage`: the quota counters.
 //!
 //! # Appending
 //!
-//! Each instance appends through one task, its *committer* ([`committer`]), which takes every
+//! Each instance appends through one task, its *committer* (`committer`), which takes every
 //! append waiting at that moment (up to a batch limit) and commits them together, as the
 //! embedded store's writer thread does: an acknowledged write waits for the journal, so a
 //! write per append would make every append pay a disk sync and several round trips.
@@ -127,39 +93,32 @@
 //! (`{_id: <string>}`), never spliced into a query document, so a pid like `{"$gt": ""}` is a
 //! pid like any other.
 
+mod collections;
 mod committer;
+mod documents;
 mod usage;
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::{Future, IntoFuture};
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
-use mongodb::bson::spec::BinarySubtype;
-use mongodb::bson::{doc, Binary, DateTime, Document};
-use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
-use mongodb::{Client, Collection, Database, IndexModel};
-use serde::{Deserialize, Serialize};
+use mongodb::bson::{doc, DateTime};
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{self};
+use super::chain;
 use super::query::{self, SequenceRange};
 use super::{
-    now_ms, CreateOutcome, Entry, NewEntry, Order, Page, PageQuery, Process, ProcessStore,
+    now_ms, CreateOutcome, Entry, Order, Page, PageQuery, PreparedEntry, Process, ProcessStore,
     StoreError,
 };
+use collections::{Collections, Insert};
 use committer::AppendRequest;
+use documents::{binary, to_u64, HeadDocument, PidOnly, ProcessDocument};
 
-const PROCESSES: &str = "processes";
-const ENTRIES: &str = "entries";
-/// MongoDB's error code for a violated unique index.
-const DUPLICATE_KEY: i32 = 11000;
 /// The first retry waits up to this long; each further one up to twice as long as the last.
 const FIRST_BACKOFF: Duration = Duration::from_millis(2);
 /// No retry waits longer than this, so that a loser keeps trying while the process is busy.
@@ -232,38 +191,7 @@ impl MongoStore {
     /// [`StoreError::Unavailable`] if the database cannot be reached within the timeout or the
     /// configuration is unusable.
     pub async fn connect(config: MongoConfig) -> Result<Self, StoreError> {
-        let timeout = config.timeout;
-        // Parsing resolves DNS for `mongodb+srv://` URIs, so it is bounded as well.
-        let mut options = bounded(timeout, "parsing the connection string", async {
-            ClientOptions::parse(&config.uri).await
-        })
-        .await?;
-        let write_concern = WriteConcern::builder()
-            .w(match config.write_acknowledgment {
-                WriteAcknowledgment::Majority => Acknowledgment::Majority,
-                WriteAcknowledgment::Nodes(nodes) => Acknowledgment::Nodes(nodes.get()),
-            })
-            .journal(config.journal)
-            .w_timeout(timeout)
-            .build();
-        options.server_selection_timeout = Some(timeout);
-        options.connect_timeout = Some(timeout);
-        options.write_concern = Some(write_concern.clone());
-        options.read_concern = Some(ReadConcern::majority());
-        options
-            .app_name
-            .get_or_insert_with(|| "clearinghouse".to_owned());
-        let client = Client::with_options(options).map_err(classify)?;
-        let database = client.database(&config.database);
-        let collections = Collections {
-            processes: database.collection(PROCESSES),
-            entries: database.collection(ENTRIES),
-            database,
-            timeout,
-            write_concern,
-        };
-        collections.create_indexes().await?;
-        collections.create_usage_index().await?;
+        let collections = Collections::connect(&config).await?;
         let max_attempts = config.max_append_attempts.max(1);
         Ok(Self {
             appends: committer::start(collections.clone(), max_attempts),
@@ -337,8 +265,7 @@ impl MongoStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn hand_to_committer(&self, entry: NewEntry) -> Result<Entry, StoreError> {
-        let prepared = PreparedEntry::new(entry)?;
+    async fn hand_to_committer(&self, prepared: PreparedEntry) -> Result<Entry, StoreError> {
         let (reply, done) = oneshot::channel();
         self.appends
             .send(AppendRequest { prepared, reply })
@@ -462,172 +389,6 @@ impl MongoStore {
     }
 }
 
-/// The two collections and how to talk to them; shared by the store and its committer.
-#[derive(Clone)]
-struct Collections {
-    database: Database,
-    processes: Collection<ProcessDocument>,
-    entries: Collection<EntryDocument>,
-    timeout: Duration,
-    /// As configured; commands sent with `run_command` must name it themselves.
-    write_concern: WriteConcern,
-}
-
-impl Collections {
-    async fn create_indexes(&self) -> Result<(), StoreError> {
-        let index = |name: &str, keys: Document, unique: bool| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(
-                    IndexOptions::builder()
-                        .name(name.to_owned())
-                        .unique(unique)
-                        .build(),
-                )
-                .build()
-        };
-        self.bounded("creating the entry indexes", async {
-            self.entries
-                .create_indexes([
-                    index("pid_sequence", doc! { "pid": 1, "sequence": 1 }, true),
-                    index(
-                        "pid_timestamp",
-                        doc! { "pid": 1, "timestamp": 1, "sequence": 1 },
-                        false,
-                    ),
-                ])
-                .await
-        })
-        .await?;
-        self.bounded("creating the process indexes", async {
-            self.processes
-                .create_index(index("owners", doc! { "owners": 1, "_id": 1 }, false))
-                .await
-        })
-        .await?;
-        Ok(())
-    }
-
-    fn bounded<T>(
-        &self,
-        what: &'static str,
-        operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
-    ) -> impl Future<Output = Result<T, StoreError>> {
-        bounded(self.timeout, what, operation)
-    }
-
-    /// Inserts a document, telling a violated unique index apart from other failures.
-    async fn insert<T: Serialize + Send + Sync>(
-        &self,
-        collection: &Collection<T>,
-        document: &T,
-    ) -> Result<Insert, StoreError> {
-        let outcome = tokio::time::timeout(self.timeout, collection.insert_one(document)).await;
-        match outcome {
-            Err(_) => Err(timed_out(self.timeout, "inserting")),
-            Ok(Ok(_)) => Ok(Insert::Done),
-            Ok(Err(error)) if is_duplicate_key(&error) => Ok(Insert::DuplicateKey),
-            Ok(Err(error)) => Err(classify(error)),
-        }
-    }
-
-    async fn read_process(&self, pid: &str) -> Result<Option<ProcessDocument>, StoreError> {
-        self.bounded(
-            "reading a process",
-            self.processes.find_one(doc! { "_id": pid }),
-        )
-        .await
-    }
-
-    async fn read_head(&self, pid: &str) -> Result<Head, StoreError> {
-        match self.read_process(pid).await? {
-            Some(process) => process.head.decode(pid),
-            None => Err(StoreError::UnknownProcess(pid.to_owned())),
-        }
-    }
-
-    async fn read_entry(&self, filter: Document) -> Result<Option<EntryDocument>, StoreError> {
-        self.bounded("reading an entry", self.entries.find_one(filter))
-            .await
-    }
-
-    /// Entries of `pid` with sequences in `range`, in `order`; all of them must be there, and
-    /// their payloads and headers must not add up to more than `max_bytes`
-    /// ([`StoreError::PageTooLarge`]).
-    async fn read_run(
-        &self,
-        pid: &str,
-        range: SequenceRange,
-        order: Order,
-        max_bytes: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let direction = match order {
-            Order::Asc => 1,
-            Order::Desc => -1,
-        };
-        let filter = doc! {
-            "pid": pid,
-            "sequence": { "$gte": to_i64(range.first)?, "$lte": to_i64(range.last)? },
-        };
-        let documents = self
-            .bounded("reading entries", async {
-                let mut cursor = self
-                    .entries
-                    .find(filter)
-                    .sort(doc! { "sequence": direction })
-                    .max_time(self.timeout)
-                    .await?;
-                let mut documents = Vec::new();
-                let mut bytes = 0usize;
-                while let Some(document) = cursor.try_next().await? {
-                    bytes =
-                        bytes.saturating_add(document.payload.bytes.len() + document.header.len());
-                    if bytes > max_bytes {
-                        return Ok(Err(StoreError::PageTooLarge { limit: max_bytes }));
-                    }
-                    documents.push(document);
-                }
-                Ok(Ok(documents))
-            })
-            .await??;
-        if documents.len() as u64 != range.len() {
-            return Err(StoreError::Corrupt(format!(
-                "process {pid} lacks entries between sequences {} and {}",
-                range.first, range.last
-            )));
-        }
-        documents.into_iter().map(EntryDocument::decode).collect()
-    }
-
-    /// The sequence of the first (`direction` 1) or last (-1) entry of `pid` matching
-    /// `timestamp`, among those the head covers.
-    async fn sequence_at(
-        &self,
-        pid: &str,
-        head: &Head,
-        timestamp: Document,
-        direction: i32,
-    ) -> Result<Option<u64>, StoreError> {
-        let filter = doc! {
-            "pid": pid,
-            "timestamp": timestamp,
-            "sequence": { "$lte": to_i64(head.sequence)? },
-        };
-        let found = self
-            .bounded("looking up a time range", async {
-                self.entries
-                    .clone_with_type::<SequenceOnly>()
-                    .find_one(filter)
-                    .sort(doc! { "timestamp": direction, "sequence": direction })
-                    .projection(doc! { "sequence": 1 })
-                    .max_time(self.timeout)
-                    .await
-            })
-            .await?;
-        found.map(|found| to_u64(found.sequence)).transpose()
-    }
-}
-
 impl ProcessStore for MongoStore {
     fn create_process(
         &self,
@@ -644,7 +405,7 @@ impl ProcessStore for MongoStore {
         Box::pin(async move { self.known_process(&pid).await })
     }
 
-    fn append(&self, entry: NewEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
+    fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
         Box::pin(self.hand_to_committer(entry))
     }
 
@@ -693,158 +454,6 @@ impl ProcessStore for MongoStore {
     }
 }
 
-enum Insert {
-    Done,
-    DuplicateKey,
-}
-
-/// An append with its canonical header computed once, before the retry loop (the payload comes
-/// with its digest).
-struct PreparedEntry {
-    entry: NewEntry,
-    canonical_header: String,
-}
-
-impl PreparedEntry {
-    fn new(entry: NewEntry) -> Result<Self, StoreError> {
-        // Canonical JSON is written from UTF-8 strings and ASCII, so this never fails; it is
-        // checked rather than assumed because the header is stored as a string.
-        let canonical_header = String::from_utf8(chain::canonical_json(&entry.header))
-            .map_err(|_| StoreError::Corrupt("canonical header JSON is not UTF-8".to_owned()))?;
-        Ok(Self {
-            canonical_header,
-            entry,
-        })
-    }
-}
-
-/// The state of a process's chain, as its `head` subdocument holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Head {
-    pid: String,
-    sequence: u64,
-    chain_hash: [u8; 32],
-    timestamp_ms: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ProcessDocument {
-    #[serde(rename = "_id")]
-    pid: String,
-    owners: Vec<String>,
-    created_at: DateTime,
-    head: HeadDocument,
-}
-
-impl ProcessDocument {
-    fn decode(self) -> Result<(Process, Head), StoreError> {
-        let head = self.head.decode(&self.pid)?;
-        Ok((
-            Process {
-                pid: self.pid,
-                owners: self.owners.into_iter().collect(),
-                created_at_ms: self.created_at.timestamp_millis(),
-            },
-            head,
-        ))
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct HeadDocument {
-    sequence: i64,
-    chain_hash: Binary,
-    timestamp: DateTime,
-}
-
-impl HeadDocument {
-    fn decode(self, pid: &str) -> Result<Head, StoreError> {
-        Ok(Head {
-            pid: pid.to_owned(),
-            sequence: to_u64(self.sequence)?,
-            chain_hash: hash(&self.chain_hash, || format!("head of process {pid}"))?,
-            timestamp_ms: self.timestamp.timestamp_millis(),
-        })
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct EntryDocument {
-    #[serde(rename = "_id")]
-    document_id: String,
-    pid: String,
-    sequence: i64,
-    timestamp: DateTime,
-    client_id: String,
-    payload_type: String,
-    header: String,
-    payload: Binary,
-    entry_hash: Binary,
-    chain_hash: Binary,
-}
-
-impl EntryDocument {
-    fn decode(self) -> Result<Entry, StoreError> {
-        let name = || {
-            format!(
-                "entry {}/{} ({})",
-                self.pid, self.sequence, self.document_id
-            )
-        };
-        let header = serde_json::from_str(&self.header).map_err(|error| {
-            StoreError::Corrupt(format!("{}: header is not JSON: {error}", name()))
-        })?;
-        let entry_hash = hash(&self.entry_hash, name)?;
-        let chain_hash = hash(&self.chain_hash, name)?;
-        Ok(Entry {
-            sequence: to_u64(self.sequence)?,
-            pid: self.pid,
-            document_id: self.document_id,
-            timestamp_ms: self.timestamp.timestamp_millis(),
-            client_id: self.client_id,
-            header,
-            payload: Bytes::from(self.payload.bytes),
-            payload_type: self.payload_type,
-            entry_hash,
-            chain_hash,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-struct SequenceOnly {
-    sequence: i64,
-}
-
-#[derive(Deserialize)]
-struct PidOnly {
-    #[serde(rename = "_id")]
-    pid: String,
-}
-
-fn binary(bytes: Vec<u8>) -> Binary {
-    Binary {
-        subtype: BinarySubtype::Generic,
-        bytes,
-    }
-}
-
-fn hash(stored: &Binary, name: impl FnOnce() -> String) -> Result<[u8; 32], StoreError> {
-    <[u8; 32]>::try_from(stored.bytes.as_slice())
-        .map_err(|_| StoreError::Corrupt(format!("{}: a hash is not 32 bytes", name())))
-}
-
-/// Sequences are unsigned in the store's API and Int64 in BSON; both stay far below 2^63.
-fn to_i64(sequence: u64) -> Result<i64, StoreError> {
-    i64::try_from(sequence)
-        .map_err(|_| StoreError::Corrupt(format!("sequence {sequence} does not fit in BSON")))
-}
-
-fn to_u64(sequence: i64) -> Result<u64, StoreError> {
-    u64::try_from(sequence)
-        .map_err(|_| StoreError::Corrupt(format!("stored sequence {sequence} is negative")))
-}
-
 /// Waits a random time below a bound that doubles with every attempt, so that writers that
 /// collided once do not collide again in lockstep.
 async fn backoff(attempt: u32) {
@@ -857,44 +466,4 @@ async fn backoff(attempt: u32) {
         .finish();
     let bound_us = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX).max(1);
     tokio::time::sleep(Duration::from_micros(random % bound_us)).await;
-}
-
-/// Runs one database operation, giving up after `timeout` whatever the driver is waiting for.
-async fn bounded<T>(
-    timeout: Duration,
-    what: &'static str,
-    operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(timeout, operation).await {
-        Ok(result) => result.map_err(classify),
-        Err(_) => Err(timed_out(timeout, what)),
-    }
-}
-
-fn timed_out(timeout: Duration, what: &str) -> StoreError {
-    StoreError::Unavailable(format!("MongoDB did not finish {what} within {timeout:?}"))
-}
-
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    match &*error.kind {
-        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
-        ErrorKind::Command(command) => command.code == DUPLICATE_KEY,
-        _ => false,
-    }
-}
-
-/// Sorts the driver's errors into what a caller can act on.
-///
-/// Stored documents that do not have the documented shape are [`StoreError::Corrupt`]. All
-/// else is [`StoreError::Unavailable`]: the network, server selection, a primary stepping down
-/// or shutting down, a write concern that timed out (the write may exist, but is not durable
-/// as asked, so no receipt may be signed for it), authentication, and an unusable connection
-/// string all leave the store unable to serve until the database or its configuration is back.
-fn classify(error: mongodb::error::Error) -> StoreError {
-    match &*error.kind {
-        ErrorKind::BsonDeserialization(_) => {
-            StoreError::Corrupt(format!("a stored document does not decode: {error}"))
-        }
-        _ => StoreError::Unavailable(format!("MongoDB: {error}")),
-    }
 }

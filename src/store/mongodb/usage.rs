@@ -21,7 +21,8 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 
-use super::{Collections, MongoStore, DUPLICATE_KEY};
+use super::collections::{Collections, DUPLICATE_KEY};
+use super::MongoStore;
 use crate::store::{StoreError, Usage, UsageStore};
 
 const USAGE: &str = "usage";

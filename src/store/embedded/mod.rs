@@ -1,0 +1,229 @@
+//! The embedded backend: one redb file, written by one thread with group commit.
+//!
+//! - this file: the store, its tables, and how [`ProcessStore`] maps onto them;
+//! - `writer`: the writer thread, which applies creations and appends in batches, one fsync'd
+//!   write transaction per batch (group commit), and why a receipt can rely on it;
+//! - `record`: the binary records of processes and entries;
+//! - `reads`: entries, pages, export runs and owned processes, read from snapshots;
+//! - `usage`: the quota counters.
+//!
+//! Writes go through the one writer, so sequences and chain hashes need no locking. Reads run in
+//! read transactions on tokio's blocking pool. redb gives them a snapshot, so they never wait for
+//! the writer, and no tokio worker thread waits for the disk. The one exception is
+//! [`ProcessStore::process`], which every log and query starts with: it reads one small record
+//! from the `processes` table, whose pages stay in redb's cache, so it runs inline. Handing it to
+//! the blocking pool and back cost more than the read itself: about a fifth of the server's CPU
+//! time per logged message (see BENCHMARKS.md). Once a write has failed, redb takes no more
+//! writes, and [`ProcessStore::ping`] reports the store unavailable until it is reopened.
+//!
+//! Tables:
+//! - `processes`: pid -> process record (owners, creation time, head sequence, head chain hash,
+//!   head timestamp);
+//! - `entries`: (pid, sequence) -> entry record;
+//! - `documents`: document id -> (pid, sequence);
+//! - `entry_times`: (pid, timestamp_ms, sequence) -> (), for time ranges;
+//! - `owners`: (client id, pid) -> (), for [`ProcessStore::processes_of`];
+//! - `usage`: the quota counters, written outside the writer thread.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
+
+use super::{
+    CreateOutcome, Entry, Page, PageQuery, PreparedEntry, Process, ProcessStore, StoreError,
+};
+use writer::Writer;
+
+mod reads;
+mod record;
+mod usage;
+mod writer;
+
+const PROCESSES: TableDefinition<&str, &[u8]> = TableDefinition::new("processes");
+const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
+const DOCUMENTS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("documents");
+const ENTRY_TIMES: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("entry_times");
+const OWNERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("owners");
+
+/// A [`ProcessStore`] in one redb file.
+pub struct EmbeddedStore {
+    database: Arc<Database>,
+    /// Dropped with the store: the writer finishes what is queued and the file is closed.
+    writer: Writer,
+}
+
+impl EmbeddedStore {
+    /// Opens the store at `path`, creating the file if it does not exist, and starts its writer.
+    /// Blocks on disk I/O (and on recovery after a crash): call it at startup, not on a hot path.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::start(Database::create(path)?)
+    }
+
+    fn start(database: Database) -> Result<Self, StoreError> {
+        let database = Arc::new(database);
+        let writer = Writer::start(&database)?;
+        Ok(Self { database, writer })
+    }
+
+    /// Write transactions committed by the writer so far (each one fsync): with group commit,
+    /// usually far fewer than the appends and creations they carried.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let database = Arc::clone(&self.database);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || work(&database.begin_read()?))
+                .await
+                .map_err(|error| StoreError::Unavailable(format!("read task failed: {error}")))?
+        })
+    }
+}
+
+impl ProcessStore for EmbeddedStore {
+    fn create_process(
+        &self,
+        pid: &str,
+        owners: &BTreeSet<String>,
+    ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>> {
+        Box::pin(self.writer.create(pid.to_owned(), owners.clone()))
+    }
+
+    fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>> {
+        let pid = pid.to_owned();
+        let database = Arc::clone(&self.database);
+        // Inline, not on the blocking pool: see the module documentation.
+        Box::pin(async move {
+            let transaction = database.begin_read()?;
+            let processes = transaction.open_table(PROCESSES)?;
+            Ok(record::read_head(&processes, &pid)?.map(|head| head.process(pid)))
+        })
+    }
+
+    fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
+        Box::pin(self.writer.append(entry))
+    }
+
+    fn entry(
+        &self,
+        pid: &str,
+        document_id: &str,
+    ) -> BoxFuture<'_, Result<Option<Entry>, StoreError>> {
+        let pid = pid.to_owned();
+        let document_id = document_id.to_owned();
+        self.read(move |transaction| reads::entry(transaction, &pid, &document_id))
+    }
+
+    fn query(&self, query: &PageQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
+        let query = query.clone();
+        self.read(move |transaction| reads::page(transaction, &query))
+    }
+
+    fn processes_of(&self, client_id: &str) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let client_id = client_id.to_owned();
+        self.read(move |transaction| reads::processes_of(transaction, &client_id))
+    }
+
+    fn entries_from(
+        &self,
+        pid: &str,
+        from_sequence: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
+        let pid = pid.to_owned();
+        self.read(move |transaction| reads::entries_from(transaction, &pid, from_sequence, limit))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let writes = self.writer.check();
+        let read = self.read(|transaction| {
+            transaction.open_table(PROCESSES)?;
+            Ok(())
+        });
+        Box::pin(async move {
+            writes?;
+            read.await
+        })
+    }
+}
+
+/// Sorts redb's errors into what a caller can act on.
+fn classify(error: redb::Error) -> StoreError {
+    match error {
+        redb::Error::Io(error) => StoreError::Io(error),
+        redb::Error::Corrupted(detail) => StoreError::Corrupt(detail),
+        // The file is a redb database, but not one this store wrote (or an older format).
+        error @ (redb::Error::UpgradeRequired(_)
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. }) => StoreError::Corrupt(error.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+macro_rules! from_redb_errors {
+    ($($error:ty),*) => {
+        $(impl From<$error> for StoreError {
+            fn from(error: $error) -> Self {
+                classify(error.into())
+            }
+        })*
+    };
+}
+
+from_redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{now_ms, NewEntry};
+
+    /// A minimal entry for `pid`, by owner `a`, prepared.
+    pub(super) fn one_byte_entry(pid: &str) -> PreparedEntry {
+        NewEntry {
+            pid: pid.to_owned(),
+            document_id: "d-1".to_owned(),
+            client_id: "a".to_owned(),
+            header: json!({}),
+            payload: Bytes::from_static(b"x"),
+            payload_type: String::new(),
+        }
+        .prepare()
+    }
+
+    #[tokio::test]
+    async fn timestamps_never_go_back_when_the_clock_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
+        let owners: BTreeSet<String> = ["a".to_owned()].into();
+        store.create_process("p-1", &owners).await.unwrap();
+        // Date the head an hour ahead, as if the clock had since been set back by an hour.
+        let ahead_ms = now_ms() + 3_600_000;
+        let transaction = store.database.begin_write().unwrap();
+        {
+            let mut processes = transaction.open_table(PROCESSES).unwrap();
+            let mut head = record::read_head(&processes, "p-1").unwrap().unwrap();
+            head.timestamp_ms = ahead_ms;
+            processes.insert("p-1", head.encode().as_slice()).unwrap();
+        }
+        transaction.commit().unwrap();
+
+        let appended = store.append(one_byte_entry("p-1")).await.unwrap();
+        assert_eq!(appended.timestamp_ms, ahead_ms);
+    }
+}

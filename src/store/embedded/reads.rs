@@ -1,0 +1,150 @@
+//! The embedded store's reads: one entry, a page, a run for export, the processes of a client.
+//!
+//! Each runs in a read transaction, on tokio's blocking pool (the store hands them there), so
+//! that no tokio worker thread waits for the disk. redb gives a read transaction a snapshot, so
+//! reads never wait for the writer and always see whole batches. Pages never count or skip
+//! entries one by one: a time range becomes a run of sequence numbers with two lookups in
+//! `entry_times` (see [`crate::store::query`]), and the page is a range scan of `entries`.
+
+use redb::ReadTransaction;
+
+use super::record::{decode_entry, read_head};
+use super::{DOCUMENTS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
+use crate::store::query::{self, SequenceRange};
+use crate::store::{Entry, Order, Page, PageQuery, StoreError};
+
+/// The entry with this document id, if it belongs to `pid`.
+pub(super) fn entry(
+    transaction: &ReadTransaction,
+    pid: &str,
+    document_id: &str,
+) -> Result<Option<Entry>, StoreError> {
+    let documents = transaction.open_table(DOCUMENTS)?;
+    let sequence = match documents.get(document_id)? {
+        Some(location) if location.value().0 == pid => location.value().1,
+        _ => return Ok(None),
+    };
+    let entries = transaction.open_table(ENTRIES)?;
+    let record = entries.get((pid, sequence))?.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "document {document_id} is indexed as {pid}/{sequence}, which does not exist"
+        ))
+    })?;
+    decode_entry(pid, sequence, record.value()).map(Some)
+}
+
+/// One page of entries; see [`crate::store::ProcessStore::query`].
+pub(super) fn page(transaction: &ReadTransaction, query: &PageQuery) -> Result<Page, StoreError> {
+    query::validate(query)?;
+    let pid = query.pid.as_str();
+    let processes = transaction.open_table(PROCESSES)?;
+    let head =
+        read_head(&processes, pid)?.ok_or_else(|| StoreError::UnknownProcess(pid.to_owned()))?;
+    let empty = Page {
+        entries: Vec::new(),
+        total: 0,
+    };
+
+    // Timestamps never decrease with the sequence, so the time range is the run of sequences
+    // from the first entry at or after `from_ms` to the last entry at or before `to_ms`.
+    let entry_times = transaction.open_table(ENTRY_TIMES)?;
+    let first = match query.from_ms {
+        None => 1,
+        Some(from_ms) => match entry_times
+            .range((pid, from_ms, 0)..=(pid, i64::MAX, u64::MAX))?
+            .next()
+        {
+            Some(item) => item?.0.value().2,
+            None => return Ok(empty),
+        },
+    };
+    let last = match query.to_ms {
+        None => head.sequence,
+        Some(to_ms) => match entry_times
+            .range((pid, i64::MIN, 0)..=(pid, to_ms, u64::MAX))?
+            .next_back()
+        {
+            Some(item) => item?.0.value().2,
+            None => return Ok(empty),
+        },
+    };
+    let Some(matched) = SequenceRange::new(first, last) else {
+        return Ok(empty);
+    };
+    let Some(window) = matched.page(query.page, query.size, query.order) else {
+        return Ok(Page {
+            entries: Vec::new(),
+            total: matched.len(),
+        });
+    };
+
+    let entries = transaction.open_table(ENTRIES)?;
+    let range = entries.range((pid, window.first)..=(pid, window.last))?;
+    let records: Box<dyn Iterator<Item = _>> = match query.order {
+        Order::Asc => Box::new(range),
+        Order::Desc => Box::new(range.rev()),
+    };
+    let mut page = Vec::new();
+    let mut bytes = 0usize;
+    for item in records {
+        let (key, record) = item?;
+        // A record is the entry's payload and header plus a few fixed fields, all of which a
+        // reply carries too: past the budget, the reply would be past it as well.
+        bytes = bytes.saturating_add(record.value().len());
+        if bytes > query.max_bytes {
+            return Err(StoreError::PageTooLarge {
+                limit: query.max_bytes,
+            });
+        }
+        page.push(decode_entry(pid, key.value().1, record.value())?);
+    }
+    if page.len() as u64 != window.len() {
+        return Err(StoreError::Corrupt(format!(
+            "process {pid} lacks entries between sequences {} and {}",
+            window.first, window.last
+        )));
+    }
+    Ok(Page {
+        entries: page,
+        total: matched.len(),
+    })
+}
+
+/// The pids `client_id` owns, sorted (the `owners` table's key order).
+pub(super) fn processes_of(
+    transaction: &ReadTransaction,
+    client_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let owners = transaction.open_table(OWNERS)?;
+    let mut pids = Vec::new();
+    for item in owners.range((client_id, "")..)? {
+        let (key, _) = item?;
+        let (owner, pid) = key.value();
+        if owner != client_id {
+            break;
+        }
+        pids.push(pid.to_owned());
+    }
+    Ok(pids)
+}
+
+/// Up to `limit` entries of `pid` from `from_sequence` on, ascending.
+pub(super) fn entries_from(
+    transaction: &ReadTransaction,
+    pid: &str,
+    from_sequence: u64,
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    let processes = transaction.open_table(PROCESSES)?;
+    if read_head(&processes, pid)?.is_none() {
+        return Err(StoreError::UnknownProcess(pid.to_owned()));
+    }
+    let end = from_sequence.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
+    let entries = transaction.open_table(ENTRIES)?;
+    let mut found = Vec::new();
+    for item in entries.range((pid, from_sequence)..(pid, end))? {
+        let (key, record) = item?;
+        found.push(decode_entry(pid, key.value().1, record.value())?);
+    }
+    Ok(found)
+}

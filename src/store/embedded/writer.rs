@@ -1,0 +1,506 @@
+//! The embedded store's one writer: a thread that applies creations and appends in batches,
+//! one fsync'd write transaction per batch (group commit).
+//!
+//! A receipt may only be signed once its entry is on disk, so every commit is fsync'd
+//! (`Durability::Immediate`, redb's default). One fsync per append would cap a disk at a few
+//! hundred appends per second; instead, appends and process creations queue for a single writer
+//! thread that takes everything waiting (up to [`MAX_BATCH_REQUESTS`] requests or
+//! [`MAX_BATCH_BYTES`] of payload), applies it in order in one write transaction, commits once,
+//! and then answers every caller. Appends to the same process within a batch chain onto each
+//! other, because each one reads the head the previous one wrote in the same transaction. One
+//! writer also means one order per process, so sequences and chain hashes need no locking. An
+//! append arrives prepared (payload hashed, header canonical: [`PreparedEntry`]), so the thread
+//! only does what must be serialized: read the head, link, write.
+//!
+//! Each request is checked before anything of it is written, so a request that is refused
+//! (unknown process, duplicate document id) leaves nothing behind and fails alone; the rest of
+//! its batch commits. A write that fails part way could leave half an entry in the transaction,
+//! so it abandons the batch: the transaction is aborted and every caller in the batch
+//! gets the error, as they do when the commit itself fails. redb refuses all further writes after
+//! an I/O error (after a failed fsync the page cache cannot be trusted), so from then on the
+//! writer reports itself failed ([`Writer::check`]) until the store is reopened.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableTable, Table, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::record::{encode_entry, read_head, ProcessHead};
+use super::{DOCUMENTS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
+use crate::store::chain::{self, ChainHead};
+use crate::store::{now_ms, CreateOutcome, Entry, PreparedEntry, StoreError};
+
+/// Most requests one write transaction takes; bounds the latency a batch adds to its first caller.
+const MAX_BATCH_REQUESTS: usize = 512;
+/// A batch stops taking requests once its payloads reach this many bytes, bounding its memory.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Requests waiting for the writer; callers beyond this wait to enqueue (backpressure).
+const QUEUE_CAPACITY: usize = 1024;
+
+/// The store's handle on its writer thread. Dropping it lets the writer finish what is queued
+/// and waits for it.
+pub(super) struct Writer {
+    /// `None` only while dropping, so that the writer sees the queue close.
+    requests: Option<mpsc::Sender<WriteRequest>>,
+    thread: Option<JoinHandle<()>>,
+    health: Arc<WriterHealth>,
+}
+
+/// What the writer reports back to the store's handles.
+#[derive(Default)]
+struct WriterHealth {
+    commits: AtomicU64,
+    /// Set for good once a batch could not be committed.
+    failed: AtomicBool,
+}
+
+impl Writer {
+    /// Creates every table (read transactions fail on tables that were never created) and
+    /// starts the writer thread.
+    pub(super) fn start(database: &Arc<Database>) -> Result<Self, StoreError> {
+        let transaction = database.begin_write()?;
+        WriteTables::open(&transaction)?;
+        transaction.commit()?;
+
+        let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let health = Arc::new(WriterHealth::default());
+        let thread = std::thread::Builder::new()
+            .name("store-writer".to_owned())
+            .spawn({
+                let database = Arc::clone(database);
+                let health = Arc::clone(&health);
+                move || run_writer(&database, queue, &health)
+            })?;
+        Ok(Self {
+            requests: Some(requests),
+            thread: Some(thread),
+            health,
+        })
+    }
+
+    /// Write transactions committed so far.
+    pub(super) fn commits(&self) -> u64 {
+        self.health.commits.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer still takes writes: running, and no batch has failed.
+    pub(super) fn check(&self) -> Result<(), StoreError> {
+        let alive = self
+            .requests
+            .as_ref()
+            .is_some_and(|requests| !requests.is_closed());
+        if !alive {
+            return Err(writer_gone());
+        }
+        if self.health.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable(
+                "a write to the store failed; it takes writes again once reopened".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn create(
+        &self,
+        pid: String,
+        owners: BTreeSet<String>,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.submit(|reply| WriteRequest::Create { pid, owners, reply })
+            .await
+    }
+
+    pub(super) async fn append(&self, entry: PreparedEntry) -> Result<Entry, StoreError> {
+        self.submit(|reply| WriteRequest::Append { entry, reply })
+            .await
+    }
+
+    async fn submit<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteRequest,
+    ) -> Result<T, StoreError> {
+        let requests = self.requests.as_ref().ok_or_else(writer_gone)?;
+        let (reply, answer) = oneshot::channel();
+        requests
+            .send(request(reply))
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+impl Drop for Writer {
+    /// Lets the writer finish what is queued and waits for it, so that the file is closed when
+    /// the store is gone and can be reopened at once. Waits at most for one batch to commit.
+    fn drop(&mut self) {
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the store writer thread panicked");
+            }
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the store writer has stopped".to_owned())
+}
+
+enum WriteRequest {
+    Create {
+        pid: String,
+        owners: BTreeSet<String>,
+        reply: oneshot::Sender<Result<CreateOutcome, StoreError>>,
+    },
+    Append {
+        entry: PreparedEntry,
+        reply: oneshot::Sender<Result<Entry, StoreError>>,
+    },
+}
+
+impl WriteRequest {
+    fn payload_bytes(&self) -> usize {
+        match self {
+            Self::Create { .. } => 0,
+            Self::Append { entry, .. } => entry.entry().payload.len(),
+        }
+    }
+
+    fn apply(self, tables: &mut WriteTables<'_>) -> Applied {
+        match self {
+            Self::Create { pid, owners, reply } => Applied::Create {
+                result: create(tables, pid, owners),
+                reply,
+            },
+            Self::Append { entry, reply } => Applied::Append {
+                result: append(tables, entry),
+                reply,
+            },
+        }
+    }
+
+    fn fail(self, error: &StoreError) {
+        // A caller that gave up waiting has dropped its receiver; nobody is left to tell.
+        match self {
+            Self::Create { reply, .. } => drop(reply.send(Err(error.for_another_caller()))),
+            Self::Append { reply, .. } => drop(reply.send(Err(error.for_another_caller()))),
+        }
+    }
+}
+
+/// Why a request did not go through.
+enum Failure {
+    /// Found before writing: nothing of the request is in the transaction.
+    Refused(StoreError),
+    /// A write failed part way: the transaction must not be committed.
+    Storage(StoreError),
+}
+
+impl Failure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::Refused(error) | Self::Storage(error) => error,
+        }
+    }
+}
+
+/// A request applied to the transaction, waiting for the commit to answer its caller.
+enum Applied {
+    Create {
+        result: Result<CreateOutcome, Failure>,
+        reply: oneshot::Sender<Result<CreateOutcome, StoreError>>,
+    },
+    Append {
+        result: Result<Entry, Failure>,
+        reply: oneshot::Sender<Result<Entry, StoreError>>,
+    },
+}
+
+impl Applied {
+    fn storage_failure(&self) -> Option<&StoreError> {
+        match self {
+            Self::Create {
+                result: Err(Failure::Storage(error)),
+                ..
+            }
+            | Self::Append {
+                result: Err(Failure::Storage(error)),
+                ..
+            } => Some(error),
+            _ => None,
+        }
+    }
+
+    fn committed(self) {
+        match self {
+            Self::Create { result, reply } => drop(reply.send(result.map_err(Failure::into_error))),
+            Self::Append { result, reply } => drop(reply.send(result.map_err(Failure::into_error))),
+        }
+    }
+
+    /// The batch was not committed: requests that had gone through report the batch's error,
+    /// requests that had failed keep their own, more specific one.
+    fn rolled_back(self, error: &StoreError) {
+        let own_or = |failure: Option<Failure>| {
+            failure.map_or_else(|| error.for_another_caller(), Failure::into_error)
+        };
+        match self {
+            Self::Create { result, reply } => drop(reply.send(Err(own_or(result.err())))),
+            Self::Append { result, reply } => drop(reply.send(Err(own_or(result.err())))),
+        }
+    }
+}
+
+fn run_writer(database: &Database, mut queue: mpsc::Receiver<WriteRequest>, health: &WriterHealth) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch_bytes = first.payload_bytes();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_REQUESTS && batch_bytes < MAX_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(request) => {
+                    batch_bytes += request.payload_bytes();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        write_batch(database, batch, health);
+    }
+}
+
+/// Writes one batch in one transaction, then records the outcome in `health` before answering
+/// the callers, so that a caller who got an answer sees the store's state after it.
+fn write_batch(database: &Database, batch: Vec<WriteRequest>, health: &WriterHealth) {
+    let transaction = match database.begin_write() {
+        Ok(transaction) => transaction,
+        Err(error) => return fail_all(batch, &error.into(), health),
+    };
+    let mut tables = match WriteTables::open(&transaction) {
+        Ok(tables) => tables,
+        Err(error) => return fail_all(batch, &error, health),
+    };
+    let mut applied = Vec::with_capacity(batch.len());
+    let mut unapplied = batch.into_iter();
+    let mut abandoned = None;
+    for request in unapplied.by_ref() {
+        let done = request.apply(&mut tables);
+        abandoned = done.storage_failure().map(StoreError::for_another_caller);
+        applied.push(done);
+        if abandoned.is_some() {
+            break;
+        }
+    }
+    drop(tables);
+
+    let outcome = match abandoned {
+        Some(error) => {
+            // Discards everything the batch wrote; the batch's error is what callers need.
+            drop(transaction.abort());
+            Err(error)
+        }
+        None => transaction.commit().map_err(StoreError::from),
+    };
+    match outcome {
+        Ok(()) => {
+            health.commits.fetch_add(1, Ordering::Relaxed);
+            applied.into_iter().for_each(Applied::committed);
+        }
+        Err(error) => {
+            health.failed.store(true, Ordering::Relaxed);
+            let requests = applied.len() + unapplied.len();
+            tracing::error!(%error, requests, "store batch not committed");
+            for request in applied {
+                request.rolled_back(&error);
+            }
+            for request in unapplied {
+                request.fail(&error);
+            }
+        }
+    }
+}
+
+fn fail_all(batch: Vec<WriteRequest>, error: &StoreError, health: &WriterHealth) {
+    health.failed.store(true, Ordering::Relaxed);
+    tracing::error!(%error, requests = batch.len(), "store write transaction failed");
+    for request in batch {
+        request.fail(error);
+    }
+}
+
+struct WriteTables<'txn> {
+    processes: Table<'txn, &'static str, &'static [u8]>,
+    entries: Table<'txn, (&'static str, u64), &'static [u8]>,
+    documents: Table<'txn, &'static str, (&'static str, u64)>,
+    entry_times: Table<'txn, (&'static str, i64, u64), ()>,
+    owners: Table<'txn, (&'static str, &'static str), ()>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    fn open(transaction: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            processes: transaction.open_table(PROCESSES)?,
+            entries: transaction.open_table(ENTRIES)?,
+            documents: transaction.open_table(DOCUMENTS)?,
+            entry_times: transaction.open_table(ENTRY_TIMES)?,
+            owners: transaction.open_table(OWNERS)?,
+        })
+    }
+}
+
+fn create(
+    tables: &mut WriteTables<'_>,
+    pid: String,
+    owners: BTreeSet<String>,
+) -> Result<CreateOutcome, Failure> {
+    if let Some(head) = read_head(&tables.processes, &pid).map_err(Failure::Refused)? {
+        return Ok(CreateOutcome::Exists(head.process(pid)));
+    }
+    let now = now_ms();
+    let head = ProcessHead {
+        owners,
+        created_at_ms: now,
+        sequence: 0,
+        // The first entry is never dated before its process.
+        timestamp_ms: now,
+        chain_hash: chain::genesis_hash(&pid),
+    };
+    write_process(tables, &pid, &head).map_err(Failure::Storage)?;
+    Ok(CreateOutcome::Created(head.process(pid)))
+}
+
+fn write_process(
+    tables: &mut WriteTables<'_>,
+    pid: &str,
+    head: &ProcessHead,
+) -> Result<(), StoreError> {
+    tables.processes.insert(pid, head.encode().as_slice())?;
+    for owner in &head.owners {
+        tables.owners.insert((owner.as_str(), pid), ())?;
+    }
+    Ok(())
+}
+
+fn append(tables: &mut WriteTables<'_>, prepared: PreparedEntry) -> Result<Entry, Failure> {
+    let (stored, head, record) = stamp(tables, prepared).map_err(Failure::Refused)?;
+    write_entry(tables, &stored, &head, &record).map_err(Failure::Storage)?;
+    Ok(stored)
+}
+
+/// Decides sequence, timestamp and hashes against the current head, writing nothing; returns
+/// the entry, the process's new head and the entry's record.
+fn stamp(
+    tables: &WriteTables<'_>,
+    prepared: PreparedEntry,
+) -> Result<(Entry, ProcessHead, Vec<u8>), StoreError> {
+    let pid = prepared.entry().pid.as_str();
+    let mut head = read_head(&tables.processes, pid)?
+        .ok_or_else(|| StoreError::UnknownProcess(pid.to_owned()))?;
+    let document_id = prepared.entry().document_id.as_str();
+    if tables.documents.get(document_id)?.is_some() {
+        return Err(StoreError::DuplicateDocument(document_id.to_owned()));
+    }
+    let chain_head = ChainHead {
+        sequence: head.sequence,
+        chain_hash: head.chain_hash,
+    };
+    let link = chain::append_link(&chain_head, head.timestamp_ms, &prepared)?;
+    head.sequence = link.sequence;
+    head.timestamp_ms = link.timestamp_ms;
+    head.chain_hash = link.chain_hash;
+    let record = encode_entry(&prepared, &link);
+    Ok((prepared.into_stored(&link), head, record))
+}
+
+fn write_entry(
+    tables: &mut WriteTables<'_>,
+    entry: &Entry,
+    head: &ProcessHead,
+    record: &[u8],
+) -> Result<(), StoreError> {
+    let pid = entry.pid.as_str();
+    tables.entries.insert((pid, entry.sequence), record)?;
+    tables
+        .documents
+        .insert(entry.document_id.as_str(), (pid, entry.sequence))?;
+    tables
+        .entry_times
+        .insert((pid, entry.timestamp_ms, entry.sequence), ())?;
+    tables.processes.insert(pid, head.encode().as_slice())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::store::embedded::tests::one_byte_entry;
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::ProcessStore;
+
+    /// Storage that fails every write and sync while `failing` is set, like a disk gone bad.
+    #[derive(Debug)]
+    struct FailingDisk {
+        memory: redb::backends::InMemoryBackend,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl FailingDisk {
+        fn check(&self) -> io::Result<()> {
+            if self.failing.load(Ordering::Relaxed) {
+                Err(io::Error::other("injected disk failure"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl redb::StorageBackend for FailingDisk {
+        fn len(&self) -> io::Result<u64> {
+            self.memory.len()
+        }
+
+        fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+            self.memory.read(offset, out)
+        }
+
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.memory.set_len(len)
+        }
+
+        fn sync_data(&self) -> io::Result<()> {
+            self.check()?;
+            self.memory.sync_data()
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.check()?;
+            self.memory.write(offset, data)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_append_that_is_not_durable_is_never_acknowledged() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let disk = FailingDisk {
+            memory: redb::backends::InMemoryBackend::new(),
+            failing: Arc::clone(&failing),
+        };
+        let database = redb::Builder::new().create_with_backend(disk).unwrap();
+        let store = EmbeddedStore::start(database).unwrap();
+        let owners: BTreeSet<String> = ["a".to_owned()].into();
+        store.create_process("p-1", &owners).await.unwrap();
+        store.ping().await.unwrap();
+
+        failing.store(true, Ordering::Relaxed);
+        let result = store.append(one_byte_entry("p-1")).await;
+        assert!(matches!(result, Err(StoreError::Io(_))), "{result:?}");
+        assert_eq!(store.commits(), 1, "only the creation committed");
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+}

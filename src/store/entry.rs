@@ -1,0 +1,172 @@
+//! What a caller asks to log, and the one preparation every append goes through.
+//!
+//! Before an entry can join its process's chain, its payload is hashed (SHA-256) and its header
+//! written as canonical JSON (see [`chain`](super::chain)). Both depend only on what the caller
+//! sent, not on the chain, so they are computed once per request, by the caller, before the
+//! backend serializes its appends: [`PreparedEntry`] holds the results, and everything after it
+//! takes them from there: the receipt's `payload_hash` claim, the entry hash both backends
+//! compute through [`chain::append_link`](super::chain::append_link), the embedded store's
+//! record and the MongoDB entry's `header` string. Nothing downstream hashes the payload or
+//! canonicalizes the header again, and a backend's single writer (the embedded writer thread,
+//! the MongoDB committer) does only what has to be serialized.
+//!
+//! Preparing costs about a millisecond per MiB of payload on a busy 2-core machine
+//! (BENCHMARKS.md, "CPU work off the async workers"), so a caller on an async worker prepares an
+//! entry whose payload reaches [`INLINE_PREPARATION_LIMIT`] on another thread
+//! ([`NewEntry::prepares_inline`] tells; the log handler does so through `clearing::offload`).
+
+use bytes::Bytes;
+
+use super::chain::{self, Link, LinkFields};
+use super::Entry;
+
+/// Entries whose payload is at least this large are prepared on an offload thread; smaller ones
+/// inline, where preparing costs less than the hand-over.
+pub const INLINE_PREPARATION_LIMIT: usize = 64 * 1024;
+
+/// What a caller asks to be logged; the store adds sequence, timestamp and hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    pub pid: String,
+    /// A UUID v4 chosen by the caller; unique across all processes.
+    pub document_id: String,
+    pub client_id: String,
+    /// The IDS JSON-LD header, already stripped of its tokens by the caller.
+    pub header: serde_json::Value,
+    pub payload: Bytes,
+    /// The payload's media type, `""` if none was given.
+    pub payload_type: String,
+}
+
+impl NewEntry {
+    /// Whether [`NewEntry::prepare`] costs less than handing it to another thread.
+    pub fn prepares_inline(&self) -> bool {
+        self.payload.len() < INLINE_PREPARATION_LIMIT
+    }
+
+    /// Hashes the payload and canonicalizes the header, once: see the module documentation.
+    pub fn prepare(self) -> PreparedEntry {
+        PreparedEntry {
+            payload_sha256: chain::payload_hash(&self.payload),
+            canonical_header: chain::canonical_json_string(&self.header),
+            entry: self,
+        }
+    }
+}
+
+/// A [`NewEntry`] with its payload's SHA-256 and its header's canonical JSON, as
+/// [`ProcessStore::append`](super::ProcessStore::append) takes it. Built only by
+/// [`NewEntry::prepare`], and its fields are private, so that neither can disagree with the
+/// entry they were computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedEntry {
+    entry: NewEntry,
+    payload_sha256: [u8; 32],
+    canonical_header: String,
+}
+
+impl PreparedEntry {
+    pub fn entry(&self) -> &NewEntry {
+        &self.entry
+    }
+
+    /// The payload's SHA-256, as the entry hash and the receipt's `payload_hash` claim take it.
+    pub fn payload_sha256(&self) -> &[u8; 32] {
+        &self.payload_sha256
+    }
+
+    /// The header's canonical JSON, as the entry hash takes it and the backends store it.
+    pub fn canonical_header(&self) -> &str {
+        &self.canonical_header
+    }
+
+    /// The caller's part of the entry's hashed fields.
+    pub(crate) fn link_fields(&self) -> LinkFields<'_> {
+        LinkFields {
+            pid: &self.entry.pid,
+            document_id: &self.entry.document_id,
+            client_id: &self.entry.client_id,
+            payload_type: &self.entry.payload_type,
+            payload_hash: &self.payload_sha256,
+            canonical_header: self.canonical_header.as_bytes(),
+        }
+    }
+
+    /// The entry as stored once `link` (computed from this entry) joined it to the chain.
+    pub(crate) fn into_stored(self, link: &Link) -> Entry {
+        let NewEntry {
+            pid,
+            document_id,
+            client_id,
+            header,
+            payload,
+            payload_type,
+        } = self.entry;
+        Entry {
+            pid,
+            sequence: link.sequence,
+            document_id,
+            timestamp_ms: link.timestamp_ms,
+            client_id,
+            header,
+            payload,
+            payload_type,
+            entry_hash: link.entry_hash,
+            chain_hash: link.chain_hash,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::chain::{self, ChainHead};
+
+    fn entry_with(payload: Bytes) -> NewEntry {
+        NewEntry {
+            pid: "p-1".to_owned(),
+            document_id: "d-1".to_owned(),
+            client_id: "client-a".to_owned(),
+            header: json!({"b": [1, 0.5], "a": "é\n"}),
+            payload,
+            payload_type: "text/plain".to_owned(),
+        }
+    }
+
+    #[test]
+    fn preparing_computes_the_plain_sha256_and_canonical_header_the_chain_expects() {
+        let prepared = entry_with(Bytes::from_static(b"abc")).prepare();
+        // SHA-256("abc") from FIPS 180-2, appendix B.1.
+        assert_eq!(
+            hex::encode(prepared.payload_sha256()),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(prepared.canonical_header(), r#"{"a":"é\n","b":[1,5e-1]}"#);
+        let fields = prepared.link_fields();
+        assert_eq!(fields.payload_hash, prepared.payload_sha256());
+        assert_eq!(
+            fields.canonical_header,
+            prepared.canonical_header().as_bytes()
+        );
+
+        // What the chain computes from the prepared digest is what a verifier recomputes from
+        // the stored entry's own bytes.
+        let head = ChainHead {
+            sequence: 0,
+            chain_hash: chain::genesis_hash("p-1"),
+        };
+        let link = chain::append_link(&head, 0, &prepared).unwrap();
+        let stored = prepared.into_stored(&link);
+        assert_eq!(chain::entry_hash(&stored), link.entry_hash);
+    }
+
+    #[test]
+    fn entries_from_the_inline_limit_on_are_prepared_elsewhere() {
+        let below = entry_with(Bytes::from(vec![0; INLINE_PREPARATION_LIMIT - 1]));
+        let at = entry_with(Bytes::from(vec![0; INLINE_PREPARATION_LIMIT]));
+        assert!(below.prepares_inline());
+        assert!(!at.prepares_inline());
+    }
+}

@@ -9,6 +9,7 @@ mod dev_pki;
 mod export;
 mod jwks;
 mod logging;
+pub mod report;
 mod serve;
 mod setup;
 mod verify;

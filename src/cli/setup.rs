@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::report::one_line;
 use crate::config::{or_default, Config, ConfigError, DatMode, StoreBackend};
 use crate::devpki::{DevPki, DevPkiOptions};
 use crate::idscp2::budget::{BudgetError, MemoryLimits};
@@ -39,7 +40,7 @@ pub fn files(config: &Config, generate: bool) -> Result<Files, ConfigError> {
             DevPki::open_or_generate(&dir, &DevPkiOptions::default()).map_err(|e| {
                 ConfigError::setting(
                     "server.data_dir",
-                    format!("development PKI in {}: {e}", dir.display()),
+                    format!("development PKI in {}: {}", dir.display(), one_line(&e)),
                 )
             })?
         } else {
@@ -150,8 +151,12 @@ pub fn dat_drivers(
                 .map_err(|e| ConfigError::setting("dat.token_file", e))?,
         ),
         _ => {
-            let key_pem = std::fs::read(&files.private_key)
-                .map_err(|e| ConfigError::setting("tls.private_key", e))?;
+            let key_pem = std::fs::read(&files.private_key).map_err(|e| {
+                ConfigError::setting(
+                    "tls.private_key",
+                    format!("cannot read {}: {e}", files.private_key.display()),
+                )
+            })?;
             let client = DapsIssuerConfig::new(
                 dat.token_url.clone(),
                 certificate_id(identity)?,
@@ -269,7 +274,7 @@ pub async fn stores(
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| setting(e.to_string()))?;
             }
-            let store = Arc::new(EmbeddedStore::open(&path).map_err(|e| setting(e.to_string()))?);
+            let store = Arc::new(EmbeddedStore::open(&path).map_err(|e| setting(one_line(&e)))?);
             (store.clone(), store)
         }
         StoreBackend::Mongodb => {

@@ -22,8 +22,7 @@ pub struct ExportArgs {
 }
 
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
-    super::logging::init_quiet();
-    let config = args.config.load(Vec::new())?;
+    let config = args.config.load_for_tool()?;
     let store = setup::store(&config).await?;
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::ConfigError;
+use crate::config::{Config, ConfigError, Loaded};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -73,13 +73,19 @@ struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn load(
-        &self,
-        mut overrides: Vec<(&str, String)>,
-    ) -> Result<crate::config::Config, ConfigError> {
+    /// The configuration with `overrides` on top; logging is not set up yet.
+    fn load(&self, mut overrides: Vec<(&str, String)>) -> Result<Loaded, ConfigError> {
         overrides.extend(self.data_dir.clone().map(|v| ("server.data_dir", v)));
         overrides.extend(self.store_path.clone().map(|v| ("store.path", v)));
         crate::config::load(self.config.as_deref(), &overrides)
+    }
+
+    /// For the tools: their quiet logging, then the configuration.
+    fn load_for_tool(&self) -> Result<Config, ConfigError> {
+        logging::init_quiet();
+        let loaded = self.load(Vec::new())?;
+        loaded.log_ignored();
+        Ok(loaded.config)
     }
 }
 

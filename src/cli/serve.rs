@@ -62,8 +62,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         ("log.format", format!("{format:?}").to_lowercase())
     }));
-    let config = args.config.load(overrides)?;
-    logging::init(&config.log)?;
+    let loaded = args.config.load(overrides)?;
+    logging::init(&loaded.config.log)?;
+    loaded.log_ignored();
+    let config = loaded.config;
     let metrics = ops::install_metrics().context("cannot install the metrics recorder")?;
 
     let files = setup::files(&config, true)?;

@@ -125,7 +125,7 @@ async fn verify_process(
     let head = match export {
         Some(path) => audit::verify_export(pid, open(&path)?),
         None => {
-            let config = config.load(Vec::new())?;
+            let config = config.load_for_tool()?;
             let store = setup::store(&config).await?;
             audit::verify_store(store.as_ref(), pid).await
         }

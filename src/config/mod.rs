@@ -42,9 +42,29 @@ impl ConfigError {
     }
 }
 
+/// A configuration as loaded, with what loading it passed over.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// `CH_` variables that name no section of the configuration, so were ignored.
+    pub ignored_variables: Vec<String>,
+}
+
+impl Loaded {
+    /// One debug line naming the ignored variables, for when logging is set up.
+    pub fn log_ignored(&self) {
+        if !self.ignored_variables.is_empty() {
+            tracing::debug!(
+                variables = ?self.ignored_variables,
+                "ignored CH_ variables that name no section of the configuration"
+            );
+        }
+    }
+}
+
 /// Loads the configuration: `file` (or [`DEFAULT_CONFIG_FILE`] when it exists), the process
 /// environment, then `overrides` (dotted setting names and values as typed on a command line).
-pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, ConfigError> {
+pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Loaded, ConfigError> {
     let mut table = match file {
         Some(path) => read_file(path)?,
         None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
@@ -53,7 +73,7 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config,
         None => toml::Table::new(),
     };
     let schema = schema()?;
-    env::apply(&mut table, &schema, std::env::vars())?;
+    let ignored_variables = env::apply(&mut table, &schema, std::env::vars())?;
     for (setting, value) in overrides {
         let path: Vec<&str> = setting.split('.').collect();
         set(&mut table, &schema, &path, value)
@@ -65,7 +85,10 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config,
             ConfigError::setting(setting, e.into_inner().message())
         })?;
     config.validate()?;
-    Ok(config)
+    Ok(Loaded {
+        config,
+        ignored_variables,
+    })
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {

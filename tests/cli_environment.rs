@@ -53,3 +53,57 @@ fn an_unknown_key_of_a_known_section_is_still_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_log_level_that_is_no_level_is_refused_wherever_it_comes_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--ops-listen",
+        "127.0.0.1:0",
+    ];
+    let mut from_env = command(dir.path());
+    from_env.args(serve).env("CH_LOG_LEVEL", "verbose");
+    let mut from_flag = command(dir.path());
+    from_flag.args(serve).args(["--log-level", "verbose"]);
+    for command in [from_env, from_flag] {
+        let output = refused_at_once(command);
+        let stderr = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("log.level") && stderr.contains("\"verbose\""),
+            "{stderr}"
+        );
+    }
+    // Levels and target directives still work.
+    let serve = Serve::start(
+        dir.path(),
+        &["--log-level", "clearinghouse=debug,WARN"],
+        &[],
+    );
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// Runs `command`, which must exit by itself: a `serve` that starts instead is killed, and the
+/// test fails.
+fn refused_at_once(mut command: std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!("it started instead: {}", stdout(&output));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}

@@ -65,11 +65,12 @@ impl Loaded {
 /// Loads the configuration: `file` (or [`DEFAULT_CONFIG_FILE`] when it exists), the process
 /// environment, then `overrides` (dotted setting names and values as typed on a command line).
 pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Loaded, ConfigError> {
+    let file = file.or_else(|| {
+        let default = Path::new(DEFAULT_CONFIG_FILE);
+        default.exists().then_some(default)
+    });
     let mut table = match file {
         Some(path) => read_file(path)?,
-        None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
-            read_file(Path::new(DEFAULT_CONFIG_FILE))?
-        }
         None => toml::Table::new(),
     };
     let schema = schema()?;
@@ -82,7 +83,15 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Loaded,
     let config: Config =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let setting = e.path().to_string();
-            ConfigError::setting(setting, e.into_inner().message())
+            let reason = e.into_inner().message().to_owned();
+            // The environment and flags only reach settings that exist, so an unknown key can
+            // only come from the file.
+            match file {
+                Some(path) if reason.starts_with("unknown field") => {
+                    ConfigError::setting(setting, format!("{reason} (in {})", path.display()))
+                }
+                _ => ConfigError::setting(setting, reason),
+            }
         })?;
     config.validate()?;
     Ok(Loaded {

@@ -96,7 +96,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let idscp2_addr = server.local_addr().context("no local address")?;
     let ops_addr = ops_listener.local_addr().context("no local address")?;
-    info!(%idscp2_addr, %ops_addr, %connector_id, store = ?config.store.backend, "clearing house ready");
+    // The backend as the configuration spells it (`embedded`, `mongodb`), not its Rust name.
+    let backend = toml::Value::try_from(config.store.backend)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    info!(%idscp2_addr, %ops_addr, %connector_id, store = %backend, "clearing house ready");
     // Parsable lines on stdout, for scripts and tests that let the port be chosen.
     println!("clearinghouse: IDSCP2 listening on {idscp2_addr}");
     println!("clearinghouse: operations endpoint on http://{ops_addr}");

@@ -265,9 +265,15 @@ fn messages_say_things_once_and_in_words() {
     assert!(table.contains("page 1 of 1: 1 of 1 entry"), "{table}");
     let (_, jwks) = serve.get("/.well-known/jwks.json");
     std::fs::write(dir.join("jwks.json"), jwks).unwrap();
-    let mut broken = receipt.trim().to_owned();
-    let last = broken.pop().unwrap();
-    broken.push(if last == 'A' { 'B' } else { 'A' });
+    // The signature's first character changed: still base64url, no longer the signature.
+    let receipt = receipt.trim();
+    let at = receipt.rfind('.').unwrap() + 1;
+    let flipped = if receipt[at..].starts_with('A') {
+        "B"
+    } else {
+        "A"
+    };
+    let broken = format!("{}{flipped}{}", &receipt[..at], &receipt[at + 1..]);
     let output = run(dir, &["verify", "receipt", "--jwks", "jwks.json", &broken]);
     assert_eq!(output.status.code(), Some(3));
     let text = stderr(&output);

@@ -424,8 +424,7 @@ impl ConnectArgs {
             rustls::Error::AlertReceived(
                 AlertDescription::UnknownCA
                 | AlertDescription::BadCertificate
-                | AlertDescription::CertificateUnknown
-                | AlertDescription::DecryptError,
+                | AlertDescription::CertificateUnknown,
             ) => "the server does not accept our certificate (--cert): it is not signed by a CA \
                   the server trusts"
                 .into(),

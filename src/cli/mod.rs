@@ -1,4 +1,5 @@
-//! The `clearinghouse` command line: one file per subcommand, the clap definitions here.
+//! The `clearinghouse` command line: one file per subcommand, the clap definitions here;
+//! [`setup`] turns a configuration into the library's parts, [`report`] renders errors.
 //!
 //! This is the top level of the program, so errors are `anyhow` here; what decides the exit
 //! code travels as a typed error ([`ConfigError`](crate::config::ConfigError), [`Failure`]) inside

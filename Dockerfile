@@ -18,6 +18,10 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /var/lib/clearinghouse --create-home clearinghouse
+# The data directory (store, development PKI) exists in the image and belongs to the service's
+# user: a named volume mounted here starts as a copy of it, owner included. Without it Docker
+# would create the mount point root-owned and `serve` could not write its first file.
+RUN install -d -o clearinghouse -g clearinghouse -m 0750 /var/lib/clearinghouse/data
 COPY --from=build /usr/local/bin/clearinghouse /usr/local/bin/clearinghouse
 USER clearinghouse
 WORKDIR /var/lib/clearinghouse

@@ -15,6 +15,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::der_parser::asn1_rs::Tag;
-use x509_parser::extensions::ParsedExtension;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::x509::X509Name;
 
 const CA_CERT: &str = "ca.crt";
@@ -235,6 +236,65 @@ impl DevPki {
     /// The P-256 key (PKCS#8 PEM) the clearing house signs ES256 receipts with.
     pub fn receipt_key(&self) -> PathBuf {
         self.dir.join(RECEIPT_KEY)
+    }
+
+    /// The names (DNS names and IP addresses) the server certificate is valid for.
+    pub fn server_names(&self) -> Result<Vec<String>, DevPkiError> {
+        let path = self.server_cert();
+        let pem = fs::read(&path).map_err(|source| io_error(&path, source))?;
+        let bad = |reason: String| DevPkiError::BadCertificate {
+            path: path.clone(),
+            reason,
+        };
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| bad(e.to_string()))?;
+        let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+        let san = cert
+            .subject_alternative_name()
+            .map_err(|e| bad(e.to_string()))?
+            .ok_or_else(|| bad("it has no subjectAltName".into()))?;
+        Ok(san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(name) => Some(name.to_string()),
+                GeneralName::IPAddress(bytes) => match bytes.len() {
+                    4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                    _ => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                }
+                .map(|ip| ip.to_string()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Makes the server certificate valid for `names` too: when it lacks any of them, it is
+    /// reissued by the stored CA for its old names and the new ones, with the same key, so that
+    /// clients need nothing new (a running `serve` must be restarted to present it). Returns the
+    /// names that were added.
+    pub fn add_server_names(&self, names: &[String]) -> Result<Vec<String>, DevPkiError> {
+        validate(&DevPkiOptions {
+            server_names: names.to_vec(),
+            ..DevPkiOptions::default()
+        })?;
+        let mut all = self.server_names()?;
+        let added: Vec<String> = names
+            .iter()
+            .filter(|name| !all.iter().any(|have| same_name(have, name)))
+            .cloned()
+            .collect();
+        if added.is_empty() {
+            return Ok(added);
+        }
+        all.extend(added.iter().cloned());
+        let ca = self.load_ca()?;
+        let key_path = self.server_key();
+        let key_pem =
+            fs::read_to_string(&key_path).map_err(|source| io_error(&key_path, source))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(DevPkiError::InvalidKey)?;
+        let cert = ca.sign_leaf(&all[0], &all, &key)?;
+        replace(&self.server_cert(), cert.as_bytes(), CERT_MODE)?;
+        Ok(added)
     }
 
     /// Enrols a further connector: a fresh P-256 key and a client certificate signed by the stored CA.
@@ -522,6 +582,28 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), DevPkiError>
     linked.and(removed)
 }
 
+/// Replaces `path` with `contents` at once: written beside it, then renamed over it.
+fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), DevPkiError> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", uuid::Uuid::new_v4()));
+    write_new(&tmp, contents, mode)?;
+    fs::rename(&tmp, path).map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        io_error(path, source)
+    })
+}
+
+/// Whether two server names are the same: IP addresses by value, DNS names without case.
+fn same_name(a: &str, b: &str) -> bool {
+    match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.eq_ignore_ascii_case(b),
+    }
+}
+
 fn io_error(path: &Path, source: io::Error) -> DevPkiError {
     DevPkiError::Io {
         path: path.to_path_buf(),
@@ -537,10 +619,8 @@ mod tests {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::server::WebPkiClientVerifier;
     use rustls::RootCertStore;
-    use std::net::IpAddr;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
-    use x509_parser::extensions::GeneralName;
 
     const DAY: u64 = 86_400;
 
@@ -782,6 +862,23 @@ mod tests {
         assert_eq!(fs::read(pki.server_cert()).unwrap(), server_before);
         let ca_der = read_cert(&pki.ca_cert());
         assert_leaf_of(&ca_der, &read_cert(&pki.client_cert("connector-c")), 365);
+    }
+
+    #[test]
+    fn added_server_names_reissue_the_server_certificate_with_the_same_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = DevPki::generate(tmp.path(), &DevPkiOptions::default()).unwrap();
+        let key_before = fs::read(pki.server_key()).unwrap();
+        let names = vec!["ch.example".to_owned(), "LOCALHOST".to_owned()];
+        assert_eq!(pki.add_server_names(&names).unwrap(), ["ch.example"]);
+        let mut names_now = pki.server_names().unwrap();
+        names_now.sort();
+        assert_eq!(names_now, ["127.0.0.1", "::1", "ch.example", "localhost"]);
+        assert_eq!(fs::read(pki.server_key()).unwrap(), key_before);
+        let ca = read_cert(&pki.ca_cert());
+        let leaf = read_cert(&pki.server_cert());
+        verify_as_server(&ca, &leaf, "ch.example", UnixTime::now()).unwrap();
+        assert!(pki.add_server_names(&names).unwrap().is_empty());
     }
 
     #[test]

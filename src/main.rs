@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::report::one_line(e.as_ref()));
             ExitCode::from(cli::exit_code(&e))
         }
     }

@@ -27,12 +27,74 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Installs the process-wide Prometheus recorder. No exporter listener is started: the handle is
-/// rendered by `/metrics` here.
+/// Installs the process-wide Prometheus recorder and describes every metric, so that `/metrics`
+/// has a `# HELP` line for each. No exporter listener is started: the handle is rendered by
+/// `/metrics` here.
 pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)?
-        .install_recorder()
+        .install_recorder()?;
+    describe_metrics();
+    Ok(handle)
+}
+
+/// What each metric means. The metrics are recorded all over the crate (IDSCP2 server, admission
+/// and memory budget, the clearing service, quotas); their help texts live here, in one list, so
+/// that the operator's documentation of them is in one place (README, "Operations").
+/// The per-connector quota gauges are rendered, with their help, by `Quotas::render_metrics`.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "clearinghouse_connections_open",
+        "IDSCP2 connections established and not yet closed"
+    );
+    describe_gauge!(
+        "clearinghouse_handshakes_pending",
+        "Connections in the TLS or IDSCP2 handshake now"
+    );
+    describe_counter!(
+        "clearinghouse_handshakes_total",
+        "Finished IDSCP2 handshakes, by outcome"
+    );
+    describe_counter!(
+        "clearinghouse_connections_refused_total",
+        "New connections closed at once because a handshake bound was reached, by reason"
+    );
+    describe_counter!(
+        "clearinghouse_transport_closes_total",
+        "Connections closed because the peer broke a transport bound, by reason"
+    );
+    describe_gauge!(
+        "clearinghouse_buffered_bytes",
+        Unit::Bytes,
+        "Peer data held in memory by all connections now (bounded by server.max_buffered_bytes)"
+    );
+    describe_counter!(
+        "clearinghouse_messages_total",
+        "IDS messages answered, by message type and outcome"
+    );
+    describe_histogram!(
+        "clearinghouse_request_duration_seconds",
+        Unit::Seconds,
+        "Time from receiving an IDS message to its reply, by message type"
+    );
+    describe_histogram!(
+        "clearinghouse_store_duration_seconds",
+        Unit::Seconds,
+        "Time of each call into the store, by operation"
+    );
+    describe_counter!(
+        "clearinghouse_receipts_signed_total",
+        "Receipts signed for logged entries"
+    );
+    describe_counter!(
+        "clearinghouse_offloaded_total",
+        "CPU-heavy work done on the blocking pool beside the async workers, by kind"
+    );
+    describe_counter!(
+        "clearinghouse_quota_rejections_total",
+        "Requests rejected over a per-connector quota, by quota"
+    );
 }
 
 #[derive(Clone)]
@@ -88,4 +150,48 @@ async fn render_metrics(State(state): State<OpsState>) -> Response {
 
 async fn jwks(State(state): State<OpsState>) -> Json<Value> {
     Json(state.jwks.as_ref().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every metric the crate records is described in [`super::describe_metrics`]: a metric added
+    /// elsewhere without a help text fails here rather than on an operator's dashboard.
+    #[test]
+    fn every_recorded_metric_is_described() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let described = std::fs::read_to_string(src.join("ops.rs")).unwrap();
+        let mut recorded = Vec::new();
+        collect_recorded(&src, &mut recorded);
+        assert!(recorded.len() >= 10, "{recorded:?}");
+        for name in recorded {
+            assert!(
+                described.contains(&format!("\"{name}\"")),
+                "{name} is recorded but not described in ops::describe_metrics"
+            );
+        }
+    }
+
+    /// The names in `counter!("…"`, `gauge!("…"` and `histogram!("…"` under `dir`.
+    fn collect_recorded(dir: &Path, names: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                collect_recorded(&path, names);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for macro_name in ["counter!(\"", "gauge!(\"", "histogram!(\""] {
+                    for (at, _) in text.match_indices(macro_name) {
+                        let rest = &text[at + macro_name.len()..];
+                        if let Some(end) = rest.find('"') {
+                            if !text[..at].ends_with("describe_") {
+                                names.push(rest[..end].to_owned());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! error payload.
 
 use std::io::{IsTerminal, Read as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,16 +17,22 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::Failure;
+use super::EXIT_CODES;
 use crate::client::{ClearingHouseClient, QueryOptions};
+use crate::ids::params::{ChParams, DateBound, ParamLimits};
 use crate::ids::Reply;
-use crate::idscp2::client::{connect, ClientConfig};
+use crate::idscp2::client::{connect, ClientConfig, ClientError};
 use crate::idscp2::dat::{
     daps_http_client, DapsIssuer, DapsIssuerConfig, DapsVerifier, DapsVerifierConfig, DatIssuer,
     DatVerifier, DevelopmentIssuer, DevelopmentVerifier, JwksSource, StaticIssuer,
 };
-use crate::idscp2::endpoint::{Endpoint, Settings};
-use crate::idscp2::ra::RaRegistry;
-use crate::idscp2::tls::{self, PeerCertificate, TlsIdentity};
+use crate::idscp2::endpoint::{Endpoint, EndpointError, Settings};
+use crate::idscp2::proto::app::HeaderEntry;
+use crate::idscp2::ra::{RaRegistry, RaRole};
+use crate::idscp2::tls::{self, PeerCertificate, TlsError, TlsIdentity};
+
+/// The name `--server-name` expects in the server certificate unless told otherwise.
+pub(super) const DEFAULT_SERVER_NAME: &str = "localhost";
 
 /// Page size `query --all` asks for when none is given: the server's maximum.
 const ALL_PAGE_SIZE: u64 = 1000;
@@ -39,7 +45,9 @@ pub struct ClientArgs {
     request: Request,
 }
 
+/// How to reach the clearing house and who we are: flags every request takes.
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Connection")]
 struct ConnectArgs {
     /// The clearing house's IDSCP2 address
     #[arg(
@@ -50,15 +58,15 @@ struct ConnectArgs {
     )]
     server: String,
     /// The name the server certificate must carry (subjectAltName)
-    #[arg(long, global = true, default_value = "localhost")]
+    #[arg(long, global = true, default_value = DEFAULT_SERVER_NAME, value_name = "NAME")]
     server_name: String,
-    /// Our certificate (PEM chain, leaf first)
+    /// Our certificate (PEM chain, leaf first) [required]
     #[arg(long, global = true, value_name = "FILE")]
     cert: Option<PathBuf>,
-    /// Our private key (PEM)
+    /// Our private key (PEM) [required]
     #[arg(long, global = true, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// CA certificates to verify the server with (PEM)
+    /// CA certificates to verify the server with (PEM) [required]
     #[arg(long, global = true, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Where our DAT comes from; `daps` and `file` also verify the server's DAT with the DAPS keys
@@ -74,10 +82,28 @@ struct ConnectArgs {
     #[arg(long, global = true, value_name = "FILE")]
     dat_file: Option<PathBuf>,
     /// Our connector IRI in request headers [default: urn:connector:<SKI:keyid:AKI>]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "IRI")]
     connector_id: Option<String>,
+    /// RA suites we can prove with, in order of preference (a NullRa-only peer: NullRa)
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_values_t = Settings::default().supported_ra,
+        value_name = "SUITE,..."
+    )]
+    ra_supported: Vec<String>,
+    /// RA suites we accept from the server, in order of preference
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_values_t = Settings::default().expected_ra,
+        value_name = "SUITE,..."
+    )]
+    ra_expected: Vec<String>,
     /// Seconds to wait for a reply
-    #[arg(long, global = true, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
     timeout: u64,
 }
 
@@ -91,60 +117,127 @@ enum DatModeArg {
 #[derive(Debug, clap::Subcommand)]
 enum Request {
     /// Create a process (ids:RequestMessage); prints its pid.
+    #[command(after_help = EXIT_CODES)]
     Create {
-        #[arg(long)]
+        /// The process id: 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -
+        #[arg(long, value_parser = pid)]
         pid: String,
         /// A further owner's client id (repeatable); we are always an owner
-        #[arg(long = "owner", value_name = "CLIENT_ID")]
+        #[arg(long = "owner", value_name = "CLIENT_ID", value_parser = owner)]
         owners: Vec<String>,
     },
     /// Log a message (ids:LogMessage); prints the receipt.
+    #[command(after_help = EXIT_CODES)]
     Log {
-        #[arg(long)]
+        /// The process id: 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -
+        #[arg(long, value_parser = pid)]
         pid: String,
         /// The payload; without --data or --file it is read from stdin
-        #[arg(long, conflicts_with = "file")]
+        #[arg(long, conflicts_with = "file", value_name = "TEXT")]
         data: Option<String>,
         /// A file holding the payload
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
         /// The payload's media type
-        #[arg(long)]
+        #[arg(long, value_name = "MEDIA_TYPE")]
         content_type: Option<String>,
         /// Print only the receipt JWT instead of JSON with its decoded claims
         #[arg(long)]
         raw: bool,
     },
     /// Query a page of a process (ids:QueryMessage), or every page with --all.
+    #[command(after_help = EXIT_CODES)]
     Query {
-        #[arg(long)]
+        /// The process id: 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -
+        #[arg(long, value_parser = pid)]
         pid: String,
-        #[arg(long)]
+        /// The page to fetch, from 1 [default: 1]
+        #[arg(long, value_parser = positive, value_name = "N")]
         page: Option<u64>,
-        #[arg(long)]
+        /// Entries per page, from 1 (the server caps it at limits.max_page_size) [default: the server's, 100]
+        #[arg(long, value_parser = positive, value_name = "N")]
         size: Option<u64>,
-        /// asc or desc (the server's default is desc; --all defaults to asc)
-        #[arg(long)]
-        sort: Option<String>,
-        /// YYYY-MM-DD or an RFC 3339 instant, inclusive
-        #[arg(long)]
+        /// Entry order by sequence number [default: desc; with --all: asc]
+        #[arg(long, value_enum)]
+        sort: Option<SortArg>,
+        /// First day or instant to include: YYYY-MM-DD or RFC 3339
+        #[arg(long, value_parser = date, value_name = "DATE")]
         from: Option<String>,
-        /// YYYY-MM-DD or an RFC 3339 instant, inclusive
-        #[arg(long)]
+        /// Last day or instant to include: YYYY-MM-DD or RFC 3339
+        #[arg(long, value_parser = date, value_name = "DATE")]
         to: Option<String>,
         /// Follow every page (progress on stderr)
         #[arg(long, conflicts_with = "page")]
         all: bool,
+        /// How to print the entries: a table of shortened fields, or the server's JSON
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
     },
     /// Fetch one entry by its document id.
+    #[command(after_help = EXIT_CODES)]
     Get {
-        #[arg(long)]
+        /// The process id: 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -
+        #[arg(long, value_parser = pid)]
         pid: String,
-        #[arg(long)]
+        /// The entry's document id (a receipt's document_id)
+        #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new(), value_name = "DOCUMENT_ID")]
         id: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SortArg {
+    Asc,
+    Desc,
+}
+
+impl SortArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            SortArg::Asc => "asc",
+            SortArg::Desc => "desc",
+        }
+    }
+}
+
+/// `--pid`, checked as the clearing house checks `ch-ids-pid` (at the protocol's length limit;
+/// a server with a lower `limits.max_pid_length` may still refuse it).
+fn pid(text: &str) -> Result<String, String> {
+    let headers = [HeaderEntry {
+        name: "ch-ids-pid".into(),
+        value: text.into(),
+    }];
+    ChParams::parse(&headers, &ParamLimits::default())
+        .and_then(|params| params.pid().map(str::to_owned))
+        .map_err(|rejection| {
+            rejection
+                .message
+                .replace("ch-ids-pid", "the pid")
+                .replace(" (limits.max_pid_length)", "")
+        })
+}
+
+/// `--page` and `--size`.
+fn positive(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(value) if value >= 1 => Ok(value),
+        _ => Err("expected a whole number of 1 or more".into()),
+    }
+}
+
+/// `--from` and `--to`: a day or an instant, as the server reads them.
+fn date(text: &str) -> Result<String, String> {
+    DateBound::parse(text)
+        .map(|_| text.to_owned())
+        .ok_or_else(|| "expected a date (YYYY-MM-DD) or an RFC 3339 instant".into())
+}
+
+/// `--owner`: a client id has no spaces or control characters.
+fn owner(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("expected a client id (SKI:keyid:AKI), without spaces".into());
+    }
+    Ok(text.to_owned())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -155,6 +248,18 @@ enum OutputFormat {
 
 pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
     super::logging::init_quiet();
+    if let Request::Query {
+        from: Some(from),
+        to: Some(to),
+        ..
+    } = &args.request
+    {
+        let first = DateBound::parse(from).map(|bound| bound.first_ms());
+        let last = DateBound::parse(to).map(|bound| bound.last_ms());
+        if first > last {
+            return Err(usage("--from", "is after --to: the range is empty"));
+        }
+    }
     let mut client = args.connect.connect().await?;
     let result = match args.request {
         Request::Create { pid, owners } => {
@@ -192,7 +297,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             let options = QueryOptions {
                 page,
                 size,
-                sort,
+                sort: sort.map(|sort| sort.as_str().to_owned()),
                 date_from: from,
                 date_to: to,
             };
@@ -217,30 +322,59 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
 
 impl ConnectArgs {
     async fn connect(&self) -> anyhow::Result<ClearingHouseClient> {
+        let missing: Vec<&str> = [
+            ("--cert", self.cert.is_none()),
+            ("--key", self.key.is_none()),
+            ("--ca", self.ca.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, missing)| missing.then_some(flag))
+        .collect();
         let (Some(cert), Some(key), Some(ca)) = (&self.cert, &self.key, &self.ca) else {
-            return Err(usage("--cert, --key and --ca are required"));
+            return Err(usage(
+                &missing.join(", "),
+                "required: the certificate and key we connect with, and the CA that verifies the server",
+            ));
         };
-        let identity = TlsIdentity::from_pem_files(cert, key).map_err(|e| usage(e.to_string()))?;
-        let cas = tls::load_ca_file(ca).map_err(|e| usage(e.to_string()))?;
-        let tls = tls::client_config(&identity, &cas).map_err(|e| usage(e.to_string()))?;
+        let identity = TlsIdentity::from_pem_files(cert, key).map_err(|e| {
+            let flag = match &e {
+                TlsError::Read { path, .. } | TlsError::InFile { path, .. } if path == key => {
+                    "--key"
+                }
+                TlsError::KeyMismatch | TlsError::KeyCheck(_) => "--key",
+                _ => "--cert",
+            };
+            usage(flag, e)
+        })?;
+        let cas = tls::load_ca_file(ca).map_err(|e| usage("--ca", e))?;
+        let tls = tls::client_config(&identity, &cas).map_err(|e| usage("--ca", e))?;
         let certificate_id = PeerCertificate::new(identity.leaf().clone())
             .connector_id()
-            .map_err(|e| usage(format!("--cert: {e}")))?;
+            .map_err(|e| usage("--cert", e))?;
         let (issuer, verifier) = self.dat_drivers(key, &certificate_id)?;
-        let endpoint = Endpoint::new(
-            Settings::default(),
-            issuer.clone(),
-            verifier,
-            RaRegistry::builtin(),
-        )
-        .context("IDSCP2 settings")?;
+        let settings = Settings {
+            supported_ra: self.ra_supported.clone(),
+            expected_ra: self.ra_expected.clone(),
+            ..Settings::default()
+        };
+        let endpoint = Endpoint::new(settings, issuer.clone(), verifier, RaRegistry::builtin())
+            .map_err(|e| match e {
+                EndpointError::UnknownRaSuite {
+                    role: RaRole::Verifier,
+                    ..
+                } => usage("--ra-expected", e),
+                EndpointError::UnknownRaSuite { .. } | EndpointError::NoRaSuite => {
+                    usage("--ra-supported", e)
+                }
+                other => anyhow::Error::new(other).context("IDSCP2 settings"),
+            })?;
         let connection = connect(
             &self.server,
             &self.server_name,
             &ClientConfig { tls, endpoint },
         )
         .await
-        .with_context(|| format!("cannot talk IDSCP2 to {}", self.server))?;
+        .map_err(|e| self.connect_failure(e, ca))?;
         let own_dat = (self.dat_mode != DatModeArg::Development).then_some(issuer);
         Ok(ClearingHouseClient::new(
             connection,
@@ -250,6 +384,55 @@ impl ConnectArgs {
             own_dat,
             Duration::from_secs(self.timeout),
         ))
+    }
+
+    /// Why we could not connect, in the operator's terms: a certificate the TLS library refused
+    /// is explained with the flag to look at instead of its error variant's name.
+    fn connect_failure(&self, error: ClientError, ca: &Path) -> anyhow::Error {
+        let reason = match &error {
+            ClientError::Tls { source, .. } => source
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .and_then(|tls| self.explain_tls(tls, ca)),
+            _ => None,
+        };
+        let server = &self.server;
+        match reason {
+            Some(reason) => anyhow::anyhow!("cannot talk IDSCP2 to {server}: {reason}"),
+            None => anyhow::Error::new(error).context(format!("cannot talk IDSCP2 to {server}")),
+        }
+    }
+
+    fn explain_tls(&self, error: &rustls::Error, ca: &Path) -> Option<String> {
+        use rustls::{AlertDescription, CertificateError};
+        let ca = ca.display();
+        Some(match error {
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                format!("the server's certificate is not signed by a CA in --ca {ca}")
+            }
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
+            | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                ..
+            }) => format!(
+                "the server's certificate is not valid for --server-name {} (give a name it carries)",
+                self.server_name
+            ),
+            rustls::Error::InvalidCertificate(CertificateError::Expired)
+            | rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+                "the server's certificate has expired".into()
+            }
+            rustls::Error::AlertReceived(
+                AlertDescription::UnknownCA
+                | AlertDescription::BadCertificate
+                | AlertDescription::CertificateUnknown,
+            ) => "the server does not accept our certificate (--cert): it is not signed by a CA \
+                  the server trusts"
+                .into(),
+            rustls::Error::AlertReceived(AlertDescription::CertificateExpired) => {
+                "the server does not accept our certificate (--cert): it has expired".into()
+            }
+            _ => return None,
+        })
     }
 
     fn dat_drivers(
@@ -266,7 +449,7 @@ impl ConnectArgs {
         let daps_url = self
             .daps_url
             .as_deref()
-            .ok_or_else(|| usage("--daps-url is required with --dat-mode daps or file"))?;
+            .ok_or_else(|| usage("--daps-url", "required with --dat-mode daps or file"))?;
         let http = daps_http_client()?;
         let jwks = JwksSource::Url(format!(
             "{}/.well-known/jwks.json",
@@ -276,7 +459,7 @@ impl ConnectArgs {
         let issuer: Arc<dyn DatIssuer> = match (&self.dat_mode, &self.dat_file, &self.token_url) {
             (DatModeArg::File, Some(file), _) => Arc::new(StaticIssuer::new(file)?),
             (DatModeArg::File, None, _) => {
-                return Err(usage("--dat-file is required with --dat-mode file"))
+                return Err(usage("--dat-file", "required with --dat-mode file"))
             }
             (_, _, Some(token_url)) => {
                 let key_pem = std::fs::read(key).with_context(|| format!("{}", key.display()))?;
@@ -287,15 +470,15 @@ impl ConnectArgs {
                     http,
                 ))?)
             }
-            (_, _, None) => return Err(usage("--token-url is required with --dat-mode daps")),
+            (_, _, None) => return Err(usage("--token-url", "required with --dat-mode daps")),
         };
         Ok((issuer, Arc::new(verifier)))
     }
 }
 
 /// A usage error: exit code 2, like clap's own.
-fn usage(message: impl Into<String>) -> anyhow::Error {
-    crate::config::ConfigError::setting("client", message.into()).into()
+fn usage(flag: &str, message: impl std::fmt::Display) -> anyhow::Error {
+    crate::config::ConfigError::setting(flag, message).into()
 }
 
 /// Turns a RejectionMessage into [`Failure::Rejected`], printing its payload on stderr.
@@ -393,6 +576,62 @@ async fn query_all(
     )
 }
 
+/// Widths of the table's columns, so that a table fits 120 columns: ids are shortened in the
+/// middle (their ends tell them apart), text at its end; `--format json` has every field whole.
+const COLUMNS: [(&str, usize, Shorten); 6] = [
+    ("sequence", 8, Shorten::End),
+    ("document_id", 13, Shorten::Middle),
+    ("timestamp", 20, Shorten::Seconds),
+    ("client_id", 21, Shorten::Middle),
+    ("payload_type", 16, Shorten::End),
+    ("payload", 22, Shorten::End),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Shorten {
+    End,
+    Middle,
+    /// An RFC 3339 timestamp to the second.
+    Seconds,
+}
+
+fn shorten(text: &str, width: usize, how: Shorten) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if let Shorten::Seconds = how {
+        // 2026-12-03T12:16:08.219Z -> 2026-12-03T12:16:08Z
+        if chars.len() > 20 && text.ends_with('Z') {
+            return chars[..19].iter().collect::<String>() + "Z";
+        }
+    }
+    if chars.len() <= width {
+        return text.to_owned();
+    }
+    match how {
+        Shorten::Middle => {
+            let head = (width - 1) / 2;
+            let tail = width - 1 - head;
+            chars[..head].iter().collect::<String>()
+                + "…"
+                + &chars[chars.len() - tail..].iter().collect::<String>()
+        }
+        Shorten::End | Shorten::Seconds => chars[..width - 1].iter().collect::<String>() + "…",
+    }
+}
+
+fn table(documents: &[Value]) -> Table {
+    let mut table = Table::new();
+    table.set_header(COLUMNS.map(|(name, _, _)| name));
+    for document in documents {
+        let text = |name: &str| match &document[name] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        table.add_row(COLUMNS.map(|(name, width, how)| shorten(&text(name), width, how)));
+    }
+    table
+}
+
 fn print_documents(page: &Value, format: OutputFormat) -> anyhow::Result<()> {
     if format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(page)?);
@@ -401,37 +640,51 @@ fn print_documents(page: &Value, format: OutputFormat) -> anyhow::Result<()> {
     let Some(documents) = page["documents"].as_array() else {
         bail!("the result has no documents");
     };
-    let mut table = Table::new();
-    table.set_header([
-        "sequence",
-        "document_id",
-        "timestamp",
-        "client_id",
-        "payload_type",
-        "payload",
-    ]);
-    for document in documents {
-        let text = |name: &str| match &document[name] {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        let mut payload = text("payload");
-        if payload.chars().count() > 40 {
-            payload = payload.chars().take(39).collect::<String>() + "…";
-        }
-        table.add_row([
-            text("sequence"),
-            text("document_id"),
-            text("timestamp"),
-            text("client_id"),
-            text("payload_type"),
-            payload,
-        ]);
-    }
-    println!("{table}");
-    if let Some(total) = page["total"].as_u64() {
-        println!("{} of {total} entries", documents.len());
+    println!("{}", table(documents));
+    let count = documents.len();
+    let entries = |n: u64| if n == 1 { "entry" } else { "entries" };
+    match (
+        page["total"].as_u64(),
+        page["page"].as_u64(),
+        page["pages"].as_u64(),
+    ) {
+        (Some(total), Some(number), Some(pages)) => println!(
+            "page {number} of {pages}: {count} of {total} {}",
+            entries(total)
+        ),
+        (Some(total), _, _) => println!("{count} of {total} {}", entries(total)),
+        _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_of_long_fields_fits_120_columns() {
+        let long = "E9:DF:AD:90:AC:96:7B:A8:BF:98:B1:10:9B:95:80:2F:7B:07:1C:AC:keyid:70:01:0D";
+        let document = json!({
+            "sequence": 12345678,
+            "document_id": "9fd8f9a8-1281-40e2-9509-0cee30bd26b0",
+            "timestamp": "2026-12-03T12:16:08.219Z",
+            "client_id": long,
+            "payload_type": "application/vnd.example+json; charset=utf-8",
+            "payload": "x".repeat(500),
+        });
+        let table = table(&[document]);
+        for line in table.to_string().lines() {
+            assert!(
+                line.chars().count() <= 120,
+                "{} wide: {line}",
+                line.chars().count()
+            );
+        }
+        assert_eq!(shorten(long, 21, Shorten::Middle), "E9:DF:AD:9…d:70:01:0D");
+        assert_eq!(
+            shorten("2026-12-03T12:16:08.219Z", 20, Shorten::Seconds),
+            "2026-12-03T12:16:08Z"
+        );
+    }
 }

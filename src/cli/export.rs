@@ -7,23 +7,23 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::{setup, ConfigArgs};
+use super::{setup, StoreConfigArgs};
 use crate::audit;
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
+    /// The process to export
     #[arg(long)]
     pid: String,
     /// Write here instead of stdout
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: StoreConfigArgs,
 }
 
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
-    super::logging::init_quiet();
-    let config = args.config.load(Vec::new())?;
+    let config = args.config.load_for_tool()?;
     let store = setup::store(&config).await?;
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(
@@ -34,6 +34,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let mut out = BufWriter::new(&mut out);
     let written = audit::export_process(store.as_ref(), &args.pid, &mut out).await?;
     out.flush().context("cannot write the export")?;
-    eprintln!("exported {written} entries of process {}", args.pid);
+    let entries = if written == 1 { "entry" } else { "entries" };
+    eprintln!("exported {written} {entries} of process {}", args.pid);
     Ok(())
 }

@@ -10,7 +10,7 @@ pub struct JwksArgs {
 }
 
 pub fn run(args: JwksArgs) -> anyhow::Result<()> {
-    let config = args.config.load(Vec::new())?;
+    let config = args.config.load_for_tool(Vec::new())?;
     // Never generates a PKI: printing keys must not invent new ones.
     let files = setup::files(&config, false)?;
     let (_, jwks) = setup::receipts(&config, &files)?;

@@ -1,4 +1,5 @@
-//! The `clearinghouse` command line: one file per subcommand, the clap definitions here.
+//! The `clearinghouse` command line: one file per subcommand, the clap definitions here;
+//! [`setup`] turns a configuration into the library's parts, [`report`] renders errors.
 //!
 //! This is the top level of the program, so errors are `anyhow` here; what decides the exit
 //! code travels as a typed error ([`ConfigError`](crate::config::ConfigError), [`Failure`]) inside
@@ -9,6 +10,7 @@ mod dev_pki;
 mod export;
 mod jwks;
 mod logging;
+pub mod report;
 mod serve;
 mod setup;
 mod verify;
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::ConfigError;
+use crate::config::{Config, ConfigError, Loaded};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -59,26 +61,58 @@ enum Command {
 
 /// Where the configuration comes from, for the subcommands that read it.
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Configuration")]
 struct ConfigArgs {
     /// Configuration file [default: config/clearinghouse.toml when it exists]
     #[arg(long, env = "CH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Overrides server.data_dir
+    /// Overrides server.data_dir (development PKI, embedded store)
     #[arg(long, value_name = "DIR")]
     data_dir: Option<String>,
-    /// Overrides store.path
-    #[arg(long, value_name = "FILE")]
-    store_path: Option<String>,
 }
 
 impl ConfigArgs {
-    fn load(
-        &self,
-        mut overrides: Vec<(&str, String)>,
-    ) -> Result<crate::config::Config, ConfigError> {
+    /// The configuration with `overrides` on top; logging is not set up yet.
+    fn load(&self, mut overrides: Vec<(&str, String)>) -> Result<Loaded, ConfigError> {
         overrides.extend(self.data_dir.clone().map(|v| ("server.data_dir", v)));
-        overrides.extend(self.store_path.clone().map(|v| ("store.path", v)));
         crate::config::load(self.config.as_deref(), &overrides)
+    }
+
+    /// For the tools: their quiet logging, then the configuration.
+    fn load_for_tool(&self, overrides: Vec<(&str, String)>) -> Result<Config, ConfigError> {
+        logging::init_quiet();
+        let loaded = self.load(overrides)?;
+        loaded.log_ignored();
+        Ok(loaded.config)
+    }
+}
+
+/// [`ConfigArgs`] for the subcommands that open the store.
+#[derive(Debug, clap::Args)]
+struct StoreConfigArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Overrides store.path (the embedded store's file)
+    #[arg(long, value_name = "FILE", help_heading = "Configuration")]
+    store_path: Option<String>,
+}
+
+impl StoreConfigArgs {
+    fn overrides(&self) -> Vec<(&'static str, String)> {
+        self.store_path
+            .clone()
+            .map(|v| ("store.path", v))
+            .into_iter()
+            .collect()
+    }
+
+    fn load(&self, mut overrides: Vec<(&str, String)>) -> Result<Loaded, ConfigError> {
+        overrides.extend(self.overrides());
+        self.config.load(overrides)
+    }
+
+    fn load_for_tool(&self) -> Result<Config, ConfigError> {
+        self.config.load_for_tool(self.overrides())
     }
 }
 

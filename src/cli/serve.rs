@@ -16,7 +16,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::info;
 
-use super::{logging, setup, ConfigArgs};
+use super::client::DEFAULT_SERVER_NAME;
+use super::{logging, setup, StoreConfigArgs};
 use crate::clearing::{ClearingHouse, ClearingHouseConfig, Quotas};
 use crate::config::{ConfigError, DatMode, LogFormat};
 use crate::devpki::DevPki;
@@ -29,7 +30,7 @@ const DEMO_CLIENT: &str = "connector-a";
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    config: ConfigArgs,
+    config: StoreConfigArgs,
     /// Overrides server.listen (port 0 picks a free port; the bound address is printed)
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
@@ -62,8 +63,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         ("log.format", format!("{format:?}").to_lowercase())
     }));
-    let config = args.config.load(overrides)?;
-    logging::init(&config.log)?;
+    let loaded = args.config.load(overrides)?;
+    logging::init(&loaded.config.log)?;
+    loaded.log_ignored();
+    let config = loaded.config;
     let metrics = ops::install_metrics().context("cannot install the metrics recorder")?;
 
     let files = setup::files(&config, true)?;
@@ -93,14 +96,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let idscp2_addr = server.local_addr().context("no local address")?;
     let ops_addr = ops_listener.local_addr().context("no local address")?;
-    info!(%idscp2_addr, %ops_addr, %connector_id, store = ?config.store.backend, "clearing house ready");
+    // The backend as the configuration spells it (`embedded`, `mongodb`), not its Rust name.
+    let backend = toml::Value::try_from(config.store.backend)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    info!(%idscp2_addr, %ops_addr, %connector_id, store = %backend, "clearing house ready");
     // Parsable lines on stdout, for scripts and tests that let the port be chosen.
     println!("clearinghouse: IDSCP2 listening on {idscp2_addr}");
     println!("clearinghouse: operations endpoint on http://{ops_addr}");
     if config.dat.mode == DatMode::Development {
-        if let Some(pki) = &files.dev_pki {
-            print_try_it(idscp2_addr, pki);
-        }
+        print_try_it(idscp2_addr, &files);
     }
 
     let quotas = Arc::new(Quotas::new(&config.quotas));
@@ -161,12 +167,51 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The exact command that talks to this server with a development client certificate.
-fn print_try_it(addr: SocketAddr, pki: &DevPki) {
-    let host = if addr.ip().is_unspecified() {
-        SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+/// The exact command that talks to this server with a development client certificate, when
+/// there is one that works: the server must trust the development CA (so that it accepts the
+/// client certificate) and present the development server certificate (so that the development
+/// CA verifies it); otherwise what to use instead.
+fn print_try_it(addr: SocketAddr, files: &setup::Files) {
+    let Some(pki) = &files.dev_pki else {
+        return;
+    };
+    if files.ca_certificates != pki.ca_cert() || files.certificate != pki.server_cert() {
+        println!(
+            "clearinghouse: development mode; connect with a client certificate issued by a CA in \
+             {} and --ca naming the CA that issued {}",
+            files.ca_certificates.display(),
+            files.certificate.display()
+        );
+        return;
+    }
+    let Some(client) = demo_client(pki) else {
+        println!(
+            "clearinghouse: development mode; issue a client certificate with `clearinghouse dev-pki --dir {} --client NAME`",
+            pki.dir.display()
+        );
+        return;
+    };
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    };
+    // The client checks the name it is given (default `localhost`) against the certificate.
+    let names = pki.server_names().unwrap_or_default();
+    let host_ip = host.ip().to_string();
+    let server_name = if names.iter().any(|name| name == DEFAULT_SERVER_NAME) {
+        String::new()
     } else {
-        addr
+        names
+            .iter()
+            .find(|name| **name == host_ip)
+            .or(names.first())
+            .map(|name| format!(" --server-name {name}"))
+            .unwrap_or_default()
     };
     // argv[0] is how this very binary was started, so the command works as printed.
     let program = std::env::args()
@@ -174,9 +219,27 @@ fn print_try_it(addr: SocketAddr, pki: &DevPki) {
         .unwrap_or_else(|| "clearinghouse".to_owned());
     println!("clearinghouse: development mode; try:");
     println!(
-        "  {program} client log --server {host} --ca {} --cert {} --key {} --pid demo --data 'hello'",
+        "  {program} client log --server {host}{server_name} --ca {} --cert {} --key {} --pid demo --data 'hello'",
         pki.ca_cert().display(),
-        pki.client_cert(DEMO_CLIENT).display(),
-        pki.client_key(DEMO_CLIENT).display(),
+        pki.client_cert(&client).display(),
+        pki.client_key(&client).display(),
     );
+}
+
+/// `connector-a` when the PKI has it, else the first client with both files.
+fn demo_client(pki: &DevPki) -> Option<String> {
+    let complete = |name: &str| pki.client_cert(name).exists() && pki.client_key(name).exists();
+    if complete(DEMO_CLIENT) {
+        return Some(DEMO_CLIENT.to_owned());
+    }
+    let mut names: Vec<String> = std::fs::read_dir(pki.dir.join("clients"))
+        .ok()?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".crt").map(str::to_owned)
+        })
+        .filter(|name| complete(name))
+        .collect();
+    names.sort();
+    names.into_iter().next()
 }

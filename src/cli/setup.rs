@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::report::one_line;
 use crate::config::{or_default, Config, ConfigError, DatMode, StoreBackend};
 use crate::devpki::{DevPki, DevPkiOptions};
 use crate::idscp2::budget::{BudgetError, MemoryLimits};
@@ -39,7 +40,7 @@ pub fn files(config: &Config, generate: bool) -> Result<Files, ConfigError> {
             DevPki::open_or_generate(&dir, &DevPkiOptions::default()).map_err(|e| {
                 ConfigError::setting(
                     "server.data_dir",
-                    format!("development PKI in {}: {e}", dir.display()),
+                    format!("development PKI in {}: {}", dir.display(), one_line(&e)),
                 )
             })?
         } else {
@@ -150,8 +151,12 @@ pub fn dat_drivers(
                 .map_err(|e| ConfigError::setting("dat.token_file", e))?,
         ),
         _ => {
-            let key_pem = std::fs::read(&files.private_key)
-                .map_err(|e| ConfigError::setting("tls.private_key", e))?;
+            let key_pem = std::fs::read(&files.private_key).map_err(|e| {
+                ConfigError::setting(
+                    "tls.private_key",
+                    format!("cannot read {}: {e}", files.private_key.display()),
+                )
+            })?;
             let client = DapsIssuerConfig::new(
                 dat.token_url.clone(),
                 certificate_id(identity)?,
@@ -269,7 +274,19 @@ pub async fn stores(
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| setting(e.to_string()))?;
             }
-            let store = Arc::new(EmbeddedStore::open(&path).map_err(|e| setting(e.to_string()))?);
+            let store = Arc::new(EmbeddedStore::open(&path).map_err(|e| {
+                let reason = one_line(&e);
+                // redb's lock: another process (usually `serve`) has the file open.
+                if reason.contains("already open") {
+                    setting(format!(
+                        "{reason}; another process has it open: stop `clearinghouse serve` first, \
+                         or read the process through the running server with \
+                         `clearinghouse client query --pid PID --all --format json`"
+                    ))
+                } else {
+                    setting(reason)
+                }
+            })?);
             (store.clone(), store)
         }
         StoreBackend::Mongodb => {
@@ -292,14 +309,99 @@ pub async fn stores(
             let store = Arc::new(
                 MongoStore::connect(settings)
                     .await
-                    .map_err(|e| ConfigError::setting("store.mongodb", e.to_string()))?,
+                    .map_err(|e| mongodb_unreachable(mongo, &e.to_string()))?,
             );
             (store.clone(), store)
         }
     };
-    store
-        .ping()
-        .await
-        .map_err(|e| ConfigError::setting("store", format!("not reachable: {e}")))?;
+    store.ping().await.map_err(|e| match config.store.backend {
+        StoreBackend::Mongodb => mongodb_unreachable(&config.store.mongodb, &e.to_string()),
+        StoreBackend::Embedded => ConfigError::setting(
+            "store.path",
+            format!("{}: not usable: {e}", config.store_path().display()),
+        ),
+    })?;
     Ok((store, usage))
+}
+
+/// MongoDB did not answer at start: one line with the address (credentials hidden) and the
+/// reason, instead of the driver's description of its whole topology.
+fn mongodb_unreachable(mongo: &crate::config::MongoConfig, detail: &str) -> ConfigError {
+    ConfigError::setting(
+        "store.mongodb.uri",
+        format!(
+            "MongoDB at {} is unavailable: {}",
+            without_credentials(&mongo.uri),
+            mongodb_reason(detail, mongo.timeout_ms)
+        ),
+    )
+}
+
+/// The first server error in a driver message (`… Servers: [ { …, Error: Kind: I/O error:
+/// Connection refused (os error 111), labels: … } ] …`), or the message's own first part.
+fn mongodb_reason(detail: &str, timeout_ms: u64) -> String {
+    let detail = detail.strip_prefix("store unavailable: ").unwrap_or(detail);
+    let detail = detail.strip_prefix("MongoDB: ").unwrap_or(detail);
+    let server_error = detail
+        .split_once("Servers: [")
+        .and_then(|(_, servers)| servers.split_once("Error: Kind: "))
+        .map(|(_, error)| error);
+    let reason = server_error
+        .unwrap_or(detail)
+        .split(", labels:")
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("Kind: ")
+        .trim();
+    if detail.contains("Server selection timeout") && server_error.is_none() {
+        return format!("no server answered within store.mongodb.timeout_ms ({timeout_ms} ms)");
+    }
+    reason.to_owned()
+}
+
+/// `mongodb://user:secret@host/…` as `mongodb://***@host/…`.
+fn without_credentials(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_driver_topology_dump_becomes_its_reason() {
+        let dump = "store unavailable: MongoDB: Kind: Server selection timeout: No available \
+            servers. Topology: { Type: Single, Servers: [ { Address: 127.0.0.1:1, Type: Unknown, \
+            Error: Kind: I/O error: Connection refused (os error 111), labels: \
+            {\"SystemOverloadedError\"}, source: None } ] }, labels: {}, source: None";
+        assert_eq!(
+            mongodb_reason(dump, 500),
+            "I/O error: Connection refused (os error 111)"
+        );
+        let silent = "MongoDB: Kind: Server selection timeout: No available servers. \
+            Topology: { Type: Unknown, Servers: [ ] }, labels: {}";
+        assert_eq!(
+            mongodb_reason(silent, 500),
+            "no server answered within store.mongodb.timeout_ms (500 ms)"
+        );
+    }
+
+    #[test]
+    fn credentials_are_hidden() {
+        assert_eq!(
+            without_credentials("mongodb://ch:secret@db:27017/?replicaSet=rs0"),
+            "mongodb://***@db:27017/?replicaSet=rs0"
+        );
+        assert_eq!(
+            without_credentials("mongodb://db:27017/?x=a@b"),
+            "mongodb://db:27017/?x=a@b"
+        );
+    }
 }

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::{setup, ConfigArgs, Failure};
+use super::{setup, Failure, StoreConfigArgs, EXIT_CODES};
 use crate::audit::{self, AuditError};
-use crate::receipt::Jwks;
+use crate::receipt::{Jwks, ReceiptError};
 use crate::store::chain::verify_chain;
 use crate::store::Entry;
 
@@ -23,9 +23,10 @@ pub struct VerifyArgs {
 #[derive(Debug, clap::Subcommand)]
 enum What {
     /// Check receipt signatures against a JWKS and, with --export, against the entries they name.
+    #[command(after_help = EXIT_CODES)]
     Receipt {
         /// The JWKS: a file, or an http(s) URL such as http://127.0.0.1:29293/.well-known/jwks.json
-        #[arg(long)]
+        #[arg(long, value_name = "FILE|URL")]
         jwks: String,
         /// An export (JSON Lines) to check each receipt against its entry
         #[arg(long, value_name = "FILE")]
@@ -35,14 +36,16 @@ enum What {
         receipts: Vec<String>,
     },
     /// Recompute a process's hash chain from an export, or straight from the store.
+    #[command(after_help = EXIT_CODES)]
     Chain {
+        /// The process whose chain to check
         #[arg(long)]
         pid: String,
         /// An export (JSON Lines); without it the configured store is read (stop `serve` first)
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreConfigArgs,
     },
 }
 
@@ -94,8 +97,9 @@ async fn verify_receipts(
     }
     for (index, receipt) in receipts_in.iter().enumerate() {
         let number = index + 1;
-        let claims = audit::verify_receipt(&jwks, receipt, None)
-            .map_err(|e| Failure::Verification(format!("receipt {number}: {e}")))?;
+        let claims = audit::verify_receipt(&jwks, receipt, None).map_err(|e| {
+            Failure::Verification(format!("receipt {number}: {}", receipt_failure(&e)))
+        })?;
         if export.is_some() {
             let entry = entries
                 .iter()
@@ -106,8 +110,9 @@ async fn verify_receipts(
                         claims.document_id
                     ))
                 })?;
-            audit::verify_receipt(&jwks, receipt, Some(entry))
-                .map_err(|e| Failure::Verification(format!("receipt {number}: {e}")))?;
+            audit::verify_receipt(&jwks, receipt, Some(entry)).map_err(|e| {
+                Failure::Verification(format!("receipt {number}: {}", receipt_failure(&e)))
+            })?;
         }
         println!(
             "receipt {number}: OK (process {}, sequence {}, document {})",
@@ -120,12 +125,12 @@ async fn verify_receipts(
 async fn verify_process(
     pid: &str,
     export: Option<PathBuf>,
-    config: &ConfigArgs,
+    config: &StoreConfigArgs,
 ) -> anyhow::Result<()> {
     let head = match export {
         Some(path) => audit::verify_export(pid, open(&path)?),
         None => {
-            let config = config.load(Vec::new())?;
+            let config = config.load_for_tool()?;
             let store = setup::store(&config).await?;
             audit::verify_store(store.as_ref(), pid).await
         }
@@ -136,12 +141,39 @@ async fn verify_process(
         }
         other => other.into(),
     })?;
+    let entries = if head.sequence == 1 {
+        "entry"
+    } else {
+        "entries"
+    };
     println!(
-        "chain of process {pid}: OK ({} entries, head chain hash {})",
+        "chain of process {pid}: OK ({} {entries}, head chain hash {})",
         head.sequence,
         hex::encode(head.chain_hash)
     );
     Ok(())
+}
+
+/// Why a receipt does not verify, said once and without the JWT library's variant names.
+fn receipt_failure(error: &AuditError) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    let AuditError::Receipt(receipt) = error else {
+        return error.to_string();
+    };
+    match receipt {
+        ReceiptError::Invalid(jwt) => match jwt.kind() {
+            ErrorKind::InvalidSignature => {
+                "the signature does not match the published key it names (kid)".into()
+            }
+            ErrorKind::ExpiredSignature => "the receipt has expired".into(),
+            ErrorKind::ImmatureSignature => "the receipt is not valid yet".into(),
+            ErrorKind::InvalidAlgorithm => {
+                "the receipt's algorithm is not the one its key is published for".into()
+            }
+            _ => format!("the receipt does not verify: {jwt}"),
+        },
+        other => other.to_string(),
+    }
 }
 
 fn open(path: &PathBuf) -> anyhow::Result<BufReader<File>> {

@@ -42,18 +42,39 @@ impl ConfigError {
     }
 }
 
+/// A configuration as loaded, with what loading it passed over.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// `CH_` variables that name no section of the configuration, so were ignored.
+    pub ignored_variables: Vec<String>,
+}
+
+impl Loaded {
+    /// One debug line naming the ignored variables, for when logging is set up.
+    pub fn log_ignored(&self) {
+        if !self.ignored_variables.is_empty() {
+            tracing::debug!(
+                variables = ?self.ignored_variables,
+                "ignored CH_ variables that name no section of the configuration"
+            );
+        }
+    }
+}
+
 /// Loads the configuration: `file` (or [`DEFAULT_CONFIG_FILE`] when it exists), the process
 /// environment, then `overrides` (dotted setting names and values as typed on a command line).
-pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, ConfigError> {
+pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Loaded, ConfigError> {
+    let file = file.or_else(|| {
+        let default = Path::new(DEFAULT_CONFIG_FILE);
+        default.exists().then_some(default)
+    });
     let mut table = match file {
         Some(path) => read_file(path)?,
-        None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
-            read_file(Path::new(DEFAULT_CONFIG_FILE))?
-        }
         None => toml::Table::new(),
     };
     let schema = schema()?;
-    env::apply(&mut table, &schema, std::env::vars())?;
+    let ignored_variables = env::apply(&mut table, &schema, std::env::vars())?;
     for (setting, value) in overrides {
         let path: Vec<&str> = setting.split('.').collect();
         set(&mut table, &schema, &path, value)
@@ -62,10 +83,21 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config,
     let config: Config =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let setting = e.path().to_string();
-            ConfigError::setting(setting, e.into_inner().message())
+            let reason = e.into_inner().message().to_owned();
+            // The environment and flags only reach settings that exist, so an unknown key can
+            // only come from the file.
+            match file {
+                Some(path) if reason.starts_with("unknown field") => {
+                    ConfigError::setting(setting, format!("{reason} (in {})", path.display()))
+                }
+                _ => ConfigError::setting(setting, reason),
+            }
         })?;
     config.validate()?;
-    Ok(config)
+    Ok(Loaded {
+        config,
+        ignored_variables,
+    })
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {

@@ -403,6 +403,28 @@ impl QuotasConfig {
     }
 }
 
+/// Checks `log.level` as a tracing filter. A bare word is a level or, to tracing, the name of a
+/// target to log everything of; a misspelt level (`verbose`) would then silence every other line,
+/// the development-mode warning included, so a bare word must be a level here.
+fn log_filter(level: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[', ':']);
+        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            return Err(ConfigError::setting(
+                "log.level",
+                format!(
+                    "{directive:?} is neither a level ({}) nor a `target=level` directive",
+                    LEVELS.join(", ")
+                ),
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| ConfigError::setting("log.level", e))?;
+    Ok(())
+}
+
 fn rate(setting: &str, value: f64) -> Result<(), ConfigError> {
     if !value.is_finite() || value < 0.0 {
         return Err(ConfigError::setting(
@@ -451,8 +473,7 @@ impl Config {
                 ConfigError::setting(format!("receipt.retired_keys[{index}].algorithm"), e)
             })?;
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| ConfigError::setting("log.level", e))?;
+        log_filter(&self.log.level)?;
         match self.dat.mode {
             DatMode::Development => Ok(()),
             DatMode::Daps => {

@@ -1,0 +1,41 @@
+//! `/metrics` of the real server describes every metric: each `# TYPE` line has its `# HELP`.
+
+mod cli_support;
+
+use cli_support::*;
+
+#[test]
+fn every_metric_on_the_endpoint_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &[], &[]);
+    let pki = dir.path().join("data/dev-pki");
+    // Traffic, so that the request, store and handshake metrics exist.
+    let mut args = client_args(&serve.idscp2, &pki, "connector-a");
+    args.extend(["log", "--pid", "metrics", "--data", "x"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(run(dir.path(), &args));
+
+    let (status, text) = serve.get("/metrics");
+    assert_eq!(status, 200);
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    for name in [
+        "clearinghouse_messages_total",
+        "clearinghouse_request_duration_seconds",
+        "clearinghouse_handshakes_total",
+    ] {
+        assert!(typed.contains(&name), "{name} not on /metrics: {text}");
+    }
+    for name in &typed {
+        let help = format!("# HELP {name} ");
+        assert!(
+            text.lines().any(|line| line.starts_with(&help)),
+            "no help for {name}: {text}"
+        );
+    }
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{log}");
+}

@@ -208,7 +208,7 @@ fn pid(text: &str) -> Result<String, String> {
         value: text.into(),
     }];
     ChParams::parse(&headers, &ParamLimits::default())
-        .and_then(|params| params.pid().map(str::to_owned))
+        .and_then(|params| params.pid().map(|pid| pid.as_str().to_owned()))
         .map_err(|rejection| {
             rejection
                 .message

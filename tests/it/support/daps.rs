@@ -2,9 +2,6 @@
 //! and metadata and issues DATs to registered clients that authenticate with a `private_key_jwt`
 //! client assertion, as an IDS DAPS does. It also forges tokens on demand, so tests can change one
 //! claim at a time or sign with a key the JWKS does not contain.
-//!
-//! Each test binary compiles this file on its own and uses a different part of it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,9 +27,9 @@ use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
 use super::transport::endpoint;
 
 /// The key the DAPS signs DATs with, an RSA-2048 PKCS#8 key generated once for these tests.
-const DAPS_KEY: &[u8] = include_bytes!("../fixtures/daps-rsa.key");
+const DAPS_KEY: &[u8] = include_bytes!("../../fixtures/daps-rsa.key");
 /// Another RSA key, for tokens the DAPS key set cannot verify.
-const UNKNOWN_KEY: &[u8] = include_bytes!("../fixtures/rsa-pkcs1.key");
+const UNKNOWN_KEY: &[u8] = include_bytes!("../../fixtures/rsa-pkcs1.key");
 /// The `kid` of the DAPS key in its JWKS and in every DAT it signs.
 pub const DAPS_KID: &str = "test-daps-key-1";
 

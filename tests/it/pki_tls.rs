@@ -2,7 +2,6 @@
 //! in memory, through rustls with the ring provider. If these fail, every transport test would fail
 //! for reasons that have nothing to do with the transport.
 
-mod support;
 
 use std::fs::File;
 use std::io::BufReader;
@@ -16,7 +15,8 @@ use rustls::{
     CertificateError, ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig,
     ServerConnection,
 };
-use support::pki::TestPki;
+
+use crate::support::pki::TestPki;
 use x509_parser::extensions::ParsedExtension;
 
 fn certs(path: &Path) -> Vec<CertificateDer<'static>> {

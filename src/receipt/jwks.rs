@@ -10,7 +10,7 @@ use base64::Engine as _;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{DecodingKey, Validation};
 use ring::digest::{digest, SHA256};
-use rustls_pemfile::Item;
+use rustls_pki_types::pem::SectionKind;
 use serde_json::{json, Value};
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
@@ -19,7 +19,7 @@ use x509_parser::prelude::FromDer as _;
 use x509_parser::public_key::PublicKey as X509PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::signer::{item_kind, read_pem, ReceiptSigner};
+use super::signer::{read_pem, section_kind, ReceiptSigner};
 use super::{ReceiptAlgorithm, ReceiptClaims, ReceiptError};
 
 /// The public half of a receipt key, as the big-endian octets JWKs are made of.
@@ -207,14 +207,12 @@ pub fn retired_jwk_from_pem(
     pem: &[u8],
 ) -> Result<Value, ReceiptError> {
     match read_pem(pem)? {
-        Item::Pkcs8Key(der) => {
-            ReceiptSigner::from_pkcs8(algorithm, der.secret_pkcs8_der()).map(|s| s.public_jwk())
+        (SectionKind::PrivateKey, der) => {
+            ReceiptSigner::from_pkcs8(algorithm, &der).map(|s| s.public_jwk())
         }
-        Item::SubjectPublicKeyInfo(der) => {
-            Ok(spki_public_key(algorithm, der.as_ref())?.jwk(algorithm))
-        }
-        other => Err(ReceiptError::KeyFormat {
-            found: item_kind(&other),
+        (SectionKind::PublicKey, der) => Ok(spki_public_key(algorithm, &der)?.jwk(algorithm)),
+        (other, _) => Err(ReceiptError::KeyFormat {
+            found: section_kind(other),
             expected: "a PKCS#8 private key or a public key (-----BEGIN PUBLIC KEY-----)",
         }),
     }

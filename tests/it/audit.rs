@@ -1,7 +1,6 @@
 //! Auditor tools against a log written through real IDSCP2: exports round-trip and verify, and
 //! tampering with the store or with an export is detected and the first bad entry named.
 
-
 use std::io::Cursor;
 use std::sync::Arc;
 

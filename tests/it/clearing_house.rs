@@ -2,7 +2,6 @@
 //! of the reference's end-to-end suite, the fixes we promise, receipts, the hash chain, and
 //! concurrency.
 
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -703,10 +702,12 @@ async fn entries_chain_and_receipts_survive_a_restart() {
 /// valid DAT of the same party.
 #[tokio::test]
 async fn a_header_token_of_another_party_is_not_authenticated() {
+    use crate::support::daps::{daps_endpoint, verifier, Party, TestDaps, DAPS_KID};
+    use crate::support::transport::{
+        client_config, server_tls, test_settings, FixedIssuer, TestServer,
+    };
     use clearinghouse::client::ClearingHouseClient;
     use clearinghouse::idscp2::dat::DatIssuer;
-    use crate::support::daps::{daps_endpoint, verifier, Party, TestDaps, DAPS_KID};
-    use crate::support::transport::{client_config, server_tls, test_settings, FixedIssuer, TestServer};
 
     let pki = crate::support::pki::TestPki::new();
     let daps = TestDaps::start(std::time::Duration::from_secs(300)).await;

@@ -1,7 +1,6 @@
 //! Bad configurations stop `serve` before it listens: exit code 2 and one message naming the
 //! setting (or file, or variable) at fault.
 
-
 use std::path::Path;
 
 use crate::support::cli::*;

@@ -2,7 +2,6 @@
 //! create / log / query / get, `/metrics` and the other operations routes, SIGTERM, then
 //! `export` and `verify` of receipts and chain, including tampered ones.
 
-
 use crate::support::cli::*;
 use serde_json::Value;
 

@@ -1,7 +1,6 @@
 //! The README's first run: no configuration and no PKI; `serve` creates the development PKI and
 //! the store in `./data` and prints a `client` command that works exactly as printed.
 
-
 use crate::support::cli::*;
 
 #[test]

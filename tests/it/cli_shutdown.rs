@@ -1,7 +1,6 @@
 //! SIGTERM while several clients are logging: the process exits 0, and after a restart every
 //! entry a client got a receipt for is there, exactly as the receipt describes it.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

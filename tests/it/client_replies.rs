@@ -2,7 +2,6 @@
 //! late reply must not be taken for the answer to the next one. A real clearing house on a
 //! loopback port holds back its first answer until the client has given up on it.
 
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,7 +78,12 @@ async fn setup() -> Setup {
         release: Mutex::new(Some(held)),
     };
     let endpoint = dev_endpoint(test_settings());
-    let server = TestServer::start(crate::support::transport::server_tls(&pki), endpoint, service).await;
+    let server = TestServer::start(
+        crate::support::transport::server_tls(&pki),
+        endpoint,
+        service,
+    )
+    .await;
     let config = client_config(&pki, "connector-a", dev_endpoint(test_settings()));
     let connection = server.connect(&config).await.unwrap();
     Setup {

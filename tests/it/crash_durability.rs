@@ -24,7 +24,6 @@
 //! `CH_TEST_MONGODB_URI` (set by `scripts/test`) and is skipped with a note without it, except
 //! in CI, where it fails.
 
-
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::BufReader;

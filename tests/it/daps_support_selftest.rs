@@ -1,7 +1,6 @@
 //! The DAT drivers against a real DAPS over HTTP: the test DAPS in `support/daps.rs` issues DATs
 //! to `DapsIssuer`, and `DapsVerifier` verifies them with the JWKS fetched from it.
 
-
 use std::sync::Arc;
 use std::time::Duration;
 

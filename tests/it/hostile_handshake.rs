@@ -4,7 +4,6 @@
 //! its sockets to other loopback addresses (127.0.0.0/8 is all loopback on Linux) than the
 //! legitimate clients (127.0.0.1), so the per-address share can be seen at work.
 
-
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,7 +23,9 @@ use tokio::net::TcpSocket;
 
 use crate::support::clearing::{clearing_house, receipt_signer, Limits};
 use crate::support::pki::TestPki;
-use crate::support::transport::{client_config, dev_endpoint, server_tls, test_settings, TestServer};
+use crate::support::transport::{
+    client_config, dev_endpoint, server_tls, test_settings, TestServer,
+};
 
 const POOL: usize = 8;
 const PER_ADDRESS: usize = 4;

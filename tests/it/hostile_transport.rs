@@ -4,7 +4,6 @@
 //! server's bounds (in-flight slots, the memory budget, the frame timeout, the resend limit)
 //! while a well-behaved client goes on being served. Small limits keep each test to seconds.
 
-
 use std::sync::OnceLock;
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! server verifies them against the DAPS's JWKS fetched over HTTP, and forged or broken tokens end
 //! the handshake with NO_VALID_DAT.
 
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

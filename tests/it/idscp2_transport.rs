@@ -1,7 +1,6 @@
 //! Our IDSCP2 client against our IDSCP2 server over real TLS on loopback, plus a raw peer that
 //! writes frames by hand where the behaviour under test needs a misbehaving peer.
 
-
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;

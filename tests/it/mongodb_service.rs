@@ -6,7 +6,6 @@
 //! Needs `CH_TEST_MONGODB_URI` and `CH_TEST_MONGODB_BIN` (set by `scripts/test`); without them
 //! the tests are skipped with a note, except in CI, where they fail.
 
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -7,7 +7,6 @@
 //! `CH_TEST_MONGODB_BIN`, the server binary); `scripts/test` sets both. Without them a test is
 //! skipped with a note, except in CI (`CI` set), where it fails.
 
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -16,6 +16,8 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
 use serde_json::{json, Value};
 
 use clearinghouse::idscp2::dat::{
@@ -66,9 +68,7 @@ impl TestDaps {
     pub async fn start(token_lifetime: Duration) -> TestDaps {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
-        let key_der = rustls_pemfile::private_key(&mut &DAPS_KEY[..])
-            .unwrap()
-            .unwrap();
+        let key_der = PrivateKeyDer::from_pem_slice(DAPS_KEY).unwrap();
         let pair = ring::rsa::KeyPair::from_pkcs8(key_der.secret_der()).unwrap();
         let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
         let state = Arc::new(DapsState {

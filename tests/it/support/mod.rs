@@ -7,8 +7,8 @@
 //! - [`mongo`]: the MongoDB-protocol server of `scripts/test`, and servers of a test's own.
 //! - [`cli`]: the real `clearinghouse` binary, run as commands and as a `serve` process.
 
-pub mod cli;
 pub mod clearing;
+pub mod cli;
 pub mod daps;
 pub mod mongo;
 pub mod pki;

@@ -7,11 +7,11 @@
 
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{DecodingKey, Validation};
-use rustls_pemfile::Item;
+use rustls_pki_types::pem::SectionKind;
 use serde_json::{json, Value};
 
 use super::key::PublicKey;
-use super::signer::{item_kind, read_pem, ReceiptSigner};
+use super::signer::{read_pem, section_kind, ReceiptSigner};
 use super::{ReceiptAlgorithm, ReceiptClaims, ReceiptError};
 
 /// The published key set: the current key first, then retired ones.
@@ -124,14 +124,12 @@ pub fn retired_jwk_from_pem(
     pem: &[u8],
 ) -> Result<Value, ReceiptError> {
     match read_pem(pem)? {
-        Item::Pkcs8Key(der) => {
-            ReceiptSigner::from_pkcs8(algorithm, der.secret_pkcs8_der()).map(|s| s.public_jwk())
+        (SectionKind::PrivateKey, der) => {
+            ReceiptSigner::from_pkcs8(algorithm, &der).map(|s| s.public_jwk())
         }
-        Item::SubjectPublicKeyInfo(der) => {
-            Ok(PublicKey::from_spki(algorithm, der.as_ref())?.jwk(algorithm))
-        }
-        other => Err(ReceiptError::KeyFormat {
-            found: item_kind(&other),
+        (SectionKind::PublicKey, der) => Ok(PublicKey::from_spki(algorithm, &der)?.jwk(algorithm)),
+        (other, _) => Err(ReceiptError::KeyFormat {
+            found: section_kind(other),
             expected: "a PKCS#8 private key or a public key (-----BEGIN PUBLIC KEY-----)",
         }),
     }

@@ -12,7 +12,7 @@ use ring::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaEncoding, RsaKeyPair,
     ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256, RSA_PSS_SHA512,
 };
-use rustls_pemfile::Item;
+use rustls_pki_types::pem::{self, PemObject as _, SectionKind};
 use serde_json::{json, Value};
 
 use super::key::PublicKey;
@@ -51,9 +51,9 @@ impl ReceiptSigner {
         private_key_pem: &[u8],
     ) -> Result<Self, ReceiptError> {
         match read_pem(private_key_pem)? {
-            Item::Pkcs8Key(der) => Self::from_pkcs8(algorithm, der.secret_pkcs8_der()),
-            other => Err(ReceiptError::KeyFormat {
-                found: item_kind(&other),
+            (SectionKind::PrivateKey, der) => Self::from_pkcs8(algorithm, &der),
+            (other, _) => Err(ReceiptError::KeyFormat {
+                found: section_kind(other),
                 expected: PKCS8_EXPECTED,
             }),
         }
@@ -153,26 +153,45 @@ impl ReceiptSigner {
 
 const PKCS8_EXPECTED: &str = "an unencrypted PKCS#8 private key (-----BEGIN PRIVATE KEY-----)";
 
-/// The first PEM section that rustls-pemfile recognizes.
-pub(super) fn read_pem(pem: &[u8]) -> Result<Item, ReceiptError> {
-    match rustls_pemfile::read_one_from_slice(pem) {
-        Ok(Some((item, _))) => Ok(item),
-        Ok(None) => Err(ReceiptError::NoKey),
-        Err(error) => Err(ReceiptError::Pem(error.into())),
+/// The first PEM section of a kind rustls-pki-types knows, with its DER; sections with other
+/// labels before it are skipped.
+pub(super) fn read_pem(pem: &[u8]) -> Result<(SectionKind, Vec<u8>), ReceiptError> {
+    match <(SectionKind, Vec<u8>)>::pem_slice_iter(pem).next() {
+        Some(Ok(section)) => Ok(section),
+        None => Err(ReceiptError::NoKey),
+        Some(Err(error)) => Err(ReceiptError::Pem(pem_error(error))),
     }
+}
+
+/// A PEM syntax error as the `io::Error` (`InvalidData`) that [`ReceiptError::Pem`] carries,
+/// with the offending marker or line as text (pki-types would print them as byte lists).
+fn pem_error(error: pem::Error) -> std::io::Error {
+    let message = match error {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "section end {:?} missing",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "illegal section start: {:?}",
+            String::from_utf8_lossy(&line)
+        ),
+        pem::Error::Base64Decode(error) => error,
+        other => other.to_string(),
+    };
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
 }
 
 /// A name for what was found instead of the expected key, precise enough to say how to convert
 /// it (e.g. SEC1 and PKCS#1 files go through `openssl pkcs8 -topk8 -nocrypt`).
-pub(super) fn item_kind(item: &Item) -> &'static str {
-    match item {
-        Item::X509Certificate(_) => "a certificate",
-        Item::SubjectPublicKeyInfo(_) => "a public key",
-        Item::Pkcs1Key(_) => "a PKCS#1 RSA private key",
-        Item::Pkcs8Key(_) => "a PKCS#8 private key",
-        Item::Sec1Key(_) => "a SEC1 EC private key",
-        Item::Crl(_) => "a certificate revocation list",
-        Item::Csr(_) => "a certificate signing request",
+pub(super) fn section_kind(kind: SectionKind) -> &'static str {
+    match kind {
+        SectionKind::Certificate => "a certificate",
+        SectionKind::PublicKey => "a public key",
+        SectionKind::RsaPrivateKey => "a PKCS#1 RSA private key",
+        SectionKind::PrivateKey => "a PKCS#8 private key",
+        SectionKind::EcPrivateKey => "a SEC1 EC private key",
+        SectionKind::Crl => "a certificate revocation list",
+        SectionKind::Csr => "a certificate signing request",
         _ => "an unsupported PEM section",
     }
 }
@@ -331,6 +350,19 @@ mod tests {
             ),
             Err(ReceiptError::Pem(_))
         ));
+    }
+
+    #[test]
+    fn pem_syntax_errors_quote_the_section_label_as_text() {
+        let error = ReceiptSigner::from_pem(
+            ReceiptAlgorithm::Es256,
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            r#"the key file is not valid PEM: section end "PRIVATE KEY" missing"#
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Everything the clearing house promises about a log entry (its sequence number, its timestamp,
 //! its place in the hash chain, and that it survives a crash once a receipt was signed for it)
 //! is decided here, below the protocol, so that every backend keeps the same promises. The
-//! [`ProcessStore`] trait is that contract; `tests/store_contract.rs` checks it once for every
+//! [`ProcessStore`] trait is that contract; `tests/it/store_contract.rs` checks it once for every
 //! backend.
 //!
 //! - [`chain`]: the canonical entry encoding, the hash chain, and an offline chain verifier.

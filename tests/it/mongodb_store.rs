@@ -7,8 +7,6 @@
 //! `CH_TEST_MONGODB_BIN`, the server binary); `scripts/test` sets both. Without them a test is
 //! skipped with a note, except in CI (`CI` set), where it fails.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +21,8 @@ use futures::future::join_all;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, Binary, DateTime, Document};
 use serde_json::json;
-use support::mongo::{free_port, required_env, OwnServer, TestDatabase};
+
+use crate::support::mongo::{free_port, required_env, OwnServer, TestDatabase};
 
 fn owners(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|name| name.to_string()).collect()

@@ -7,9 +7,6 @@
 //! Windows and rates are tiny so that each test takes seconds; waits are polls with generous
 //! limits, never timing assertions.
 
-mod cli_support;
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -22,7 +19,9 @@ use clearinghouse::idscp2::proto::app::{
 };
 use clearinghouse::store::ProcessStore;
 use serde_json::{json, Value};
-use support::clearing::*;
+
+use crate::support::clearing::*;
+use crate::support::cli;
 
 /// How long a test waits for a quota to reset or an instance to learn another's usage.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -457,10 +456,10 @@ async fn usage_survives_a_restart_of_the_embedded_store() {
 
 // ---- the real binary: configuration file, /metrics, two instances on one MongoDB ------------
 
-fn bytes_used(serve: &cli_support::Serve, connector: &str) -> f64 {
+fn bytes_used(serve: &cli::Serve, connector: &str) -> f64 {
     let (status, text) = serve.get("/metrics");
     assert_eq!(status, 200);
-    cli_support::metric(
+    cli::metric(
         &text,
         &format!("clearinghouse_connector_usage{{connector=\"{connector}\",quota=\"bytes\"}}"),
     )
@@ -469,8 +468,8 @@ fn bytes_used(serve: &cli_support::Serve, connector: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_takes_overrides_from_its_file_and_shows_who_is_near_a_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = cli_support::dev_pki(dir.path());
-    let b_id = cli_support::connector_id(&pki, "connector-b");
+    let pki = cli::dev_pki(dir.path());
+    let b_id = cli::connector_id(&pki, "connector-b");
     let config = dir.path().join("fair-use.toml");
     std::fs::write(
         &config,
@@ -480,9 +479,9 @@ async fn serve_takes_overrides_from_its_file_and_shows_who_is_near_a_limit() {
         ),
     )
     .unwrap();
-    let serve = cli_support::Serve::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
-    let mut a = cli_support::library_client(&serve.idscp2, &pki, "connector-a").await;
-    let mut b = cli_support::library_client(&serve.idscp2, &pki, "connector-b").await;
+    let serve = cli::Serve::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    let mut a = cli::library_client(&serve.idscp2, &pki, "connector-a").await;
+    let mut b = cli::library_client(&serve.idscp2, &pki, "connector-b").await;
     let reply = a
         .create("three", &["x".to_owned(), "y".to_owned()])
         .await
@@ -500,29 +499,25 @@ async fn serve_takes_overrides_from_its_file_and_shows_who_is_near_a_limit() {
     );
 
     // connector-a is nearest its limit (90 %, b is at 50 %), so it is the one shown by name.
-    let a_id = cli_support::connector_id(&pki, "connector-a");
+    let a_id = cli::connector_id(&pki, "connector-a");
     let (_, text) = serve.get("/metrics");
     let series = |connector: &str, quota: &str| {
         format!(
             "clearinghouse_connector_usage_ratio{{connector=\"{connector}\",quota=\"{quota}\"}}"
         )
     };
-    assert_eq!(
-        cli_support::metric(&text, &series(&a_id, "bytes")),
-        0.9,
-        "{text}"
-    );
+    assert_eq!(cli::metric(&text, &series(&a_id, "bytes")), 0.9, "{text}");
     assert!(!text.contains(&b_id), "{text}");
     assert_eq!(bytes_used(&serve, "other"), 500.0, "{text}");
     assert_eq!(
-        cli_support::metric(
+        cli::metric(
             &text,
             &format!("clearinghouse_connector_rejections{{connector=\"{a_id}\",quota=\"bytes\"}}")
         ),
         1.0
     );
     assert_eq!(
-        cli_support::metric(
+        cli::metric(
             &text,
             "clearinghouse_quota_rejections_total{quota=\"bytes\"}"
         ),
@@ -536,11 +531,11 @@ async fn serve_takes_overrides_from_its_file_and_shows_who_is_near_a_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_mongodb_share_a_quota() {
-    let Some(db) = support::mongo::TestDatabase::new() else {
+    let Some(db) = crate::support::mongo::TestDatabase::new() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let pki = cli_support::dev_pki(dir.path());
+    let pki = cli::dev_pki(dir.path());
     let env = [
         ("CH_STORE_BACKEND", "mongodb"),
         ("CH_STORE_MONGODB_URI", db.uri.as_str()),
@@ -549,12 +544,12 @@ async fn two_instances_on_one_mongodb_share_a_quota() {
         ("CH_QUOTAS_WINDOW_S", "3600"),
         ("CH_QUOTAS_SYNC_INTERVAL_MS", "100"),
     ];
-    let first = cli_support::Serve::start(dir.path(), &[], &env);
-    let second = cli_support::Serve::start(dir.path(), &[], &env);
-    let a_id = cli_support::connector_id(&pki, "connector-a");
-    let mut a_first = cli_support::library_client(&first.idscp2, &pki, "connector-a").await;
-    let mut a_second = cli_support::library_client(&second.idscp2, &pki, "connector-a").await;
-    let mut b_second = cli_support::library_client(&second.idscp2, &pki, "connector-b").await;
+    let first = cli::Serve::start(dir.path(), &[], &env);
+    let second = cli::Serve::start(dir.path(), &[], &env);
+    let a_id = cli::connector_id(&pki, "connector-a");
+    let mut a_first = cli::library_client(&first.idscp2, &pki, "connector-a").await;
+    let mut a_second = cli::library_client(&second.idscp2, &pki, "connector-a").await;
+    let mut b_second = cli::library_client(&second.idscp2, &pki, "connector-b").await;
 
     // The second instance learns of connector-a by a request, then of its usage by a sync.
     assert_rejected(

@@ -2,9 +2,6 @@
 //! and metadata and issues DATs to registered clients that authenticate with a `private_key_jwt`
 //! client assertion, as an IDS DAPS does. It also forges tokens on demand, so tests can change one
 //! claim at a time or sign with a key the JWKS does not contain.
-//!
-//! Each test binary compiles this file on its own and uses a different part of it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +16,8 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
 use serde_json::{json, Value};
 
 use clearinghouse::idscp2::dat::{
@@ -30,9 +29,9 @@ use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
 use super::transport::endpoint;
 
 /// The key the DAPS signs DATs with, an RSA-2048 PKCS#8 key generated once for these tests.
-const DAPS_KEY: &[u8] = include_bytes!("../fixtures/daps-rsa.key");
+const DAPS_KEY: &[u8] = include_bytes!("../../fixtures/daps-rsa.key");
 /// Another RSA key, for tokens the DAPS key set cannot verify.
-const UNKNOWN_KEY: &[u8] = include_bytes!("../fixtures/rsa-pkcs1.key");
+const UNKNOWN_KEY: &[u8] = include_bytes!("../../fixtures/rsa-pkcs1.key");
 /// The `kid` of the DAPS key in its JWKS and in every DAT it signs.
 pub const DAPS_KID: &str = "test-daps-key-1";
 
@@ -69,9 +68,7 @@ impl TestDaps {
     pub async fn start(token_lifetime: Duration) -> TestDaps {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
-        let key_der = rustls_pemfile::private_key(&mut &DAPS_KEY[..])
-            .unwrap()
-            .unwrap();
+        let key_der = PrivateKeyDer::from_pem_slice(DAPS_KEY).unwrap();
         let pair = ring::rsa::KeyPair::from_pkcs8(key_der.secret_der()).unwrap();
         let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
         let state = Arc::new(DapsState {

@@ -4,8 +4,6 @@
 //! its sockets to other loopback addresses (127.0.0.0/8 is all loopback on Linux) than the
 //! legitimate clients (127.0.0.1), so the per-address share can be seen at work.
 
-mod support;
-
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -23,9 +21,11 @@ use clearinghouse::receipt::{payload_hash, Jwks};
 use clearinghouse::store::embedded::EmbeddedStore;
 use tokio::net::TcpSocket;
 
-use support::clearing::{clearing_house, receipt_signer, Limits};
-use support::pki::TestPki;
-use support::transport::{client_config, dev_endpoint, server_tls, test_settings, TestServer};
+use crate::support::clearing::{clearing_house, receipt_signer, Limits};
+use crate::support::pki::TestPki;
+use crate::support::transport::{
+    client_config, dev_endpoint, server_tls, test_settings, TestServer,
+};
 
 const POOL: usize = 8;
 const PER_ADDRESS: usize = 4;

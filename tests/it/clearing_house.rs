@@ -2,8 +2,6 @@
 //! of the reference's end-to-end suite, the fixes we promise, receipts, the hash chain, and
 //! concurrency.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -16,7 +14,8 @@ use clearinghouse::idscp2::proto::app::{
 use clearinghouse::store::chain::verify_chain;
 use clearinghouse::store::ProcessStore;
 use serde_json::{json, Value};
-use support::clearing::*;
+
+use crate::support::clearing::*;
 
 fn receipt_of(reply: &Reply) -> String {
     assert_eq!(
@@ -703,12 +702,14 @@ async fn entries_chain_and_receipts_survive_a_restart() {
 /// valid DAT of the same party.
 #[tokio::test]
 async fn a_header_token_of_another_party_is_not_authenticated() {
+    use crate::support::daps::{daps_endpoint, verifier, Party, TestDaps, DAPS_KID};
+    use crate::support::transport::{
+        client_config, server_tls, test_settings, FixedIssuer, TestServer,
+    };
     use clearinghouse::client::ClearingHouseClient;
     use clearinghouse::idscp2::dat::DatIssuer;
-    use support::daps::{daps_endpoint, verifier, Party, TestDaps, DAPS_KID};
-    use support::transport::{client_config, server_tls, test_settings, FixedIssuer, TestServer};
 
-    let pki = support::pki::TestPki::new();
+    let pki = crate::support::pki::TestPki::new();
     let daps = TestDaps::start(std::time::Duration::from_secs(300)).await;
     let server_party = Party::new(&daps, &pki.server_cert(), &pki.server_key());
     let a = Party::new(

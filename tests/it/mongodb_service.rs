@@ -6,9 +6,6 @@
 //! Needs `CH_TEST_MONGODB_URI` and `CH_TEST_MONGODB_BIN` (set by `scripts/test`); without them
 //! the tests are skipped with a note, except in CI, where they fail.
 
-mod cli_support;
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,8 +14,9 @@ use bytes::Bytes;
 use clearinghouse::audit::verify_store;
 use clearinghouse::receipt::Jwks;
 use clearinghouse::store::{MongoConfig, MongoStore, ProcessStore};
-use cli_support::{dev_pki, library_client, Serve};
-use support::mongo::{required_env, serve_env, OwnServer, TestDatabase};
+
+use crate::support::cli::{dev_pki, library_client, Serve};
+use crate::support::mongo::{required_env, serve_env, OwnServer, TestDatabase};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_server_processes_on_one_database_keep_one_chain_per_process() {

@@ -2,8 +2,6 @@
 //! server verifies them against the DAPS's JWKS fetched over HTTP, and forged or broken tokens end
 //! the handshake with NO_VALID_DAT.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,9 +12,10 @@ use clearinghouse::idscp2::proto::app::app_layer_message;
 use clearinghouse::idscp2::proto::idscp_close::CloseCause;
 use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
 use serde_json::json;
-use support::daps::{daps_endpoint, verifier, Party, TestDaps, DAPS_KID};
-use support::pki::TestPki;
-use support::transport::*;
+
+use crate::support::daps::{daps_endpoint, verifier, Party, TestDaps, DAPS_KID};
+use crate::support::pki::TestPki;
+use crate::support::transport::*;
 
 const REPLY_WAIT: Duration = Duration::from_secs(10);
 

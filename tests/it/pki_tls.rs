@@ -2,33 +2,30 @@
 //! in memory, through rustls with the ring provider. If these fail, every transport test would fail
 //! for reasons that have nothing to do with the transport.
 
-mod support;
-
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
     CertificateError, ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig,
     ServerConnection,
 };
-use support::pki::TestPki;
+
+use crate::support::pki::TestPki;
 use x509_parser::extensions::ParsedExtension;
 
 fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
-    let mut reader = BufReader::new(File::open(path).unwrap());
-    rustls_pemfile::certs(&mut reader)
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
 }
 
 fn key(path: &Path) -> PrivateKeyDer<'static> {
-    let mut reader = BufReader::new(File::open(path).unwrap());
-    rustls_pemfile::private_key(&mut reader).unwrap().unwrap()
+    PrivateKeyDer::from_pem_file(path).unwrap()
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

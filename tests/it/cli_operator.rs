@@ -2,11 +2,11 @@
 //! of their choice, server names added to a development PKI, a printed client command that works
 //! for the PKI in use, help that explains itself, and one-line messages without doubled text.
 
-mod cli_support;
+
 
 use std::path::Path;
 
-use cli_support::*;
+use crate::support::cli::*;
 
 fn client(serve: &Serve, pki: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = client_args(&serve.idscp2, pki, "connector-a");

@@ -2,12 +2,12 @@
 //! container whose volume Docker created root-owned: the message must name the path and give the
 //! operating system's reason, or the operator cannot tell a permission problem from anything else.
 
-mod cli_support;
+
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::process::Command;
 
-use cli_support::*;
+use crate::support::cli::*;
 
 /// `nobody` on Debian.
 const UNPRIVILEGED: &str = "65534";

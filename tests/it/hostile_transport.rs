@@ -4,8 +4,6 @@
 //! server's bounds (in-flight slots, the memory budget, the frame timeout, the resend limit)
 //! while a well-behaved client goes on being served. Small limits keep each test to seconds.
 
-mod support;
-
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -17,8 +15,9 @@ use clearinghouse::idscp2::proto::idscp_message::Message;
 use clearinghouse::idscp2::proto::IdscpClose;
 use futures::StreamExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use support::pki::TestPki;
-use support::transport::*;
+
+use crate::support::pki::TestPki;
+use crate::support::transport::*;
 use tokio::io::AsyncWriteExt;
 
 const REPLY_WAIT: Duration = Duration::from_secs(10);

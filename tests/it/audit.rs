@@ -1,8 +1,6 @@
 //! Auditor tools against a log written through real IDSCP2: exports round-trip and verify, and
 //! tampering with the store or with an export is detected and the first bad entry named.
 
-mod support;
-
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -13,7 +11,8 @@ use clearinghouse::audit::{
 use clearinghouse::store::chain::ChainError;
 use clearinghouse::store::{EmbeddedStore, ProcessStore};
 use redb::{ReadableTable, TableDefinition};
-use support::clearing::TestClearingHouse;
+
+use crate::support::clearing::TestClearingHouse;
 
 const PID: &str = "audited";
 

@@ -24,9 +24,6 @@
 //! `CH_TEST_MONGODB_URI` (set by `scripts/test`) and is skipped with a note without it, except
 //! in CI, where it fails.
 
-mod cli_support;
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::BufReader;
@@ -40,8 +37,9 @@ use clearinghouse::audit::read_export;
 use clearinghouse::client::{ClearingHouseClient, QueryOptions};
 use clearinghouse::receipt::{Jwks, ReceiptClaims};
 use clearinghouse::store::Entry;
-use cli_support::*;
-use support::mongo::{serve_env, TestDatabase};
+
+use crate::support::cli::*;
+use crate::support::mongo::{serve_env, TestDatabase};
 
 const DEFAULT_CYCLES: usize = 3;
 /// Processes (chains) under load, each shared by two connectors.

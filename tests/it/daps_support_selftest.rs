@@ -1,8 +1,6 @@
 //! The DAT drivers against a real DAPS over HTTP: the test DAPS in `support/daps.rs` issues DATs
 //! to `DapsIssuer`, and `DapsVerifier` verifies them with the JWKS fetched from it.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +11,8 @@ use clearinghouse::idscp2::dat::{
 use clearinghouse::idscp2::tls::PeerCertificate;
 use futures::future::join_all;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use support::daps::{TestDaps, DAPS_KID};
+
+use crate::support::daps::{TestDaps, DAPS_KID};
 
 /// A connector as the DAPS knows it: certificate with SKI and AKI, and its private key.
 struct Connector {

@@ -1,11 +1,9 @@
 //! Bad configurations stop `serve` before it listens: exit code 2 and one message naming the
 //! setting (or file, or variable) at fault.
 
-mod cli_support;
-
 use std::path::Path;
 
-use cli_support::*;
+use crate::support::cli::*;
 
 /// Runs `serve` with `config` as its file (in a directory holding a development PKI in `pki/`)
 /// and returns stderr, asserting exit code 2.

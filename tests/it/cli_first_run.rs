@@ -1,9 +1,7 @@
 //! The README's first run: no configuration and no PKI; `serve` creates the development PKI and
 //! the store in `./data` and prints a `client` command that works exactly as printed.
 
-mod cli_support;
-
-use cli_support::*;
+use crate::support::cli::*;
 
 #[test]
 fn first_run_creates_the_pki_and_prints_a_working_client_command() {

@@ -2,8 +2,6 @@
 //! late reply must not be taken for the answer to the next one. A real clearing house on a
 //! loopback port holds back its first answer until the client has given up on it.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,9 +20,9 @@ use clearinghouse::receipt::{payload_hash, Jwks};
 use clearinghouse::store::embedded::EmbeddedStore;
 use tokio::sync::oneshot;
 
-use support::clearing::{clearing_house, receipt_signer, Limits};
-use support::pki::TestPki;
-use support::transport::{client_config, dev_endpoint, test_settings, TestServer};
+use crate::support::clearing::{clearing_house, receipt_signer, Limits};
+use crate::support::pki::TestPki;
+use crate::support::transport::{client_config, dev_endpoint, test_settings, TestServer};
 
 /// Short enough that the held-back first request times out quickly; the server answers the
 /// others at once.
@@ -80,7 +78,12 @@ async fn setup() -> Setup {
         release: Mutex::new(Some(held)),
     };
     let endpoint = dev_endpoint(test_settings());
-    let server = TestServer::start(support::transport::server_tls(&pki), endpoint, service).await;
+    let server = TestServer::start(
+        crate::support::transport::server_tls(&pki),
+        endpoint,
+        service,
+    )
+    .await;
     let config = client_config(&pki, "connector-a", dev_endpoint(test_settings()));
     let connection = server.connect(&config).await.unwrap();
     Setup {

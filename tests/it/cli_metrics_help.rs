@@ -1,8 +1,8 @@
 //! `/metrics` of the real server describes every metric: each `# TYPE` line has its `# HELP`.
 
-mod cli_support;
 
-use cli_support::*;
+
+use crate::support::cli::*;
 
 #[test]
 fn every_metric_on_the_endpoint_has_help() {

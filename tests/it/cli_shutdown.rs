@@ -1,8 +1,6 @@
 //! SIGTERM while several clients are logging: the process exits 0, and after a restart every
 //! entry a client got a receipt for is there, exactly as the receipt describes it.
 
-mod cli_support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clearinghouse::client::ClearingHouseClient;
 use clearinghouse::receipt::{Jwks, ReceiptClaims};
-use cli_support::*;
+
+use crate::support::cli::*;
 
 const CLIENTS: usize = 4;
 /// Receipts collected before SIGTERM is sent, so that the signal lands in the middle of load.

@@ -2,9 +2,7 @@
 //! create / log / query / get, `/metrics` and the other operations routes, SIGTERM, then
 //! `export` and `verify` of receipts and chain, including tampered ones.
 
-mod cli_support;
-
-use cli_support::*;
+use crate::support::cli::*;
 use serde_json::Value;
 
 fn client(

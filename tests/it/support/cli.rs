@@ -1,8 +1,6 @@
 //! Driving the real `clearinghouse` binary: running commands, and a `serve` process on free
 //! ports whose addresses are read from its stdout.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,6 @@
 //! Our IDSCP2 client against our IDSCP2 server over real TLS on loopback, plus a raw peer that
 //! writes frames by hand where the behaviour under test needs a misbehaving peer.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +14,9 @@ use clearinghouse::idscp2::proto::idscp_message::Message;
 use clearinghouse::idscp2::proto::{IdscpAck, IdscpData};
 use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
 use prost::Message as _;
-use support::pki::TestPki;
-use support::transport::*;
+
+use crate::support::pki::TestPki;
+use crate::support::transport::*;
 
 const REPLY_WAIT: Duration = Duration::from_secs(10);
 

@@ -1,0 +1,15 @@
+//! Helpers shared by the integration test modules.
+//!
+//! - [`pki`]: throw-away development PKIs (a trusted one, an unrelated one, an RSA connector).
+//! - [`daps`]: a test DAPS issuing DATs.
+//! - [`transport`]: IDSCP2 servers and clients in this process, and raw peers that misbehave.
+//! - [`clearing`]: a clearing house in this process, on the embedded store.
+//! - [`mongo`]: the MongoDB-protocol server of `scripts/test`, and servers of a test's own.
+//! - [`cli`]: the real `clearinghouse` binary, run as commands and as a `serve` process.
+
+pub mod clearing;
+pub mod cli;
+pub mod daps;
+pub mod mongo;
+pub mod pki;
+pub mod transport;

@@ -28,6 +28,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
@@ -84,6 +85,20 @@ impl EmbeddedStore {
                 .await
                 .map_err(|error| StoreError::Unavailable(format!("read task failed: {error}")))?
         })
+    }
+}
+
+impl Drop for EmbeddedStore {
+    /// Closes the file before the store is gone, so that it can be reopened at once (a restart
+    /// in the same process, a test): the writer finishes what is queued, and a blocking read
+    /// whose caller was cancelled (an aborted task) still holds the database until it returns,
+    /// which a read transaction does quickly. Bounded, so that a stuck read cannot hang a drop.
+    fn drop(&mut self) {
+        self.writer.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.database) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 

@@ -129,18 +129,22 @@ impl Writer {
             .map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
     }
-}
 
-impl Drop for Writer {
-    /// Lets the writer finish what is queued and waits for it, so that the file is closed when
-    /// the store is gone and can be reopened at once. Waits at most for one batch to commit.
-    fn drop(&mut self) {
+    /// Lets the writer finish what is queued and waits for it. Waits at most for one batch to
+    /// commit; later calls do nothing.
+    pub(super) fn stop(&mut self) {
         self.requests = None;
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 tracing::error!("the store writer thread panicked");
             }
         }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -14,12 +14,12 @@
 //! connection stops reading (TCP then stops the peer) and [`Connection::send`] waits.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::SinkExt;
-use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -32,7 +32,7 @@ use super::dat::{DatError, VerifiedDat};
 use super::endpoint::Endpoint;
 use super::frame::{FrameError, FrameReader, IdscpCodec, ReadFrame};
 use super::fsm::{Action, DatCheck, Event, Fsm, Timer};
-use super::proto::app::AppLayerMessage;
+use super::metric_names::MetricNames;
 use super::proto::idscp_close::CloseCause;
 use super::proto::idscp_message::Message;
 use super::ra::{RaChannel, RaEvent, RaEventKind, RaRole};
@@ -77,7 +77,7 @@ impl std::fmt::Display for CloseReason {
 pub enum ConnectionError {
     #[error("connection closed: {0}")]
     Closed(CloseReason),
-    #[error("received data that is not an AppLayerMessage: {0}")]
+    #[error("received data that does not decode as the application message: {0}")]
     MalformedMessage(#[from] prost::DecodeError),
     #[error("a message of {size} bytes exceeds the frame limit (at most {limit} bytes of data)")]
     TooLarge { size: usize, limit: usize },
@@ -118,9 +118,9 @@ pub struct InFlight {
 }
 
 /// A message from the peer, for a server's request loop.
-pub struct Request {
-    /// The message, or why it is not an AppLayerMessage.
-    pub message: Result<AppLayerMessage, prost::DecodeError>,
+pub struct Request<M> {
+    /// The message, or why it does not decode as an `M`.
+    pub message: Result<M, prost::DecodeError>,
     pub in_flight: InFlight,
 }
 
@@ -141,8 +141,9 @@ struct Incoming {
     in_flight: InFlight,
 }
 
-/// The layer above's handle on an established connection.
-pub struct Connection {
+/// The layer above's handle on an established connection whose data messages are `M`s: the
+/// application layer's protobuf message (idscp2-jvm's app layer, or any other).
+pub struct Connection<M> {
     commands: mpsc::Sender<Command>,
     incoming: mpsc::Receiver<Incoming>,
     peer: watch::Receiver<Arc<PeerInfo>>,
@@ -151,16 +152,17 @@ pub struct Connection {
     budget: Arc<ConnectionBudget>,
     task: JoinHandle<()>,
     max_message: usize,
+    message: PhantomData<fn(M) -> M>,
 }
 
-impl Connection {
+impl<M: prost::Message + Default> Connection<M> {
     /// Runs the IDSCP2 handshake over an established TLS stream and returns once both sides are
     /// attested, or with the reason the handshake ended.
     pub async fn establish<S>(
         stream: S,
         peer_certificate: PeerCertificate,
         endpoint: Endpoint,
-    ) -> Result<Connection, ConnectionError>
+    ) -> Result<Connection<M>, ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -230,6 +232,7 @@ impl Connection {
             budget,
             task,
             max_message,
+            message: PhantomData,
         })
     }
 
@@ -245,7 +248,7 @@ impl Connection {
     /// Queues a message for the peer; it is resent until acknowledged. Waits while the send
     /// queue or this connection's share of the memory budget is full. A message too large for
     /// one frame is refused here, so that it cannot take the connection down on the way out.
-    pub async fn send(&self, message: &AppLayerMessage) -> Result<(), ConnectionError> {
+    pub async fn send(&self, message: &M) -> Result<(), ConnectionError> {
         self.queue(message, None, None).await
     }
 
@@ -255,7 +258,7 @@ impl Connection {
     /// [`Connection::send`].
     pub async fn answer(
         &self,
-        message: &AppLayerMessage,
+        message: &M,
         request: InFlight,
         reserved: Option<Held>,
     ) -> Result<(), ConnectionError> {
@@ -284,7 +287,7 @@ impl Connection {
 
     async fn queue(
         &self,
-        message: &AppLayerMessage,
+        message: &M,
         slot: Option<OwnedSemaphorePermit>,
         reserved: Option<Held>,
     ) -> Result<(), ConnectionError> {
@@ -316,15 +319,15 @@ impl Connection {
 
     /// The next message from the peer. A message that does not decode is an error of its own,
     /// after which the connection goes on.
-    pub async fn recv(&mut self) -> Result<AppLayerMessage, ConnectionError> {
+    pub async fn recv(&mut self) -> Result<M, ConnectionError> {
         Ok(self.next_request().await?.message?)
     }
 
     /// The next message from the peer with its in-flight slot, for [`Connection::answer`].
-    pub async fn next_request(&mut self) -> Result<Request, ConnectionError> {
+    pub async fn next_request(&mut self) -> Result<Request<M>, ConnectionError> {
         match self.incoming.recv().await {
             Some(Incoming { data, in_flight }) => Ok(Request {
-                message: AppLayerMessage::decode(data),
+                message: M::decode(data),
                 in_flight,
             }),
             None => Err(ConnectionError::Closed(self.close_reason())),
@@ -460,7 +463,7 @@ where
                     Err(FrameError::Io(e)) => return lost(format!("read failed: {e}")),
                     Err(e) => {
                         warn!(error = %e, "bad frame from peer");
-                        transport_close(match e {
+                        transport_close(&self.endpoint.metrics, match e {
                             FrameError::Incomplete { .. } => "frame_timeout",
                             FrameError::TooLarge(..) => "frame_too_large",
                             _ => "malformed_frame",
@@ -501,7 +504,7 @@ where
             if let Flow::Stop(reason) = self.handle(event).await {
                 // Closed by the state machine on an ACK timer: the resend limit, not an I/O error.
                 if resend_timer && self.fsm.is_closed() {
-                    transport_close("resend_limit");
+                    transport_close(&self.endpoint.metrics, "resend_limit");
                 }
                 return reason;
             }
@@ -769,8 +772,8 @@ where
 const RETAINED_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Counts a connection we closed because its peer broke a bound.
-fn transport_close(reason: &'static str) {
-    metrics::counter!("clearinghouse_transport_closes_total", "reason" => reason).increment(1);
+fn transport_close(metrics: &MetricNames, reason: &'static str) {
+    metrics::counter!(metrics.transport_closes.clone(), "reason" => reason).increment(1);
 }
 
 /// What we know when the connection task ended without recording why (it panicked).

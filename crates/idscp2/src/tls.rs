@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, RootCertStore};
+use rustls_pki_types::pem::{self, PemObject};
 use x509_parser::extensions::ParsedExtension;
 
 /// Everything that can go wrong while loading TLS material or building a configuration.
@@ -41,7 +42,7 @@ pub enum TlsError {
         source: Box<TlsError>,
     },
     #[error("malformed PEM: {0}")]
-    Pem(#[source] std::io::Error),
+    Pem(#[source] rustls_pki_types::pem::Error),
     #[error("no certificate found in the PEM input")]
     NoCertificate,
     #[error("no unencrypted private key (PKCS#8, PKCS#1 RSA or SEC1 EC) found in the PEM input")]
@@ -270,7 +271,7 @@ fn in_file(path: &Path, error: TlsError) -> TlsError {
 }
 
 fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let chain = rustls_pemfile::certs(&mut &pem[..])
+    let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(TlsError::Pem)?;
     if chain.is_empty() {
@@ -280,9 +281,10 @@ fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(TlsError::Pem)?
-        .ok_or(TlsError::NoPrivateKey)
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoPrivateKey,
+        e => TlsError::Pem(e),
+    })
 }
 
 #[cfg(test)]
@@ -295,8 +297,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-    const RSA_PKCS1_KEY: &[u8] = include_bytes!("../../tests/fixtures/rsa-pkcs1.key");
-    const EC_SEC1_KEY: &[u8] = include_bytes!("../../tests/fixtures/ec-sec1.key");
+    const RSA_PKCS1_KEY: &[u8] = include_bytes!("../tests/fixtures/rsa-pkcs1.key");
+    const EC_SEC1_KEY: &[u8] = include_bytes!("../tests/fixtures/ec-sec1.key");
 
     struct Ca {
         issuer: Issuer<'static, KeyPair>,

@@ -337,7 +337,7 @@ impl Encoder<idscp_message::Message> for IdscpCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idscp2::proto::{IdscpAck, IdscpData};
+    use crate::proto::{IdscpAck, IdscpData};
 
     fn codec() -> IdscpCodec {
         IdscpCodec::new(64)

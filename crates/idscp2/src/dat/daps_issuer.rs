@@ -17,6 +17,7 @@ use ring::signature::{
     EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
 };
 use rustls::pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::{self, PemObject};
 use serde_json::{json, Value};
 
 use super::{seconds, unix_now, DatError, DatIssuer};
@@ -268,9 +269,10 @@ enum AssertionKey {
 impl AssertionKey {
     fn from_pem(pem: &[u8]) -> Result<Self, DatError> {
         let unusable = |reason: &str| DatError::AssertionKey(reason.to_owned());
-        let key = rustls_pemfile::private_key(&mut &pem[..])
-            .map_err(|e| DatError::AssertionKey(format!("malformed PEM: {e}")))?
-            .ok_or_else(|| unusable("no unencrypted private key in the PEM input"))?;
+        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+            pem::Error::NoItemsFound => unusable("no unencrypted private key in the PEM input"),
+            e => DatError::AssertionKey(format!("malformed PEM: {e}")),
+        })?;
         let rng = SystemRandom::new();
         let p256_pkcs8 =
             |der: &[u8]| EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng).ok();
@@ -355,9 +357,9 @@ mod tests {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
     use ring::signature::KeyPair;
 
-    const RSA_PKCS8_KEY: &[u8] = include_bytes!("../../../tests/fixtures/daps-rsa.key");
-    const RSA_PKCS1_KEY: &[u8] = include_bytes!("../../../tests/fixtures/rsa-pkcs1.key");
-    const EC_SEC1_KEY: &[u8] = include_bytes!("../../../tests/fixtures/ec-sec1.key");
+    const RSA_PKCS8_KEY: &[u8] = include_bytes!("../../tests/fixtures/daps-rsa.key");
+    const RSA_PKCS1_KEY: &[u8] = include_bytes!("../../tests/fixtures/rsa-pkcs1.key");
+    const EC_SEC1_KEY: &[u8] = include_bytes!("../../tests/fixtures/ec-sec1.key");
     const TOKEN_URL: &str = "https://daps.example/token";
     const CLIENT_ID: &str = "D2:70:1A:2A:keyid:CB:8C:0E:E8";
 

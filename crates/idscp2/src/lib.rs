@@ -1,6 +1,6 @@
 //! IDSCP2, the transport of the International Data Spaces, wire-compatible with idscp2-jvm.
 //!
-//! This room knows nothing about clearing houses. It turns a TCP stream into an attested,
+//! This crate knows nothing about clearing houses. It turns a TCP stream into an attested,
 //! mutually authenticated channel (TLS 1.3, the IDSCP2 handshake with DAT and remote attestation)
 //! and hands the layer above plain application messages together with the peer's verified identity.
 //!
@@ -26,6 +26,7 @@ pub mod dat;
 pub mod endpoint;
 pub mod frame;
 pub mod fsm;
+pub mod metric_names;
 pub mod proto;
 pub mod ra;
 pub mod server;

@@ -10,7 +10,6 @@ use tokio_rustls::TlsConnector;
 
 use super::connection::{CloseReason, Connection, ConnectionError};
 use super::endpoint::Endpoint;
-use super::proto::app::AppLayerMessage;
 use super::tls::PeerCertificate;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +53,11 @@ pub struct ClientConfig {
 
 /// Connects to `addr` and completes TLS (checking the certificate against `server_name`) and the
 /// IDSCP2 handshake, each bounded by the handshake timeout.
-pub async fn connect(
+pub async fn connect<M: prost::Message + Default>(
     addr: &str,
     server_name: &str,
     config: &ClientConfig,
-) -> Result<Connection, ClientError> {
+) -> Result<Connection<M>, ClientError> {
     let name = ServerName::try_from(server_name.to_string())
         .map_err(|_| ClientError::ServerName(server_name.to_string()))?;
     let limit = config.endpoint.settings.handshake_timeout;
@@ -91,7 +90,7 @@ pub async fn connect(
     Ok(Connection::establish(tls, certificate, config.endpoint.clone()).await?)
 }
 
-impl Connection {
+impl<M: prost::Message + Default> Connection<M> {
     /// Sends one message and hands each message from the peer to `take_reply` until it takes one
     /// (returns `Some`), for up to `limit` in all; the messages it passes over are dropped.
     ///
@@ -101,9 +100,9 @@ impl Connection {
     /// order and that drops the connection after a timeout may take the next message as it is.
     pub async fn request<T>(
         &mut self,
-        message: &AppLayerMessage,
+        message: &M,
         limit: Duration,
-        mut take_reply: impl FnMut(AppLayerMessage) -> Option<T>,
+        mut take_reply: impl FnMut(M) -> Option<T>,
     ) -> Result<T, ClientError> {
         self.send(message).await?;
         let deadline = Instant::now() + limit;

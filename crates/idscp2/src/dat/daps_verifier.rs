@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use super::{seconds, unix_now, DatError, DatVerifier, VerifiedDat};
-use crate::idscp2::tls::PeerCertificate;
+use crate::tls::PeerCertificate;
 
 /// What a peer whose DAPS request failed sends instead of a DAT.
 const INVALID_DAT: &str = "INVALID_DAT";
@@ -505,11 +505,12 @@ mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header};
     use ring::signature::KeyPair;
-    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls_pki_types::pem::PemObject;
     use serde_json::json;
 
-    const DAPS_KEY: &[u8] = include_bytes!("../../../tests/fixtures/daps-rsa.key");
-    const OTHER_RSA_KEY: &[u8] = include_bytes!("../../../tests/fixtures/rsa-pkcs1.key");
+    const DAPS_KEY: &[u8] = include_bytes!("../../tests/fixtures/daps-rsa.key");
+    const OTHER_RSA_KEY: &[u8] = include_bytes!("../../tests/fixtures/rsa-pkcs1.key");
     const ISSUER: &str = "https://daps.example";
     const KID: &str = "daps-key-1";
 
@@ -520,9 +521,7 @@ mod tests {
     }
 
     fn rsa_jwk(kid: &str) -> Value {
-        let pem = rustls_pemfile::private_key(&mut &DAPS_KEY[..])
-            .unwrap()
-            .unwrap();
+        let pem = PrivateKeyDer::from_pem_slice(DAPS_KEY).unwrap();
         let pair = ring::rsa::KeyPair::from_pkcs8(pem.secret_der()).unwrap();
         let components = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
         json!({

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 
-use crate::idscp2::tls::{PeerCertificate, TlsError};
+use crate::tls::{PeerCertificate, TlsError};
 
 pub use daps_issuer::{DapsIssuer, DapsIssuerConfig};
 pub use daps_verifier::{DapsVerifier, DapsVerifierConfig, JwksSource};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::budget::{BudgetError, MemoryBudget, MemoryLimits};
 use super::dat::{DatIssuer, DatVerifier};
 use super::frame::{DEFAULT_HANDSHAKE_MAX_FRAME, DEFAULT_MAX_FRAME};
+use super::metric_names::MetricNames;
 use super::ra::{RaRegistry, RaRole, DUMMY, DUMMY2};
 
 #[derive(Debug, Clone)]
@@ -43,7 +44,13 @@ pub struct Settings {
     pub max_resends: u32,
     /// What all connections of this endpoint together may hold of peer data.
     pub memory: MemoryLimits,
+    /// What the driver's metric names start with ([`DEFAULT_METRICS_PREFIX`] unless set); see
+    /// [`metric_names`](super::metric_names).
+    pub metrics_prefix: String,
 }
+
+/// The prefix of the driver's metric names unless the application chooses another.
+pub const DEFAULT_METRICS_PREFIX: &str = "idscp2";
 
 impl Settings {
     /// The frame limit until the peer's DAT is accepted.
@@ -72,6 +79,7 @@ impl Default for Settings {
             // Five seconds' worth at the default ACK timeout.
             max_resends: 25,
             memory: MemoryLimits::default(),
+            metrics_prefix: DEFAULT_METRICS_PREFIX.to_string(),
         }
     }
 }
@@ -103,6 +111,8 @@ pub struct Endpoint {
     pub dat_verifier: Arc<dyn DatVerifier>,
     pub ra: RaRegistry,
     pub budget: MemoryBudget,
+    /// The names this endpoint's metrics are recorded under.
+    pub metrics: Arc<MetricNames>,
 }
 
 impl Endpoint {
@@ -144,10 +154,12 @@ impl Endpoint {
                 return Err(EndpointError::Zero(name));
             }
         }
+        let metrics = Arc::new(MetricNames::new(&settings.metrics_prefix));
         let budget = MemoryBudget::new(
             settings.memory,
             settings.handshake_frame_limit(),
             settings.max_frame,
+            &metrics,
         )?;
         Ok(Endpoint {
             settings: Arc::new(settings),
@@ -155,6 +167,7 @@ impl Endpoint {
             dat_verifier,
             ra,
             budget,
+            metrics,
         })
     }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::{DatError, DatIssuer, DatVerifier, VerifiedDat};
-use crate::idscp2::tls::PeerCertificate;
+use crate::tls::PeerCertificate;
 
 /// The token idscp2-jvm's NullDAPS driver sends.
 pub const NULL_DAPS_TOKEN: &str =

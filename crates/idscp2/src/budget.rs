@@ -24,27 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::metric_names::MetricNames;
 
-/// The configured bound; see the module documentation for how it is split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryLimits {
-    /// Bytes of peer data all connections together may hold.
-    pub total: usize,
-    /// Bytes one connection may hold (floor included).
-    pub per_connection: usize,
-    /// Connections that get a small-frame allowance and a floor: the server's connection limit.
-    pub connections: usize,
-}
-
-impl Default for MemoryLimits {
-    /// Sized for a 2 GiB machine serving 1,024 connections; README ("Memory bound") says why.
-    fn default() -> Self {
-        MemoryLimits {
-            total: 512 * 1024 * 1024,
-            per_connection: 32 * 1024 * 1024,
-            connections: 1024,
-        }
-    }
-}
+pub use super::settings::MemoryLimits;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BudgetError {

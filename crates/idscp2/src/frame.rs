@@ -7,20 +7,16 @@
 //! not skip it silently, because a peer that sends garbage is out of sync and its next frames mean
 //! nothing.
 //!
-//! The connection reads through [`FrameReader`] rather than the codec: it reserves a frame's bytes
-//! in the memory budget before reading its body (waiting, and so not reading, while the budget is
-//! spent), and bounds the time from a frame's length to its last byte.
+//! The codec works over byte buffers and is part of the sans-IO core. The tokio driver's
+//! connection reads through its own frame reader instead (`reader`, feature `tokio`), which
+//! reserves a frame's bytes in the memory budget before reading its body and bounds the time from
+//! a frame's length to its last byte.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use prost::Message as _;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::time::{timeout_at, Instant};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
-use super::budget::{ConnectionBudget, Held};
 use super::proto::{idscp_message, IdscpMessage};
 
 /// The default upper bound of one frame: 16 MiB.
@@ -50,269 +46,45 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// Length-delimited IDSCP2 frames in and out, decoded to the message that is set in the oneof.
+/// Length-delimited IDSCP2 frames in and out over byte buffers, decoded to the message that is
+/// set in the oneof. With feature `tokio` it is also a `tokio_util` codec for `Framed`.
 pub struct IdscpCodec {
-    inner: LengthDelimitedCodec,
     max_frame: usize,
 }
+
+/// The length prefix of every frame.
+const HEADER: usize = 4;
 
 impl IdscpCodec {
+    /// A codec that refuses frames (in and out) of more than `max_frame` bytes after the prefix.
     pub fn new(max_frame: usize) -> Self {
-        let inner = LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .big_endian()
-            .max_frame_length(max_frame)
-            .new_codec();
-        IdscpCodec { inner, max_frame }
+        IdscpCodec { max_frame }
     }
-}
 
-impl Decoder for IdscpCodec {
-    type Item = idscp_message::Message;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, FrameError> {
-        let frame = match self.inner.decode(src) {
-            Ok(Some(frame)) => frame.freeze(),
-            Ok(None) => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                let announced = src
-                    .get(..4)
-                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                    .unwrap_or(self.max_frame + 1);
-                return Err(FrameError::TooLarge(announced, self.max_frame));
-            }
-            Err(e) => return Err(FrameError::Io(e)),
+    /// The next message in `src`, taking its frame out of the buffer; `None` (and nothing taken)
+    /// until the whole frame is there. An announced length beyond the limit is an error before
+    /// any of the frame's body is waited for.
+    pub fn decode(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<idscp_message::Message>, FrameError> {
+        let Some(&[a, b, c, d]) = src.get(..HEADER) else {
+            return Ok(None);
         };
-        decode_message(frame).map(Some)
-    }
-}
-
-/// Decodes one frame body; `Bytes` fields of the result share its buffer instead of copying.
-pub fn decode_message(frame: Bytes) -> Result<idscp_message::Message, FrameError> {
-    IdscpMessage::decode(frame)?
-        .message
-        .ok_or(FrameError::Empty)
-}
-
-/// Reads frames off a stream, one at a time, each reserved in the connection's budget before its
-/// body is read. [`FrameReader::next`] is cancel-safe: what was read so far stays in the reader.
-pub struct FrameReader<R> {
-    stream: R,
-    max_frame: usize,
-    frame_timeout: Duration,
-    budget: Arc<ConnectionBudget>,
-    state: ReadState,
-    /// Where skipped bytes go; allocated on the first skip.
-    scratch: Vec<u8>,
-}
-
-enum ReadState {
-    Header {
-        buf: [u8; 4],
-        read: usize,
-    },
-    /// A frame beyond the small size: its first byte says whether it is data, before bytes are
-    /// reserved for it.
-    Kind {
-        announced: usize,
-    },
-    /// Waiting for a big frame's bytes in the budget, its first byte read.
-    Reserve {
-        announced: usize,
-        first: u8,
-    },
-    Body(PartialBody),
-    /// Data we will not take: read past without keeping it.
-    Skip {
-        announced: usize,
-        remaining: usize,
-        deadline: Instant,
-    },
-}
-
-struct PartialBody {
-    buf: BytesMut,
-    announced: usize,
-    /// `None` for a small frame: every connection may read one without a reservation.
-    held: Option<Held>,
-    deadline: Instant,
-}
-
-/// The first byte of an `IdscpMessage` that carries `IdscpData` (field 8, length-delimited).
-const DATA_TAG: u8 = (8 << 3) | 2;
-
-/// Skipped bytes are read in pieces of this size.
-const SCRATCH: usize = 8 * 1024;
-
-/// A decoded frame and the budget its bytes hold until it is dropped (none for a small frame).
-pub struct ReadFrame {
-    pub message: idscp_message::Message,
-    pub held: Option<Held>,
-}
-
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(
-        stream: R,
-        max_frame: usize,
-        frame_timeout: Duration,
-        budget: Arc<ConnectionBudget>,
-    ) -> Self {
-        FrameReader {
-            stream,
-            max_frame,
-            frame_timeout,
-            budget,
-            state: header(),
-            scratch: Vec::new(),
+        let announced = u32::from_be_bytes([a, b, c, d]) as usize;
+        if announced > self.max_frame {
+            return Err(FrameError::TooLarge(announced, self.max_frame));
         }
-    }
-
-    /// Changes the frame limit for frames whose length has not been read yet.
-    pub fn set_max_frame(&mut self, max_frame: usize) {
-        self.max_frame = max_frame;
-    }
-
-    /// The next frame, or `None` when the peer closed the stream between frames. Unless
-    /// `takes_data`, a big data frame is read past (nothing is reserved or kept for it), so that
-    /// a peer's data we could not take anyway never blocks the ACKs it sends behind it.
-    pub async fn next(&mut self, takes_data: bool) -> Result<Option<ReadFrame>, FrameError> {
-        loop {
-            match &mut self.state {
-                ReadState::Header { buf, read } => {
-                    let n = self.stream.read(&mut buf[*read..]).await?;
-                    if n == 0 && *read == 0 {
-                        return Ok(None);
-                    }
-                    if n == 0 {
-                        return Err(early_eof());
-                    }
-                    *read += n;
-                    if *read < buf.len() {
-                        continue;
-                    }
-                    let announced = u32::from_be_bytes(*buf) as usize;
-                    if announced > self.max_frame {
-                        return Err(FrameError::TooLarge(announced, self.max_frame));
-                    }
-                    self.state = if announced <= self.budget.small_frame() {
-                        self.body(announced, BytesMut::with_capacity(announced), None)
-                    } else {
-                        ReadState::Kind { announced }
-                    };
-                }
-                ReadState::Kind { announced } => {
-                    let announced = *announced;
-                    let mut kind = [0u8; 1];
-                    if self.stream.read(&mut kind).await? == 0 {
-                        return Err(early_eof());
-                    }
-                    if kind[0] == DATA_TAG && !takes_data {
-                        self.state = ReadState::Skip {
-                            announced,
-                            remaining: announced - 1,
-                            deadline: Instant::now() + self.frame_timeout,
-                        };
-                        continue;
-                    }
-                    self.state = ReadState::Reserve {
-                        announced,
-                        first: kind[0],
-                    };
-                }
-                ReadState::Reserve { announced, first } => {
-                    let (announced, first) = (*announced, *first);
-                    // Waiting here is the backpressure: nothing more is read from this peer
-                    // meanwhile.
-                    let held = self.budget.reserve(announced).await;
-                    let held = held.map_err(|_| FrameError::TooLarge(announced, self.max_frame))?;
-                    let mut buf = BytesMut::with_capacity(announced);
-                    buf.put_u8(first);
-                    self.state = self.body(announced, buf, Some(held));
-                }
-                ReadState::Body(body) if body.buf.len() == body.announced => {
-                    let ReadState::Body(body) = std::mem::replace(&mut self.state, header()) else {
-                        continue;
-                    };
-                    let message = decode_message(body.buf.freeze())?;
-                    return Ok(Some(ReadFrame {
-                        message,
-                        held: body.held,
-                    }));
-                }
-                ReadState::Body(body) => {
-                    let missing = body.announced - body.buf.len();
-                    let mut limited = (&mut body.buf).limit(missing);
-                    let read = self.stream.read_buf(&mut limited);
-                    match timeout_at(body.deadline, read).await {
-                        Ok(Ok(0)) => return Err(early_eof()),
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(_) => {
-                            let (announced, received) = (body.announced, body.buf.len());
-                            return Err(self.incomplete(announced, received));
-                        }
-                    }
-                }
-                ReadState::Skip { remaining: 0, .. } => self.state = header(),
-                ReadState::Skip {
-                    announced,
-                    remaining,
-                    deadline,
-                } => {
-                    if self.scratch.is_empty() {
-                        self.scratch = vec![0; SCRATCH];
-                    }
-                    let piece = (*remaining).min(SCRATCH);
-                    let read = self.stream.read(&mut self.scratch[..piece]);
-                    match timeout_at(*deadline, read).await {
-                        Ok(Ok(0)) => return Err(early_eof()),
-                        Ok(Ok(n)) => *remaining -= n,
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(_) => {
-                            let (announced, received) = (*announced, *announced - *remaining);
-                            return Err(self.incomplete(announced, received));
-                        }
-                    }
-                }
-            }
+        if src.len() < HEADER + announced {
+            src.reserve(HEADER + announced - src.len());
+            return Ok(None);
         }
+        src.advance(HEADER);
+        decode_message(src.split_to(announced).freeze()).map(Some)
     }
 
-    /// The body of a frame whose bytes are accounted for; its time starts now.
-    fn body(&self, announced: usize, buf: BytesMut, held: Option<Held>) -> ReadState {
-        ReadState::Body(PartialBody {
-            buf,
-            announced,
-            held,
-            deadline: Instant::now() + self.frame_timeout,
-        })
-    }
-
-    fn incomplete(&self, announced: usize, received: usize) -> FrameError {
-        FrameError::Incomplete {
-            announced,
-            received,
-            after: self.frame_timeout,
-        }
-    }
-}
-
-fn header() -> ReadState {
-    ReadState::Header {
-        buf: [0; 4],
-        read: 0,
-    }
-}
-
-fn early_eof() -> FrameError {
-    std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
-}
-
-impl Encoder<idscp_message::Message> for IdscpCodec {
-    type Error = FrameError;
-
-    fn encode(
+    /// Appends `item` as one frame (prefix and body) to `dst`.
+    pub fn encode(
         &mut self,
         item: idscp_message::Message,
         dst: &mut BytesMut,
@@ -325,12 +97,42 @@ impl Encoder<idscp_message::Message> for IdscpCodec {
             return Err(FrameError::TooLarge(len, self.max_frame));
         }
         // Header and body go into one buffer so that the frame is flushed in one write.
-        dst.reserve(4 + len);
+        dst.reserve(HEADER + len);
         dst.extend_from_slice(&(len as u32).to_be_bytes());
         message
             .encode(dst)
             .map_err(|e| FrameError::Io(std::io::Error::other(e)))?;
         Ok(())
+    }
+}
+
+/// Decodes one frame body; `Bytes` fields of the result share its buffer instead of copying.
+pub fn decode_message(frame: Bytes) -> Result<idscp_message::Message, FrameError> {
+    IdscpMessage::decode(frame)?
+        .message
+        .ok_or(FrameError::Empty)
+}
+
+#[cfg(feature = "tokio")]
+impl tokio_util::codec::Decoder for IdscpCodec {
+    type Item = idscp_message::Message;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, FrameError> {
+        IdscpCodec::decode(self, src)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl tokio_util::codec::Encoder<idscp_message::Message> for IdscpCodec {
+    type Error = FrameError;
+
+    fn encode(
+        &mut self,
+        item: idscp_message::Message,
+        dst: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        IdscpCodec::encode(self, item, dst)
     }
 }
 

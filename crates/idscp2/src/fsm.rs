@@ -1,10 +1,15 @@
-//! The IDSCP2 handshake and data state machine, without I/O.
+//! The IDSCP2 handshake and data state machine: the sans-IO core of a connection.
 //!
-//! Events go in (a decoded peer message, a driver's output, a timer that fired, a send request),
-//! actions come out (frames to write, drivers to start, timers to set, data to deliver). Time enters
-//! only as timer events, and DATs arrive already verified, so every state x event pair is a plain
-//! function call that tests can drive without sockets or clocks. The connection task
-//! (`connection.rs`) does the I/O around it.
+//! Shaped like quinn-proto's `Connection`: [`Fsm::handle_input`] takes an [`Input`] (a decoded
+//! peer message, a driver's output, a timer that fired, a command from the layer above), and the
+//! results wait in the machine until they are polled: [`Fsm::poll_transmit`] gives the messages
+//! to write to the peer, [`Fsm::poll_event`] what the driver must do or tell the layer above
+//! (start an RA driver, deliver data, ...), [`Fsm::poll_timeout`] when the next timer is due. Time
+//! enters only as the `now` of each input, and DATs arrive already verified, so every
+//! state x input pair is a plain function call that tests can drive without sockets or clocks.
+//! The tokio driver (`connection`, feature `tokio`) does the I/O around it: it delimits and
+//! decodes frames (reserving their memory first), verifies DATs and runs the RA drivers, and
+//! turns the peer's messages into inputs.
 //!
 //! The JVM's named states ([`State`]) are derived from a few orthogonal facts (is the prover
 //! running, is the verifier running or waiting for a new DAT, is data awaiting an ACK) rather than
@@ -13,16 +18,18 @@
 //!
 //! Everything the machine keeps is bounded: at most `send_queue` messages wait behind the one
 //! awaiting its ACK ([`Fsm::can_send`] says whether another fits; the connection asks before it
-//! takes the next message from the layer above), and that one is resent at most `max_resends`
-//! times before the connection is closed with TIMEOUT.
+//! takes the next message from the layer above, and a send beyond it is refused with
+//! [`Refused::SendQueueFull`]), and that one is resent at most `max_resends` times before the
+//! connection is closed with TIMEOUT. An input adds a handful of outputs at most, and an input that
+//! arrives while more than [`OUTPUT_BACKLOG`] outputs wait unpolled is refused with
+//! [`Refused::Backlog`], so a driver that stops polling cannot make the queues grow.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::endpoint::Settings;
 use super::proto::idscp_close::CloseCause;
 use super::proto::idscp_message::Message;
 use super::proto::{
@@ -30,6 +37,7 @@ use super::proto::{
     IdscpRaVerifier, IdscpReRa,
 };
 use super::ra::RaRole;
+use super::settings::Settings;
 
 /// The protocol version every known peer sends (and none checks).
 const IDSCP2_VERSION: i32 = 2;
@@ -48,6 +56,7 @@ pub enum State {
     WaitForAck,
 }
 
+/// The timers a connection keeps; each is either unarmed or due at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
     /// Waiting for the peer's Hello, for a renewed DAT, or for our last data to drain on close.
@@ -69,8 +78,10 @@ pub enum DatCheck {
     Invalid(String),
 }
 
+/// What goes into the machine: the peer's messages (DATs already verified), our RA drivers'
+/// output, timers, and the layer above's commands.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub enum Input {
     /// TLS is up: send our Hello with our current DAT.
     Start {
         our_dat: Bytes,
@@ -110,9 +121,11 @@ pub enum Event {
         run: u64,
         result: Result<(), String>,
     },
-    TimerFired(Timer),
+    /// The timer [`Fsm::poll_timeout`] named is due (a timer that is not armed is ignored, as is
+    /// one whose phase has passed).
+    Timer(Timer),
     /// The layer above wants this delivered to the peer. Only when [`Fsm::can_send`]: a message
-    /// beyond the bound is dropped.
+    /// beyond the bound is refused ([`Refused::SendQueueFull`]).
     Send(Bytes),
     /// The layer above is done: deliver what is queued, then close with USER_SHUTDOWN.
     Close,
@@ -123,9 +136,11 @@ pub enum Event {
     },
 }
 
+/// What the driver must do, or tell the layer above, after an input: see [`Fsm::poll_event`].
+/// Messages for the peer and timers are polled on their own ([`Fsm::poll_transmit`],
+/// [`Fsm::poll_timeout`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Send(Message),
+pub enum Event {
     /// Start a fresh run of a driver, replacing any run of that role.
     StartRa {
         role: RaRole,
@@ -138,8 +153,6 @@ pub enum Action {
         role: RaRole,
         data: Bytes,
     },
-    SetTimer(Timer, Duration),
-    CancelTimer(Timer),
     Deliver(Bytes),
     /// The peer ACKed the oldest message the layer above gave us: whatever it held can go.
     Acknowledged,
@@ -147,7 +160,7 @@ pub enum Action {
     PeerDatAccepted,
     /// Both attestations succeeded for the first time.
     Established,
-    /// Terminal. If we initiated it, an `IdscpClose` was sent just before.
+    /// Terminal. If we initiated it, an `IdscpClose` is the last message to transmit.
     Closed {
         cause: CloseCause,
         message: String,
@@ -174,6 +187,33 @@ enum Driver {
     WaitingForDat,
 }
 
+/// Why [`Fsm::handle_input`] did not take an input; the input had no effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// More than [`OUTPUT_BACKLOG`] outputs wait to be polled: poll them first.
+    #[error("more than {OUTPUT_BACKLOG} outputs wait to be polled")]
+    Backlog,
+    /// [`Input::Send`] while [`Fsm::can_send`] is false: the send queue is full, or the
+    /// connection is closing or closed.
+    #[error("the send queue is full or the connection is closing")]
+    SendQueueFull,
+}
+
+/// Outputs (messages to transmit plus events) that may wait unpolled before inputs are refused.
+pub const OUTPUT_BACKLOG: usize = 64;
+
+const TIMERS: usize = 6;
+
+const TIMER_KINDS: [Timer; TIMERS] = [
+    Timer::Handshake,
+    Timer::ProverHandshake,
+    Timer::VerifierHandshake,
+    Timer::Ack,
+    Timer::Ra,
+    Timer::Dat,
+];
+
+/// One IDSCP2 connection's protocol state, without I/O.
 pub struct Fsm {
     config: Arc<Settings>,
     phase: Phase,
@@ -190,10 +230,15 @@ pub struct Fsm {
     next_send_bit: bool,
     expected_receive_bit: bool,
     closing: bool,
-    actions: Vec<Action>,
+    /// The `now` of the input being handled: timers are set relative to it.
+    now: Instant,
+    transmits: VecDeque<Message>,
+    events: VecDeque<Event>,
+    timers: [Option<Instant>; TIMERS],
 }
 
 impl Fsm {
+    /// A connection that has not started yet ([`State::Closed`]); [`Input::Start`] begins it.
     pub fn new(config: Arc<Settings>) -> Self {
         Fsm {
             config,
@@ -210,10 +255,14 @@ impl Fsm {
             next_send_bit: false,
             expected_receive_bit: false,
             closing: false,
-            actions: Vec::new(),
+            now: Instant::now(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: [None; TIMERS],
         }
     }
 
+    /// The state as idscp2-jvm would name it.
     pub fn state(&self) -> State {
         match self.phase {
             Phase::Idle | Phase::Closed => State::Closed,
@@ -233,6 +282,7 @@ impl Fsm {
         }
     }
 
+    /// Whether the connection ended (by either side); it takes no more input then.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
@@ -242,7 +292,7 @@ impl Fsm {
         self.send_queue.len() + usize::from(self.unacked.is_some())
     }
 
-    /// Whether an [`Event::Send`] would be taken now.
+    /// Whether an [`Input::Send`] would be taken now.
     pub fn can_send(&self) -> bool {
         !self.closing
             && self.phase != Phase::Closed
@@ -255,33 +305,71 @@ impl Fsm {
         self.attested() && bit == self.expected_receive_bit
     }
 
-    pub fn handle(&mut self, event: Event) -> Vec<Action> {
-        if self.phase != Phase::Closed {
-            self.dispatch(event);
+    /// Feeds one input in, at `now`. Its results wait for [`Fsm::poll_transmit`],
+    /// [`Fsm::poll_event`] and [`Fsm::poll_timeout`]. Once closed, inputs are taken and ignored.
+    pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), Refused> {
+        if self.transmits.len() + self.events.len() > OUTPUT_BACKLOG {
+            return Err(Refused::Backlog);
         }
-        std::mem::take(&mut self.actions)
+        if matches!(input, Input::Send(_)) && !self.can_send() {
+            return Err(Refused::SendQueueFull);
+        }
+        self.now = now;
+        if let Input::Timer(timer) = input {
+            // Due or not, a timer handed in is spent; the machine re-arms it if it goes on.
+            self.cancel_timer(timer);
+        }
+        if self.phase != Phase::Closed {
+            self.dispatch(input);
+        }
+        Ok(())
     }
 
-    fn dispatch(&mut self, event: Event) {
-        match event {
-            Event::Start { our_dat } => self.on_start(our_dat),
-            Event::PeerHello {
+    /// The next message to write to the peer, oldest first.
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing the driver must do or tell the layer above, oldest first. Write what
+    /// [`Fsm::poll_transmit`] gives first: a [`Event::Closed`] we initiated follows its
+    /// `IdscpClose`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The timer due first, and when; hand it in as [`Input::Timer`] once that time has come.
+    pub fn poll_timeout(&self) -> Option<(Timer, Instant)> {
+        TIMER_KINDS
+            .iter()
+            .filter_map(|&timer| self.timer(timer).map(|at| (timer, at)))
+            .min_by_key(|&(_, at)| at)
+    }
+
+    /// When `timer` is due, if it is armed.
+    pub fn timer(&self, timer: Timer) -> Option<Instant> {
+        self.timers[timer_index(timer)]
+    }
+
+    fn dispatch(&mut self, input: Input) {
+        match input {
+            Input::Start { our_dat } => self.on_start(our_dat),
+            Input::PeerHello {
                 supported_ra,
                 expected_ra,
                 dat,
             } => self.on_hello(supported_ra, expected_ra, dat),
-            Event::PeerClose { cause, message } => self.closed(cause, message, true),
-            Event::PeerDatExpired { our_dat } if self.phase == Phase::Running => {
+            Input::PeerClose { cause, message } => self.closed(cause, message, true),
+            Input::PeerDatExpired { our_dat } if self.phase == Phase::Running => {
                 self.emit(Message::IdscpDat(IdscpDat { token: our_dat }));
                 self.start_driver(RaRole::Prover);
             }
-            Event::PeerDat(dat) => self.on_renewed_dat(dat),
-            Event::PeerReRa if self.phase == Phase::Running => self.start_driver(RaRole::Prover),
-            Event::PeerRaProver(data) => self.route_to_driver(RaRole::Verifier, data),
-            Event::PeerRaVerifier(data) => self.route_to_driver(RaRole::Prover, data),
-            Event::PeerData { data, bit } => self.on_data(data, bit),
-            Event::PeerAck { bit } => self.on_ack(bit),
-            Event::RaOutput { role, run, data } => {
+            Input::PeerDat(dat) => self.on_renewed_dat(dat),
+            Input::PeerReRa if self.phase == Phase::Running => self.start_driver(RaRole::Prover),
+            Input::PeerRaProver(data) => self.route_to_driver(RaRole::Verifier, data),
+            Input::PeerRaVerifier(data) => self.route_to_driver(RaRole::Prover, data),
+            Input::PeerData { data, bit } => self.on_data(data, bit),
+            Input::PeerAck { bit } => self.on_ack(bit),
+            Input::RaOutput { role, run, data } => {
                 if self.driver(role) == (Driver::Running { run }) {
                     self.emit(match role {
                         RaRole::Prover => Message::IdscpRaProver(IdscpRaProver { data }),
@@ -289,17 +377,15 @@ impl Fsm {
                     });
                 }
             }
-            Event::RaFinished { role, run, result } => self.on_ra_finished(role, run, result),
-            Event::TimerFired(timer) => self.on_timer(timer),
-            Event::Send(data) => {
-                if self.can_send() {
-                    self.send_queue.push_back(data);
-                    self.send_next();
-                }
+            Input::RaFinished { role, run, result } => self.on_ra_finished(role, run, result),
+            Input::Timer(timer) => self.on_timer(timer),
+            Input::Send(data) => {
+                self.send_queue.push_back(data);
+                self.send_next();
             }
-            Event::Close => self.on_close_request(),
-            Event::Abort { cause, message } => self.close(cause, message),
-            Event::PeerDatExpired { .. } | Event::PeerReRa => {}
+            Input::Close => self.on_close_request(),
+            Input::Abort { cause, message } => self.close(cause, message),
+            Input::PeerDatExpired { .. } | Input::PeerReRa => {}
         }
     }
 
@@ -321,7 +407,7 @@ impl Fsm {
         if self.phase != Phase::WaitForHello {
             return;
         }
-        self.actions.push(Action::CancelTimer(Timer::Handshake));
+        self.cancel_timer(Timer::Handshake);
         // The peer's order decides what we prove; our order decides what we verify.
         let prover = peer_expected
             .iter()
@@ -364,13 +450,13 @@ impl Fsm {
         let DatCheck::Valid { expires_in } = dat else {
             return self.close(CloseCause::NoValidDat, "No valid DAT".into());
         };
-        self.actions.push(Action::CancelTimer(Timer::Handshake));
+        self.cancel_timer(Timer::Handshake);
         self.accept_dat(expires_in);
         self.start_driver(RaRole::Verifier);
     }
 
     fn accept_dat(&mut self, expires_in: Option<Duration>) {
-        self.actions.push(Action::PeerDatAccepted);
+        self.events.push_back(Event::PeerDatAccepted);
         if let Some(expires_in) = expires_in {
             let renew_after = expires_in.mul_f64(self.config.dat_renewal_threshold);
             self.set_timer(Timer::Dat, renew_after);
@@ -388,7 +474,7 @@ impl Fsm {
         }));
         if bit == self.expected_receive_bit {
             self.expected_receive_bit = !bit;
-            self.actions.push(Action::Deliver(data));
+            self.events.push_back(Event::Deliver(data));
         }
         // Otherwise a resend of data we already delivered: its ACK was lost, so ACK again.
     }
@@ -399,8 +485,8 @@ impl Fsm {
         }
         self.unacked = None;
         self.next_send_bit = !self.next_send_bit;
-        self.actions.push(Action::CancelTimer(Timer::Ack));
-        self.actions.push(Action::Acknowledged);
+        self.cancel_timer(Timer::Ack);
+        self.events.push_back(Event::Acknowledged);
         self.send_next();
     }
 
@@ -441,15 +527,14 @@ impl Fsm {
             return self.close(cause, reason);
         }
         *self.driver_mut(role) = Driver::Done;
-        self.actions
-            .push(Action::CancelTimer(handshake_timer_of(role)));
+        self.cancel_timer(handshake_timer_of(role));
         if role == RaRole::Verifier {
             self.set_timer(Timer::Ra, self.config.ra_interval);
         }
         if self.attested() {
             if !self.established {
                 self.established = true;
-                self.actions.push(Action::Established);
+                self.events.push_back(Event::Established);
             }
             // Data that was in flight when re-attestation began goes out again.
             if self.unacked.is_some() {
@@ -506,9 +591,8 @@ impl Fsm {
                 if self.phase == Phase::Running && self.verifier != Driver::WaitingForDat {
                     self.emit(Message::IdscpDatExpired(IdscpDatExpired {}));
                     if matches!(self.verifier, Driver::Running { .. }) {
-                        self.actions.push(Action::StopRa(RaRole::Verifier));
-                        self.actions
-                            .push(Action::CancelTimer(Timer::VerifierHandshake));
+                        self.events.push_back(Event::StopRa(RaRole::Verifier));
+                        self.cancel_timer(Timer::VerifierHandshake);
                     }
                     self.verifier = Driver::WaitingForDat;
                     self.set_timer(Timer::Handshake, self.config.handshake_timeout);
@@ -529,7 +613,7 @@ impl Fsm {
 
     fn route_to_driver(&mut self, role: RaRole, data: Bytes) {
         if matches!(self.driver(role), Driver::Running { .. }) {
-            self.actions.push(Action::ToRa { role, data });
+            self.events.push_back(Event::ToRa { role, data });
         }
     }
 
@@ -541,7 +625,7 @@ impl Fsm {
             RaRole::Prover => self.prover_suite.clone(),
             RaRole::Verifier => self.verifier_suite.clone(),
         };
-        self.actions.push(Action::StartRa { role, suite, run });
+        self.events.push_back(Event::StartRa { role, suite, run });
         self.set_timer(handshake_timer_of(role), self.config.handshake_timeout);
     }
 
@@ -564,11 +648,17 @@ impl Fsm {
     }
 
     fn emit(&mut self, message: Message) {
-        self.actions.push(Action::Send(message));
+        self.transmits.push_back(message);
     }
 
     fn set_timer(&mut self, timer: Timer, after: Duration) {
-        self.actions.push(Action::SetTimer(timer, after));
+        // DAT lifetimes are capped where they are verified; saturate rather than panic anyway.
+        let at = self.now.checked_add(after).unwrap_or(self.now);
+        self.timers[timer_index(timer)] = Some(at);
+    }
+
+    fn cancel_timer(&mut self, timer: Timer) {
+        self.timers[timer_index(timer)] = None;
     }
 
     /// We end the connection: tell the peer why, then stop.
@@ -582,11 +672,24 @@ impl Fsm {
 
     fn closed(&mut self, cause: CloseCause, message: String, by_peer: bool) {
         self.phase = Phase::Closed;
-        self.actions.push(Action::Closed {
+        // Nothing is due on a closed connection.
+        self.timers = [None; TIMERS];
+        self.events.push_back(Event::Closed {
             cause,
             message,
             by_peer,
         });
+    }
+}
+
+fn timer_index(timer: Timer) -> usize {
+    match timer {
+        Timer::Handshake => 0,
+        Timer::ProverHandshake => 1,
+        Timer::VerifierHandshake => 2,
+        Timer::Ack => 3,
+        Timer::Ra => 4,
+        Timer::Dat => 5,
     }
 }
 

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::channel::mpsc;
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
+use futures::{SinkExt, StreamExt};
 
 /// Which half of the attestation a driver plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,15 +78,15 @@ impl RaChannel {
         )
     }
 
-    pub async fn send(&self, data: Bytes) -> Result<(), RaError> {
+    pub async fn send(&mut self, data: Bytes) -> Result<(), RaError> {
         self.report(RaEventKind::Output(data)).await
     }
 
     pub async fn recv(&mut self) -> Result<Bytes, RaError> {
-        self.incoming.recv().await.ok_or(RaError::ChannelClosed)
+        self.incoming.next().await.ok_or(RaError::ChannelClosed)
     }
 
-    async fn report(&self, kind: RaEventKind) -> Result<(), RaError> {
+    async fn report(&mut self, kind: RaEventKind) -> Result<(), RaError> {
         let event = RaEvent {
             role: self.role,
             run: self.run,
@@ -99,7 +100,7 @@ impl RaChannel {
 
     /// Runs `driver` to completion and reports its verdict; the connection spawns this as a task.
     pub async fn run(self, driver: Box<dyn RaDriver>) {
-        let events = self.events.clone();
+        let mut events = self.events.clone();
         let (role, run) = (self.role, self.run);
         let verdict = driver.run(self).await.map_err(|e| e.to_string());
         // The connection may be gone already; then nobody needs the verdict.
@@ -231,19 +232,20 @@ mod tests {
         let registry = RaRegistry::builtin();
         let (prover_events, mut from_prover) = mpsc::channel(8);
         let (verifier_events, mut from_verifier) = mpsc::channel(8);
-        let (prover_channel, to_prover) = RaChannel::new(RaRole::Prover, 1, prover_events);
-        let (verifier_channel, to_verifier) = RaChannel::new(RaRole::Verifier, 1, verifier_events);
+        let (prover_channel, mut to_prover) = RaChannel::new(RaRole::Prover, 1, prover_events);
+        let (verifier_channel, mut to_verifier) =
+            RaChannel::new(RaRole::Verifier, 1, verifier_events);
         tokio::spawn(prover_channel.run(registry.driver(RaRole::Prover, suite).unwrap()));
         tokio::spawn(verifier_channel.run(registry.driver(RaRole::Verifier, suite).unwrap()));
         let (mut sent_by_prover, mut sent_by_verifier) = (vec![], vec![]);
         let (mut prover_done, mut verifier_done) = (false, false);
         while !(prover_done && verifier_done) {
             tokio::select! {
-                Some(e) = from_prover.recv() => match e.kind {
+                Some(e) = from_prover.next() => match e.kind {
                     RaEventKind::Output(data) => { sent_by_prover.push(data.clone()); to_verifier.send(data).await.unwrap(); }
                     RaEventKind::Finished(r) => { r.unwrap(); prover_done = true; }
                 },
-                Some(e) = from_verifier.recv() => match e.kind {
+                Some(e) = from_verifier.next() => match e.kind {
                     RaEventKind::Output(data) => { sent_by_verifier.push(data.clone()); to_prover.send(data).await.unwrap(); }
                     RaEventKind::Finished(r) => { r.unwrap(); verifier_done = true; }
                 },
@@ -283,7 +285,7 @@ mod tests {
         channel
             .run(registry.driver(RaRole::Verifier, DUMMY).unwrap())
             .await;
-        let report = reports.recv().await.unwrap();
+        let report = reports.next().await.unwrap();
         assert_eq!((report.role, report.run), (RaRole::Verifier, 7));
         assert!(matches!(report.kind, RaEventKind::Finished(Err(_))));
     }

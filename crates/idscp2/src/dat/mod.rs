@@ -10,21 +10,27 @@
 //! - [`DevelopmentVerifier`] and [`DevelopmentIssuer`] speak the NullDAPS convention and verify
 //!   nothing, for tests and local setups only.
 
+#[cfg(feature = "tokio")]
 mod daps_issuer;
+#[cfg(feature = "tokio")]
 mod daps_verifier;
 mod development;
+#[cfg(feature = "tokio")]
 mod static_token;
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
 use crate::tls::{PeerCertificate, TlsError};
 
+#[cfg(feature = "tokio")]
 pub use daps_issuer::{DapsIssuer, DapsIssuerConfig};
+#[cfg(feature = "tokio")]
 pub use daps_verifier::{DapsVerifier, DapsVerifierConfig, JwksSource};
 pub use development::{DevelopmentIssuer, DevelopmentVerifier, NULL_DAPS_TOKEN};
+#[cfg(feature = "tokio")]
 pub use static_token::StaticIssuer;
 
 /// What a successful verification tells the layers above about the peer.
@@ -120,6 +126,7 @@ pub trait DatIssuer: Send + Sync + 'static {
     fn token(&self) -> BoxFuture<'_, Result<bytes::Bytes, DatError>>;
 }
 
+#[cfg(feature = "tokio")]
 /// An HTTP client for talking to a DAPS, with timeouts so that a hung DAPS fails a handshake
 /// instead of stalling it past the peer's handshake timeout.
 pub fn daps_http_client() -> Result<reqwest::Client, DatError> {
@@ -130,14 +137,16 @@ pub fn daps_http_client() -> Result<reqwest::Client, DatError> {
         .map_err(|e| DatError::HttpClient(e.to_string()))
 }
 
+#[cfg(feature = "tokio")]
 /// Seconds since the Unix epoch, the clock JWT NumericDates use.
 fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
 }
 
+#[cfg(feature = "tokio")]
 /// Turns a number of seconds from a token into a `Duration` without panicking on hostile values.
 fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value.max(0.0))

@@ -64,10 +64,13 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Why a connection was not taken on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// The pool of connections in their handshake is full.
     #[error("too many connections are in their handshake")]
     HandshakePoolFull,
+    /// The peer's source address has its share of the pool in use already.
     #[error("too many connections from this address are in their handshake")]
     SourceHandshakesFull,
+    /// `max_connections` connections are established already.
     #[error("too many connections are open")]
     ConnectionsFull,
 }
@@ -121,6 +124,7 @@ impl Admission {
         })
     }
 
+    /// The bounds this admission was made with.
     pub fn limits(&self) -> &HandshakeLimits {
         &self.limits
     }

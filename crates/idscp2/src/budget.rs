@@ -26,27 +26,42 @@ use super::metric_names::MetricNames;
 
 pub use super::settings::MemoryLimits;
 
+/// A budget that cannot be made, or a reservation it can never grant.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BudgetError {
     #[error(
         "a total of {total} bytes cannot give {connections} connections 2 x {small} bytes each \
          and still hold one connection's share of {per_connection} bytes"
     )]
+    /// The total leaves no pool of at least one connection's share beside the allowances.
     TotalTooSmall {
+        /// The configured total.
         total: usize,
+        /// The connections that get an allowance and a floor.
         connections: usize,
+        /// The small-frame size (allowance and floor each).
         small: usize,
+        /// One connection's share.
         per_connection: usize,
     },
     #[error(
         "a connection's share of {per_connection} bytes must hold a frame of {max_frame} bytes"
     )]
+    /// One connection's share cannot hold the largest frame (or exceeds `u32::MAX`).
     ShareTooSmall {
+        /// One connection's share.
         per_connection: usize,
+        /// The largest frame.
         max_frame: usize,
     },
     #[error("{bytes} bytes exceed one connection's share of {per_connection} bytes")]
-    TooLarge { bytes: usize, per_connection: usize },
+    /// A reservation beyond what one connection may ever hold.
+    TooLarge {
+        /// The bytes asked for.
+        bytes: usize,
+        /// One connection's share.
+        per_connection: usize,
+    },
 }
 
 /// The server-wide budget, cheap to clone; each connection takes a [`ConnectionBudget`] from it.
@@ -106,6 +121,7 @@ impl MemoryBudget {
         })
     }
 
+    /// The bounds this budget was made with.
     pub fn limits(&self) -> MemoryLimits {
         self.shared.limits
     }
@@ -261,6 +277,7 @@ impl Held {
         self
     }
 
+    /// The bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
     }

@@ -12,24 +12,35 @@ use super::connection::{CloseReason, Connection, ConnectionError};
 use super::endpoint::Endpoint;
 use super::tls::PeerCertificate;
 
+/// Why a client could not connect, or a request got no reply.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The server name is not a valid DNS name or IP address.
     #[error("invalid server name {0:?}")]
     ServerName(String),
+    /// The TCP connection failed.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
+        /// The address connected to.
         addr: String,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The TLS handshake failed (the certificate check included).
     #[error("TLS handshake with {addr} failed: {source}")]
     Tls {
+        /// The address connected to.
         addr: String,
+        /// What TLS said.
         source: std::io::Error,
     },
+    /// The named step did not finish within the handshake timeout (or the request limit).
     #[error("{0} timed out")]
     Timeout(&'static str),
+    /// The server completed TLS without a certificate.
     #[error("the server presented no certificate")]
     NoServerCertificate,
+    /// The IDSCP2 connection failed or closed.
     #[error(transparent)]
     Connection(#[from] ConnectionError),
 }
@@ -47,7 +58,9 @@ impl ClientError {
 /// What a client needs besides the address: its TLS configuration and its IDSCP2 endpoint.
 #[derive(Clone)]
 pub struct ClientConfig {
+    /// Our certificate, the CAs we trust, TLS 1.3 only: see [`tls::client_config`](crate::tls::client_config).
     pub tls: std::sync::Arc<rustls::ClientConfig>,
+    /// Our IDSCP2 settings and drivers.
     pub endpoint: Endpoint,
 }
 

@@ -57,7 +57,9 @@ pub struct PeerInfo {
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseReason {
+    /// The IDSCP2 close cause.
     pub cause: CloseCause,
+    /// The close message, as sent or received.
     pub message: String,
     /// The peer sent the IdscpClose (or vanished); otherwise we closed.
     pub by_peer: bool,
@@ -75,14 +77,23 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// Why a connection could not be established or used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
+    /// The connection is closed (or never got established), and why.
     #[error("connection closed: {0}")]
     Closed(CloseReason),
+    /// Data from the peer that does not decode as the application message; the connection goes on.
     #[error("received data that does not decode as the application message: {0}")]
     MalformedMessage(#[from] prost::DecodeError),
     #[error("a message of {size} bytes exceeds the frame limit (at most {limit} bytes of data)")]
-    TooLarge { size: usize, limit: usize },
+    /// A message too large for one frame (or for this connection's memory share).
+    TooLarge {
+        /// The message's (or reservation's) size in bytes.
+        size: usize,
+        /// The most that fits.
+        limit: usize,
+    },
 }
 
 /// Bytes an IdscpMessage adds around IdscpData's data: tags, length varints, the bit.
@@ -96,10 +107,15 @@ pub fn max_message_size(max_frame: usize) -> usize {
 /// Counters of what crossed the connection, for tests and metrics.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
+    /// Remote attestation messages our drivers sent.
     pub ra_messages_sent: AtomicU64,
+    /// Remote attestation messages the peer's drivers sent.
     pub ra_messages_received: AtomicU64,
+    /// DATs of the peer accepted (the first and every renewal).
     pub peer_dats_accepted: AtomicU64,
+    /// DATs of ours sent on request (IdscpDatExpired).
     pub own_dats_sent: AtomicU64,
+    /// Times our unacknowledged data was sent again.
     pub data_resent: AtomicU64,
     /// Peer data not taken (and not ACKed) because its in-flight slots or the budget were full.
     pub data_refused: AtomicU64,
@@ -123,6 +139,7 @@ pub struct InFlight {
 pub struct Request<M> {
     /// The message, or why it does not decode as an `M`.
     pub message: Result<M, prost::DecodeError>,
+    /// What the message holds until it is answered (or dropped).
     pub in_flight: InFlight,
 }
 
@@ -242,6 +259,7 @@ impl<M: prost::Message + Default> Connection<M> {
         self.peer.borrow().clone()
     }
 
+    /// Counters of what crossed this connection.
     pub fn stats(&self) -> &ConnectionStats {
         &self.stats
     }

@@ -11,18 +11,30 @@ use super::ra::{RaRegistry, RaRole};
 
 pub use super::settings::{Settings, DEFAULT_METRICS_PREFIX};
 
+/// Settings that cannot work, found before any peer connects.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
     #[error("RA suite {suite:?} is advertised as {role:?} but no driver is registered for it")]
-    UnknownRaSuite { role: RaRole, suite: String },
+    /// A suite is advertised without a driver for it.
+    UnknownRaSuite {
+        /// Whether it is advertised as prover or verifier.
+        role: RaRole,
+        /// The suite.
+        suite: String,
+    },
+    /// No RA suite is advertised as prover, or none as verifier.
     #[error("at least one RA suite is needed as prover and as verifier")]
     NoRaSuite,
+    /// `dat_renewal_threshold` is not in (0, 1].
     #[error("dat_renewal_threshold must be in (0, 1], not {0}")]
     BadThreshold(f64),
+    /// `handshake_max_frame` is too small for a Hello with a DAT.
     #[error("handshake_max_frame must be at least {MIN_HANDSHAKE_FRAME}, not {0}")]
     HandshakeFrameTooSmall(usize),
+    /// The named setting is 0.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    /// The memory limits do not add up.
     #[error(transparent)]
     Memory(#[from] BudgetError),
 }
@@ -33,10 +45,15 @@ const MIN_HANDSHAKE_FRAME: usize = 4096;
 /// One side's settings and drivers, cheap to clone into every connection.
 #[derive(Clone)]
 pub struct Endpoint {
+    /// The protocol settings.
     pub settings: Arc<Settings>,
+    /// Obtains our own DAT.
     pub dat_issuer: Arc<dyn DatIssuer>,
+    /// Verifies the peer's DATs.
     pub dat_verifier: Arc<dyn DatVerifier>,
+    /// The RA drivers, by suite.
     pub ra: RaRegistry,
+    /// The memory bound all connections of this endpoint share.
     pub budget: MemoryBudget,
     /// The names this endpoint's metrics are recorded under.
     pub metrics: Arc<MetricNames>,

@@ -25,23 +25,32 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// The default bound of one frame until the handshake is done: 64 KiB.
 pub const DEFAULT_HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
 
+/// Why a frame could not be read or written; every one of them ends the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// The announced (or encoded) length, and the limit it exceeds.
     #[error("frame of {0} bytes or more exceeds the limit of {1} bytes")]
     TooLarge(usize, usize),
+    /// The body is not a valid `IdscpMessage`.
     #[error("frame is not a valid IdscpMessage: {0}")]
     Malformed(#[from] prost::DecodeError),
+    /// The body is an `IdscpMessage` without a message set.
     #[error("frame is an IdscpMessage without a message")]
     Empty,
     #[error(
         "frame of {announced} bytes not complete {} s after its length arrived ({received} bytes received)",
         after.as_secs_f64()
     )]
+    /// A frame did not complete within the frame timeout.
     Incomplete {
+        /// The length the frame announced.
         announced: usize,
+        /// The bytes of it that arrived.
         received: usize,
+        /// The frame timeout.
         after: Duration,
     },
+    /// Reading or writing the stream failed.
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -45,14 +45,23 @@ const IDSCP2_VERSION: i32 = 2;
 /// The states as idscp2-jvm names them, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Not started, or ended.
     Closed,
+    /// Our Hello is out, waiting for the peer's.
     WaitForHello,
+    /// Both our prover and our verifier are running.
     WaitForRa,
+    /// Our prover is running; the peer is attested.
     WaitForRaProver,
+    /// Our verifier is running; our proof is done.
     WaitForRaVerifier,
+    /// Waiting for a renewed DAT from the peer while our prover runs.
     WaitForDatAndRa,
+    /// Waiting for a renewed DAT from the peer.
     WaitForDatAndRaVerifier,
+    /// Both sides attested; data flows.
     Established,
+    /// Established, with our data awaiting its ACK.
     WaitForAck,
 }
 
@@ -61,7 +70,9 @@ pub enum State {
 pub enum Timer {
     /// Waiting for the peer's Hello, for a renewed DAT, or for our last data to drain on close.
     Handshake,
+    /// Our prover must finish in time.
     ProverHandshake,
+    /// Our verifier must finish in time.
     VerifierHandshake,
     /// Resend unacknowledged data.
     Ack,
@@ -74,7 +85,12 @@ pub enum Timer {
 /// The verdict on a DAT the peer sent, reached by the connection's DAT verifier.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DatCheck {
-    Valid { expires_in: Option<Duration> },
+    /// The DAT is valid.
+    Valid {
+        /// How long it stays valid, if it expires.
+        expires_in: Option<Duration>,
+    },
+    /// The DAT is refused, and why.
     Invalid(String),
 }
 
@@ -84,41 +100,66 @@ pub enum DatCheck {
 pub enum Input {
     /// TLS is up: send our Hello with our current DAT.
     Start {
+        /// Our current DAT.
         our_dat: Bytes,
     },
+    /// The peer's Hello.
     PeerHello {
+        /// The suites the peer can prove.
         supported_ra: Vec<String>,
+        /// The suites the peer wants us to prove, in its order of preference.
         expected_ra: Vec<String>,
+        /// The verdict on the Hello's DAT.
         dat: DatCheck,
     },
+    /// The peer ended the connection.
     PeerClose {
+        /// The cause it gave.
         cause: CloseCause,
+        /// The message it gave.
         message: String,
     },
     /// The peer wants our DAT again; the connection fetched our current one.
     PeerDatExpired {
+        /// Our current DAT.
         our_dat: Bytes,
     },
+    /// The peer sent a renewed DAT, with its verdict.
     PeerDat(DatCheck),
+    /// The peer asks us to prove ourselves again.
     PeerReRa,
+    /// A message from the peer's prover, for our verifier.
     PeerRaProver(Bytes),
+    /// A message from the peer's verifier, for our prover.
     PeerRaVerifier(Bytes),
+    /// Data from the peer.
     PeerData {
+        /// The application message, encoded.
         data: Bytes,
+        /// Its alternating bit.
         bit: bool,
     },
+    /// The peer acknowledges our data.
     PeerAck {
+        /// The bit of the data it acknowledges.
         bit: bool,
     },
     /// A message one of our RA drivers wants sent to the peer.
     RaOutput {
+        /// The role of the driver.
         role: RaRole,
+        /// The run it belongs to.
         run: u64,
+        /// The message.
         data: Bytes,
     },
+    /// One of our RA drivers finished.
     RaFinished {
+        /// The role of the driver.
         role: RaRole,
+        /// The run it belongs to.
         run: u64,
+        /// Success, or why it failed.
         result: Result<(), String>,
     },
     /// The timer [`Fsm::poll_timeout`] named is due (a timer that is not armed is ignored, as is
@@ -131,7 +172,9 @@ pub enum Input {
     Close,
     /// The connection cannot go on (malformed frame, I/O error): tell the peer and close.
     Abort {
+        /// The close cause to send.
         cause: CloseCause,
+        /// The close message to send.
         message: String,
     },
 }
@@ -143,16 +186,23 @@ pub enum Input {
 pub enum Event {
     /// Start a fresh run of a driver, replacing any run of that role.
     StartRa {
+        /// Prover or verifier.
         role: RaRole,
+        /// The suite to run.
         suite: String,
+        /// The run id that its output and verdict must carry.
         run: u64,
     },
+    /// Stop the running driver of this role: its result is no longer wanted.
     StopRa(RaRole),
     /// Route a peer message to our driver of this role.
     ToRa {
+        /// The role of the driver.
         role: RaRole,
+        /// The message.
         data: Bytes,
     },
+    /// Data from the peer for the layer above (it was ACKed already).
     Deliver(Bytes),
     /// The peer ACKed the oldest message the layer above gave us: whatever it held can go.
     Acknowledged,
@@ -162,8 +212,11 @@ pub enum Event {
     Established,
     /// Terminal. If we initiated it, an `IdscpClose` is the last message to transmit.
     Closed {
+        /// The close cause.
         cause: CloseCause,
+        /// The close message.
         message: String,
+        /// Whether the peer closed; otherwise we did.
         by_peer: bool,
     },
 }

@@ -22,14 +22,19 @@ use futures::{SinkExt, StreamExt};
 /// Which half of the attestation a driver plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RaRole {
+    /// Proves our state to the peer.
     Prover,
+    /// Checks the peer's proof.
     Verifier,
 }
 
+/// Why a driver run did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum RaError {
+    /// The connection went away (or stopped the run).
     #[error("the connection closed while attestation was running")]
     ChannelClosed,
+    /// The attestation itself failed, and why.
     #[error("attestation failed: {0}")]
     Failed(String),
 }
@@ -37,16 +42,20 @@ pub enum RaError {
 /// What a running driver reports to its connection.
 #[derive(Debug)]
 pub struct RaEvent {
+    /// The role of the driver reporting.
     pub role: RaRole,
     /// Which run of this role the event belongs to; events of a superseded run are ignored.
     pub run: u64,
+    /// What it reports.
     pub kind: RaEventKind,
 }
 
+/// What a driver reports.
 #[derive(Debug)]
 pub enum RaEventKind {
     /// A message for the peer's counterpart driver.
     Output(Bytes),
+    /// The run is over: success, or why it failed.
     Finished(Result<(), String>),
 }
 
@@ -78,10 +87,12 @@ impl RaChannel {
         )
     }
 
+    /// Sends `data` to the counterpart on the peer.
     pub async fn send(&mut self, data: Bytes) -> Result<(), RaError> {
         self.report(RaEventKind::Output(data)).await
     }
 
+    /// The next message from the counterpart on the peer.
     pub async fn recv(&mut self) -> Result<Bytes, RaError> {
         self.incoming.next().await.ok_or(RaError::ChannelClosed)
     }
@@ -116,6 +127,7 @@ impl RaChannel {
 
 /// One run of a prover or verifier.
 pub trait RaDriver: Send + 'static {
+    /// Runs once, exchanging messages through `channel`, and says whether the attestation succeeded.
     fn run(self: Box<Self>, channel: RaChannel) -> BoxFuture<'static, Result<(), RaError>>;
 }
 
@@ -139,6 +151,7 @@ impl RaRegistry {
         registry
     }
 
+    /// Registers `factory` as the driver of `suite` in `role`, replacing any before.
     pub fn register(
         &mut self,
         role: RaRole,
@@ -149,6 +162,7 @@ impl RaRegistry {
             .insert((role, suite.to_string()), Arc::new(factory));
     }
 
+    /// Whether a driver of `suite` is registered for `role`.
     pub fn supports(&self, role: RaRole, suite: &str) -> bool {
         self.drivers.contains_key(&(role, suite.to_string()))
     }
@@ -161,8 +175,11 @@ impl RaRegistry {
     }
 }
 
+/// The suite id of `Dummy2`: success at once, without a message.
 pub const DUMMY2: &str = "Dummy2";
+/// The suite id of the deprecated JVM dummy: two rounds of "test" messages.
 pub const DUMMY: &str = "Dummy";
+/// The suite id of idscp2-rust's null attestation: one empty message each way.
 pub const NULL_RA: &str = "NullRa";
 
 /// Succeeds at once without a message: what deployed Camel endpoints prefer.

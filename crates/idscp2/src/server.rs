@@ -67,13 +67,19 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl Future<Output = Option<Self::Message>> + Send;
 }
 
+/// What a server needs besides its address.
 pub struct ServerConfig {
+    /// Our certificate, the CAs whose clients we accept, TLS 1.3 only: see [`tls::server_config`](crate::tls::server_config).
     pub tls: Arc<rustls::ServerConfig>,
+    /// Our IDSCP2 settings and drivers.
     pub endpoint: Endpoint,
+    /// Established connections at most; more are refused with an IdscpClose.
     pub max_connections: usize,
+    /// The bounds on connections still in their handshake.
     pub handshake_limits: HandshakeLimits,
 }
 
+/// A bound IDSCP2 server; [`Server::run`] serves.
 pub struct Server {
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -82,6 +88,7 @@ pub struct Server {
 }
 
 impl Server {
+    /// Binds the listening socket.
     pub async fn bind(addr: &str, config: ServerConfig) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Server {
@@ -96,6 +103,7 @@ impl Server {
         })
     }
 
+    /// The address it listens on (with the port, when 0 was asked for).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

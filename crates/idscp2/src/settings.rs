@@ -16,10 +16,13 @@ pub struct Settings {
     pub expected_ra: Vec<String>,
     /// Bounds the TLS handshake, waiting for Hello, each attestation run, and waiting for a DAT.
     pub handshake_timeout: Duration,
+    /// How long our data waits for its ACK before it is sent again.
     pub ack_timeout: Duration,
+    /// How often we attest the peer again.
     pub ra_interval: Duration,
     /// Fraction of the peer DAT's lifetime after which we ask for a new one (0.666 for DAPS tokens).
     pub dat_renewal_threshold: f64,
+    /// The largest frame once the peer is authenticated (see `handshake_max_frame`).
     pub max_frame: usize,
     /// The frame limit until the peer's DAT is accepted (or `max_frame`, if smaller): Hello and
     /// DAT frames are small, so a peer that is not yet authenticated cannot make us hold a big
@@ -31,11 +34,11 @@ pub struct Settings {
     /// A peer that does not take our bytes for this long is gone.
     pub write_timeout: Duration,
     /// Messages the peer may have in flight: received and not yet answered (or, for a client,
-    /// not yet taken by [`Connection::recv`]). Further
-    /// data is not acknowledged, so the peer's resends wait for us instead of our memory growing.
+    /// not yet taken by `Connection::recv`). Further data is not acknowledged, so the peer's
+    /// resends wait for us instead of our memory growing.
     pub requests_in_flight: usize,
-    /// Messages of ours queued behind the one awaiting its ACK; when full,
-    /// [`Connection::send`] waits.
+    /// Messages of ours queued behind the one awaiting its ACK; when full, `Connection::send`
+    /// waits.
     pub send_queue: usize,
     /// Resends of unacknowledged data before the connection is closed with TIMEOUT.
     pub max_resends: u32,

@@ -28,6 +28,7 @@ const ASSERTION_LIFETIME_SECS: i64 = 60;
 /// Longest error text from a DAPS we repeat in our own errors.
 const MAX_ERROR_TEXT: usize = 200;
 
+/// Where and as whom to ask a DAPS for our DAT.
 #[derive(Clone)]
 pub struct DapsIssuerConfig {
     /// The DAPS token endpoint, also the `aud` of our client assertion.
@@ -36,14 +37,17 @@ pub struct DapsIssuerConfig {
     pub client_id: String,
     /// Our connector private key in PEM: RSA (RS256 assertion) or EC P-256 (ES256 assertion).
     pub key_pem: Vec<u8>,
+    /// The scope asked for ([`Self::DEFAULT_SCOPE`] unless set).
     pub scope: String,
     /// Used for token requests; give it timeouts (see [`super::daps_http_client`]).
     pub http: reqwest::Client,
 }
 
 impl DapsIssuerConfig {
+    /// The scope every IDS connector asks for.
     pub const DEFAULT_SCOPE: &'static str = "idsc:IDS_CONNECTOR_ATTRIBUTES_ALL";
 
+    /// A configuration with the default scope.
     pub fn new(
         token_url: impl Into<String>,
         client_id: impl Into<String>,
@@ -72,6 +76,7 @@ impl fmt::Debug for DapsIssuerConfig {
     }
 }
 
+/// Obtains our DAT from a DAPS (OAuth 2 client credentials with a signed JWT assertion) and keeps it until it is due for renewal.
 pub struct DapsIssuer {
     token_url: String,
     client_id: String,

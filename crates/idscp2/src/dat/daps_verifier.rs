@@ -48,10 +48,12 @@ pub enum JwksSource {
     Url(String),
 }
 
+/// How to verify the peer's DATs: the DAPS's issuer and keys, and our policy.
 #[derive(Debug, Clone)]
 pub struct DapsVerifierConfig {
     /// Expected `iss`: the DAPS issuer URL.
     pub issuer: String,
+    /// Where the DAPS's public keys come from.
     pub jwks: JwksSource,
     /// A DAT is accepted when its `aud` contains any of these.
     pub audiences: Vec<String>,
@@ -68,7 +70,9 @@ pub struct DapsVerifierConfig {
 impl DapsVerifierConfig {
     /// The audiences idscp2-jvm accepts: the current IDS one and its predecessor.
     pub const DEFAULT_AUDIENCES: [&'static str; 2] = ["idsc:IDS_CONNECTORS_ALL", "IDS_Connector"];
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`.
     pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+    /// Least time between two fetches of the key set for an unknown `kid`.
     pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
     /// A configuration with the defaults above and no security profile requirement.

@@ -20,6 +20,7 @@ pub struct DevelopmentVerifier {
 }
 
 impl DevelopmentVerifier {
+    /// A verifier that accepts every DAT (and says so in the log once).
     pub fn new() -> Self {
         tracing::warn!("development DAT verifier: peer DATs are NOT verified");
         Self { _warned: () }
@@ -54,6 +55,7 @@ pub struct DevelopmentIssuer {
 }
 
 impl DevelopmentIssuer {
+    /// An issuer of the NullDAPS dummy token (and says so in the log once).
     pub fn new() -> Self {
         tracing::warn!("development DAT issuer: sending the NullDAPS dummy token, not a real DAT");
         Self { _warned: () }

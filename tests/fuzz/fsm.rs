@@ -290,15 +290,6 @@ enum Action {
     Event(Event),
 }
 
-const TIMERS: [Timer; 6] = [
-    Timer::Handshake,
-    Timer::ProverHandshake,
-    Timer::VerifierHandshake,
-    Timer::Ack,
-    Timer::Ra,
-    Timer::Dat,
-];
-
 /// Hands `input` to the machine at `now` and polls everything it produced.
 fn drive(fsm: &mut Fsm, now: Instant, input: Input) -> Result<Vec<Action>, Refused> {
     let fired = match input {
@@ -306,12 +297,12 @@ fn drive(fsm: &mut Fsm, now: Instant, input: Input) -> Result<Vec<Action>, Refus
         _ => None,
     };
     // A timer handed in is spent; only a re-arm of it is news.
-    let before = TIMERS.map(|timer| fsm.timer(timer).filter(|_| Some(timer) != fired));
+    let before = Timer::ALL.map(|timer| fsm.timer(timer).filter(|_| Some(timer) != fired));
     fsm.handle_input(now, input)?;
     let mut actions: Vec<Action> = std::iter::from_fn(|| fsm.poll_transmit())
         .map(Action::Send)
         .collect();
-    for (timer, was) in TIMERS.into_iter().zip(before) {
+    for (timer, was) in Timer::ALL.into_iter().zip(before) {
         match (was, fsm.timer(timer)) {
             (_, Some(at)) if was != Some(at) => actions.push(Action::SetTimer(timer, at - now)),
             (Some(_), None) => actions.push(Action::CancelTimer(timer)),

@@ -82,6 +82,18 @@ pub enum Timer {
     Dat,
 }
 
+impl Timer {
+    /// Every timer, in the order [`Fsm::poll_timeout`] breaks ties.
+    pub const ALL: [Timer; TIMERS] = [
+        Timer::Handshake,
+        Timer::ProverHandshake,
+        Timer::VerifierHandshake,
+        Timer::Ack,
+        Timer::Ra,
+        Timer::Dat,
+    ];
+}
+
 /// The verdict on a DAT the peer sent, reached by the connection's DAT verifier.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DatCheck {
@@ -257,15 +269,6 @@ pub const OUTPUT_BACKLOG: usize = 64;
 
 const TIMERS: usize = 6;
 
-const TIMER_KINDS: [Timer; TIMERS] = [
-    Timer::Handshake,
-    Timer::ProverHandshake,
-    Timer::VerifierHandshake,
-    Timer::Ack,
-    Timer::Ra,
-    Timer::Dat,
-];
-
 /// One IDSCP2 connection's protocol state, without I/O.
 pub struct Fsm {
     config: Arc<Settings>,
@@ -392,7 +395,7 @@ impl Fsm {
 
     /// The timer due first, and when; hand it in as [`Input::Timer`] once that time has come.
     pub fn poll_timeout(&self) -> Option<(Timer, Instant)> {
-        TIMER_KINDS
+        Timer::ALL
             .iter()
             .filter_map(|&timer| self.timer(timer).map(|at| (timer, at)))
             .min_by_key(|&(_, at)| at)

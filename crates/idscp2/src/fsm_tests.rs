@@ -14,48 +14,7 @@ enum Action {
     Send(Message),
     SetTimer(Timer, Duration),
     CancelTimer(Timer),
-    StartRa {
-        role: RaRole,
-        suite: String,
-        run: u64,
-    },
-    StopRa(RaRole),
-    ToRa {
-        role: RaRole,
-        data: Bytes,
-    },
-    Deliver(Bytes),
-    Acknowledged,
-    PeerDatAccepted,
-    Established,
-    Closed {
-        cause: CloseCause,
-        message: String,
-        by_peer: bool,
-    },
-}
-
-impl From<Event> for Action {
-    fn from(event: Event) -> Self {
-        match event {
-            Event::StartRa { role, suite, run } => Action::StartRa { role, suite, run },
-            Event::StopRa(role) => Action::StopRa(role),
-            Event::ToRa { role, data } => Action::ToRa { role, data },
-            Event::Deliver(data) => Action::Deliver(data),
-            Event::Acknowledged => Action::Acknowledged,
-            Event::PeerDatAccepted => Action::PeerDatAccepted,
-            Event::Established => Action::Established,
-            Event::Closed {
-                cause,
-                message,
-                by_peer,
-            } => Action::Closed {
-                cause,
-                message,
-                by_peer,
-            },
-        }
-    }
+    Event(Event),
 }
 
 /// A state machine driven as a connection drives it: every input at a fresh `now` (a
@@ -81,7 +40,7 @@ impl Driven {
 
     fn try_handle(&mut self, input: Input) -> Result<Vec<Action>, Refused> {
         self.now += MS;
-        let mut before = TIMER_KINDS.map(|timer| self.fsm.timer(timer));
+        let mut before = Timer::ALL.map(|timer| self.fsm.timer(timer));
         if let Input::Timer(timer) = &input {
             // Firing spends the timer; only a re-arm is news.
             before[timer_index(*timer)] = None;
@@ -90,7 +49,7 @@ impl Driven {
         let mut actions: Vec<Action> = std::iter::from_fn(|| self.fsm.poll_transmit())
             .map(Action::Send)
             .collect();
-        for (timer, was) in TIMER_KINDS.into_iter().zip(before) {
+        for (timer, was) in Timer::ALL.into_iter().zip(before) {
             match (was, self.fsm.timer(timer)) {
                 (_, Some(at)) if was != Some(at) => {
                     actions.push(Action::SetTimer(timer, at - self.now))
@@ -99,7 +58,7 @@ impl Driven {
                 _ => {}
             }
         }
-        actions.extend(std::iter::from_fn(|| self.fsm.poll_event()).map(Action::from));
+        actions.extend(std::iter::from_fn(|| self.fsm.poll_event()).map(Action::Event));
         Ok(actions)
     }
 }
@@ -159,7 +118,7 @@ fn run_of(actions: &[Action], wanted: RaRole) -> u64 {
     actions
         .iter()
         .find_map(|a| match a {
-            Action::StartRa { role, run, .. } if *role == wanted => Some(*run),
+            Action::Event(Event::StartRa { role, run, .. }) if *role == wanted => Some(*run),
             _ => None,
         })
         .expect("driver started")
@@ -187,7 +146,7 @@ fn established_with(dat: DatCheck) -> Driven {
     let (prover, verifier) = runs(&actions);
     finish(&mut fsm, RaRole::Prover, prover);
     let actions = finish(&mut fsm, RaRole::Verifier, verifier);
-    assert!(actions.contains(&Action::Established));
+    assert!(actions.contains(&Action::Event(Event::Established)));
     assert_eq!(fsm.state(), State::Established);
     fsm
 }
@@ -225,7 +184,7 @@ fn assert_closed_with(actions: &[Action], expected: CloseCause) {
         other => panic!("expected an IdscpClose, got {other:?}"),
     }
     assert!(
-        matches!(actions.last(), Some(Action::Closed { cause, by_peer: false, .. }) if *cause == expected),
+        matches!(actions.last(), Some(Action::Event(Event::Closed { cause, by_peer: false, .. })) if *cause == expected),
         "{actions:?}"
     );
 }
@@ -265,7 +224,7 @@ fn prover_follows_the_peers_order_and_verifier_follows_ours() {
     let suites: Vec<_> = actions
         .iter()
         .filter_map(|a| match a {
-            Action::StartRa { role, suite, .. } => Some((*role, suite.as_str())),
+            Action::Event(Event::StartRa { role, suite, .. }) => Some((*role, suite.as_str())),
             _ => None,
         })
         .collect();
@@ -274,7 +233,7 @@ fn prover_follows_the_peers_order_and_verifier_follows_ours() {
         vec![(RaRole::Prover, "Dummy"), (RaRole::Verifier, "Dummy2")]
     );
     assert!(actions.contains(&Action::CancelTimer(Timer::Handshake)));
-    assert!(actions.contains(&Action::PeerDatAccepted));
+    assert!(actions.contains(&Action::Event(Event::PeerDatAccepted)));
     assert!(actions.contains(&Action::SetTimer(Timer::ProverHandshake, 5000 * MS)));
     assert!(actions.contains(&Action::SetTimer(Timer::VerifierHandshake, 5000 * MS)));
     assert_eq!(fsm.state(), State::WaitForRa);
@@ -311,7 +270,7 @@ fn invalid_dat_in_hello_closes_with_no_valid_dat() {
             cause_msg: "No valid DAT".into()
         }))
     );
-    assert!(!actions.contains(&Action::PeerDatAccepted));
+    assert!(!actions.contains(&Action::Event(Event::PeerDatAccepted)));
 }
 
 #[test]
@@ -358,17 +317,17 @@ fn ra_messages_are_routed_between_peer_and_drivers() {
     let (prover, verifier) = runs(&actions);
     assert_eq!(
         fsm.handle(Input::PeerRaProver(Bytes::from_static(b"p"))),
-        vec![Action::ToRa {
+        vec![Action::Event(Event::ToRa {
             role: RaRole::Verifier,
             data: Bytes::from_static(b"p")
-        }]
+        })]
     );
     assert_eq!(
         fsm.handle(Input::PeerRaVerifier(Bytes::from_static(b"v"))),
-        vec![Action::ToRa {
+        vec![Action::Event(Event::ToRa {
             role: RaRole::Prover,
             data: Bytes::from_static(b"v")
-        }]
+        })]
     );
     assert_eq!(
         sent(&fsm.handle(Input::RaOutput {
@@ -437,10 +396,10 @@ fn established_once_both_drivers_succeed_in_either_order() {
     let actions = finish(&mut fsm, RaRole::Verifier, verifier);
     assert!(actions.contains(&Action::SetTimer(Timer::Ra, 3_600_000 * MS)));
     assert!(actions.contains(&Action::CancelTimer(Timer::VerifierHandshake)));
-    assert!(!actions.contains(&Action::Established));
+    assert!(!actions.contains(&Action::Event(Event::Established)));
     assert_eq!(fsm.state(), State::WaitForRaProver);
     let actions = finish(&mut fsm, RaRole::Prover, prover);
-    assert!(actions.contains(&Action::Established));
+    assert!(actions.contains(&Action::Event(Event::Established)));
     assert_eq!(fsm.state(), State::Established);
 }
 
@@ -503,7 +462,7 @@ fn received_data_is_acked_and_delivered_once() {
         actions,
         vec![
             Action::Send(ack(false)),
-            Action::Deliver(Bytes::from_static(b"x"))
+            Action::Event(Event::Deliver(Bytes::from_static(b"x")))
         ]
     );
     // The peer missed our ACK and resends: ACK again, deliver nothing.
@@ -520,7 +479,7 @@ fn received_data_is_acked_and_delivered_once() {
         actions,
         vec![
             Action::Send(ack(true)),
-            Action::Deliver(Bytes::from_static(b"y"))
+            Action::Event(Event::Deliver(Bytes::from_static(b"y")))
         ]
     );
 }
@@ -547,7 +506,7 @@ fn ra_timer_re_attests_the_peer_and_resends_data_in_flight_afterwards() {
     // Neither the ack timer nor new data go anywhere while re-attesting.
     assert_eq!(fsm.handle(Input::Timer(Timer::Ack)), vec![]);
     let actions = finish(&mut fsm, RaRole::Verifier, verifier);
-    assert!(!actions.contains(&Action::Established));
+    assert!(!actions.contains(&Action::Event(Event::Established)));
     assert_eq!(sent(&actions), vec![data(b"a", false)]);
     assert_eq!(fsm.state(), State::WaitForAck);
 }
@@ -560,10 +519,10 @@ fn peer_re_ra_restarts_our_prover() {
         &actions[..],
         [
             Action::SetTimer(Timer::ProverHandshake, _),
-            Action::StartRa {
+            Action::Event(Event::StartRa {
                 role: RaRole::Prover,
                 ..
-            },
+            }),
         ]
     ));
     assert_eq!(fsm.state(), State::WaitForRaProver);
@@ -583,10 +542,10 @@ fn peer_dat_expired_gets_our_dat_and_restarts_our_prover() {
     );
     assert!(actions.iter().any(|a| matches!(
         a,
-        Action::StartRa {
+        Action::Event(Event::StartRa {
             role: RaRole::Prover,
             ..
-        }
+        })
     )));
     assert_eq!(fsm.state(), State::WaitForRaProver);
 }
@@ -604,7 +563,7 @@ fn dat_timer_asks_for_a_new_dat_then_re_verifies() {
     // Data waits meanwhile.
     assert_eq!(fsm.handle(Input::Send(Bytes::from_static(b"a"))), vec![]);
     let actions = fsm.handle(Input::PeerDat(valid(Some(2000 * MS))));
-    assert!(actions.contains(&Action::PeerDatAccepted));
+    assert!(actions.contains(&Action::Event(Event::PeerDatAccepted)));
     assert!(actions.contains(&Action::CancelTimer(Timer::Handshake)));
     assert!(actions.contains(&Action::SetTimer(Timer::Dat, 1000 * MS)));
     let verifier = run_of(&actions, RaRole::Verifier);
@@ -626,7 +585,7 @@ fn dat_timer_stops_a_running_verifier() {
     let mut fsm = established_with(valid(Some(1000 * MS)));
     fsm.handle(Input::Timer(Timer::Ra));
     let actions = fsm.handle(Input::Timer(Timer::Dat));
-    assert!(actions.contains(&Action::StopRa(RaRole::Verifier)));
+    assert!(actions.contains(&Action::Event(Event::StopRa(RaRole::Verifier))));
     assert!(actions.contains(&Action::CancelTimer(Timer::VerifierHandshake)));
 }
 
@@ -676,11 +635,11 @@ fn peer_close_ends_without_an_answer_in_any_state() {
         assert_eq!(fsm.poll_timeout(), None);
         assert_eq!(
             rest,
-            vec![Action::Closed {
+            vec![Action::Event(Event::Closed {
                 cause: CloseCause::Error,
                 message: "bye".into(),
                 by_peer: true
-            }]
+            })]
         );
         assert!(fsm.is_closed());
         // Nothing happens after the end.
@@ -759,7 +718,7 @@ fn the_send_queue_is_bounded_and_says_when_it_is_full() {
     );
     assert_eq!(fsm.undelivered(), 3, "a send beyond the bound is not taken");
     let actions = fsm.handle(Input::PeerAck { bit: false });
-    assert!(actions.contains(&Action::Acknowledged));
+    assert!(actions.contains(&Action::Event(Event::Acknowledged)));
     assert_eq!(sent(&actions), vec![data(b"b", true)]);
     assert!(fsm.can_send());
 }
@@ -771,7 +730,7 @@ fn each_ack_of_our_data_is_reported_once() {
     let acknowledged = |actions: &[Action]| {
         actions
             .iter()
-            .filter(|a| **a == Action::Acknowledged)
+            .filter(|a| **a == Action::Event(Event::Acknowledged))
             .count()
     };
     assert_eq!(acknowledged(&fsm.handle(Input::PeerAck { bit: false })), 1);

@@ -7,6 +7,9 @@
 //! and waits for the verdict. Real attestation (TPM, CMC, SEV-SNP) plugs in by implementing
 //! [`RaDriver`] and registering it in an [`RaRegistry`] under its suite id.
 //!
+//! Drivers are futures over `futures` channels, so they belong to the sans-IO core and run on
+//! whatever executor the driver of the connection uses (the tokio driver spawns them as tasks).
+//!
 //! Built in, for interoperability with deployed peers (spec section 7): `Dummy2` (no messages),
 //! `Dummy` (two rounds of "test" messages, contents unchecked) and `NullRa` (idscp2-rust: one empty
 //! message each way).

@@ -1,8 +1,9 @@
-//! Generates the IDSCP2 protobuf types from `proto/` with prost. The .proto files are parsed by
-//! protox (pure Rust), so building needs no system `protoc`.
+//! Generates the IDS application layer's protobuf types (`proto/idscp2_app.proto`, carried in
+//! IDSCP2 data) with prost; the transport's own messages are built by the `idscp2` crate. The
+//! .proto files are parsed by protox (pure Rust), so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/idscp2.proto", "proto/idscp2_app.proto"];
+    let protos = ["proto/idscp2_app.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -51,7 +51,6 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
-use tokio_util::codec::Encoder as _;
 
 // The same allocator as the `clearinghouse` binary, so that the server role costs what the real
 // server does (and the load generator, which shares these 2 cores, gets the same saving).

@@ -26,7 +26,6 @@ use clearinghouse::store::Entry;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message as _;
 use serde_json::json;
-use tokio_util::codec::{Decoder, Encoder};
 
 const RSA_PEM: &[u8] = include_bytes!("../tests/fixtures/receipt-rsa.key");
 

@@ -1,7 +1,8 @@
 //! An IDS Clearing House: the neutral, tamper-evident logbook of a data space.
 //!
 //! Rooms, each knowing nothing of the rooms above it:
-//! - [`idscp2`]: the transport (TLS, framing, handshake, DAT and RA drivers, server and client).
+//! - [`idscp2`]: the transport (TLS, framing, handshake, DAT and RA drivers, server and client):
+//!   the `idscp2` crate (crates/idscp2), carrying the IDS application layer.
 //! - [`ids`]: the IDS message layer: request headers and `ch-ids-*` parameters in, reply headers,
 //!   rejections and query documents out.
 //! - [`store`]: processes and their hash-chained entries, embedded (redb) or on MongoDB.

@@ -313,6 +313,8 @@ impl ClearingHouse {
 }
 
 impl Service for ClearingHouse {
+    type Message = AppLayerMessage;
+
     /// A query's page may be as large as the reply limit, so that much is reserved before the
     /// store is read. Told apart by a look at the header text, not a parse: a header that merely
     /// mentions the word over-reserves until its (small) reply is built, which is harmless.

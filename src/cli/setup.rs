@@ -175,6 +175,10 @@ pub fn dat_drivers(
     })
 }
 
+/// What the transport's metric names start with: `clearinghouse_handshakes_total` and so on, as
+/// the README's metrics table and dashboards know them.
+pub const METRICS_PREFIX: &str = "clearinghouse";
+
 pub fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, ConfigError> {
     let idscp2 = &config.idscp2;
     let settings = Settings {
@@ -194,6 +198,7 @@ pub fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, ConfigErr
             per_connection: config.server.connection_buffer_bytes,
             connections: config.server.max_connections,
         },
+        metrics_prefix: METRICS_PREFIX.to_string(),
         ..Settings::default()
     };
     Endpoint::new(

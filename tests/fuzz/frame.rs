@@ -20,7 +20,7 @@ use clearinghouse::idscp2::proto::{
 use proptest::collection::vec;
 use proptest::prelude::*;
 use prost::Message as _;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use crate::mutate::{mutated, Mutation};
 use crate::runner::{fuzz, Budget, Outcome, Target};

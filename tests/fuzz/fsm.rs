@@ -1,5 +1,6 @@
-//! Target `fsm`: random event sequences into the IDSCP2 handshake and alternating-bit state
-//! machine, checked against a model kept from the outside (events in, actions out).
+//! Target `fsm`: random input sequences into the IDSCP2 handshake and alternating-bit state
+//! machine, checked against a model kept from the outside (inputs in; messages to transmit, timers
+//! and events polled out after each, in that order, as one list of actions).
 //!
 //! The peer is honest in half of the cases (it sends its messages in turn with the right bit,
 //! resends the unacknowledged one, acknowledges what it got), so that exact delivery can be
@@ -18,7 +19,8 @@
 //!   message is delivered exactly once and in order, and ACKed only once delivered;
 //!   `takes_new_data` says beforehand whether a message will be delivered;
 //! - sending: the layer above hands in a message when `can_send()` says it fits (and sometimes
-//!   when it does not: that message is dropped, with no action, and never leaves); `can_send()`
+//!   when it does not: that message is refused as SendQueueFull, with no action, and never
+//!   leaves); `can_send()`
 //!   agrees with the model (not closing, fewer than `send_queue` waiting behind the one awaiting
 //!   its ACK); at most one IdscpData unacknowledged, and every IdscpData arms the ACK timer;
 //!   resends repeat it exactly; the next one goes out only after the matching ACK and with the
@@ -30,14 +32,17 @@
 //! - `undelivered()` counts exactly what was accepted and not yet ACKed, and never exceeds
 //!   `send_queue + 1` (the queue plus the one awaiting its ACK);
 //! - a requested close happens once everything was delivered, and a close we initiate is
-//!   announced to the peer with its cause.
+//!   announced to the peer with its cause (the last message it transmits); a closed machine has
+//!   no timer armed;
+//! - every input at most adds a handful of outputs: none is refused as a backlog, since every
+//!   output is polled after each input.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clearinghouse::idscp2::endpoint::Settings;
-use clearinghouse::idscp2::fsm::{Action, DatCheck, Event, Fsm, State, Timer};
+use clearinghouse::idscp2::fsm::{DatCheck, Event, Fsm, Input, Refused, State, Timer};
 use clearinghouse::idscp2::proto::idscp_close::CloseCause;
 use clearinghouse::idscp2::proto::idscp_message::Message;
 use clearinghouse::idscp2::proto::{IdscpAck, IdscpData};
@@ -275,8 +280,43 @@ enum Progress {
     Succeeded,
 }
 
+/// What one input led to: the messages to transmit, then the timers it armed (with their delay)
+/// or disarmed, then the events.
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    Send(Message),
+    SetTimer(Timer, Duration),
+    CancelTimer(Timer),
+    Event(Event),
+}
+
+/// Hands `input` to the machine at `now` and polls everything it produced.
+fn drive(fsm: &mut Fsm, now: Instant, input: Input) -> Result<Vec<Action>, Refused> {
+    let fired = match input {
+        Input::Timer(timer) => Some(timer),
+        _ => None,
+    };
+    // A timer handed in is spent; only a re-arm of it is news.
+    let before = Timer::ALL.map(|timer| fsm.timer(timer).filter(|_| Some(timer) != fired));
+    fsm.handle_input(now, input)?;
+    let mut actions: Vec<Action> = std::iter::from_fn(|| fsm.poll_transmit())
+        .map(Action::Send)
+        .collect();
+    for (timer, was) in Timer::ALL.into_iter().zip(before) {
+        match (was, fsm.timer(timer)) {
+            (_, Some(at)) if was != Some(at) => actions.push(Action::SetTimer(timer, at - now)),
+            (Some(_), None) => actions.push(Action::CancelTimer(timer)),
+            _ => {}
+        }
+    }
+    actions.extend(std::iter::from_fn(|| fsm.poll_event()).map(Action::Event));
+    Ok(actions)
+}
+
 struct Harness {
     fsm: Fsm,
+    /// The time of the last input; every input comes a millisecond after the one before.
+    now: Instant,
     hostile: bool,
     send_queue: u64,
     max_resends: u32,
@@ -314,6 +354,7 @@ impl Harness {
     fn new(case: &Case) -> Self {
         Harness {
             fsm: Fsm::new(settings(case)),
+            now: Instant::now(),
             hostile: case.hostile,
             send_queue: case.send_queue as u64,
             max_resends: case.max_resends,
@@ -371,29 +412,29 @@ impl Harness {
         let mut received = None;
         let mut ack_lost = false;
         let event = match step {
-            Step::Start => Event::Start {
+            Step::Start => Input::Start {
                 our_dat: Bytes::from_static(b"our DAT"),
             },
             Step::Hello {
                 supported,
                 expected,
                 dat,
-            } => Event::PeerHello {
+            } => Input::PeerHello {
                 supported_ra: supported.iter().map(|s| s.to_string()).collect(),
                 expected_ra: expected.iter().map(|s| s.to_string()).collect(),
                 dat: dat_check(dat),
             },
-            Step::PeerClose(cause) => Event::PeerClose {
+            Step::PeerClose(cause) => Input::PeerClose {
                 cause: *cause,
                 message: "peer closes".into(),
             },
-            Step::PeerDatExpired => Event::PeerDatExpired {
+            Step::PeerDatExpired => Input::PeerDatExpired {
                 our_dat: Bytes::from_static(b"our renewed DAT"),
             },
-            Step::PeerDat(dat) => Event::PeerDat(dat_check(dat)),
-            Step::PeerReRa => Event::PeerReRa,
-            Step::PeerRaProver => Event::PeerRaProver(Bytes::from_static(b"proof")),
-            Step::PeerRaVerifier => Event::PeerRaVerifier(Bytes::from_static(b"challenge")),
+            Step::PeerDat(dat) => Input::PeerDat(dat_check(dat)),
+            Step::PeerReRa => Input::PeerReRa,
+            Step::PeerRaProver => Input::PeerRaProver(Bytes::from_static(b"proof")),
+            Step::PeerRaVerifier => Input::PeerRaVerifier(Bytes::from_static(b"challenge")),
             Step::PeerData { ack_lost: lost } | Step::PeerResend { ack_lost: lost } => {
                 let sequence = match (self.peer.in_flight, step) {
                     (Some(sequence), _) => sequence,
@@ -408,13 +449,13 @@ impl Harness {
                 ack_lost = *lost;
                 let data = Bytes::from(format!("peer {sequence}"));
                 received = Some((data.clone(), self.peer.bit, Some(sequence)));
-                Event::PeerData {
+                Input::PeerData {
                     data,
                     bit: self.peer.bit,
                 }
             }
             Step::PeerAckLast => match self.peer_got {
-                Some(bit) => Event::PeerAck { bit },
+                Some(bit) => Input::PeerAck { bit },
                 None => return Ok(()),
             },
             Step::RawData(_) | Step::RawAck(_) if !self.hostile => return Ok(()),
@@ -422,20 +463,20 @@ impl Harness {
                 self.raw_count += 1;
                 let data = Bytes::from(format!("raw {}", self.raw_count));
                 received = Some((data.clone(), *bit, None));
-                Event::PeerData { data, bit: *bit }
+                Input::PeerData { data, bit: *bit }
             }
-            Step::RawAck(bit) => Event::PeerAck { bit: *bit },
-            Step::RaOutput(role, pick) => Event::RaOutput {
+            Step::RawAck(bit) => Input::PeerAck { bit: *bit },
+            Step::RaOutput(role, pick) => Input::RaOutput {
                 role: *role,
                 run: self.pick(*role, *pick),
                 data: Bytes::from_static(b"ra"),
             },
-            Step::RaFinished(role, pick, ok) => Event::RaFinished {
+            Step::RaFinished(role, pick, ok) => Input::RaFinished {
                 role: *role,
                 run: self.pick(*role, *pick),
                 result: if *ok { Ok(()) } else { Err("failed".into()) },
             },
-            Step::Timer(timer) => Event::TimerFired(*timer),
+            Step::Timer(timer) => Input::Timer(*timer),
             Step::AckTimeouts(times) => {
                 for _ in 0..*times {
                     self.step(&Step::Timer(Timer::Ack))?;
@@ -443,16 +484,16 @@ impl Harness {
                 return Ok(());
             }
             Step::Send { anyway } => match self.fsm.can_send() {
-                true => Event::Send(ours(self.handed_in)),
+                true => Input::Send(ours(self.handed_in)),
                 // The connection would wait for room.
                 false if !anyway => return Ok(()),
                 false => {
                     self.dropped += 1;
-                    Event::Send(Bytes::from(format!("dropped {}", self.dropped)))
+                    Input::Send(Bytes::from(format!("dropped {}", self.dropped)))
                 }
             },
-            Step::Close => Event::Close,
-            Step::Abort(cause) => Event::Abort {
+            Step::Close => Input::Close,
+            Step::Abort(cause) => Input::Abort {
                 cause: *cause,
                 message: "aborted".into(),
             },
@@ -463,17 +504,37 @@ impl Harness {
         let takes_new_data = received
             .as_ref()
             .map(|(_, bit, _)| self.fsm.takes_new_data(*bit));
-        let actions = self.fsm.handle(event.clone());
+        self.now += Duration::from_millis(1);
+        let actions = match drive(&mut self.fsm, self.now, event.clone()) {
+            Ok(actions) => actions,
+            Err(Refused::SendQueueFull) => {
+                prop_assert!(
+                    matches!(event, Input::Send(_)) && (!send_fits || self.closed),
+                    "{event:?} refused as SendQueueFull"
+                );
+                Vec::new()
+            }
+            Err(Refused::Backlog) => {
+                return Err(TestCaseError::fail(format!(
+                    "{event:?} refused as a backlog although every output was polled"
+                )))
+            }
+        };
 
         if self.closed {
             prop_assert!(actions.is_empty(), "a closed machine acted: {actions:?}");
+            prop_assert_eq!(
+                self.fsm.poll_timeout(),
+                None,
+                "a closed machine has a timer armed"
+            );
             return Ok(());
         }
         // What the event itself settles, before the actions are read.
         let mut acknowledged = false;
         let mut resend_due = false;
         match (&event, step) {
-            (Event::RaFinished { role, run, result }, _) => {
+            (Input::RaFinished { role, run, result }, _) => {
                 let attestation = self.attestation(*role);
                 if attestation.run == Some(*run)
                     && attestation.progress == Progress::Running
@@ -482,14 +543,14 @@ impl Harness {
                     attestation.progress = Progress::Succeeded;
                 }
             }
-            (Event::Send(_), _) if send_fits => self.handed_in += 1,
-            (Event::Send(_), _) => {
+            (Input::Send(_), _) if send_fits => self.handed_in += 1,
+            (Input::Send(_), _) => {
                 prop_assert!(
                     actions.is_empty(),
                     "a send beyond the bound was acted on: {actions:?}"
                 );
             }
-            (Event::PeerAck { bit }, _)
+            (Input::PeerAck { bit }, _)
                 if self.outstanding.is_some_and(|(_, sent)| sent == *bit) =>
             {
                 self.outstanding = None;
@@ -497,10 +558,10 @@ impl Harness {
                 self.next_send_bit = !bit;
                 acknowledged = true;
             }
-            (Event::TimerFired(Timer::Ack), _) if attested_before && self.outstanding.is_some() => {
+            (Input::Timer(Timer::Ack), _) if attested_before && self.outstanding.is_some() => {
                 resend_due = true;
             }
-            (Event::TimerFired(Timer::Ack), _) => {
+            (Input::Timer(Timer::Ack), _) => {
                 prop_assert!(
                     actions.is_empty(),
                     "an ACK timer with nothing to resend was acted on: {actions:?}"
@@ -511,7 +572,7 @@ impl Harness {
         prop_assert_eq!(
             actions
                 .iter()
-                .filter(|action| **action == Action::Acknowledged)
+                .filter(|action| **action == Action::Event(Event::Acknowledged))
                 .count(),
             usize::from(acknowledged),
             "Acknowledged must be reported once for each ACK of our data: {:?}",
@@ -523,9 +584,20 @@ impl Harness {
 
         let mut delivered = Vec::new();
         let mut acks = Vec::new();
-        for (index, action) in actions.iter().enumerate() {
+        // The input's events settle the model (a run started, the handshake done) before the
+        // messages it transmitted are checked against it; its close comes last, as polled.
+        let settles = |action: &Action| matches!(action, Action::Event(event) if !matches!(event, Event::Closed { .. }));
+        let settling = actions
+            .iter()
+            .enumerate()
+            .filter(|(_, action)| settles(action));
+        let checked = actions
+            .iter()
+            .enumerate()
+            .filter(|(_, action)| !settles(action));
+        for (index, action) in settling.chain(checked) {
             match action {
-                Action::StartRa { role, run, .. } => {
+                Action::Event(Event::StartRa { role, run, .. }) => {
                     *self.attestation(*role) = Attestation {
                         run: Some(*run),
                         progress: Progress::Running,
@@ -534,8 +606,8 @@ impl Harness {
                 Action::Send(Message::IdscpDatExpired(_)) => {
                     self.verifier.progress = Progress::Waiting
                 }
-                Action::PeerDatAccepted => self.dat_accepted = true,
-                Action::Established => {
+                Action::Event(Event::PeerDatAccepted) => self.dat_accepted = true,
+                Action::Event(Event::Established) => {
                     prop_assert!(!self.established, "Established twice");
                     prop_assert!(
                         self.attested(),
@@ -546,7 +618,7 @@ impl Harness {
                     );
                     self.established = true;
                 }
-                Action::Deliver(data) => delivered.push(data.clone()),
+                Action::Event(Event::Deliver(data)) => delivered.push(data.clone()),
                 Action::Send(Message::IdscpAck(IdscpAck { alternating_bit })) => {
                     acks.push(*alternating_bit)
                 }
@@ -563,18 +635,21 @@ impl Harness {
                         actions
                     );
                 }
-                Action::Closed { cause, by_peer, .. } => {
+                Action::Event(Event::Closed { cause, by_peer, .. }) => {
                     prop_assert_eq!(index, actions.len() - 1, "Closed is not the last action");
                     match (&event, by_peer) {
-                        (Event::PeerClose { cause: theirs, .. }, true) => {
+                        (Input::PeerClose { cause: theirs, .. }, true) => {
                             prop_assert_eq!(cause, theirs)
                         }
                         (_, false) => {
-                            let announced =
-                                index.checked_sub(1).and_then(|before| actions.get(before));
+                            // The IdscpClose is the last message the input transmits.
+                            let announced = actions.iter().rev().find_map(|action| match action {
+                                Action::Send(message) => Some(message),
+                                _ => None,
+                            });
                             let expected_close = matches!(
                                 announced,
-                                Some(Action::Send(Message::IdscpClose(close)))
+                                Some(Message::IdscpClose(close))
                                     if close.cause_code == *cause as i32
                             );
                             prop_assert!(
@@ -591,7 +666,7 @@ impl Harness {
                 _ => {}
             }
         }
-        if matches!(event, Event::PeerClose { .. }) {
+        if matches!(event, Input::PeerClose { .. }) {
             prop_assert!(self.closed, "the peer's close was not taken");
         }
 
@@ -676,7 +751,7 @@ impl Harness {
         if self.closed {
             return Ok(());
         }
-        if matches!(event, Event::Close) {
+        if matches!(event, Input::Close) {
             self.closing = true;
         }
         let undelivered = self.fsm.undelivered() as u64;
@@ -729,7 +804,7 @@ impl Harness {
     /// with TIMEOUT at it.
     fn check_ack_timeout(&mut self, actions: &[Action]) -> Result<(), TestCaseError> {
         let closed = actions.iter().find_map(|action| match action {
-            Action::Closed { cause, .. } => Some(*cause),
+            Action::Event(Event::Closed { cause, .. }) => Some(*cause),
             _ => None,
         });
         let resent = actions

@@ -38,6 +38,8 @@ struct HoldFirstAnswer {
 }
 
 impl Service for HoldFirstAnswer {
+    type Message = AppLayerMessage;
+
     async fn handle(
         &self,
         peer: Arc<PeerInfo>,

@@ -47,6 +47,8 @@ fn hostile_settings(max_resends: u32) -> Settings {
         requests_in_flight: IN_FLIGHT,
         max_resends,
         memory: limits(),
+        // The clearing house's metric names, which resend_limit_closes reads.
+        metrics_prefix: "clearinghouse".into(),
         ..with_suites(test_settings(), &["Dummy2"], &["Dummy2"])
     }
 }

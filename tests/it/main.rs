@@ -28,6 +28,7 @@ mod golden;
 mod hostile_handshake;
 mod hostile_transport;
 mod idscp2_dat;
+mod idscp2_example;
 mod idscp2_transport;
 mod mongodb_service;
 mod mongodb_store;

@@ -256,6 +256,8 @@ pub struct Echo {
 }
 
 impl Service for Echo {
+    type Message = AppLayerMessage;
+
     async fn handle(
         &self,
         peer: Arc<PeerInfo>,

@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use super::{seconds, unix_now, DatError, DatVerifier, VerifiedDat};
-use crate::idscp2::tls::PeerCertificate;
+use crate::tls::PeerCertificate;
 
 /// What a peer whose DAPS request failed sends instead of a DAT.
 const INVALID_DAT: &str = "INVALID_DAT";
@@ -48,10 +48,12 @@ pub enum JwksSource {
     Url(String),
 }
 
+/// How to verify the peer's DATs: the DAPS's issuer and keys, and our policy.
 #[derive(Debug, Clone)]
 pub struct DapsVerifierConfig {
     /// Expected `iss`: the DAPS issuer URL.
     pub issuer: String,
+    /// Where the DAPS's public keys come from.
     pub jwks: JwksSource,
     /// A DAT is accepted when its `aud` contains any of these.
     pub audiences: Vec<String>,
@@ -68,7 +70,9 @@ pub struct DapsVerifierConfig {
 impl DapsVerifierConfig {
     /// The audiences idscp2-jvm accepts: the current IDS one and its predecessor.
     pub const DEFAULT_AUDIENCES: [&'static str; 2] = ["idsc:IDS_CONNECTORS_ALL", "IDS_Connector"];
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`.
     pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+    /// Least time between two fetches of the key set for an unknown `kid`.
     pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
     /// A configuration with the defaults above and no security profile requirement.
@@ -505,11 +509,12 @@ mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header};
     use ring::signature::KeyPair;
-    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls_pki_types::pem::PemObject;
     use serde_json::json;
 
-    const DAPS_KEY: &[u8] = include_bytes!("../../../tests/fixtures/daps-rsa.key");
-    const OTHER_RSA_KEY: &[u8] = include_bytes!("../../../tests/fixtures/rsa-pkcs1.key");
+    const DAPS_KEY: &[u8] = include_bytes!("../../tests/fixtures/daps-rsa.key");
+    const OTHER_RSA_KEY: &[u8] = include_bytes!("../../tests/fixtures/rsa-pkcs1.key");
     const ISSUER: &str = "https://daps.example";
     const KID: &str = "daps-key-1";
 
@@ -520,9 +525,7 @@ mod tests {
     }
 
     fn rsa_jwk(kid: &str) -> Value {
-        let pem = rustls_pemfile::private_key(&mut &DAPS_KEY[..])
-            .unwrap()
-            .unwrap();
+        let pem = PrivateKeyDer::from_pem_slice(DAPS_KEY).unwrap();
         let pair = ring::rsa::KeyPair::from_pkcs8(pem.secret_der()).unwrap();
         let components = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
         json!({

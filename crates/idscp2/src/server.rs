@@ -14,11 +14,8 @@
 //! by the state machine's own timers. After TLS it takes one of the `max_connections` places, or is
 //! closed with IdscpClose{ERROR} when there is none.
 //!
-//! Metrics: `clearinghouse_connections_open` (gauge of established connections),
-//! `clearinghouse_handshakes_pending` (gauge), `clearinghouse_handshakes_total` by `outcome`
-//! (`ok`, `client_hello_timeout`, `tls_failed`, `tls_timeout`, `no_certificate`, `idscp2_failed`)
-//! and `clearinghouse_connections_refused_total` by `reason` (`handshake_pool_full`,
-//! `source_handshakes_full`, `connections_full`).
+//! Metrics: `{prefix}_connections_open`, `{prefix}_handshakes_pending`, `{prefix}_handshakes_total`
+//! and `{prefix}_connections_refused_total`, described in [`metric_names`](super::metric_names).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,7 +36,7 @@ use super::admission::{Admission, HandshakeLimits, HandshakeSlot, Refusal};
 use super::connection::{Connection, ConnectionError, PeerInfo, Request};
 use super::endpoint::Endpoint;
 use super::frame::{FrameError, IdscpCodec};
-use super::proto::app::AppLayerMessage;
+use super::metric_names::MetricNames;
 use super::proto::idscp_close::CloseCause;
 use super::proto::idscp_message::Message;
 use super::proto::IdscpClose;
@@ -50,11 +47,14 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// What the layer above does with each message a peer sends.
 pub trait Service: Send + Sync + 'static {
+    /// The application layer's message, carried in IDSCP2 data both ways.
+    type Message: prost::Message + Default + Send + 'static;
+
     /// The largest reply `message` may get, when that is more than a small frame (a page of
     /// entries, say): the server reserves it in the connection's memory budget before
     /// [`Service::handle`] builds the reply, so that replies being built count against the bound
     /// too. 0 (the default): the reply is reserved once built.
-    fn reply_reservation(&self, message: &Result<AppLayerMessage, prost::DecodeError>) -> usize {
+    fn reply_reservation(&self, message: &Result<Self::Message, prost::DecodeError>) -> usize {
         let _ = message;
         0
     }
@@ -63,17 +63,23 @@ pub trait Service: Send + Sync + 'static {
     fn handle(
         &self,
         peer: Arc<PeerInfo>,
-        message: Result<AppLayerMessage, prost::DecodeError>,
-    ) -> impl Future<Output = Option<AppLayerMessage>> + Send;
+        message: Result<Self::Message, prost::DecodeError>,
+    ) -> impl Future<Output = Option<Self::Message>> + Send;
 }
 
+/// What a server needs besides its address.
 pub struct ServerConfig {
+    /// Our certificate, the CAs whose clients we accept, TLS 1.3 only: see [`tls::server_config`](crate::tls::server_config).
     pub tls: Arc<rustls::ServerConfig>,
+    /// Our IDSCP2 settings and drivers.
     pub endpoint: Endpoint,
+    /// Established connections at most; more are refused with an IdscpClose.
     pub max_connections: usize,
+    /// The bounds on connections still in their handshake.
     pub handshake_limits: HandshakeLimits,
 }
 
+/// A bound IDSCP2 server; [`Server::run`] serves.
 pub struct Server {
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -82,16 +88,22 @@ pub struct Server {
 }
 
 impl Server {
+    /// Binds the listening socket.
     pub async fn bind(addr: &str, config: ServerConfig) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Server {
             listener,
             acceptor: TlsAcceptor::from(config.tls),
+            admission: Admission::new(
+                config.max_connections,
+                config.handshake_limits,
+                config.endpoint.metrics.clone(),
+            ),
             endpoint: config.endpoint,
-            admission: Admission::new(config.max_connections, config.handshake_limits),
         })
     }
 
+    /// The address it listens on (with the port, when 0 was asked for).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -165,7 +177,7 @@ struct Handler<S> {
 impl<S: Service> Handler<S> {
     async fn run(mut self, socket: TcpStream, slot: HandshakeSlot) {
         let established = tokio::select! {
-            established = self.handshake.run(socket) => established,
+            established = self.handshake.run::<S::Message>(socket) => established,
             // A connection still in its handshake has no request to finish.
             _ = self.shutdown.recv() => return,
         };
@@ -215,7 +227,10 @@ struct Handshake {
 impl Handshake {
     /// TLS and the IDSCP2 handshake. Returns the established connection with its place among the
     /// open ones, or `None` when the peer did not make it (counted and logged here).
-    async fn run(&self, socket: TcpStream) -> Option<(Connection, OpenConnection)> {
+    async fn run<M: prost::Message + Default>(
+        &self,
+        socket: TcpStream,
+    ) -> Option<(Connection<M>, OpenConnection)> {
         let settings = &self.endpoint.settings;
         let deadline = Instant::now() + settings.handshake_timeout;
         // Small frames and stop-and-wait: Nagle would add a delay to every round trip.
@@ -226,19 +241,19 @@ impl Handshake {
             .await
             .is_err()
         {
-            count_handshake("client_hello_timeout");
+            self.count_handshake("client_hello_timeout");
             debug!("no TLS ClientHello in time");
             return None;
         }
         let tls = match timeout_at(deadline, self.acceptor.accept(socket)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                count_handshake("tls_failed");
+                self.count_handshake("tls_failed");
                 debug!(error = %e, "TLS handshake failed");
                 return None;
             }
             Err(_) => {
-                count_handshake("tls_timeout");
+                self.count_handshake("tls_timeout");
                 debug!("TLS handshake timed out");
                 return None;
             }
@@ -249,13 +264,13 @@ impl Handshake {
             .peer_certificates()
             .and_then(|chain| chain.first())
         else {
-            count_handshake("no_certificate");
+            self.count_handshake("no_certificate");
             warn!("TLS peer presented no certificate");
             return None;
         };
         let certificate = PeerCertificate::new(leaf.clone().into_owned());
         let open = match self.admission.open_connection() {
-            Ok(permit) => OpenConnection::new(permit),
+            Ok(permit) => OpenConnection::new(permit, &self.endpoint.metrics),
             Err(refusal) => {
                 self.admission.refused(refusal, self.addr);
                 self.refuse(tls, refusal).await;
@@ -264,15 +279,20 @@ impl Handshake {
         };
         match Connection::establish(tls, certificate, self.endpoint.clone()).await {
             Ok(connection) => {
-                count_handshake("ok");
+                self.count_handshake("ok");
                 Some((connection, open))
             }
             Err(e) => {
-                count_handshake("idscp2_failed");
+                self.count_handshake("idscp2_failed");
                 info!(error = %e, "IDSCP2 handshake failed");
                 None
             }
         }
+    }
+
+    fn count_handshake(&self, outcome: &'static str) {
+        let name = self.endpoint.metrics.handshakes.clone();
+        metrics::counter!(name, "outcome" => outcome).increment(1);
     }
 
     /// Tells a peer that got through TLS why it is not served, before its IDSCP2 handshake.
@@ -304,21 +324,22 @@ impl Handshake {
 /// An established connection's place among `max_connections`, shown in the open-connections gauge.
 struct OpenConnection {
     _permit: OwnedSemaphorePermit,
+    gauge: metrics::Gauge,
 }
 
 impl OpenConnection {
-    fn new(permit: OwnedSemaphorePermit) -> Self {
-        metrics::gauge!("clearinghouse_connections_open").increment(1.0);
-        OpenConnection { _permit: permit }
+    fn new(permit: OwnedSemaphorePermit, metrics: &MetricNames) -> Self {
+        let gauge = metrics::gauge!(metrics.connections_open.clone());
+        gauge.increment(1.0);
+        OpenConnection {
+            _permit: permit,
+            gauge,
+        }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        metrics::gauge!("clearinghouse_connections_open").decrement(1.0);
+        self.gauge.decrement(1.0);
     }
-}
-
-fn count_handshake(outcome: &'static str) {
-    metrics::counter!("clearinghouse_handshakes_total", "outcome" => outcome).increment(1);
 }

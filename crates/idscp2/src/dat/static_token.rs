@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 
 use super::{DatError, DatIssuer};
 
+/// Serves the DAT in a file an operator keeps current, read again whenever the file changes.
 pub struct StaticIssuer {
     path: PathBuf,
     current: Mutex<Snapshot>,
@@ -25,6 +26,7 @@ struct Snapshot {
 }
 
 impl StaticIssuer {
+    /// An issuer of the token in `path`; the file must exist and hold a token now.
     pub fn new(path: impl Into<PathBuf>) -> Result<Self, DatError> {
         let path = path.into();
         let modified = std::fs::metadata(&path)

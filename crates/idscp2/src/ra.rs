@@ -7,6 +7,9 @@
 //! and waits for the verdict. Real attestation (TPM, CMC, SEV-SNP) plugs in by implementing
 //! [`RaDriver`] and registering it in an [`RaRegistry`] under its suite id.
 //!
+//! Drivers are futures over `futures` channels, so they belong to the sans-IO core and run on
+//! whatever executor the driver of the connection uses (the tokio driver spawns them as tasks).
+//!
 //! Built in, for interoperability with deployed peers (spec section 7): `Dummy2` (no messages),
 //! `Dummy` (two rounds of "test" messages, contents unchecked) and `NullRa` (idscp2-rust: one empty
 //! message each way).
@@ -15,20 +18,26 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::channel::mpsc;
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
+use futures::{SinkExt, StreamExt};
 
 /// Which half of the attestation a driver plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RaRole {
+    /// Proves our state to the peer.
     Prover,
+    /// Checks the peer's proof.
     Verifier,
 }
 
+/// Why a driver run did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum RaError {
+    /// The connection went away (or stopped the run).
     #[error("the connection closed while attestation was running")]
     ChannelClosed,
+    /// The attestation itself failed, and why.
     #[error("attestation failed: {0}")]
     Failed(String),
 }
@@ -36,16 +45,20 @@ pub enum RaError {
 /// What a running driver reports to its connection.
 #[derive(Debug)]
 pub struct RaEvent {
+    /// The role of the driver reporting.
     pub role: RaRole,
     /// Which run of this role the event belongs to; events of a superseded run are ignored.
     pub run: u64,
+    /// What it reports.
     pub kind: RaEventKind,
 }
 
+/// What a driver reports.
 #[derive(Debug)]
 pub enum RaEventKind {
     /// A message for the peer's counterpart driver.
     Output(Bytes),
+    /// The run is over: success, or why it failed.
     Finished(Result<(), String>),
 }
 
@@ -77,15 +90,17 @@ impl RaChannel {
         )
     }
 
-    pub async fn send(&self, data: Bytes) -> Result<(), RaError> {
+    /// Sends `data` to the counterpart on the peer.
+    pub async fn send(&mut self, data: Bytes) -> Result<(), RaError> {
         self.report(RaEventKind::Output(data)).await
     }
 
+    /// The next message from the counterpart on the peer.
     pub async fn recv(&mut self) -> Result<Bytes, RaError> {
-        self.incoming.recv().await.ok_or(RaError::ChannelClosed)
+        self.incoming.next().await.ok_or(RaError::ChannelClosed)
     }
 
-    async fn report(&self, kind: RaEventKind) -> Result<(), RaError> {
+    async fn report(&mut self, kind: RaEventKind) -> Result<(), RaError> {
         let event = RaEvent {
             role: self.role,
             run: self.run,
@@ -99,7 +114,7 @@ impl RaChannel {
 
     /// Runs `driver` to completion and reports its verdict; the connection spawns this as a task.
     pub async fn run(self, driver: Box<dyn RaDriver>) {
-        let events = self.events.clone();
+        let mut events = self.events.clone();
         let (role, run) = (self.role, self.run);
         let verdict = driver.run(self).await.map_err(|e| e.to_string());
         // The connection may be gone already; then nobody needs the verdict.
@@ -115,6 +130,7 @@ impl RaChannel {
 
 /// One run of a prover or verifier.
 pub trait RaDriver: Send + 'static {
+    /// Runs once, exchanging messages through `channel`, and says whether the attestation succeeded.
     fn run(self: Box<Self>, channel: RaChannel) -> BoxFuture<'static, Result<(), RaError>>;
 }
 
@@ -138,6 +154,7 @@ impl RaRegistry {
         registry
     }
 
+    /// Registers `factory` as the driver of `suite` in `role`, replacing any before.
     pub fn register(
         &mut self,
         role: RaRole,
@@ -148,6 +165,7 @@ impl RaRegistry {
             .insert((role, suite.to_string()), Arc::new(factory));
     }
 
+    /// Whether a driver of `suite` is registered for `role`.
     pub fn supports(&self, role: RaRole, suite: &str) -> bool {
         self.drivers.contains_key(&(role, suite.to_string()))
     }
@@ -160,8 +178,11 @@ impl RaRegistry {
     }
 }
 
+/// The suite id of `Dummy2`: success at once, without a message.
 pub const DUMMY2: &str = "Dummy2";
+/// The suite id of the deprecated JVM dummy: two rounds of "test" messages.
 pub const DUMMY: &str = "Dummy";
+/// The suite id of idscp2-rust's null attestation: one empty message each way.
 pub const NULL_RA: &str = "NullRa";
 
 /// Succeeds at once without a message: what deployed Camel endpoints prefer.
@@ -231,19 +252,20 @@ mod tests {
         let registry = RaRegistry::builtin();
         let (prover_events, mut from_prover) = mpsc::channel(8);
         let (verifier_events, mut from_verifier) = mpsc::channel(8);
-        let (prover_channel, to_prover) = RaChannel::new(RaRole::Prover, 1, prover_events);
-        let (verifier_channel, to_verifier) = RaChannel::new(RaRole::Verifier, 1, verifier_events);
+        let (prover_channel, mut to_prover) = RaChannel::new(RaRole::Prover, 1, prover_events);
+        let (verifier_channel, mut to_verifier) =
+            RaChannel::new(RaRole::Verifier, 1, verifier_events);
         tokio::spawn(prover_channel.run(registry.driver(RaRole::Prover, suite).unwrap()));
         tokio::spawn(verifier_channel.run(registry.driver(RaRole::Verifier, suite).unwrap()));
         let (mut sent_by_prover, mut sent_by_verifier) = (vec![], vec![]);
         let (mut prover_done, mut verifier_done) = (false, false);
         while !(prover_done && verifier_done) {
             tokio::select! {
-                Some(e) = from_prover.recv() => match e.kind {
+                Some(e) = from_prover.next() => match e.kind {
                     RaEventKind::Output(data) => { sent_by_prover.push(data.clone()); to_verifier.send(data).await.unwrap(); }
                     RaEventKind::Finished(r) => { r.unwrap(); prover_done = true; }
                 },
-                Some(e) = from_verifier.recv() => match e.kind {
+                Some(e) = from_verifier.next() => match e.kind {
                     RaEventKind::Output(data) => { sent_by_verifier.push(data.clone()); to_prover.send(data).await.unwrap(); }
                     RaEventKind::Finished(r) => { r.unwrap(); verifier_done = true; }
                 },
@@ -283,7 +305,7 @@ mod tests {
         channel
             .run(registry.driver(RaRole::Verifier, DUMMY).unwrap())
             .await;
-        let report = reports.recv().await.unwrap();
+        let report = reports.next().await.unwrap();
         assert_eq!((report.role, report.run), (RaRole::Verifier, 7));
         assert!(matches!(report.kind, RaEventKind::Finished(Err(_))));
     }

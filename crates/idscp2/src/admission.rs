@@ -18,9 +18,10 @@
 //! permit right after TLS has proved a certificate of the data space, so that a peer refused for
 //! lack of room learns why in an IdscpClose before any DAT or attestation work is done.
 //!
-//! Refusals are counted in `clearinghouse_connections_refused_total` by `reason` and logged at most
+//! Refusals are counted in `{prefix}_connections_refused_total` by `reason` and logged at most
 //! once per [`REFUSAL_LOG_INTERVAL`], with the number left out since; a flood would otherwise fill
-//! the log. `clearinghouse_handshakes_pending` is the pool's occupancy.
+//! the log. `{prefix}_handshakes_pending` is the pool's occupancy (see
+//! [`metric_names`](super::metric_names)).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::metric_names::MetricNames;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -61,10 +64,13 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Why a connection was not taken on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// The pool of connections in their handshake is full.
     #[error("too many connections are in their handshake")]
     HandshakePoolFull,
+    /// The peer's source address has its share of the pool in use already.
     #[error("too many connections from this address are in their handshake")]
     SourceHandshakesFull,
+    /// `max_connections` connections are established already.
     #[error("too many connections are open")]
     ConnectionsFull,
 }
@@ -82,6 +88,7 @@ impl Refusal {
 
 /// The server's books on pending handshakes and open connections.
 pub struct Admission {
+    metrics: Arc<MetricNames>,
     limits: HandshakeLimits,
     pending: Mutex<Pending>,
     connections: Arc<Semaphore>,
@@ -102,8 +109,14 @@ struct RefusalLog {
 }
 
 impl Admission {
-    pub fn new(max_connections: usize, limits: HandshakeLimits) -> Arc<Admission> {
+    /// Counts and gauges under the names of `metrics`.
+    pub fn new(
+        max_connections: usize,
+        limits: HandshakeLimits,
+        metrics: Arc<MetricNames>,
+    ) -> Arc<Admission> {
         Arc::new(Admission {
+            metrics,
             limits,
             pending: Mutex::default(),
             connections: Arc::new(Semaphore::new(max_connections)),
@@ -111,6 +124,7 @@ impl Admission {
         })
     }
 
+    /// The bounds this admission was made with.
     pub fn limits(&self) -> &HandshakeLimits {
         &self.limits
     }
@@ -128,7 +142,7 @@ impl Admission {
         }
         *of_source += 1;
         pending.total += 1;
-        metrics::gauge!("clearinghouse_handshakes_pending").increment(1.0);
+        metrics::gauge!(self.metrics.handshakes_pending.clone()).increment(1.0);
         Ok(HandshakeSlot {
             admission: self.clone(),
             source,
@@ -145,7 +159,7 @@ impl Admission {
 
     /// Counts a refusal and logs it, unless another was logged within [`REFUSAL_LOG_INTERVAL`].
     pub fn refused(&self, refusal: Refusal, peer: SocketAddr) {
-        metrics::counter!("clearinghouse_connections_refused_total", "reason" => refusal.label())
+        metrics::counter!(self.metrics.connections_refused.clone(), "reason" => refusal.label())
             .increment(1);
         let now = Instant::now();
         let left_out = {
@@ -162,8 +176,9 @@ impl Admission {
             reason = refusal.label(),
             refused_without_log_line = left_out,
             "connection refused: {refusal}; further refusals are logged at most every {} s \
-             and all are counted in clearinghouse_connections_refused_total",
-            REFUSAL_LOG_INTERVAL.as_secs()
+             and all are counted in {}",
+            REFUSAL_LOG_INTERVAL.as_secs(),
+            self.metrics.connections_refused,
         );
     }
 }
@@ -184,7 +199,7 @@ impl Drop for HandshakeSlot {
                 pending.by_source.remove(&self.source);
             }
         }
-        metrics::gauge!("clearinghouse_handshakes_pending").decrement(1.0);
+        metrics::gauge!(self.admission.metrics.handshakes_pending.clone()).decrement(1.0);
     }
 }
 
@@ -226,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_source_gets_its_share_and_places_come_back_when_dropped() {
-        let admission = Admission::new(1, limits(4, 2));
+        let admission = Admission::new(1, limits(4, 2), Arc::new(MetricNames::default()));
         let first = admission.begin_handshake(ip("10.0.0.1")).unwrap();
         let _second = admission.begin_handshake(ip("10.0.0.1")).unwrap();
         assert_eq!(
@@ -241,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_full_pool_refuses_every_source() {
-        let admission = Admission::new(1, limits(2, 2));
+        let admission = Admission::new(1, limits(2, 2), Arc::new(MetricNames::default()));
         let _a = admission.begin_handshake(ip("10.0.0.1")).unwrap();
         let b = admission.begin_handshake(ip("10.0.0.2")).unwrap();
         assert_eq!(
@@ -254,7 +269,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_host_counts_as_one_source_across_its_64() {
-        let admission = Admission::new(1, limits(8, 1));
+        let admission = Admission::new(1, limits(8, 1), Arc::new(MetricNames::default()));
         let _a = admission.begin_handshake(ip("2001:db8:1:2::1")).unwrap();
         assert_eq!(
             admission.begin_handshake(ip("2001:db8:1:2:ffff::9")).err(),
@@ -270,7 +285,7 @@ mod tests {
 
     #[test]
     fn open_connections_are_bounded_without_waiting() {
-        let admission = Admission::new(1, limits(1, 1));
+        let admission = Admission::new(1, limits(1, 1), Arc::new(MetricNames::default()));
         let permit = admission.open_connection().unwrap();
         assert_eq!(
             admission.open_connection().err(),

@@ -14,12 +14,13 @@
 //! connection stops reading (TCP then stops the peer) and [`Connection::send`] waits.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::SinkExt;
-use prost::Message as _;
+use futures::channel::mpsc as ra_channel;
+use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -30,12 +31,13 @@ use tracing::{debug, info, warn};
 use super::budget::{ConnectionBudget, Held};
 use super::dat::{DatError, VerifiedDat};
 use super::endpoint::Endpoint;
-use super::frame::{FrameError, FrameReader, IdscpCodec, ReadFrame};
-use super::fsm::{Action, DatCheck, Event, Fsm, Timer};
-use super::proto::app::AppLayerMessage;
+use super::frame::{FrameError, IdscpCodec};
+use super::fsm::{DatCheck, Event, Fsm, Input, Timer};
+use super::metric_names::MetricNames;
 use super::proto::idscp_close::CloseCause;
 use super::proto::idscp_message::Message;
 use super::ra::{RaChannel, RaEvent, RaEventKind, RaRole};
+use super::reader::{FrameReader, ReadFrame};
 use super::tls::PeerCertificate;
 
 /// Who the peer is, as established by its verified DAT and TLS certificate.
@@ -55,7 +57,9 @@ pub struct PeerInfo {
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseReason {
+    /// The IDSCP2 close cause.
     pub cause: CloseCause,
+    /// The close message, as sent or received.
     pub message: String,
     /// The peer sent the IdscpClose (or vanished); otherwise we closed.
     pub by_peer: bool,
@@ -73,14 +77,23 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// Why a connection could not be established or used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
+    /// The connection is closed (or never got established), and why.
     #[error("connection closed: {0}")]
     Closed(CloseReason),
-    #[error("received data that is not an AppLayerMessage: {0}")]
+    /// Data from the peer that does not decode as the application message; the connection goes on.
+    #[error("received data that does not decode as the application message: {0}")]
     MalformedMessage(#[from] prost::DecodeError),
     #[error("a message of {size} bytes exceeds the frame limit (at most {limit} bytes of data)")]
-    TooLarge { size: usize, limit: usize },
+    /// A message too large for one frame (or for this connection's memory share).
+    TooLarge {
+        /// The message's (or reservation's) size in bytes.
+        size: usize,
+        /// The most that fits.
+        limit: usize,
+    },
 }
 
 /// Bytes an IdscpMessage adds around IdscpData's data: tags, length varints, the bit.
@@ -94,10 +107,15 @@ pub fn max_message_size(max_frame: usize) -> usize {
 /// Counters of what crossed the connection, for tests and metrics.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
+    /// Remote attestation messages our drivers sent.
     pub ra_messages_sent: AtomicU64,
+    /// Remote attestation messages the peer's drivers sent.
     pub ra_messages_received: AtomicU64,
+    /// DATs of the peer accepted (the first and every renewal).
     pub peer_dats_accepted: AtomicU64,
+    /// DATs of ours sent on request (IdscpDatExpired).
     pub own_dats_sent: AtomicU64,
+    /// Times our unacknowledged data was sent again.
     pub data_resent: AtomicU64,
     /// Peer data not taken (and not ACKed) because its in-flight slots or the budget were full.
     pub data_refused: AtomicU64,
@@ -118,9 +136,10 @@ pub struct InFlight {
 }
 
 /// A message from the peer, for a server's request loop.
-pub struct Request {
-    /// The message, or why it is not an AppLayerMessage.
-    pub message: Result<AppLayerMessage, prost::DecodeError>,
+pub struct Request<M> {
+    /// The message, or why it does not decode as an `M`.
+    pub message: Result<M, prost::DecodeError>,
+    /// What the message holds until it is answered (or dropped).
     pub in_flight: InFlight,
 }
 
@@ -141,8 +160,9 @@ struct Incoming {
     in_flight: InFlight,
 }
 
-/// The layer above's handle on an established connection.
-pub struct Connection {
+/// The layer above's handle on an established connection whose data messages are `M`s: the
+/// application layer's protobuf message (idscp2-jvm's app layer, or any other).
+pub struct Connection<M> {
     commands: mpsc::Sender<Command>,
     incoming: mpsc::Receiver<Incoming>,
     peer: watch::Receiver<Arc<PeerInfo>>,
@@ -151,16 +171,17 @@ pub struct Connection {
     budget: Arc<ConnectionBudget>,
     task: JoinHandle<()>,
     max_message: usize,
+    message: PhantomData<fn(M) -> M>,
 }
 
-impl Connection {
+impl<M: prost::Message + Default> Connection<M> {
     /// Runs the IDSCP2 handshake over an established TLS stream and returns once both sides are
     /// attested, or with the reason the handshake ended.
     pub async fn establish<S>(
         stream: S,
         peer_certificate: PeerCertificate,
         endpoint: Endpoint,
-    ) -> Result<Connection, ConnectionError>
+    ) -> Result<Connection<M>, ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -172,7 +193,7 @@ impl Connection {
         let (commands_tx, commands) = mpsc::channel(1);
         // Every message in it holds an in-flight slot, so it never holds more than that.
         let (deliver, incoming) = mpsc::channel(settings.requests_in_flight);
-        let (ra_events_tx, ra_events) = mpsc::channel(16);
+        let (ra_events_tx, ra_events) = ra_channel::channel(16);
         let (closed_tx, closed) = watch::channel(None);
         let (established_tx, established) = oneshot::channel();
         let stats = Arc::new(ConnectionStats::default());
@@ -201,7 +222,6 @@ impl Connection {
             ra_events,
             prover: None,
             verifier: None,
-            timers: [None; TIMERS],
             established: Some(established_tx),
             closed: closed_tx,
             stats: stats.clone(),
@@ -230,6 +250,7 @@ impl Connection {
             budget,
             task,
             max_message,
+            message: PhantomData,
         })
     }
 
@@ -238,6 +259,7 @@ impl Connection {
         self.peer.borrow().clone()
     }
 
+    /// Counters of what crossed this connection.
     pub fn stats(&self) -> &ConnectionStats {
         &self.stats
     }
@@ -245,7 +267,7 @@ impl Connection {
     /// Queues a message for the peer; it is resent until acknowledged. Waits while the send
     /// queue or this connection's share of the memory budget is full. A message too large for
     /// one frame is refused here, so that it cannot take the connection down on the way out.
-    pub async fn send(&self, message: &AppLayerMessage) -> Result<(), ConnectionError> {
+    pub async fn send(&self, message: &M) -> Result<(), ConnectionError> {
         self.queue(message, None, None).await
     }
 
@@ -255,7 +277,7 @@ impl Connection {
     /// [`Connection::send`].
     pub async fn answer(
         &self,
-        message: &AppLayerMessage,
+        message: &M,
         request: InFlight,
         reserved: Option<Held>,
     ) -> Result<(), ConnectionError> {
@@ -284,7 +306,7 @@ impl Connection {
 
     async fn queue(
         &self,
-        message: &AppLayerMessage,
+        message: &M,
         slot: Option<OwnedSemaphorePermit>,
         reserved: Option<Held>,
     ) -> Result<(), ConnectionError> {
@@ -316,15 +338,15 @@ impl Connection {
 
     /// The next message from the peer. A message that does not decode is an error of its own,
     /// after which the connection goes on.
-    pub async fn recv(&mut self) -> Result<AppLayerMessage, ConnectionError> {
+    pub async fn recv(&mut self) -> Result<M, ConnectionError> {
         Ok(self.next_request().await?.message?)
     }
 
     /// The next message from the peer with its in-flight slot, for [`Connection::answer`].
-    pub async fn next_request(&mut self) -> Result<Request, ConnectionError> {
+    pub async fn next_request(&mut self) -> Result<Request<M>, ConnectionError> {
         match self.incoming.recv().await {
             Some(Incoming { data, in_flight }) => Ok(Request {
-                message: AppLayerMessage::decode(data),
+                message: M::decode(data),
                 in_flight,
             }),
             None => Err(ConnectionError::Closed(self.close_reason())),
@@ -346,31 +368,9 @@ impl Connection {
     }
 }
 
-const TIMERS: usize = 6;
-
-fn timer_index(timer: Timer) -> usize {
-    match timer {
-        Timer::Handshake => 0,
-        Timer::ProverHandshake => 1,
-        Timer::VerifierHandshake => 2,
-        Timer::Ack => 3,
-        Timer::Ra => 4,
-        Timer::Dat => 5,
-    }
-}
-
-const TIMER_KINDS: [Timer; TIMERS] = [
-    Timer::Handshake,
-    Timer::ProverHandshake,
-    Timer::VerifierHandshake,
-    Timer::Ack,
-    Timer::Ra,
-    Timer::Dat,
-];
-
 struct RunningDriver {
     task: JoinHandle<()>,
-    to_driver: mpsc::Sender<Bytes>,
+    to_driver: ra_channel::Sender<Bytes>,
 }
 
 struct Task<S> {
@@ -392,11 +392,10 @@ struct Task<S> {
     deliver: mpsc::Sender<Incoming>,
     commands: mpsc::Receiver<Command>,
     close_requested: bool,
-    ra_events_tx: mpsc::Sender<RaEvent>,
-    ra_events: mpsc::Receiver<RaEvent>,
+    ra_events_tx: ra_channel::Sender<RaEvent>,
+    ra_events: ra_channel::Receiver<RaEvent>,
     prover: Option<RunningDriver>,
     verifier: Option<RunningDriver>,
-    timers: [Option<Instant>; TIMERS],
     established: Option<oneshot::Sender<watch::Receiver<Arc<PeerInfo>>>>,
     closed: watch::Sender<Option<CloseReason>>,
     stats: Arc<ConnectionStats>,
@@ -435,10 +434,10 @@ where
 
     async fn drive(&mut self) -> CloseReason {
         let start = match self.endpoint.dat_issuer.token().await {
-            Ok(our_dat) => Event::Start { our_dat },
+            Ok(our_dat) => Input::Start { our_dat },
             Err(e) => {
                 warn!(error = %e, "cannot obtain our own DAT");
-                Event::Abort {
+                Input::Abort {
                     cause: CloseCause::Error,
                     message: "Could not obtain own DAT".into(),
                 }
@@ -448,7 +447,7 @@ where
             return reason;
         }
         loop {
-            let next_timer = self.next_timer();
+            let next_timer = self.fsm.poll_timeout();
             let takes_data = self.slots.available_permits() > 0;
             let event = tokio::select! {
                 frame = self.reader.next(takes_data) => match frame {
@@ -460,7 +459,7 @@ where
                     Err(FrameError::Io(e)) => return lost(format!("read failed: {e}")),
                     Err(e) => {
                         warn!(error = %e, "bad frame from peer");
-                        transport_close(match e {
+                        transport_close(&self.endpoint.metrics, match e {
                             FrameError::Incomplete { .. } => "frame_timeout",
                             FrameError::TooLarge(..) => "frame_too_large",
                             _ => "malformed_frame",
@@ -469,89 +468,81 @@ where
                             FrameError::Incomplete { .. } => CloseCause::Timeout,
                             _ => CloseCause::Error,
                         };
-                        Event::Abort { cause, message: e.to_string() }
+                        Input::Abort { cause, message: e.to_string() }
                     }
                 },
                 command = self.commands.recv(), if !self.close_requested && self.fsm.can_send() => match command {
                     Some(Command::Send(outgoing)) => {
                         let data = outgoing.data.clone();
                         self.outgoing.push_back(outgoing);
-                        Event::Send(data)
+                        Input::Send(data)
                     }
                     // A dropped handle means the layer above is done, like an explicit close.
                     Some(Command::Close) | None => {
                         self.close_requested = true;
-                        Event::Close
+                        Input::Close
                     }
                 },
-                Some(RaEvent { role, run, kind }) = self.ra_events.recv() => match kind {
-                    RaEventKind::Output(data) => Event::RaOutput { role, run, data },
-                    RaEventKind::Finished(result) => Event::RaFinished { role, run, result },
+                Some(RaEvent { role, run, kind }) = self.ra_events.next() => match kind {
+                    RaEventKind::Output(data) => Input::RaOutput { role, run, data },
+                    RaEventKind::Finished(result) => Input::RaFinished { role, run, result },
                 },
-                _ = sleep_until(next_timer.map_or_else(far_future, |(_, at)| at)), if next_timer.is_some() => {
+                _ = sleep_until(next_timer.map_or_else(far_future, |(_, at)| Instant::from_std(at))), if next_timer.is_some() => {
                     let timer = next_timer.map_or(Timer::Handshake, |(timer, _)| timer);
-                    self.timers[timer_index(timer)] = None;
                     if timer == Timer::Ack && self.fsm.undelivered() > 0 {
                         ConnectionStats::bump(&self.stats.data_resent);
                     }
-                    Event::TimerFired(timer)
+                    Input::Timer(timer)
                 }
             };
-            let resend_timer = event == Event::TimerFired(Timer::Ack);
+            let resend_timer = event == Input::Timer(Timer::Ack);
             if let Flow::Stop(reason) = self.handle(event).await {
                 // Closed by the state machine on an ACK timer: the resend limit, not an I/O error.
                 if resend_timer && self.fsm.is_closed() {
-                    transport_close("resend_limit");
+                    transport_close(&self.endpoint.metrics, "resend_limit");
                 }
                 return reason;
             }
         }
     }
 
-    fn next_timer(&self) -> Option<(Timer, Instant)> {
-        TIMER_KINDS
-            .iter()
-            .filter_map(|&t| self.timers[timer_index(t)].map(|at| (t, at)))
-            .min_by_key(|&(_, at)| at)
-    }
-
     /// Turns a peer frame into an event, doing the asynchronous work (DAT verification, fetching
     /// our own DAT) first so that the state machine stays synchronous.
-    async fn peer_event(&mut self, message: Message, held: Option<Held>) -> Option<Event> {
+    async fn peer_event(&mut self, message: Message, held: Option<Held>) -> Option<Input> {
         Some(match message {
-            Message::IdscpHello(hello) => Event::PeerHello {
+            Message::IdscpHello(hello) => Input::PeerHello {
                 dat: self
                     .verify_dat(hello.dynamic_attribute_token.map(|d| d.token))
                     .await,
                 supported_ra: hello.supported_ra_suite,
                 expected_ra: hello.expected_ra_suite,
             },
-            Message::IdscpClose(close) => Event::PeerClose {
+            Message::IdscpClose(close) => Input::PeerClose {
                 cause: CloseCause::try_from(close.cause_code).unwrap_or(CloseCause::Error),
                 message: close.cause_msg,
             },
             Message::IdscpDatExpired(_) => match self.endpoint.dat_issuer.token().await {
                 Ok(our_dat) => {
                     ConnectionStats::bump(&self.stats.own_dats_sent);
-                    Event::PeerDatExpired { our_dat }
+                    Input::PeerDatExpired { our_dat }
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot renew our own DAT");
-                    Event::Abort {
+                    Input::Abort {
                         cause: CloseCause::Error,
                         message: "Could not obtain own DAT".into(),
                     }
                 }
             },
-            Message::IdscpDat(dat) => Event::PeerDat(self.verify_dat(Some(dat.token)).await),
-            Message::IdscpReRa(_) => Event::PeerReRa,
+            Message::IdscpDat(dat) => Input::PeerDat(self.verify_dat(Some(dat.token)).await),
+            Message::IdscpReRa(_) => Input::PeerReRa,
             Message::IdscpRaProver(ra) => {
                 ConnectionStats::bump(&self.stats.ra_messages_received);
-                Event::PeerRaProver(ra.data)
+                Input::PeerRaProver(ra.data)
             }
             Message::IdscpRaVerifier(ra) => {
                 ConnectionStats::bump(&self.stats.ra_messages_received);
-                Event::PeerRaVerifier(ra.data)
+                Input::PeerRaVerifier(ra.data)
             }
             Message::IdscpData(data) => {
                 let bit = data.alternating_bit;
@@ -564,12 +555,12 @@ where
                     };
                     self.in_flight = Some(in_flight);
                 }
-                Event::PeerData {
+                Input::PeerData {
                     data: data.data,
                     bit,
                 }
             }
-            Message::IdscpAck(ack) => Event::PeerAck {
+            Message::IdscpAck(ack) => Input::PeerAck {
                 bit: ack.alternating_bit,
             },
         })
@@ -617,54 +608,74 @@ where
         DatCheck::Valid { expires_in }
     }
 
-    async fn handle(&mut self, event: Event) -> Flow {
-        let mut flow = Flow::Continue;
-        for action in self.fsm.handle(event) {
-            if let Flow::Stop(reason) = self.execute(action).await {
-                flow = Flow::Stop(reason);
-                break;
-            }
-        }
+    /// Hands one input to the state machine and carries out what it asks for: first the
+    /// messages for the peer, then the events (so that a close we initiate follows its
+    /// IdscpClose).
+    async fn handle(&mut self, input: Input) -> Flow {
+        let flow = match self.fsm.handle_input(std::time::Instant::now(), input) {
+            Ok(()) => self.execute().await,
+            // The loop drains the machine after every input and takes a message from the layer
+            // above only when it can send, so this is a bug here, not the peer's doing.
+            Err(refused) => Flow::Stop(CloseReason {
+                cause: CloseCause::Error,
+                message: format!("state machine refused an input: {refused}"),
+                by_peer: false,
+            }),
+        };
         // Data the state machine did not deliver (a resend, or no longer attested) holds nothing.
         self.in_flight = None;
         flow
     }
 
-    async fn execute(&mut self, action: Action) -> Flow {
-        match action {
-            Action::Send(message) => {
-                if matches!(
-                    message,
-                    Message::IdscpRaProver(_) | Message::IdscpRaVerifier(_)
-                ) {
-                    ConnectionStats::bump(&self.stats.ra_messages_sent);
-                }
-                let write = self.writer.send(message);
-                match timeout(self.endpoint.settings.write_timeout, write).await {
-                    Ok(Ok(())) => {
-                        // The buffer keeps the capacity of the largest frame written so far;
-                        // a big reply's copy must not stay with the connection.
-                        if self.writer.write_buffer().capacity() > RETAINED_WRITE_BUFFER {
-                            *self.writer.write_buffer_mut() = BytesMut::new();
-                        }
-                    }
-                    Ok(Err(e)) => return Flow::Stop(lost(format!("write failed: {e}"))),
-                    Err(_) => {
-                        return Flow::Stop(CloseReason {
-                            cause: CloseCause::Timeout,
-                            message: "peer does not read".into(),
-                            by_peer: false,
-                        })
-                    }
-                }
+    async fn execute(&mut self) -> Flow {
+        while let Some(message) = self.fsm.poll_transmit() {
+            if let Flow::Stop(reason) = self.transmit(message).await {
+                return Flow::Stop(reason);
             }
-            Action::StartRa { role, suite, run } => self.start_driver(role, &suite, run),
-            Action::StopRa(role) => {
+        }
+        while let Some(event) = self.fsm.poll_event() {
+            if let Flow::Stop(reason) = self.on_event(event) {
+                return Flow::Stop(reason);
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn transmit(&mut self, message: Message) -> Flow {
+        if matches!(
+            message,
+            Message::IdscpRaProver(_) | Message::IdscpRaVerifier(_)
+        ) {
+            ConnectionStats::bump(&self.stats.ra_messages_sent);
+        }
+        let write = self.writer.send(message);
+        match timeout(self.endpoint.settings.write_timeout, write).await {
+            Ok(Ok(())) => {
+                // The buffer keeps the capacity of the largest frame written so far;
+                // a big reply's copy must not stay with the connection.
+                if self.writer.write_buffer().capacity() > RETAINED_WRITE_BUFFER {
+                    *self.writer.write_buffer_mut() = BytesMut::new();
+                }
+                Flow::Continue
+            }
+            Ok(Err(e)) => Flow::Stop(lost(format!("write failed: {e}"))),
+            Err(_) => Flow::Stop(CloseReason {
+                cause: CloseCause::Timeout,
+                message: "peer does not read".into(),
+                by_peer: false,
+            }),
+        }
+    }
+
+    fn on_event(&mut self, event: Event) -> Flow {
+        match event {
+            Event::StartRa { role, suite, run } => self.start_driver(role, &suite, run),
+            Event::StopRa(role) => {
                 if let Some(driver) = self.driver_slot(role).take() {
                     driver.task.abort();
                 }
             }
-            Action::ToRa { role, data } => {
+            Event::ToRa { role, data } => {
                 if let Some(driver) = self.driver_slot(role) {
                     // Drivers exchange a handful of messages; a flood from the peer is dropped.
                     if driver.to_driver.try_send(data).is_err() {
@@ -672,33 +683,29 @@ where
                     }
                 }
             }
-            Action::SetTimer(timer, after) => {
-                self.timers[timer_index(timer)] = Some(Instant::now() + after);
-            }
-            Action::CancelTimer(timer) => self.timers[timer_index(timer)] = None,
-            Action::Deliver(data) => {
-                // Capacity was checked before the event; a closed receiver means nobody listens.
+            Event::Deliver(data) => {
+                // Capacity was checked before the input; a closed receiver means nobody listens.
                 if let Some(in_flight) = self.in_flight.take() {
                     let _ = self.deliver.try_send(Incoming { data, in_flight });
                 }
             }
-            Action::Acknowledged => {
+            Event::Acknowledged => {
                 self.outgoing.pop_front();
             }
-            Action::PeerDatAccepted => {
+            Event::PeerDatAccepted => {
                 // The peer is authenticated now (its DAT names its certificate); data may follow
                 // its Hello before our drivers report, so the limit goes up here, not later.
                 self.reader.set_max_frame(self.endpoint.settings.max_frame);
                 self.accept_dat();
             }
-            Action::Established => {
+            Event::Established => {
                 if let (Some(established), Some(peer)) = (self.established.take(), &self.peer) {
                     info!(peer = %peer.borrow().identity, "IDSCP2 connection established");
                     // The caller of establish may have given up; then the close follows.
                     let _ = established.send(peer.subscribe());
                 }
             }
-            Action::Closed {
+            Event::Closed {
                 cause,
                 message,
                 by_peer,
@@ -737,7 +744,7 @@ where
             old.task.abort();
         }
         let (channel, to_driver) = RaChannel::new(role, run, self.ra_events_tx.clone());
-        let events = self.ra_events_tx.clone();
+        let mut events = self.ra_events_tx.clone();
         let driver = self.endpoint.ra.driver(role, suite);
         let task = tokio::spawn(async move {
             match driver {
@@ -769,8 +776,8 @@ where
 const RETAINED_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Counts a connection we closed because its peer broke a bound.
-fn transport_close(reason: &'static str) {
-    metrics::counter!("clearinghouse_transport_closes_total", "reason" => reason).increment(1);
+fn transport_close(metrics: &MetricNames, reason: &'static str) {
+    metrics::counter!(metrics.transport_closes.clone(), "reason" => reason).increment(1);
 }
 
 /// What we know when the connection task ended without recording why (it panicked).

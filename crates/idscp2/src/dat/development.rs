@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::{DatError, DatIssuer, DatVerifier, VerifiedDat};
-use crate::idscp2::tls::PeerCertificate;
+use crate::tls::PeerCertificate;
 
 /// The token idscp2-jvm's NullDAPS driver sends.
 pub const NULL_DAPS_TOKEN: &str =
@@ -20,6 +20,7 @@ pub struct DevelopmentVerifier {
 }
 
 impl DevelopmentVerifier {
+    /// A verifier that accepts every DAT (and says so in the log once).
     pub fn new() -> Self {
         tracing::warn!("development DAT verifier: peer DATs are NOT verified");
         Self { _warned: () }
@@ -54,6 +55,7 @@ pub struct DevelopmentIssuer {
 }
 
 impl DevelopmentIssuer {
+    /// An issuer of the NullDAPS dummy token (and says so in the log once).
     pub fn new() -> Self {
         tracing::warn!("development DAT issuer: sending the NullDAPS dummy token, not a real DAT");
         Self { _warned: () }

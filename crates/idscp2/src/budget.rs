@@ -19,51 +19,49 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use metrics::SharedString;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The configured bound; see the module documentation for how it is split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryLimits {
-    /// Bytes of peer data all connections together may hold.
-    pub total: usize,
-    /// Bytes one connection may hold (floor included).
-    pub per_connection: usize,
-    /// Connections that get a small-frame allowance and a floor: the server's connection limit.
-    pub connections: usize,
-}
+use super::metric_names::MetricNames;
 
-impl Default for MemoryLimits {
-    /// Sized for a 2 GiB machine serving 1,024 connections; README ("Memory bound") says why.
-    fn default() -> Self {
-        MemoryLimits {
-            total: 512 * 1024 * 1024,
-            per_connection: 32 * 1024 * 1024,
-            connections: 1024,
-        }
-    }
-}
+pub use super::settings::MemoryLimits;
 
+/// A budget that cannot be made, or a reservation it can never grant.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BudgetError {
     #[error(
         "a total of {total} bytes cannot give {connections} connections 2 x {small} bytes each \
          and still hold one connection's share of {per_connection} bytes"
     )]
+    /// The total leaves no pool of at least one connection's share beside the allowances.
     TotalTooSmall {
+        /// The configured total.
         total: usize,
+        /// The connections that get an allowance and a floor.
         connections: usize,
+        /// The small-frame size (allowance and floor each).
         small: usize,
+        /// One connection's share.
         per_connection: usize,
     },
     #[error(
         "a connection's share of {per_connection} bytes must hold a frame of {max_frame} bytes"
     )]
+    /// One connection's share cannot hold the largest frame (or exceeds `u32::MAX`).
     ShareTooSmall {
+        /// One connection's share.
         per_connection: usize,
+        /// The largest frame.
         max_frame: usize,
     },
     #[error("{bytes} bytes exceed one connection's share of {per_connection} bytes")]
-    TooLarge { bytes: usize, per_connection: usize },
+    /// A reservation beyond what one connection may ever hold.
+    TooLarge {
+        /// The bytes asked for.
+        bytes: usize,
+        /// One connection's share.
+        per_connection: usize,
+    },
 }
 
 /// The server-wide budget, cheap to clone; each connection takes a [`ConnectionBudget`] from it.
@@ -80,12 +78,20 @@ struct Shared {
     pool_size: usize,
     /// One permit per connection that gets an allowance and a floor.
     seats: Arc<Semaphore>,
+    /// The gauge of bytes held.
+    gauge: SharedString,
 }
 
 impl MemoryBudget {
     /// `small` is the largest frame a connection may always read: the pre-handshake frame limit.
     /// `max_frame` must fit into one connection's share, or a frame that size could never be held.
-    pub fn new(limits: MemoryLimits, small: usize, max_frame: usize) -> Result<Self, BudgetError> {
+    /// What is held shows in the `buffered_bytes` gauge of `metrics`.
+    pub fn new(
+        limits: MemoryLimits,
+        small: usize,
+        max_frame: usize,
+        metrics: &MetricNames,
+    ) -> Result<Self, BudgetError> {
         if limits.per_connection < max_frame || limits.per_connection > u32::MAX as usize {
             return Err(BudgetError::ShareTooSmall {
                 per_connection: limits.per_connection,
@@ -110,10 +116,12 @@ impl MemoryBudget {
                 pool: Arc::new(Semaphore::new(pool_size)),
                 pool_size,
                 seats: Arc::new(Semaphore::new(limits.connections)),
+                gauge: metrics.buffered_bytes.clone(),
             }),
         })
     }
 
+    /// The bounds this budget was made with.
     pub fn limits(&self) -> MemoryLimits {
         self.shared.limits
     }
@@ -265,12 +273,17 @@ impl Held {
     /// Complete: shows in the gauge from now on.
     fn counted(mut self) -> Held {
         self.counted = true;
-        buffered_gauge().increment(self.bytes as f64);
+        self.gauge().increment(self.bytes as f64);
         self
     }
 
+    /// The bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    fn gauge(&self) -> metrics::Gauge {
+        metrics::gauge!(self.owner.shared.gauge.clone())
     }
 
     /// Gives back what is held beyond `bytes` (pool first, then floor), keeping the rest: a
@@ -290,7 +303,7 @@ impl Held {
         self.owner.return_floor(from_floor);
         drop(self._share.split(excess));
         if self.counted {
-            buffered_gauge().decrement(excess as f64);
+            self.gauge().decrement(excess as f64);
         }
         self.bytes = bytes;
     }
@@ -300,13 +313,9 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.owner.return_floor(self.floor);
         if self.counted {
-            buffered_gauge().decrement(self.bytes as f64);
+            self.gauge().decrement(self.bytes as f64);
         }
     }
-}
-
-fn buffered_gauge() -> metrics::Gauge {
-    metrics::gauge!("clearinghouse_buffered_bytes")
 }
 
 #[cfg(test)]
@@ -321,7 +330,7 @@ mod tests {
             per_connection,
             connections,
         };
-        MemoryBudget::new(limits, SMALL, per_connection).unwrap()
+        MemoryBudget::new(limits, SMALL, per_connection, &MetricNames::default()).unwrap()
     }
 
     #[test]
@@ -332,17 +341,17 @@ mod tests {
             connections: 10,
         };
         assert!(matches!(
-            MemoryBudget::new(limits, SMALL, 2_000),
+            MemoryBudget::new(limits, SMALL, 2_000, &MetricNames::default()),
             Err(BudgetError::ShareTooSmall { .. })
         ));
         // 10 x 2 x 100 leaves 8,000, enough for a share of 1,000; 50 connections do not fit.
-        assert!(MemoryBudget::new(limits, SMALL, 1_000).is_ok());
+        assert!(MemoryBudget::new(limits, SMALL, 1_000, &MetricNames::default()).is_ok());
         let crowded = MemoryLimits {
             connections: 50,
             ..limits
         };
         assert!(matches!(
-            MemoryBudget::new(crowded, SMALL, 1_000),
+            MemoryBudget::new(crowded, SMALL, 1_000, &MetricNames::default()),
             Err(BudgetError::TotalTooSmall { .. })
         ));
     }

@@ -10,27 +10,37 @@ use tokio_rustls::TlsConnector;
 
 use super::connection::{CloseReason, Connection, ConnectionError};
 use super::endpoint::Endpoint;
-use super::proto::app::AppLayerMessage;
 use super::tls::PeerCertificate;
 
+/// Why a client could not connect, or a request got no reply.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The server name is not a valid DNS name or IP address.
     #[error("invalid server name {0:?}")]
     ServerName(String),
+    /// The TCP connection failed.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
+        /// The address connected to.
         addr: String,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The TLS handshake failed (the certificate check included).
     #[error("TLS handshake with {addr} failed: {source}")]
     Tls {
+        /// The address connected to.
         addr: String,
+        /// What TLS said.
         source: std::io::Error,
     },
+    /// The named step did not finish within the handshake timeout (or the request limit).
     #[error("{0} timed out")]
     Timeout(&'static str),
+    /// The server completed TLS without a certificate.
     #[error("the server presented no certificate")]
     NoServerCertificate,
+    /// The IDSCP2 connection failed or closed.
     #[error(transparent)]
     Connection(#[from] ConnectionError),
 }
@@ -48,17 +58,19 @@ impl ClientError {
 /// What a client needs besides the address: its TLS configuration and its IDSCP2 endpoint.
 #[derive(Clone)]
 pub struct ClientConfig {
+    /// Our certificate, the CAs we trust, TLS 1.3 only: see [`tls::client_config`](crate::tls::client_config).
     pub tls: std::sync::Arc<rustls::ClientConfig>,
+    /// Our IDSCP2 settings and drivers.
     pub endpoint: Endpoint,
 }
 
 /// Connects to `addr` and completes TLS (checking the certificate against `server_name`) and the
 /// IDSCP2 handshake, each bounded by the handshake timeout.
-pub async fn connect(
+pub async fn connect<M: prost::Message + Default>(
     addr: &str,
     server_name: &str,
     config: &ClientConfig,
-) -> Result<Connection, ClientError> {
+) -> Result<Connection<M>, ClientError> {
     let name = ServerName::try_from(server_name.to_string())
         .map_err(|_| ClientError::ServerName(server_name.to_string()))?;
     let limit = config.endpoint.settings.handshake_timeout;
@@ -91,7 +103,7 @@ pub async fn connect(
     Ok(Connection::establish(tls, certificate, config.endpoint.clone()).await?)
 }
 
-impl Connection {
+impl<M: prost::Message + Default> Connection<M> {
     /// Sends one message and hands each message from the peer to `take_reply` until it takes one
     /// (returns `Some`), for up to `limit` in all; the messages it passes over are dropped.
     ///
@@ -101,9 +113,9 @@ impl Connection {
     /// order and that drops the connection after a timeout may take the next message as it is.
     pub async fn request<T>(
         &mut self,
-        message: &AppLayerMessage,
+        message: &M,
         limit: Duration,
-        mut take_reply: impl FnMut(AppLayerMessage) -> Option<T>,
+        mut take_reply: impl FnMut(M) -> Option<T>,
     ) -> Result<T, ClientError> {
         self.send(message).await?;
         let deadline = Instant::now() + limit;

@@ -17,6 +17,7 @@ use ring::signature::{
     EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
 };
 use rustls::pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::{self, PemObject};
 use serde_json::{json, Value};
 
 use super::{seconds, unix_now, DatError, DatIssuer};
@@ -27,6 +28,7 @@ const ASSERTION_LIFETIME_SECS: i64 = 60;
 /// Longest error text from a DAPS we repeat in our own errors.
 const MAX_ERROR_TEXT: usize = 200;
 
+/// Where and as whom to ask a DAPS for our DAT.
 #[derive(Clone)]
 pub struct DapsIssuerConfig {
     /// The DAPS token endpoint, also the `aud` of our client assertion.
@@ -35,14 +37,17 @@ pub struct DapsIssuerConfig {
     pub client_id: String,
     /// Our connector private key in PEM: RSA (RS256 assertion) or EC P-256 (ES256 assertion).
     pub key_pem: Vec<u8>,
+    /// The scope asked for ([`Self::DEFAULT_SCOPE`] unless set).
     pub scope: String,
     /// Used for token requests; give it timeouts (see [`super::daps_http_client`]).
     pub http: reqwest::Client,
 }
 
 impl DapsIssuerConfig {
+    /// The scope every IDS connector asks for.
     pub const DEFAULT_SCOPE: &'static str = "idsc:IDS_CONNECTOR_ATTRIBUTES_ALL";
 
+    /// A configuration with the default scope.
     pub fn new(
         token_url: impl Into<String>,
         client_id: impl Into<String>,
@@ -71,6 +76,7 @@ impl fmt::Debug for DapsIssuerConfig {
     }
 }
 
+/// Obtains our DAT from a DAPS (OAuth 2 client credentials with a signed JWT assertion) and keeps it until it is due for renewal.
 pub struct DapsIssuer {
     token_url: String,
     client_id: String,
@@ -268,9 +274,10 @@ enum AssertionKey {
 impl AssertionKey {
     fn from_pem(pem: &[u8]) -> Result<Self, DatError> {
         let unusable = |reason: &str| DatError::AssertionKey(reason.to_owned());
-        let key = rustls_pemfile::private_key(&mut &pem[..])
-            .map_err(|e| DatError::AssertionKey(format!("malformed PEM: {e}")))?
-            .ok_or_else(|| unusable("no unencrypted private key in the PEM input"))?;
+        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+            pem::Error::NoItemsFound => unusable("no unencrypted private key in the PEM input"),
+            e => DatError::AssertionKey(format!("malformed PEM: {e}")),
+        })?;
         let rng = SystemRandom::new();
         let p256_pkcs8 =
             |der: &[u8]| EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng).ok();
@@ -355,9 +362,9 @@ mod tests {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
     use ring::signature::KeyPair;
 
-    const RSA_PKCS8_KEY: &[u8] = include_bytes!("../../../tests/fixtures/daps-rsa.key");
-    const RSA_PKCS1_KEY: &[u8] = include_bytes!("../../../tests/fixtures/rsa-pkcs1.key");
-    const EC_SEC1_KEY: &[u8] = include_bytes!("../../../tests/fixtures/ec-sec1.key");
+    const RSA_PKCS8_KEY: &[u8] = include_bytes!("../../tests/fixtures/daps-rsa.key");
+    const RSA_PKCS1_KEY: &[u8] = include_bytes!("../../tests/fixtures/rsa-pkcs1.key");
+    const EC_SEC1_KEY: &[u8] = include_bytes!("../../tests/fixtures/ec-sec1.key");
     const TOKEN_URL: &str = "https://daps.example/token";
     const CLIENT_ID: &str = "D2:70:1A:2A:keyid:CB:8C:0E:E8";
 

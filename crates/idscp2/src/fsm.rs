@@ -1,10 +1,15 @@
-//! The IDSCP2 handshake and data state machine, without I/O.
+//! The IDSCP2 handshake and data state machine: the sans-IO core of a connection.
 //!
-//! Events go in (a decoded peer message, a driver's output, a timer that fired, a send request),
-//! actions come out (frames to write, drivers to start, timers to set, data to deliver). Time enters
-//! only as timer events, and DATs arrive already verified, so every state x event pair is a plain
-//! function call that tests can drive without sockets or clocks. The connection task
-//! (`connection.rs`) does the I/O around it.
+//! Shaped like quinn-proto's `Connection`: [`Fsm::handle_input`] takes an [`Input`] (a decoded
+//! peer message, a driver's output, a timer that fired, a command from the layer above), and the
+//! results wait in the machine until they are polled: [`Fsm::poll_transmit`] gives the messages
+//! to write to the peer, [`Fsm::poll_event`] what the driver must do or tell the layer above
+//! (start an RA driver, deliver data, ...), [`Fsm::poll_timeout`] when the next timer is due. Time
+//! enters only as the `now` of each input, and DATs arrive already verified, so every
+//! state x input pair is a plain function call that tests can drive without sockets or clocks.
+//! The tokio driver (`connection`, feature `tokio`) does the I/O around it: it delimits and
+//! decodes frames (reserving their memory first), verifies DATs and runs the RA drivers, and
+//! turns the peer's messages into inputs.
 //!
 //! The JVM's named states ([`State`]) are derived from a few orthogonal facts (is the prover
 //! running, is the verifier running or waiting for a new DAT, is data awaiting an ACK) rather than
@@ -13,16 +18,18 @@
 //!
 //! Everything the machine keeps is bounded: at most `send_queue` messages wait behind the one
 //! awaiting its ACK ([`Fsm::can_send`] says whether another fits; the connection asks before it
-//! takes the next message from the layer above), and that one is resent at most `max_resends`
-//! times before the connection is closed with TIMEOUT.
+//! takes the next message from the layer above, and a send beyond it is refused with
+//! [`Refused::SendQueueFull`]), and that one is resent at most `max_resends` times before the
+//! connection is closed with TIMEOUT. An input adds a handful of outputs at most, and an input that
+//! arrives while more than [`OUTPUT_BACKLOG`] outputs wait unpolled is refused with
+//! [`Refused::Backlog`], so a driver that stops polling cannot make the queues grow.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::endpoint::Settings;
 use super::proto::idscp_close::CloseCause;
 use super::proto::idscp_message::Message;
 use super::proto::{
@@ -30,6 +37,7 @@ use super::proto::{
     IdscpRaVerifier, IdscpReRa,
 };
 use super::ra::RaRole;
+use super::settings::Settings;
 
 /// The protocol version every known peer sends (and none checks).
 const IDSCP2_VERSION: i32 = 2;
@@ -37,22 +45,34 @@ const IDSCP2_VERSION: i32 = 2;
 /// The states as idscp2-jvm names them, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Not started, or ended.
     Closed,
+    /// Our Hello is out, waiting for the peer's.
     WaitForHello,
+    /// Both our prover and our verifier are running.
     WaitForRa,
+    /// Our prover is running; the peer is attested.
     WaitForRaProver,
+    /// Our verifier is running; our proof is done.
     WaitForRaVerifier,
+    /// Waiting for a renewed DAT from the peer while our prover runs.
     WaitForDatAndRa,
+    /// Waiting for a renewed DAT from the peer.
     WaitForDatAndRaVerifier,
+    /// Both sides attested; data flows.
     Established,
+    /// Established, with our data awaiting its ACK.
     WaitForAck,
 }
 
+/// The timers a connection keeps; each is either unarmed or due at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
     /// Waiting for the peer's Hello, for a renewed DAT, or for our last data to drain on close.
     Handshake,
+    /// Our prover must finish in time.
     ProverHandshake,
+    /// Our verifier must finish in time.
     VerifierHandshake,
     /// Resend unacknowledged data.
     Ack,
@@ -62,84 +82,139 @@ pub enum Timer {
     Dat,
 }
 
+impl Timer {
+    /// Every timer, in the order [`Fsm::poll_timeout`] breaks ties.
+    pub const ALL: [Timer; TIMERS] = [
+        Timer::Handshake,
+        Timer::ProverHandshake,
+        Timer::VerifierHandshake,
+        Timer::Ack,
+        Timer::Ra,
+        Timer::Dat,
+    ];
+}
+
 /// The verdict on a DAT the peer sent, reached by the connection's DAT verifier.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DatCheck {
-    Valid { expires_in: Option<Duration> },
+    /// The DAT is valid.
+    Valid {
+        /// How long it stays valid, if it expires.
+        expires_in: Option<Duration>,
+    },
+    /// The DAT is refused, and why.
     Invalid(String),
 }
 
+/// What goes into the machine: the peer's messages (DATs already verified), our RA drivers'
+/// output, timers, and the layer above's commands.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub enum Input {
     /// TLS is up: send our Hello with our current DAT.
     Start {
+        /// Our current DAT.
         our_dat: Bytes,
     },
+    /// The peer's Hello.
     PeerHello {
+        /// The suites the peer can prove.
         supported_ra: Vec<String>,
+        /// The suites the peer wants us to prove, in its order of preference.
         expected_ra: Vec<String>,
+        /// The verdict on the Hello's DAT.
         dat: DatCheck,
     },
+    /// The peer ended the connection.
     PeerClose {
+        /// The cause it gave.
         cause: CloseCause,
+        /// The message it gave.
         message: String,
     },
     /// The peer wants our DAT again; the connection fetched our current one.
     PeerDatExpired {
+        /// Our current DAT.
         our_dat: Bytes,
     },
+    /// The peer sent a renewed DAT, with its verdict.
     PeerDat(DatCheck),
+    /// The peer asks us to prove ourselves again.
     PeerReRa,
+    /// A message from the peer's prover, for our verifier.
     PeerRaProver(Bytes),
+    /// A message from the peer's verifier, for our prover.
     PeerRaVerifier(Bytes),
+    /// Data from the peer.
     PeerData {
+        /// The application message, encoded.
         data: Bytes,
+        /// Its alternating bit.
         bit: bool,
     },
+    /// The peer acknowledges our data.
     PeerAck {
+        /// The bit of the data it acknowledges.
         bit: bool,
     },
     /// A message one of our RA drivers wants sent to the peer.
     RaOutput {
+        /// The role of the driver.
         role: RaRole,
+        /// The run it belongs to.
         run: u64,
+        /// The message.
         data: Bytes,
     },
+    /// One of our RA drivers finished.
     RaFinished {
+        /// The role of the driver.
         role: RaRole,
+        /// The run it belongs to.
         run: u64,
+        /// Success, or why it failed.
         result: Result<(), String>,
     },
-    TimerFired(Timer),
+    /// The timer [`Fsm::poll_timeout`] named is due (a timer that is not armed is ignored, as is
+    /// one whose phase has passed).
+    Timer(Timer),
     /// The layer above wants this delivered to the peer. Only when [`Fsm::can_send`]: a message
-    /// beyond the bound is dropped.
+    /// beyond the bound is refused ([`Refused::SendQueueFull`]).
     Send(Bytes),
     /// The layer above is done: deliver what is queued, then close with USER_SHUTDOWN.
     Close,
     /// The connection cannot go on (malformed frame, I/O error): tell the peer and close.
     Abort {
+        /// The close cause to send.
         cause: CloseCause,
+        /// The close message to send.
         message: String,
     },
 }
 
+/// What the driver must do, or tell the layer above, after an input: see [`Fsm::poll_event`].
+/// Messages for the peer and timers are polled on their own ([`Fsm::poll_transmit`],
+/// [`Fsm::poll_timeout`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Send(Message),
+pub enum Event {
     /// Start a fresh run of a driver, replacing any run of that role.
     StartRa {
+        /// Prover or verifier.
         role: RaRole,
+        /// The suite to run.
         suite: String,
+        /// The run id that its output and verdict must carry.
         run: u64,
     },
+    /// Stop the running driver of this role: its result is no longer wanted.
     StopRa(RaRole),
     /// Route a peer message to our driver of this role.
     ToRa {
+        /// The role of the driver.
         role: RaRole,
+        /// The message.
         data: Bytes,
     },
-    SetTimer(Timer, Duration),
-    CancelTimer(Timer),
+    /// Data from the peer for the layer above (it was ACKed already).
     Deliver(Bytes),
     /// The peer ACKed the oldest message the layer above gave us: whatever it held can go.
     Acknowledged,
@@ -147,10 +222,13 @@ pub enum Action {
     PeerDatAccepted,
     /// Both attestations succeeded for the first time.
     Established,
-    /// Terminal. If we initiated it, an `IdscpClose` was sent just before.
+    /// Terminal. If we initiated it, an `IdscpClose` is the last message to transmit.
     Closed {
+        /// The close cause.
         cause: CloseCause,
+        /// The close message.
         message: String,
+        /// Whether the peer closed; otherwise we did.
         by_peer: bool,
     },
 }
@@ -174,6 +252,24 @@ enum Driver {
     WaitingForDat,
 }
 
+/// Why [`Fsm::handle_input`] did not take an input; the input had no effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// More than [`OUTPUT_BACKLOG`] outputs wait to be polled: poll them first.
+    #[error("more than {OUTPUT_BACKLOG} outputs wait to be polled")]
+    Backlog,
+    /// [`Input::Send`] while [`Fsm::can_send`] is false: the send queue is full, or the
+    /// connection is closing or closed.
+    #[error("the send queue is full or the connection is closing")]
+    SendQueueFull,
+}
+
+/// Outputs (messages to transmit plus events) that may wait unpolled before inputs are refused.
+pub const OUTPUT_BACKLOG: usize = 64;
+
+const TIMERS: usize = 6;
+
+/// One IDSCP2 connection's protocol state, without I/O.
 pub struct Fsm {
     config: Arc<Settings>,
     phase: Phase,
@@ -190,10 +286,15 @@ pub struct Fsm {
     next_send_bit: bool,
     expected_receive_bit: bool,
     closing: bool,
-    actions: Vec<Action>,
+    /// The `now` of the input being handled: timers are set relative to it.
+    now: Instant,
+    transmits: VecDeque<Message>,
+    events: VecDeque<Event>,
+    timers: [Option<Instant>; TIMERS],
 }
 
 impl Fsm {
+    /// A connection that has not started yet ([`State::Closed`]); [`Input::Start`] begins it.
     pub fn new(config: Arc<Settings>) -> Self {
         Fsm {
             config,
@@ -210,10 +311,14 @@ impl Fsm {
             next_send_bit: false,
             expected_receive_bit: false,
             closing: false,
-            actions: Vec::new(),
+            now: Instant::now(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: [None; TIMERS],
         }
     }
 
+    /// The state as idscp2-jvm would name it.
     pub fn state(&self) -> State {
         match self.phase {
             Phase::Idle | Phase::Closed => State::Closed,
@@ -233,6 +338,7 @@ impl Fsm {
         }
     }
 
+    /// Whether the connection ended (by either side); it takes no more input then.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
@@ -242,7 +348,7 @@ impl Fsm {
         self.send_queue.len() + usize::from(self.unacked.is_some())
     }
 
-    /// Whether an [`Event::Send`] would be taken now.
+    /// Whether an [`Input::Send`] would be taken now.
     pub fn can_send(&self) -> bool {
         !self.closing
             && self.phase != Phase::Closed
@@ -255,33 +361,71 @@ impl Fsm {
         self.attested() && bit == self.expected_receive_bit
     }
 
-    pub fn handle(&mut self, event: Event) -> Vec<Action> {
-        if self.phase != Phase::Closed {
-            self.dispatch(event);
+    /// Feeds one input in, at `now`. Its results wait for [`Fsm::poll_transmit`],
+    /// [`Fsm::poll_event`] and [`Fsm::poll_timeout`]. Once closed, inputs are taken and ignored.
+    pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), Refused> {
+        if self.transmits.len() + self.events.len() > OUTPUT_BACKLOG {
+            return Err(Refused::Backlog);
         }
-        std::mem::take(&mut self.actions)
+        if matches!(input, Input::Send(_)) && !self.can_send() {
+            return Err(Refused::SendQueueFull);
+        }
+        self.now = now;
+        if let Input::Timer(timer) = input {
+            // Due or not, a timer handed in is spent; the machine re-arms it if it goes on.
+            self.cancel_timer(timer);
+        }
+        if self.phase != Phase::Closed {
+            self.dispatch(input);
+        }
+        Ok(())
     }
 
-    fn dispatch(&mut self, event: Event) {
-        match event {
-            Event::Start { our_dat } => self.on_start(our_dat),
-            Event::PeerHello {
+    /// The next message to write to the peer, oldest first.
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing the driver must do or tell the layer above, oldest first. Write what
+    /// [`Fsm::poll_transmit`] gives first: a [`Event::Closed`] we initiated follows its
+    /// `IdscpClose`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The timer due first, and when; hand it in as [`Input::Timer`] once that time has come.
+    pub fn poll_timeout(&self) -> Option<(Timer, Instant)> {
+        Timer::ALL
+            .iter()
+            .filter_map(|&timer| self.timer(timer).map(|at| (timer, at)))
+            .min_by_key(|&(_, at)| at)
+    }
+
+    /// When `timer` is due, if it is armed.
+    pub fn timer(&self, timer: Timer) -> Option<Instant> {
+        self.timers[timer_index(timer)]
+    }
+
+    fn dispatch(&mut self, input: Input) {
+        match input {
+            Input::Start { our_dat } => self.on_start(our_dat),
+            Input::PeerHello {
                 supported_ra,
                 expected_ra,
                 dat,
             } => self.on_hello(supported_ra, expected_ra, dat),
-            Event::PeerClose { cause, message } => self.closed(cause, message, true),
-            Event::PeerDatExpired { our_dat } if self.phase == Phase::Running => {
+            Input::PeerClose { cause, message } => self.closed(cause, message, true),
+            Input::PeerDatExpired { our_dat } if self.phase == Phase::Running => {
                 self.emit(Message::IdscpDat(IdscpDat { token: our_dat }));
                 self.start_driver(RaRole::Prover);
             }
-            Event::PeerDat(dat) => self.on_renewed_dat(dat),
-            Event::PeerReRa if self.phase == Phase::Running => self.start_driver(RaRole::Prover),
-            Event::PeerRaProver(data) => self.route_to_driver(RaRole::Verifier, data),
-            Event::PeerRaVerifier(data) => self.route_to_driver(RaRole::Prover, data),
-            Event::PeerData { data, bit } => self.on_data(data, bit),
-            Event::PeerAck { bit } => self.on_ack(bit),
-            Event::RaOutput { role, run, data } => {
+            Input::PeerDat(dat) => self.on_renewed_dat(dat),
+            Input::PeerReRa if self.phase == Phase::Running => self.start_driver(RaRole::Prover),
+            Input::PeerRaProver(data) => self.route_to_driver(RaRole::Verifier, data),
+            Input::PeerRaVerifier(data) => self.route_to_driver(RaRole::Prover, data),
+            Input::PeerData { data, bit } => self.on_data(data, bit),
+            Input::PeerAck { bit } => self.on_ack(bit),
+            Input::RaOutput { role, run, data } => {
                 if self.driver(role) == (Driver::Running { run }) {
                     self.emit(match role {
                         RaRole::Prover => Message::IdscpRaProver(IdscpRaProver { data }),
@@ -289,17 +433,15 @@ impl Fsm {
                     });
                 }
             }
-            Event::RaFinished { role, run, result } => self.on_ra_finished(role, run, result),
-            Event::TimerFired(timer) => self.on_timer(timer),
-            Event::Send(data) => {
-                if self.can_send() {
-                    self.send_queue.push_back(data);
-                    self.send_next();
-                }
+            Input::RaFinished { role, run, result } => self.on_ra_finished(role, run, result),
+            Input::Timer(timer) => self.on_timer(timer),
+            Input::Send(data) => {
+                self.send_queue.push_back(data);
+                self.send_next();
             }
-            Event::Close => self.on_close_request(),
-            Event::Abort { cause, message } => self.close(cause, message),
-            Event::PeerDatExpired { .. } | Event::PeerReRa => {}
+            Input::Close => self.on_close_request(),
+            Input::Abort { cause, message } => self.close(cause, message),
+            Input::PeerDatExpired { .. } | Input::PeerReRa => {}
         }
     }
 
@@ -321,7 +463,7 @@ impl Fsm {
         if self.phase != Phase::WaitForHello {
             return;
         }
-        self.actions.push(Action::CancelTimer(Timer::Handshake));
+        self.cancel_timer(Timer::Handshake);
         // The peer's order decides what we prove; our order decides what we verify.
         let prover = peer_expected
             .iter()
@@ -364,13 +506,13 @@ impl Fsm {
         let DatCheck::Valid { expires_in } = dat else {
             return self.close(CloseCause::NoValidDat, "No valid DAT".into());
         };
-        self.actions.push(Action::CancelTimer(Timer::Handshake));
+        self.cancel_timer(Timer::Handshake);
         self.accept_dat(expires_in);
         self.start_driver(RaRole::Verifier);
     }
 
     fn accept_dat(&mut self, expires_in: Option<Duration>) {
-        self.actions.push(Action::PeerDatAccepted);
+        self.events.push_back(Event::PeerDatAccepted);
         if let Some(expires_in) = expires_in {
             let renew_after = expires_in.mul_f64(self.config.dat_renewal_threshold);
             self.set_timer(Timer::Dat, renew_after);
@@ -388,7 +530,7 @@ impl Fsm {
         }));
         if bit == self.expected_receive_bit {
             self.expected_receive_bit = !bit;
-            self.actions.push(Action::Deliver(data));
+            self.events.push_back(Event::Deliver(data));
         }
         // Otherwise a resend of data we already delivered: its ACK was lost, so ACK again.
     }
@@ -399,8 +541,8 @@ impl Fsm {
         }
         self.unacked = None;
         self.next_send_bit = !self.next_send_bit;
-        self.actions.push(Action::CancelTimer(Timer::Ack));
-        self.actions.push(Action::Acknowledged);
+        self.cancel_timer(Timer::Ack);
+        self.events.push_back(Event::Acknowledged);
         self.send_next();
     }
 
@@ -441,15 +583,14 @@ impl Fsm {
             return self.close(cause, reason);
         }
         *self.driver_mut(role) = Driver::Done;
-        self.actions
-            .push(Action::CancelTimer(handshake_timer_of(role)));
+        self.cancel_timer(handshake_timer_of(role));
         if role == RaRole::Verifier {
             self.set_timer(Timer::Ra, self.config.ra_interval);
         }
         if self.attested() {
             if !self.established {
                 self.established = true;
-                self.actions.push(Action::Established);
+                self.events.push_back(Event::Established);
             }
             // Data that was in flight when re-attestation began goes out again.
             if self.unacked.is_some() {
@@ -506,9 +647,8 @@ impl Fsm {
                 if self.phase == Phase::Running && self.verifier != Driver::WaitingForDat {
                     self.emit(Message::IdscpDatExpired(IdscpDatExpired {}));
                     if matches!(self.verifier, Driver::Running { .. }) {
-                        self.actions.push(Action::StopRa(RaRole::Verifier));
-                        self.actions
-                            .push(Action::CancelTimer(Timer::VerifierHandshake));
+                        self.events.push_back(Event::StopRa(RaRole::Verifier));
+                        self.cancel_timer(Timer::VerifierHandshake);
                     }
                     self.verifier = Driver::WaitingForDat;
                     self.set_timer(Timer::Handshake, self.config.handshake_timeout);
@@ -529,7 +669,7 @@ impl Fsm {
 
     fn route_to_driver(&mut self, role: RaRole, data: Bytes) {
         if matches!(self.driver(role), Driver::Running { .. }) {
-            self.actions.push(Action::ToRa { role, data });
+            self.events.push_back(Event::ToRa { role, data });
         }
     }
 
@@ -541,7 +681,7 @@ impl Fsm {
             RaRole::Prover => self.prover_suite.clone(),
             RaRole::Verifier => self.verifier_suite.clone(),
         };
-        self.actions.push(Action::StartRa { role, suite, run });
+        self.events.push_back(Event::StartRa { role, suite, run });
         self.set_timer(handshake_timer_of(role), self.config.handshake_timeout);
     }
 
@@ -564,11 +704,17 @@ impl Fsm {
     }
 
     fn emit(&mut self, message: Message) {
-        self.actions.push(Action::Send(message));
+        self.transmits.push_back(message);
     }
 
     fn set_timer(&mut self, timer: Timer, after: Duration) {
-        self.actions.push(Action::SetTimer(timer, after));
+        // DAT lifetimes are capped where they are verified; saturate rather than panic anyway.
+        let at = self.now.checked_add(after).unwrap_or(self.now);
+        self.timers[timer_index(timer)] = Some(at);
+    }
+
+    fn cancel_timer(&mut self, timer: Timer) {
+        self.timers[timer_index(timer)] = None;
     }
 
     /// We end the connection: tell the peer why, then stop.
@@ -582,11 +728,24 @@ impl Fsm {
 
     fn closed(&mut self, cause: CloseCause, message: String, by_peer: bool) {
         self.phase = Phase::Closed;
-        self.actions.push(Action::Closed {
+        // Nothing is due on a closed connection.
+        self.timers = [None; TIMERS];
+        self.events.push_back(Event::Closed {
             cause,
             message,
             by_peer,
         });
+    }
+}
+
+fn timer_index(timer: Timer) -> usize {
+    match timer {
+        Timer::Handshake => 0,
+        Timer::ProverHandshake => 1,
+        Timer::VerifierHandshake => 2,
+        Timer::Ack => 3,
+        Timer::Ra => 4,
+        Timer::Dat => 5,
     }
 }
 

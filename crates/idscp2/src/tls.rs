@@ -22,46 +22,64 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, RootCertStore};
+use rustls_pki_types::pem::{self, PemObject};
 use x509_parser::extensions::ParsedExtension;
 
 /// Everything that can go wrong while loading TLS material or building a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
     /// Wraps an error found in a file's content, so the operator learns which file is wrong.
     #[error("{}: {source}", path.display())]
     InFile {
+        /// The file.
         path: PathBuf,
+        /// What is wrong in it.
         #[source]
         source: Box<TlsError>,
     },
+    /// The PEM input is malformed.
     #[error("malformed PEM: {0}")]
-    Pem(#[source] std::io::Error),
+    Pem(#[source] rustls_pki_types::pem::Error),
+    /// The PEM input holds no certificate.
     #[error("no certificate found in the PEM input")]
     NoCertificate,
+    /// The PEM input holds no usable private key.
     #[error("no unencrypted private key (PKCS#8, PKCS#1 RSA or SEC1 EC) found in the PEM input")]
     NoPrivateKey,
+    /// The key is of a kind rustls cannot sign with.
     #[error("unsupported private key: {0}")]
     UnsupportedKey(#[source] rustls::Error),
+    /// The key does not belong to the leaf certificate.
     #[error("the private key does not match the public key of the leaf certificate")]
     KeyMismatch,
+    /// Whether the key belongs to the certificate could not be checked.
     #[error("cannot check that the private key matches the leaf certificate: {0}")]
     KeyCheck(#[source] rustls::Error),
+    /// No CA certificate was given.
     #[error("no CA certificate given to verify peers against")]
     NoCaCertificate,
+    /// A CA certificate is unusable.
     #[error("unusable CA certificate: {0}")]
     CaCertificate(#[source] rustls::Error),
+    /// The client certificate verifier cannot be built.
     #[error("cannot build the client certificate verifier: {0}")]
     ClientVerifier(#[source] VerifierBuilderError),
+    /// rustls refused the configuration.
     #[error("TLS configuration rejected: {0}")]
     Config(#[source] rustls::Error),
+    /// The certificate is not valid X.509 DER.
     #[error("cannot parse the certificate: {0}")]
     CertificateParse(String),
+    /// The certificate lacks the named extension.
     #[error("the certificate has no {0} extension")]
     MissingExtension(&'static str),
 }
@@ -69,7 +87,9 @@ pub enum TlsError {
 /// Our certificate chain (leaf first) and the private key belonging to the leaf.
 #[derive(Debug)]
 pub struct TlsIdentity {
+    /// The certificate chain, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
     pub key: PrivateKeyDer<'static>,
 }
 
@@ -82,6 +102,7 @@ impl TlsIdentity {
         Self::checked(chain, private_key).map_err(|e| in_file(key, e))
     }
 
+    /// Parses a PEM certificate chain and a PEM private key and checks that they belong together.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
         Self::checked(parse_chain(cert_pem)?, parse_key(key_pem)?)
     }
@@ -159,7 +180,9 @@ pub fn client_config(
 /// The peer's TLS leaf certificate, with the fingerprint its DAT must name.
 #[derive(Debug, Clone)]
 pub struct PeerCertificate {
+    /// The certificate as presented.
     pub der: CertificateDer<'static>,
+    /// Its SHA-256 fingerprint, as DATs name it.
     pub fingerprint: String,
     /// [`Self::connector_id`], once derived. In development mode it is asked for on every request
     /// that carries a JWT, and parsing the DER each time was about 8% of the server's
@@ -177,6 +200,7 @@ impl PartialEq for PeerCertificate {
 impl Eq for PeerCertificate {}
 
 impl PeerCertificate {
+    /// The certificate with its fingerprint.
     pub fn new(der: CertificateDer<'static>) -> Self {
         let fingerprint = fingerprint(der.as_ref());
         Self {
@@ -270,7 +294,7 @@ fn in_file(path: &Path, error: TlsError) -> TlsError {
 }
 
 fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let chain = rustls_pemfile::certs(&mut &pem[..])
+    let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(TlsError::Pem)?;
     if chain.is_empty() {
@@ -280,9 +304,10 @@ fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(TlsError::Pem)?
-        .ok_or(TlsError::NoPrivateKey)
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoPrivateKey,
+        e => TlsError::Pem(e),
+    })
 }
 
 #[cfg(test)]
@@ -295,8 +320,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-    const RSA_PKCS1_KEY: &[u8] = include_bytes!("../../tests/fixtures/rsa-pkcs1.key");
-    const EC_SEC1_KEY: &[u8] = include_bytes!("../../tests/fixtures/ec-sec1.key");
+    const RSA_PKCS1_KEY: &[u8] = include_bytes!("../tests/fixtures/rsa-pkcs1.key");
+    const EC_SEC1_KEY: &[u8] = include_bytes!("../tests/fixtures/ec-sec1.key");
 
     struct Ca {
         issuer: Issuer<'static, KeyPair>,

@@ -34,3 +34,4 @@ mod mongodb_service;
 mod mongodb_store;
 mod pki_tls;
 mod store_contract;
+mod transport_logs;

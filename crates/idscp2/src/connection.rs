@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::FramedWrite;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::budget::{ConnectionBudget, Held};
 use super::dat::{DatError, VerifiedDat};
@@ -39,6 +39,11 @@ use super::proto::idscp_message::Message;
 use super::ra::{RaChannel, RaEvent, RaEventKind, RaRole};
 use super::reader::{FrameReader, ReadFrame};
 use super::tls::PeerCertificate;
+
+/// The field of the caller's span that gets the peer's identity once its DAT is accepted
+/// (the server's `connection` span declares it empty), so that every line of the connection
+/// after that carries it.
+pub const PEER_SPAN_FIELD: &str = "peer";
 
 /// Who the peer is, as established by its verified DAT and TLS certificate.
 #[derive(Debug, Clone)]
@@ -226,7 +231,8 @@ impl<M: prost::Message + Default> Connection<M> {
             closed: closed_tx,
             stats: stats.clone(),
         };
-        let task = tokio::spawn(task.run());
+        // The task logs in the caller's span: a server's connection span names the peer's address.
+        let task = tokio::spawn(task.run().in_current_span());
         let peer = match established.await {
             Ok(peer) => peer,
             Err(_) => {
@@ -700,7 +706,13 @@ where
             }
             Event::Established => {
                 if let (Some(established), Some(peer)) = (self.established.take(), &self.peer) {
-                    info!(peer = %peer.borrow().identity, "IDSCP2 connection established");
+                    let identity = &peer.borrow().identity;
+                    // Named here only when no span of the caller's carries it already.
+                    if tracing::Span::current().has_field(PEER_SPAN_FIELD) {
+                        info!("IDSCP2 connection established");
+                    } else {
+                        info!(peer = %identity, "IDSCP2 connection established");
+                    }
                     // The caller of establish may have given up; then the close follows.
                     let _ = established.send(peer.subscribe());
                 }
@@ -725,6 +737,8 @@ where
             return;
         };
         ConnectionStats::bump(&self.stats.peer_dats_accepted);
+        // A server's connection span has a `peer` field for this; every later line carries it.
+        tracing::Span::current().record(PEER_SPAN_FIELD, dat.subject.as_str());
         let info = Arc::new(PeerInfo {
             identity: dat.subject,
             certificate: self.peer_certificate.clone(),
@@ -746,21 +760,24 @@ where
         let (channel, to_driver) = RaChannel::new(role, run, self.ra_events_tx.clone());
         let mut events = self.ra_events_tx.clone();
         let driver = self.endpoint.ra.driver(role, suite);
-        let task = tokio::spawn(async move {
-            match driver {
-                Some(driver) => channel.run(driver).await,
-                // Endpoint::new rules this out; fail the run rather than hang if it happens.
-                None => {
-                    let _ = events
-                        .send(RaEvent {
-                            role,
-                            run,
-                            kind: RaEventKind::Finished(Err("no driver for suite".into())),
-                        })
-                        .await;
+        let task = tokio::spawn(
+            async move {
+                match driver {
+                    Some(driver) => channel.run(driver).await,
+                    // Endpoint::new rules this out; fail the run rather than hang if it happens.
+                    None => {
+                        let _ = events
+                            .send(RaEvent {
+                                role,
+                                run,
+                                kind: RaEventKind::Finished(Err("no driver for suite".into())),
+                            })
+                            .await;
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         *self.driver_slot(role) = Some(RunningDriver { task, to_driver });
     }
 

@@ -159,3 +159,5 @@ mod reader;
 pub mod server;
 pub mod settings;
 pub mod tls;
+#[cfg(feature = "tokio")]
+mod tls_failures;

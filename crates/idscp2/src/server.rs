@@ -14,6 +14,10 @@
 //! by the state machine's own timers. After TLS it takes one of the `max_connections` places, or is
 //! closed with IdscpClose{ERROR} when there is none.
 //!
+//! Every line of a connection is logged in its `connection` span: the peer's address from the
+//! start, its identity once its DAT is accepted. TLS handshakes that fail are warned about with
+//! their reason, rate-limited per reason ([`tls_failures`](super::tls_failures)).
+//!
 //! Metrics: `{prefix}_connections_open`, `{prefix}_handshakes_pending`, `{prefix}_handshakes_total`
 //! and `{prefix}_connections_refused_total`, described in [`metric_names`](super::metric_names).
 
@@ -41,6 +45,7 @@ use super::proto::idscp_close::CloseCause;
 use super::proto::idscp_message::Message;
 use super::proto::IdscpClose;
 use super::tls::PeerCertificate;
+use super::tls_failures::{self, TlsFailureLog};
 
 /// How long a refused peer gets to read its IdscpClose and close its side.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
@@ -85,6 +90,7 @@ pub struct Server {
     acceptor: TlsAcceptor,
     endpoint: Endpoint,
     admission: Arc<Admission>,
+    tls_failures: Arc<TlsFailureLog>,
 }
 
 impl Server {
@@ -100,6 +106,7 @@ impl Server {
                 config.endpoint.metrics.clone(),
             ),
             endpoint: config.endpoint,
+            tls_failures: Arc::default(),
         })
     }
 
@@ -152,6 +159,7 @@ impl Server {
                     acceptor: self.acceptor.clone(),
                     endpoint: self.endpoint.clone(),
                     admission: self.admission.clone(),
+                    tls_failures: self.tls_failures.clone(),
                     addr,
                 },
                 service: service.clone(),
@@ -161,6 +169,7 @@ impl Server {
             tokio::spawn(
                 handler
                     .run(socket, slot)
+                    // `peer` is connection::PEER_SPAN_FIELD, recorded when the DAT is accepted.
                     .instrument(info_span!("connection", %addr, peer = tracing::field::Empty)),
             );
         }
@@ -185,7 +194,6 @@ impl<S: Service> Handler<S> {
         let Some((mut connection, _open)) = established else {
             return;
         };
-        tracing::Span::current().record("peer", connection.peer().identity.as_str());
         loop {
             let received = tokio::select! {
                 received = connection.next_request() => received,
@@ -221,6 +229,7 @@ struct Handshake {
     acceptor: TlsAcceptor,
     endpoint: Endpoint,
     admission: Arc<Admission>,
+    tls_failures: Arc<TlsFailureLog>,
     addr: SocketAddr,
 }
 
@@ -249,7 +258,7 @@ impl Handshake {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 self.count_handshake("tls_failed");
-                debug!(error = %e, "TLS handshake failed");
+                self.log_tls_failure(&e);
                 return None;
             }
             Err(_) => {
@@ -287,6 +296,18 @@ impl Handshake {
                 info!(error = %e, "IDSCP2 handshake failed");
                 None
             }
+        }
+    }
+
+    /// A warning with the reason (the span names the address), rate-limited per reason.
+    fn log_tls_failure(&self, error: &std::io::Error) {
+        let Some(reason) = tls_failures::reason(error) else {
+            debug!(%error, "peer closed the connection during the TLS handshake");
+            return;
+        };
+        if let Some(suppressed) = self.tls_failures.admit(reason, std::time::Instant::now()) {
+            // `suppressed`: failures of this reason since its last line.
+            warn!(reason, %error, suppressed, "TLS handshake failed");
         }
     }
 

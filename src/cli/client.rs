@@ -15,6 +15,8 @@ use bytes::Bytes;
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+use tokio::time::timeout;
+use tracing::warn;
 
 use super::Failure;
 use super::EXIT_CODES;
@@ -261,7 +263,20 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
         }
     }
     let mut client = args.connect.connect().await?;
-    let result = match args.request {
+    let result = perform(&mut client, args.request).await;
+    // Every outcome (a rejection, a timeout, a reply we cannot read) ends with an IdscpClose and
+    // TLS close_notify, so that the server sees a USER_SHUTDOWN rather than a vanished peer.
+    if timeout(CLOSE_LIMIT, client.close()).await.is_err() {
+        warn!("the server did not take our close in time; exiting anyway");
+    }
+    result
+}
+
+/// How long closing may take: the close waits for data the server has not ACKed yet.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+async fn perform(client: &mut ClearingHouseClient, request: Request) -> anyhow::Result<()> {
+    match request {
         Request::Create { pid, owners } => {
             let reply = accepted(client.create(&pid, &owners).await?)?;
             println!(
@@ -302,7 +317,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
                 date_to: to,
             };
             if all {
-                query_all(&mut client, &pid, options, format).await
+                query_all(client, &pid, options, format).await
             } else {
                 let reply = accepted(client.query(&pid, &options).await?)?;
                 let page = reply.json().context("the result is not JSON")?;
@@ -315,9 +330,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(())
         }
-    };
-    client.close().await;
-    result
+    }
 }
 
 impl ConnectArgs {

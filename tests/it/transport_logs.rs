@@ -189,3 +189,48 @@ fn failed_tls_handshakes_are_warned_about_with_address_and_reason_at_a_bounded_r
         flood + 1
     );
 }
+
+#[test]
+fn the_cli_closes_cleanly_after_a_rejection() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let pki = dev_pki(dir);
+    let serve = Serve::start(dir, &[], &JSON_LOGS);
+    let mut args = client_args(&serve.idscp2, &pki, "connector-a");
+    args.extend(["create", "--pid", "p1"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(run(dir, &args));
+    // Without a close on the rejection path, about a third of these vanished without one.
+    let rejections = 8;
+    for _ in 0..rejections {
+        let rejected = run(dir, &args);
+        assert_eq!(rejected.status.code(), Some(4), "{}", stderr(&rejected));
+    }
+
+    let closes = |lines: &[Value]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|line| message(line) == "IDSCP2 connection closed")
+            .map(|line| {
+                line["fields"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let lines = wait_for_log(&serve, |lines| closes(lines).len() > rejections);
+    for reason in closes(&lines) {
+        assert_eq!(
+            reason,
+            "USER_SHUTDOWN (Shutdown; closed by peer)",
+            "{}",
+            serve.stderr()
+        );
+    }
+    assert!(
+        !serve.stderr().contains("close_notify"),
+        "{}",
+        serve.stderr()
+    );
+}

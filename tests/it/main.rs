@@ -24,6 +24,7 @@ mod client_replies;
 mod crash_durability;
 mod daps_support_selftest;
 mod fair_use;
+mod foreign_certificates;
 mod golden;
 mod hostile_handshake;
 mod hostile_transport;

@@ -48,7 +48,8 @@ pub const PEER_SPAN_FIELD: &str = "peer";
 /// Who the peer is, as established by its verified DAT and TLS certificate.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
-    /// The DAT's `sub` (or, in development mode, the certificate's `SKI:keyid:AKI`).
+    /// The DAT's `sub` (or, in development mode, the certificate's `SKI:keyid:AKI`, or
+    /// `sha256:FINGERPRINT` for a certificate without key identifiers).
     pub identity: String,
     /// The peer's TLS leaf certificate (with its SHA-256 fingerprint), which its DATs are bound to.
     pub certificate: PeerCertificate,
@@ -516,12 +517,16 @@ where
     /// our own DAT) first so that the state machine stays synchronous.
     async fn peer_event(&mut self, message: Message, held: Option<Held>) -> Option<Input> {
         Some(match message {
-            Message::IdscpHello(hello) => Input::PeerHello {
-                dat: self
-                    .verify_dat(hello.dynamic_attribute_token.map(|d| d.token))
-                    .await,
-                supported_ra: hello.supported_ra_suite,
-                expected_ra: hello.expected_ra_suite,
+            Message::IdscpHello(hello) => match self
+                .verify_dat(hello.dynamic_attribute_token.map(|d| d.token))
+                .await
+            {
+                Ok(dat) => Input::PeerHello {
+                    dat,
+                    supported_ra: hello.supported_ra_suite,
+                    expected_ra: hello.expected_ra_suite,
+                },
+                Err(abort) => abort,
             },
             Message::IdscpClose(close) => Input::PeerClose {
                 cause: CloseCause::try_from(close.cause_code).unwrap_or(CloseCause::Error),
@@ -540,7 +545,10 @@ where
                     }
                 }
             },
-            Message::IdscpDat(dat) => Input::PeerDat(self.verify_dat(Some(dat.token)).await),
+            Message::IdscpDat(dat) => match self.verify_dat(Some(dat.token)).await {
+                Ok(dat) => Input::PeerDat(dat),
+                Err(abort) => abort,
+            },
             Message::IdscpReRa(_) => Input::PeerReRa,
             Message::IdscpRaProver(ra) => {
                 ConnectionStats::bump(&self.stats.ra_messages_received);
@@ -587,7 +595,8 @@ where
         })
     }
 
-    async fn verify_dat(&mut self, token: Option<Bytes>) -> DatCheck {
+    /// The verdict on a DAT of the peer's, or the close when its certificate is at fault.
+    async fn verify_dat(&mut self, token: Option<Bytes>) -> Result<DatCheck, Input> {
         let token = token.unwrap_or_default();
         let verifier = self.endpoint.dat_verifier.clone();
         let limit = self.endpoint.settings.handshake_timeout;
@@ -597,21 +606,30 @@ where
         };
         let dat = match verdict {
             Ok(dat) => dat,
+            Err(e) if e.is_certificate_problem() => {
+                warn!(error = %e, "peer certificate refused");
+                return Err(Input::Abort {
+                    cause: CloseCause::Error,
+                    message: e.to_string(),
+                });
+            }
             Err(e) => {
                 warn!(error = %e, "peer DAT rejected");
-                return DatCheck::Invalid(e.to_string());
+                return Ok(DatCheck::Invalid(e.to_string()));
             }
         };
         if let Some(peer) = &self.peer {
             let identity = &peer.borrow().identity;
             if *identity != dat.subject {
                 warn!(%identity, renewed = %dat.subject, "renewed peer DAT names another subject");
-                return DatCheck::Invalid("renewed DAT names another subject".into());
+                return Ok(DatCheck::Invalid(
+                    "renewed DAT names another subject".into(),
+                ));
             }
         }
         let expires_in = dat.expires_in;
         self.candidate_dat = Some((dat, token));
-        DatCheck::Valid { expires_in }
+        Ok(DatCheck::Valid { expires_in })
     }
 
     /// Hands one input to the state machine and carries out what it asks for: first the

@@ -79,6 +79,12 @@ pub enum TlsError {
     /// The certificate is not valid X.509 DER.
     #[error("cannot parse the certificate: {0}")]
     CertificateParse(String),
+    /// The certificate is X.509 v1 or v2: it cannot carry the extensions IDS identities need.
+    #[error(
+        "X.509 v{0} certificates are not supported; reissue as v3 with SAN, SKI, AKI \
+         (subjectAltName, subject and authority key identifiers)"
+    )]
+    UnsupportedVersion(u32),
     /// The certificate lacks the named extension.
     #[error("the certificate has no {0} extension")]
     MissingExtension(&'static str),
@@ -96,7 +102,9 @@ pub struct TlsIdentity {
 impl TlsIdentity {
     /// Loads a PEM certificate chain and a PEM private key; every error names the file at fault.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let chain = parse_chain(&read(cert)?).map_err(|e| in_file(cert, e))?;
+        let chain = parse_chain(&read(cert)?)
+            .and_then(|chain| check_version(&chain[0]).map(|()| chain))
+            .map_err(|e| in_file(cert, e))?;
         let private_key = parse_key(&read(key)?).map_err(|e| in_file(key, e))?;
         // A mismatch is reported against the key file: that is the one operators swap by mistake.
         Self::checked(chain, private_key).map_err(|e| in_file(key, e))
@@ -104,7 +112,9 @@ impl TlsIdentity {
 
     /// Parses a PEM certificate chain and a PEM private key and checks that they belong together.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
-        Self::checked(parse_chain(cert_pem)?, parse_key(key_pem)?)
+        let chain = parse_chain(cert_pem)?;
+        check_version(&chain[0])?;
+        Self::checked(chain, parse_key(key_pem)?)
     }
 
     /// The end-entity certificate.
@@ -222,26 +232,64 @@ impl PeerCertificate {
     }
 
     fn derive_connector_id(&self) -> Result<String, TlsError> {
+        let (subject_key_id, authority_key_id) = self.key_identifiers()?;
+        let ski = subject_key_id.ok_or(TlsError::MissingExtension(SUBJECT_KEY_IDENTIFIER))?;
+        let aki = authority_key_id.ok_or(TlsError::MissingExtension(
+            "AuthorityKeyIdentifier (with keyIdentifier)",
+        ))?;
+        Ok(format!("{}:keyid:{}", colon_hex(&ski), colon_hex(&aki)))
+    }
+
+    /// Whether the certificate carries a SubjectKeyIdentifier, which IDS connector ids need.
+    pub fn has_subject_key_id(&self) -> Result<bool, TlsError> {
+        Ok(self.key_identifiers()?.0.is_some())
+    }
+
+    /// The identity development mode gives a certificate without key identifiers (a foreign
+    /// stack's test certificate, say): `sha256:` and its fingerprint. It cannot be mistaken for
+    /// a connector id (`SKI:keyid:AKI`), and it names exactly this certificate.
+    pub fn fingerprint_identity(&self) -> String {
+        format!("{FINGERPRINT_IDENTITY_PREFIX}{}", self.fingerprint)
+    }
+
+    /// The subject's distinguished name (`CN=…, O=…`), for log lines and close messages that
+    /// must name the certificate; the fingerprint when there is no subject to name.
+    pub fn subject(&self) -> String {
+        let subject = x509_parser::parse_x509_certificate(self.der.as_ref())
+            .map(|(_, cert)| cert.subject().to_string())
+            .unwrap_or_default();
+        if subject.is_empty() {
+            format!("with SHA-256 fingerprint {}", self.fingerprint)
+        } else {
+            subject
+        }
+    }
+
+    /// The SubjectKeyIdentifier and the AuthorityKeyIdentifier's keyIdentifier, where present.
+    #[allow(clippy::type_complexity)]
+    fn key_identifiers(&self) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), TlsError> {
         let (_, cert) = x509_parser::parse_x509_certificate(self.der.as_ref())
             .map_err(|e| TlsError::CertificateParse(e.to_string()))?;
         let mut subject_key_id = None;
         let mut authority_key_id = None;
         for extension in cert.extensions() {
             match extension.parsed_extension() {
-                ParsedExtension::SubjectKeyIdentifier(id) => subject_key_id = Some(id.0),
+                ParsedExtension::SubjectKeyIdentifier(id) => subject_key_id = Some(id.0.to_vec()),
                 ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                    authority_key_id = aki.key_identifier.as_ref().map(|id| id.0)
+                    authority_key_id = aki.key_identifier.as_ref().map(|id| id.0.to_vec())
                 }
                 _ => {}
             }
         }
-        let ski = subject_key_id.ok_or(TlsError::MissingExtension("SubjectKeyIdentifier"))?;
-        let aki = authority_key_id.ok_or(TlsError::MissingExtension(
-            "AuthorityKeyIdentifier (with keyIdentifier)",
-        ))?;
-        Ok(format!("{}:keyid:{}", colon_hex(ski), colon_hex(aki)))
+        Ok((subject_key_id, authority_key_id))
     }
 }
+
+/// What [`PeerCertificate::fingerprint_identity`] starts with.
+pub const FINGERPRINT_IDENTITY_PREFIX: &str = "sha256:";
+
+/// The extension an IDS connector id is made of first, as error messages name it.
+pub const SUBJECT_KEY_IDENTIFIER: &str = "SubjectKeyIdentifier";
 
 /// SHA-256 over the DER, lowercase hex without separators: the form `transportCertsSha256` uses.
 pub fn fingerprint(der: &[u8]) -> String {
@@ -301,6 +349,17 @@ fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(TlsError::NoCertificate);
     }
     Ok(chain)
+}
+
+/// Refuses a v1 (or v2) leaf before anything else looks at it: rustls would refuse it only while
+/// matching the key, with an error that points at the key file.
+fn check_version(leaf: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| TlsError::CertificateParse(e.to_string()))?;
+    match cert.version().0 {
+        2 => Ok(()),
+        older => Err(TlsError::UnsupportedVersion(older + 1)),
+    }
 }
 
 fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {

@@ -141,6 +141,13 @@ impl DapsVerifier {
         token: &[u8],
         peer: &PeerCertificate,
     ) -> Result<VerifiedDat, DatError> {
+        // The DAT's `sub` is a connector id made of the certificate's key identifiers; a
+        // certificate without them is no connector's, whatever the token says.
+        if !peer.has_subject_key_id().map_err(DatError::PeerIdentity)? {
+            return Err(DatError::NoSubjectKeyIdentifier {
+                certificate: peer.subject(),
+            });
+        }
         let token = std::str::from_utf8(token)
             .map_err(|_| DatError::Malformed("not UTF-8".to_owned()))?
             .trim();
@@ -518,10 +525,23 @@ mod tests {
     const ISSUER: &str = "https://daps.example";
     const KID: &str = "daps-key-1";
 
+    /// One connector certificate (with key identifiers) for every test.
     fn peer() -> PeerCertificate {
-        PeerCertificate::new(CertificateDer::from(
-            b"the peer's leaf certificate".to_vec(),
-        ))
+        static PEER: std::sync::OnceLock<CertificateDer<'static>> = std::sync::OnceLock::new();
+        let der = PEER.get_or_init(|| {
+            let ca_key = rcgen::KeyPair::generate().unwrap();
+            let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let issuer = rcgen::Issuer::new(ca, ca_key);
+            let mut leaf = rcgen::CertificateParams::new(vec!["peer".to_owned()]).unwrap();
+            leaf.is_ca = rcgen::IsCa::ExplicitNoCa;
+            leaf.use_authority_key_identifier_extension = true;
+            leaf.signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer)
+                .unwrap()
+                .der()
+                .clone()
+        });
+        PeerCertificate::new(der.clone())
     }
 
     fn rsa_jwk(kid: &str) -> Value {

@@ -1,13 +1,15 @@
 //! The NullDAPS convention of the JVM world: a fixed dummy token, and every token accepted.
 //!
 //! For tests and local setups only. The peer's identity then rests on its TLS certificate alone,
-//! so the verifier reports the connector id derived from that certificate as the subject.
+//! so the verifier reports the connector id derived from that certificate as the subject; a
+//! certificate without the key identifiers a connector id is made of (a foreign stack's test
+//! certificate, say) is identified by its SHA-256 fingerprint instead (`sha256:…`, with a warning).
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::{DatError, DatIssuer, DatVerifier, VerifiedDat};
-use crate::tls::PeerCertificate;
+use crate::tls::{PeerCertificate, TlsError};
 
 /// The token idscp2-jvm's NullDAPS driver sends.
 pub const NULL_DAPS_TOKEN: &str =
@@ -40,8 +42,24 @@ impl DatVerifier for DevelopmentVerifier {
         peer: &'a PeerCertificate,
     ) -> BoxFuture<'a, Result<VerifiedDat, DatError>> {
         Box::pin(async move {
+            let subject = match peer.connector_id() {
+                Ok(id) => id,
+                // A foreign stack's test certificate often has no key identifiers.
+                Err(TlsError::MissingExtension(missing)) => {
+                    let identity = peer.fingerprint_identity();
+                    tracing::warn!(
+                        certificate = %peer.subject(),
+                        missing,
+                        %identity,
+                        "peer certificate has no key identifiers for a connector id; \
+                         development mode identifies it by its SHA-256 fingerprint"
+                    );
+                    identity
+                }
+                Err(e) => return Err(DatError::PeerIdentity(e)),
+            };
             Ok(VerifiedDat {
-                subject: peer.connector_id().map_err(DatError::PeerIdentity)?,
+                subject,
                 claims: serde_json::json!({}),
                 expires_in: None,
             })
@@ -111,12 +129,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn verifier_needs_a_certificate_with_key_identifiers() {
-        let err = DevelopmentVerifier::new()
-            .verify(NULL_DAPS_TOKEN.as_bytes(), &certificate(false))
+    async fn a_certificate_without_key_identifiers_is_known_by_its_fingerprint() {
+        let peer = certificate(false);
+        let dat = DevelopmentVerifier::new()
+            .verify(NULL_DAPS_TOKEN.as_bytes(), &peer)
             .await
-            .unwrap_err();
-        assert!(matches!(err, DatError::PeerIdentity(_)), "{err}");
+            .unwrap();
+        assert_eq!(dat.subject, format!("sha256:{}", peer.fingerprint));
     }
 
     #[tokio::test]

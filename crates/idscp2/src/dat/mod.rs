@@ -36,7 +36,8 @@ pub use static_token::StaticIssuer;
 /// What a successful verification tells the layers above about the peer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedDat {
-    /// The peer's identity: the DAT's `sub`, or the certificate-derived connector id in development mode.
+    /// The peer's identity: the DAT's `sub`, or in development mode the certificate-derived
+    /// connector id (`sha256:FINGERPRINT` for a certificate without key identifiers).
     pub subject: String,
     /// All claims of the DAT (an empty object in development mode).
     pub claims: serde_json::Value,
@@ -148,15 +149,37 @@ pub enum DatError {
         /// The file.
         path: PathBuf,
     },
-    /// The peer's certificate yields no connector id (development mode).
+    /// The peer's certificate cannot be read for its identity.
     #[error("peer certificate yields no connector id: {0}")]
     PeerIdentity(#[source] TlsError),
+    /// The peer's certificate has no SubjectKeyIdentifier, so it names no IDS connector (DAPS
+    /// modes; development mode identifies such a peer by its fingerprint instead).
+    #[error(
+        "peer certificate {certificate} has no SubjectKeyIdentifier: IDS connector certificates \
+         need SKI and AKI (X.509 v3)"
+    )]
+    NoSubjectKeyIdentifier {
+        /// The certificate's subject.
+        certificate: String,
+    },
     /// The HTTP client for the DAPS cannot be built.
     #[error("cannot build the DAPS HTTP client: {0}")]
     HttpClient(String),
     /// Verification took longer than the handshake timeout.
     #[error("DAT verification timed out")]
     Timeout,
+}
+
+impl DatError {
+    /// Whether the peer's certificate, not its token, is at fault: the connection is then closed
+    /// with a message naming the certificate rather than with NO_VALID_DAT, which would send the
+    /// peer's operator looking at tokens.
+    pub fn is_certificate_problem(&self) -> bool {
+        matches!(
+            self,
+            DatError::PeerIdentity(_) | DatError::NoSubjectKeyIdentifier { .. }
+        )
+    }
 }
 
 /// Checks a peer's DAT, bound to the TLS certificate the peer presented.

@@ -652,10 +652,16 @@ where
     }
 
     async fn execute(&mut self) -> Flow {
+        let mut wrote = false;
         while let Some(message) = self.fsm.poll_transmit() {
             if let Flow::Stop(reason) = self.transmit(message).await {
                 return Flow::Stop(reason);
             }
+            wrote = true;
+        }
+        if wrote {
+            // A write the peer held up must not eat into the ACK timeout it armed.
+            self.fsm.transmitted(std::time::Instant::now());
         }
         while let Some(event) = self.fsm.poll_event() {
             if let Flow::Stop(reason) = self.on_event(event) {

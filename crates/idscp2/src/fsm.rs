@@ -7,6 +7,8 @@
 //! (start an RA driver, deliver data, ...), [`Fsm::poll_timeout`] when the next timer is due. Time
 //! enters only as the `now` of each input, and DATs arrive already verified, so every
 //! state x input pair is a plain function call that tests can drive without sockets or clocks.
+//! A driver whose writes can block calls [`Fsm::transmitted`] once they finished, so that the
+//! timers armed with them (the ACK timer above all) count from the write, not from the input.
 //! The tokio driver (`connection`, feature `tokio`) does the I/O around it: it delimits and
 //! decodes frames (reserving their memory first), verifies DATs and runs the RA drivers, and
 //! turns the peer's messages into inputs.
@@ -291,6 +293,8 @@ pub struct Fsm {
     transmits: VecDeque<Message>,
     events: VecDeque<Event>,
     timers: [Option<Instant>; TIMERS],
+    /// The timers the input being handled armed, which [`Fsm::transmitted`] moves.
+    armed_by_input: [bool; TIMERS],
 }
 
 impl Fsm {
@@ -315,6 +319,7 @@ impl Fsm {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             timers: [None; TIMERS],
+            armed_by_input: [false; TIMERS],
         }
     }
 
@@ -371,6 +376,7 @@ impl Fsm {
             return Err(Refused::SendQueueFull);
         }
         self.now = now;
+        self.armed_by_input = [false; TIMERS];
         if let Input::Timer(timer) = input {
             // Due or not, a timer handed in is spent; the machine re-arms it if it goes on.
             self.cancel_timer(timer);
@@ -384,6 +390,27 @@ impl Fsm {
     /// The next message to write to the peer, oldest first.
     pub fn poll_transmit(&mut self) -> Option<Message> {
         self.transmits.pop_front()
+    }
+
+    /// The messages of the last input went out at `now`: the timers that input armed while
+    /// sending them (ACK, resend, handshake) count from here, as if armed after the write. A write
+    /// that the peer held up for longer than `ack_timeout` is then not followed by a resend at
+    /// once. The DAT timer stays put: it follows the token's expiry, not the write.
+    pub fn transmitted(&mut self, now: Instant) {
+        let Some(delay) = now.checked_duration_since(self.now) else {
+            return;
+        };
+        for timer in Timer::ALL {
+            let index = timer_index(timer);
+            if timer == Timer::Dat || !self.armed_by_input[index] {
+                continue;
+            }
+            if let Some(at) = &mut self.timers[index] {
+                *at = at.checked_add(delay).unwrap_or(*at);
+            }
+        }
+        self.now = now;
+        self.armed_by_input = [false; TIMERS];
     }
 
     /// The next thing the driver must do or tell the layer above, oldest first. Write what
@@ -711,6 +738,7 @@ impl Fsm {
         // DAT lifetimes are capped where they are verified; saturate rather than panic anyway.
         let at = self.now.checked_add(after).unwrap_or(self.now);
         self.timers[timer_index(timer)] = Some(at);
+        self.armed_by_input[timer_index(timer)] = true;
     }
 
     fn cancel_timer(&mut self, timer: Timer) {

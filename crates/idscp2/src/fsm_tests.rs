@@ -440,6 +440,21 @@ fn one_message_in_flight_and_the_bit_alternates() {
 }
 
 #[test]
+fn timers_armed_by_a_send_count_from_when_the_write_finished() {
+    let mut fsm = established();
+    let sent_at = fsm.now + MS;
+    fsm.handle(Input::Send(Bytes::from_static(b"a")));
+    assert_eq!(fsm.timer(Timer::Ack), Some(sent_at + 200 * MS));
+    // The peer held the write up for a second: the ACK timer starts after it.
+    let written = sent_at + Duration::from_secs(1);
+    fsm.transmitted(written);
+    assert_eq!(fsm.timer(Timer::Ack), Some(written + 200 * MS));
+    // Only the timers of that input move, and only once.
+    fsm.transmitted(written + Duration::from_secs(1));
+    assert_eq!(fsm.timer(Timer::Ack), Some(written + 200 * MS));
+}
+
+#[test]
 fn ack_timeout_resends_the_same_message() {
     let mut fsm = established();
     fsm.handle(Input::Send(Bytes::from_static(b"a")));

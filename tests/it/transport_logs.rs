@@ -79,21 +79,23 @@ async fn every_line_of_a_connection_names_address_and_identity() {
         .iter()
         .filter(|line| connection_span(line).is_some())
         .collect();
-    let is = |text: &'static str| move |line: &&Value| message(line) == text;
-    // The rejection line's own `message` field shadows its text in JSON; its reason tells it.
-    let rejection = |line: &&Value| line["fields"]["reason"] == "BAD_PARAMETERS";
-    let expected: [(&str, &dyn Fn(&&Value) -> bool); 3] = [
-        ("established", &is("IDSCP2 connection established")),
-        ("rejected", &rejection),
-        ("closed", &is("IDSCP2 connection closed")),
-    ];
-    for (expected, matches) in expected {
+    let logged = |what: &str, matches: &dyn Fn(&Value) -> bool| {
         assert!(
-            of_connection.iter().any(matches),
-            "no {expected:?} line in the connection span:\n{}",
+            of_connection.iter().any(|line| matches(line)),
+            "no {what} line in the connection span:\n{}",
             serve.stderr()
         );
-    }
+    };
+    logged("established", &|line| {
+        message(line) == "IDSCP2 connection established"
+    });
+    // The rejection line's own `message` field shadows its text in JSON; its reason tells it.
+    logged("rejected", &|line| {
+        line["fields"]["reason"] == "BAD_PARAMETERS"
+    });
+    logged("closed", &|line| {
+        message(line) == "IDSCP2 connection closed"
+    });
     let established = of_connection
         .iter()
         .position(|line| message(line) == "IDSCP2 connection established")

@@ -232,9 +232,9 @@ impl PeerCertificate {
     }
 
     fn derive_connector_id(&self) -> Result<String, TlsError> {
-        let (subject_key_id, authority_key_id) = self.key_identifiers()?;
-        let ski = subject_key_id.ok_or(TlsError::MissingExtension(SUBJECT_KEY_IDENTIFIER))?;
-        let aki = authority_key_id.ok_or(TlsError::MissingExtension(
+        let KeyIdentifiers { subject, authority } = self.key_identifiers()?;
+        let ski = subject.ok_or(TlsError::MissingExtension(SUBJECT_KEY_IDENTIFIER))?;
+        let aki = authority.ok_or(TlsError::MissingExtension(
             "AuthorityKeyIdentifier (with keyIdentifier)",
         ))?;
         Ok(format!("{}:keyid:{}", colon_hex(&ski), colon_hex(&aki)))
@@ -242,7 +242,7 @@ impl PeerCertificate {
 
     /// Whether the certificate carries a SubjectKeyIdentifier, which IDS connector ids need.
     pub fn has_subject_key_id(&self) -> Result<bool, TlsError> {
-        Ok(self.key_identifiers()?.0.is_some())
+        Ok(self.key_identifiers()?.subject.is_some())
     }
 
     /// The identity development mode gives a certificate without key identifiers (a foreign
@@ -265,9 +265,7 @@ impl PeerCertificate {
         }
     }
 
-    /// The SubjectKeyIdentifier and the AuthorityKeyIdentifier's keyIdentifier, where present.
-    #[allow(clippy::type_complexity)]
-    fn key_identifiers(&self) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), TlsError> {
+    fn key_identifiers(&self) -> Result<KeyIdentifiers, TlsError> {
         let (_, cert) = x509_parser::parse_x509_certificate(self.der.as_ref())
             .map_err(|e| TlsError::CertificateParse(e.to_string()))?;
         let mut subject_key_id = None;
@@ -281,8 +279,17 @@ impl PeerCertificate {
                 _ => {}
             }
         }
-        Ok((subject_key_id, authority_key_id))
+        Ok(KeyIdentifiers {
+            subject: subject_key_id,
+            authority: authority_key_id,
+        })
     }
+}
+
+/// The SubjectKeyIdentifier and the AuthorityKeyIdentifier's keyIdentifier, where present.
+struct KeyIdentifiers {
+    subject: Option<Vec<u8>>,
+    authority: Option<Vec<u8>>,
 }
 
 /// What [`PeerCertificate::fingerprint_identity`] starts with.

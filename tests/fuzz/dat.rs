@@ -27,7 +27,6 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use rustls::pki_types::CertificateDer;
 use serde_json::{json, Map, Value};
 
 use crate::mutate::{mutated, Mutation};
@@ -95,11 +94,26 @@ impl Keys {
             ed,
             ec,
             rng,
-            peer: PeerCertificate::new(CertificateDer::from(b"the peer's leaf".to_vec())),
+            peer: connector_certificate(),
             verifiers: [verifier(None), verifier(Some("TRUST"))],
             _jwks_dir: dir,
         }
     }
+}
+
+/// A connector's certificate, with the key identifiers the DAPS modes require of it.
+fn connector_certificate() -> PeerCertificate {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = Issuer::new(ca, KeyPair::generate().expect("a CA key"));
+    let mut leaf = CertificateParams::new(vec!["peer".to_owned()]).expect("leaf parameters");
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.use_authority_key_identifier_extension = true;
+    let cert = leaf
+        .signed_by(&KeyPair::generate().expect("a leaf key"), &issuer)
+        .expect("the leaf signed");
+    PeerCertificate::new(cert.der().clone())
 }
 
 fn b64(bytes: &[u8]) -> String {

@@ -15,6 +15,8 @@ mod serve;
 mod setup;
 mod verify;
 
+pub(crate) use setup::METRICS_PREFIX;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

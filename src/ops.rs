@@ -165,7 +165,7 @@ mod tests {
         let mut recorded = Vec::new();
         collect_recorded(&src, &mut recorded);
         // The transport's metrics are named by the idscp2 crate under our prefix.
-        let transport = idscp2::metric_names::MetricNames::new(crate::cli::METRICS_PREFIX);
+        let transport = idscp2::metric_names::MetricNames::new(crate::cli::setup::METRICS_PREFIX);
         recorded.extend(transport.all().map(str::to_owned));
         assert!(recorded.len() >= 12, "{recorded:?}");
         for name in recorded {

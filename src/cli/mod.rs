@@ -12,10 +12,8 @@ mod jwks;
 mod logging;
 pub mod report;
 mod serve;
-mod setup;
+pub(crate) mod setup;
 mod verify;
-
-pub(crate) use setup::METRICS_PREFIX;
 
 use std::path::PathBuf;
 

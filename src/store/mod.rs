@@ -107,6 +107,13 @@ pub enum CreateOutcome {
     Exists(Process),
 }
 
+/// The entry a page stopped at because it would not fit [`PageQuery::max_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfitEntry {
+    pub sequence: u64,
+    pub document_id: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("process {0:?} does not exist")]
@@ -115,9 +122,15 @@ pub enum StoreError {
     DuplicateDocument(String),
     #[error("invalid query: {0}")]
     InvalidQuery(String),
-    /// The page's entries exceed [`PageQuery::max_bytes`].
+    /// The page's entries exceed [`PageQuery::max_bytes`]: the first `fitting` entries of the
+    /// page (in its order) fit, `first_unfit` is the one that does not, so that the caller can
+    /// be told how many to ask for, or which entry is too large on its own.
     #[error("the page holds more than {limit} bytes of entries")]
-    PageTooLarge { limit: usize },
+    PageTooLarge {
+        limit: usize,
+        fitting: u64,
+        first_unfit: UnfitEntry,
+    },
     /// The backend is down, timed out, or shutting down; retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -140,7 +153,15 @@ impl StoreError {
             StoreError::UnknownProcess(pid) => StoreError::UnknownProcess(pid.clone()),
             StoreError::DuplicateDocument(id) => StoreError::DuplicateDocument(id.clone()),
             StoreError::InvalidQuery(detail) => StoreError::InvalidQuery(detail.clone()),
-            StoreError::PageTooLarge { limit } => StoreError::PageTooLarge { limit: *limit },
+            StoreError::PageTooLarge {
+                limit,
+                fitting,
+                first_unfit,
+            } => StoreError::PageTooLarge {
+                limit: *limit,
+                fitting: *fitting,
+                first_unfit: first_unfit.clone(),
+            },
             StoreError::Unavailable(detail) => StoreError::Unavailable(detail.clone()),
             StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
             StoreError::Conflict(detail) => StoreError::Conflict(detail.clone()),

@@ -33,7 +33,8 @@ use futures::future::BoxFuture;
 use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
 
 use super::{
-    CreateOutcome, Entry, Page, PageQuery, PreparedEntry, Process, ProcessStore, StoreError,
+    CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
+    ProcessStore, StoreError,
 };
 use writer::Writer;
 
@@ -109,6 +110,18 @@ impl ProcessStore for EmbeddedStore {
 
     fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
         Box::pin(self.writer.append(entry))
+    }
+
+    fn process_info(&self, pid: &str) -> BoxFuture<'_, Result<Option<ProcessInfo>, StoreError>> {
+        let pid = pid.to_owned();
+        self.read(move |transaction| {
+            let processes = transaction.open_table(PROCESSES)?;
+            Ok(record::read_head(&processes, &pid)?.map(|head| head.info(pid)))
+        })
+    }
+
+    fn change_owners(&self, change: OwnerChange) -> BoxFuture<'_, Result<Entry, StoreError>> {
+        Box::pin(self.writer.change_owners(change))
     }
 
     fn entry(

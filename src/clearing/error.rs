@@ -79,6 +79,11 @@ impl From<ClearingError> for Rejection {
                     ),
                 )
             }
+            ClearingError::Store(StoreError::OwnersChanged(_)) => Rejection::new(
+                RejectionReason::BadParameters,
+                409,
+                format!("{message}; read them again (ch-ids-operation: info) and decide anew"),
+            ),
             ClearingError::Store(StoreError::Unavailable(reason)) => {
                 tracing::warn!(%reason, "store unavailable");
                 Rejection::with_default_status(

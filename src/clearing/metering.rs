@@ -17,7 +17,8 @@ use futures::future::BoxFuture;
 
 use crate::ids::MessageType;
 use crate::store::{
-    CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo, ProcessStore, StoreError,
+    CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
+    ProcessStore, StoreError,
 };
 
 pub(super) fn message_type(message_type: &MessageType) -> &'static str {

@@ -1,4 +1,4 @@
-//! `clearinghouse client create | log | query | get`: the requests a connector sends, over a
+//! `clearinghouse client create | log | query | get | info | owners`: the requests a connector sends, over a
 //! real IDSCP2 connection with the given certificates and DAT settings. Handy for trying a
 //! deployment and for scripts; a rejection exits with code 4 and prints the clearing house's
 //! error payload.
@@ -186,6 +186,30 @@ enum Request {
         #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new(), value_name = "DOCUMENT_ID")]
         id: String,
     },
+    /// Show a process: owners, creation time, number of entries, head (owners only).
+    #[command(after_help = EXIT_CODES)]
+    Info {
+        /// The process id: 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -
+        #[arg(long, value_parser = pid)]
+        pid: String,
+        /// Print only the owners, one per line
+        #[arg(long)]
+        owners_only: bool,
+    },
+    /// Replace the owners of a process (owners only); recorded in its chain, prints the receipt.
+    #[command(after_help = EXIT_CODES)]
+    Owners {
+        /// The process id: 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -
+        #[arg(long, value_parser = pid)]
+        pid: String,
+        /// An owner's client id (repeatable): the complete new set, which may leave us out
+        /// (`clearinghouse whoami --cert FILE` prints a certificate's id)
+        #[arg(long = "set", value_name = "CLIENT_ID", value_parser = owner, required = true)]
+        owners: Vec<String>,
+        /// Print only the receipt JWT instead of JSON with its decoded claims
+        #[arg(long)]
+        raw: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -321,6 +345,24 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             let document = reply.json().context("the result is not JSON")?;
             println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(())
+        }
+        Request::Info { pid, owners_only } => {
+            let reply = accepted(client.info(&pid).await?)?;
+            let info = reply.json().context("the result is not JSON")?;
+            match info["owners"].as_array() {
+                Some(owners) if owners_only => {
+                    owners
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .for_each(|owner| println!("{owner}"));
+                }
+                _ => println!("{}", serde_json::to_string_pretty(&info)?),
+            }
+            Ok(())
+        }
+        Request::Owners { pid, owners, raw } => {
+            let reply = accepted(client.set_owners(&pid, &owners).await?)?;
+            print_receipt(&reply, raw)
         }
     };
     client.close().await;

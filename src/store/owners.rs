@@ -95,7 +95,11 @@ mod tests {
 
     #[test]
     fn the_entry_of_a_change_records_the_owners_it_sets() {
-        let set = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect::<BTreeSet<_>>();
+        let set = |ids: &[&str]| {
+            ids.iter()
+                .map(|id| (*id).to_owned())
+                .collect::<BTreeSet<_>>()
+        };
         let change = OwnerChange::new(
             "p-1",
             "d-1".into(),
@@ -122,6 +126,9 @@ mod tests {
         assert_eq!(recorded_owners(&logged).unwrap(), None);
         let mut broken = entry;
         broken.payload = Bytes::from_static(b"{\"owners\": 1}");
-        assert!(matches!(recorded_owners(&broken), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            recorded_owners(&broken),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

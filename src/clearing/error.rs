@@ -215,6 +215,14 @@ mod tests {
                 ),
             ),
             (
+                ClearingError::Store(StoreError::OwnersChanged("p-1".into())),
+                (
+                    BadParameters,
+                    409,
+                    "the owners of process \"p-1\" changed meanwhile; read them again (ch-ids-operation: info) and decide anew",
+                ),
+            ),
+            (
                 ClearingError::Store(StoreError::Unavailable("down".into())),
                 (
                     TemporarilyNotAvailable,

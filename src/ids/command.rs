@@ -536,7 +536,9 @@ mod tests {
             let (Command::Create { pid: read, .. }
             | Command::Log { pid: read, .. }
             | Command::QueryPage { pid: read, .. }
-            | Command::QueryOne { pid: read, .. }) = command;
+            | Command::QueryOne { pid: read, .. }
+            | Command::ProcessInfo { pid: read }
+            | Command::SetOwners { pid: read, .. }) = command;
             assert_eq!(read, pid("p-1"), "{type_name}");
         }
     }
@@ -559,6 +561,105 @@ mod tests {
             b"x"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn an_info_operation_on_a_query_asks_for_the_process() {
+        let info = parse(
+            "ids:QueryMessage",
+            &[("ch-ids-pid", "p-1"), ("ch-ids-operation", "Info")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(info, Command::ProcessInfo { pid: pid("p-1") });
+        // Without the operation a query is what it always was.
+        let page = parse("ids:QueryMessage", &[("ch-ids-pid", "p-1")], b"").unwrap();
+        assert!(matches!(page, Command::QueryPage { .. }), "{page:?}");
+    }
+
+    #[test]
+    fn a_set_owners_operation_names_a_non_empty_set_of_owners() {
+        let json = [
+            ("ch-ids-pid", "p-1"),
+            ("ch-ids-operation", "set-owners"),
+            ("content-type", "application/json"),
+        ];
+        let command = parse(
+            "ids:RequestMessage",
+            &json,
+            br#"{"owners": ["urn:b", "urn:a"]}"#,
+        )
+        .unwrap();
+        let Command::SetOwners {
+            pid: changed,
+            owners,
+            stored_header,
+        } = command
+        else {
+            panic!("not an owner change: {command:?}");
+        };
+        assert_eq!(changed, pid("p-1"));
+        assert_eq!(owners, BTreeSet::from(["urn:a".into(), "urn:b".into()]));
+        assert_eq!(stored_header["@type"], "ids:RequestMessage");
+        assert!(stored_header.get("ids:securityToken").is_none());
+
+        let empty =
+            "set-owners needs Content-Type: application/json with a non-empty {\"owners\": [...]}";
+        for payload in [&br#"{"owners": []}"#[..], b"{}"] {
+            assert_rejected(parse("ids:RequestMessage", &json, payload), BAD, 400, empty);
+        }
+        assert_rejected(
+            parse("ids:RequestMessage", &json[..2], b""),
+            BAD,
+            400,
+            empty,
+        );
+        let over = [b' '; 65];
+        let rejection = parse("ids:RequestMessage", &json, &over).unwrap_err();
+        assert_eq!((rejection.reason, rejection.status), (BAD, 413));
+    }
+
+    #[test]
+    fn unknown_operations_and_operations_on_logs_are_refused() {
+        let message = |operation: &str| {
+            format!("ch-ids-operation \"{operation}\" is not known for this message type; send \"set-owners\" with ids:RequestMessage or \"info\" with ids:QueryMessage")
+        };
+        for (type_name, operation) in [
+            ("ids:RequestMessage", "info"),
+            ("ids:QueryMessage", "set-owners"),
+            ("ids:LogMessage", "info"),
+            ("ids:QueryMessage", "delete"),
+        ] {
+            assert_rejected(
+                parse(
+                    type_name,
+                    &[("ch-ids-pid", "p-1"), ("ch-ids-operation", operation)],
+                    b"x",
+                ),
+                BAD,
+                400,
+                &message(operation),
+            );
+        }
+    }
+
+    #[test]
+    fn the_payload_type_of_owner_changes_cannot_be_logged() {
+        for content_type in [
+            "application/vnd.clearinghouse.owners+json",
+            "Application/Vnd.Clearinghouse.Owners+JSON; charset=utf-8",
+        ] {
+            assert_rejected(
+                parse(
+                    "ids:LogMessage",
+                    &[("ch-ids-pid", "p-1"), ("Content-Type", content_type)],
+                    b"{}",
+                ),
+                BAD,
+                400,
+                "Content-Type application/vnd.clearinghouse.owners+json is reserved for owner changes (ch-ids-operation: set-owners)",
+            );
+        }
     }
 
     #[test]

@@ -652,7 +652,7 @@ async fn fitting_page(
 fn smaller_page_size(size: u64, read: u64) -> u64 {
     (1..=(size / 2).max(1))
         .rev()
-        .find(|candidate| read % candidate == 0)
+        .find(|candidate| read.is_multiple_of(*candidate))
         .unwrap_or(1)
 }
 

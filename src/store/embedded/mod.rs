@@ -1,8 +1,8 @@
 //! The embedded backend: one redb file, written by one thread with group commit.
 //!
 //! - this file: the store, its tables, and how [`ProcessStore`] maps onto them;
-//! - `writer`: the writer thread, which applies creations, appends and owner changes in batches, one fsync'd
-//!   write transaction per batch (group commit), and why a receipt can rely on it;
+//! - `writer`: the writer thread, which applies creations, appends and owner changes in batches,
+//!   one fsync'd write transaction per batch (group commit), and why a receipt can rely on it;
 //! - `record`: the binary records of processes and entries;
 //! - `reads`: entries, pages, export runs and owned processes, read from snapshots;
 //! - `usage`: the quota counters.

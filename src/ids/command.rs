@@ -6,6 +6,20 @@
 //! clearing house; the handlers never see a header, a parameter or a door. Whatever is wrong
 //! with a request that can be told without the store or the caller's quotas is refused here,
 //! with the same rejection whichever door it came through.
+//!
+//! Besides its default, a message type can ask for one more thing with `ch-ids-operation`
+//! (clients that do not send it get what they always got):
+//! - `ids:QueryMessage` + `ch-ids-operation: info` ([`Command::ProcessInfo`]): the process's
+//!   owners, creation time, number of entries and head (sequence and chain hash), as a
+//!   ResultMessage with `{"pid", "owners", "created_at", "entries", "head": {"sequence",
+//!   "chain_hash", "timestamp"}}`; for owners only, refused as a query is.
+//! - `ids:RequestMessage` + `ch-ids-operation: set-owners` with `Content-Type: application/json`
+//!   and `{"owners": [...]}` ([`Command::SetOwners`]): an owner replaces the owners of an
+//!   existing process. The change is an entry of the process's chain (payload type
+//!   `application/vnd.clearinghouse.owners+json`, see `store::owners`) and is answered with
+//!   its receipt, like a log. That payload type is reserved: a LogMessage cannot carry it.
+//!
+//! Any other operation, or one on a LogMessage, is refused with BAD_PARAMETERS.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +30,7 @@ use super::header::{MessageType, RequestHeader};
 use super::params::{ChParams, QueryParams};
 use super::pid::Pid;
 use super::rejection::{bad_parameter, too_large, Rejection, RejectionReason};
+use crate::store::OWNER_CHANGE_PAYLOAD_TYPE;
 
 /// One request, validated: each variant holds exactly what its handler needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +51,21 @@ pub enum Command {
     QueryPage { pid: Pid, spec: QueryParams },
     /// `ids:QueryMessage` with `ch-ids-id`: one entry by its document id.
     QueryOne { pid: Pid, id: String },
+    /// `ids:QueryMessage` with `ch-ids-operation: info`: the process itself.
+    ProcessInfo { pid: Pid },
+    /// `ids:RequestMessage` with `ch-ids-operation: set-owners`: replace the owners (never
+    /// empty) of an existing process, recorded in its chain.
+    SetOwners {
+        pid: Pid,
+        owners: BTreeSet<String>,
+        /// The request header as it is stored with the entry that records the change.
+        stored_header: Value,
+    },
 }
+
+/// `ch-ids-operation` values.
+const INFO: &str = "info";
+const SET_OWNERS: &str = "set-owners";
 
 /// Bounds on a command's payload, checked before the payload is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +85,20 @@ impl Command {
         payload: Bytes,
         limits: &PayloadLimits,
     ) -> Result<Command, Rejection> {
+        let operation = params.operation.as_deref();
+        let is = |name: &str| operation.is_some_and(|op| op.eq_ignore_ascii_case(name));
         match &header.message_type {
-            MessageType::Request => create(params, payload, limits),
-            MessageType::Log => log(header, params, payload, limits),
-            MessageType::Query => query(params),
+            MessageType::Request if operation.is_none() => create(params, payload, limits),
+            MessageType::Request if is(SET_OWNERS) => set_owners(header, params, payload, limits),
+            MessageType::Log if operation.is_none() => log(header, params, payload, limits),
+            MessageType::Query if operation.is_none() => query(params),
+            MessageType::Query if is(INFO) => Ok(Command::ProcessInfo { pid: params.pid()? }),
+            MessageType::Request | MessageType::Log | MessageType::Query => {
+                Err(bad_parameter(format!(
+                    "ch-ids-operation {:?} is not known for this message type; send {SET_OWNERS:?} with ids:RequestMessage or {INFO:?} with ids:QueryMessage",
+                    operation.unwrap_or_default(),
+                )))
+            }
             MessageType::Other(other) => Err(Rejection::with_default_status(
                 RejectionReason::MessageTypeNotSupported,
                 format!("{other} is not supported; send ids:RequestMessage, ids:LogMessage or ids:QueryMessage"),
@@ -70,6 +109,37 @@ impl Command {
 
 fn create(params: &ChParams, payload: Bytes, limits: &PayloadLimits) -> Result<Command, Rejection> {
     let pid = params.pid()?;
+    let owners = owners_payload(params, &payload, limits)?;
+    Ok(Command::Create { pid, owners })
+}
+
+fn set_owners(
+    header: &RequestHeader,
+    params: &ChParams,
+    payload: Bytes,
+    limits: &PayloadLimits,
+) -> Result<Command, Rejection> {
+    let pid = params.pid()?;
+    let owners = owners_payload(params, &payload, limits)?;
+    if owners.is_empty() {
+        return Err(bad_parameter(
+            "set-owners needs Content-Type: application/json with a non-empty {\"owners\": [...]}",
+        ));
+    }
+    Ok(Command::SetOwners {
+        pid,
+        owners,
+        stored_header: header.stored_form(),
+    })
+}
+
+/// The owners a create or set-owners payload names, once it is known to be within
+/// `limits.max_create_payload`.
+fn owners_payload(
+    params: &ChParams,
+    payload: &[u8],
+    limits: &PayloadLimits,
+) -> Result<BTreeSet<String>, Rejection> {
     let max_payload = limits.max_create_payload;
     if payload.len() > max_payload {
         return Err(too_large(
@@ -81,8 +151,7 @@ fn create(params: &ChParams, payload: Bytes, limits: &PayloadLimits) -> Result<C
             ),
         ));
     }
-    let owners = requested_owners(params, &payload)?;
-    Ok(Command::Create { pid, owners })
+    requested_owners(params, payload)
 }
 
 fn log(
@@ -96,6 +165,12 @@ fn log(
     if size == 0 {
         return Err(bad_parameter("the payload to log is empty"));
     }
+    let payload_type = params.content_type.clone().unwrap_or_default();
+    if media_type_is(&payload_type, OWNER_CHANGE_PAYLOAD_TYPE) {
+        return Err(bad_parameter(format!(
+            "Content-Type {OWNER_CHANGE_PAYLOAD_TYPE} is reserved for owner changes (ch-ids-operation: set-owners)"
+        )));
+    }
     if size > limits.max_log_payload {
         return Err(Rejection::new(
             RejectionReason::BadParameters,
@@ -108,7 +183,7 @@ fn log(
     }
     Ok(Command::Log {
         pid,
-        payload_type: params.content_type.clone().unwrap_or_default(),
+        payload_type,
         payload,
         stored_header: header.stored_form(),
     })
@@ -129,16 +204,23 @@ fn query(params: &ChParams) -> Result<Command, Rejection> {
     })
 }
 
+/// Whether `content_type` (parameters such as `charset` aside) is `media_type`.
+fn media_type_is(content_type: &str, media_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(media_type))
+}
+
 /// The owners named in the payload `{"owners": [...]}`; an empty payload names none.
 fn requested_owners(params: &ChParams, payload: &[u8]) -> Result<BTreeSet<String>, Rejection> {
     if payload.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let is_json = params.content_type.as_deref().is_some_and(|t| {
-        t.split(';')
-            .next()
-            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
-    });
+    let is_json = params
+        .content_type
+        .as_deref()
+        .is_some_and(|t| media_type_is(t, "application/json"));
     if !is_json {
         return Err(bad_parameter(
             "a payload needs Content-Type: application/json with {\"owners\": [...]}",
@@ -454,7 +536,9 @@ mod tests {
             let (Command::Create { pid: read, .. }
             | Command::Log { pid: read, .. }
             | Command::QueryPage { pid: read, .. }
-            | Command::QueryOne { pid: read, .. }) = command;
+            | Command::QueryOne { pid: read, .. }
+            | Command::ProcessInfo { pid: read }
+            | Command::SetOwners { pid: read, .. }) = command;
             assert_eq!(read, pid("p-1"), "{type_name}");
         }
     }
@@ -477,6 +561,105 @@ mod tests {
             b"x"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn an_info_operation_on_a_query_asks_for_the_process() {
+        let info = parse(
+            "ids:QueryMessage",
+            &[("ch-ids-pid", "p-1"), ("ch-ids-operation", "Info")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(info, Command::ProcessInfo { pid: pid("p-1") });
+        // Without the operation a query is what it always was.
+        let page = parse("ids:QueryMessage", &[("ch-ids-pid", "p-1")], b"").unwrap();
+        assert!(matches!(page, Command::QueryPage { .. }), "{page:?}");
+    }
+
+    #[test]
+    fn a_set_owners_operation_names_a_non_empty_set_of_owners() {
+        let json = [
+            ("ch-ids-pid", "p-1"),
+            ("ch-ids-operation", "set-owners"),
+            ("content-type", "application/json"),
+        ];
+        let command = parse(
+            "ids:RequestMessage",
+            &json,
+            br#"{"owners": ["urn:b", "urn:a"]}"#,
+        )
+        .unwrap();
+        let Command::SetOwners {
+            pid: changed,
+            owners,
+            stored_header,
+        } = command
+        else {
+            panic!("not an owner change: {command:?}");
+        };
+        assert_eq!(changed, pid("p-1"));
+        assert_eq!(owners, BTreeSet::from(["urn:a".into(), "urn:b".into()]));
+        assert_eq!(stored_header["@type"], "ids:RequestMessage");
+        assert!(stored_header.get("ids:securityToken").is_none());
+
+        let empty =
+            "set-owners needs Content-Type: application/json with a non-empty {\"owners\": [...]}";
+        for payload in [&br#"{"owners": []}"#[..], b"{}"] {
+            assert_rejected(parse("ids:RequestMessage", &json, payload), BAD, 400, empty);
+        }
+        assert_rejected(
+            parse("ids:RequestMessage", &json[..2], b""),
+            BAD,
+            400,
+            empty,
+        );
+        let over = [b' '; 65];
+        let rejection = parse("ids:RequestMessage", &json, &over).unwrap_err();
+        assert_eq!((rejection.reason, rejection.status), (BAD, 413));
+    }
+
+    #[test]
+    fn unknown_operations_and_operations_on_logs_are_refused() {
+        let message = |operation: &str| {
+            format!("ch-ids-operation \"{operation}\" is not known for this message type; send \"set-owners\" with ids:RequestMessage or \"info\" with ids:QueryMessage")
+        };
+        for (type_name, operation) in [
+            ("ids:RequestMessage", "info"),
+            ("ids:QueryMessage", "set-owners"),
+            ("ids:LogMessage", "info"),
+            ("ids:QueryMessage", "delete"),
+        ] {
+            assert_rejected(
+                parse(
+                    type_name,
+                    &[("ch-ids-pid", "p-1"), ("ch-ids-operation", operation)],
+                    b"x",
+                ),
+                BAD,
+                400,
+                &message(operation),
+            );
+        }
+    }
+
+    #[test]
+    fn the_payload_type_of_owner_changes_cannot_be_logged() {
+        for content_type in [
+            "application/vnd.clearinghouse.owners+json",
+            "Application/Vnd.Clearinghouse.Owners+JSON; charset=utf-8",
+        ] {
+            assert_rejected(
+                parse(
+                    "ids:LogMessage",
+                    &[("ch-ids-pid", "p-1"), ("Content-Type", content_type)],
+                    b"{}",
+                ),
+                BAD,
+                400,
+                "Content-Type application/vnd.clearinghouse.owners+json is reserved for owner changes (ch-ids-operation: set-owners)",
+            );
+        }
     }
 
     #[test]

@@ -154,6 +154,36 @@ pub fn page_payload(query: &QueryParams, total: u64, documents: Vec<Value>) -> V
     })
 }
 
+/// A process as the ResultMessage payload of a process-info query (`ch-ids-operation: info`).
+pub struct ProcessInfoDocument<'a> {
+    pub pid: &'a str,
+    /// Sorted.
+    pub owners: Vec<&'a str>,
+    pub created_at_ms: i64,
+    /// The latest entry's sequence: also the number of entries, owner changes included.
+    pub head_sequence: u64,
+    pub head_chain_hash: &'a [u8],
+}
+
+/// `{"pid", "owners", "created_at", "entries", "head": {"sequence", "chain_hash"}}`, the chain
+/// hash in hex as in receipts: a client compares it with its latest receipt's.
+pub fn process_info_payload(info: &ProcessInfoDocument) -> Value {
+    let created_at =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(info.created_at_ms) * 1_000_000)
+            .map(rfc3339_ms)
+            .unwrap_or_default();
+    json!({
+        "pid": info.pid,
+        "owners": info.owners,
+        "created_at": created_at,
+        "entries": info.head_sequence,
+        "head": {
+            "sequence": info.head_sequence,
+            "chain_hash": hex::encode(info.head_chain_hash),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,9 @@ pub mod reply;
 pub mod request;
 
 pub use command::{Command, PayloadLimits};
-pub use document::{log_document, page_payload, LogDocument};
+pub use document::{
+    log_document, page_payload, process_info_payload, LogDocument, ProcessInfoDocument,
+};
 pub use header::{HeaderError, MessageType, RequestHeader};
 pub use infomodel::compact_json;
 pub use params::{ChParams, DateBound, QueryParams, SortOrder};

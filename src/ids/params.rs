@@ -62,6 +62,9 @@ pub struct ChParams {
     pub sort: Option<String>,
     pub date_from: Option<String>,
     pub date_to: Option<String>,
+    /// `ch-ids-operation`: what a RequestMessage or QueryMessage asks for besides its default
+    /// (`set-owners`, `info`; see [`Command`](super::Command)).
+    pub operation: Option<String>,
     /// The bounds `pid()` and `query()` check against: those the parameters were parsed with.
     limits: ParamLimits,
 }
@@ -76,6 +79,7 @@ enum Param {
     Sort,
     DateFrom,
     DateTo,
+    Operation,
 }
 
 impl Param {
@@ -94,6 +98,7 @@ impl Param {
             "sort" => Some(Self::Sort),
             "date-from" => Some(Self::DateFrom),
             "date-to" => Some(Self::DateTo),
+            "operation" => Some(Self::Operation),
             _ => None,
         }
     }
@@ -108,6 +113,7 @@ impl Param {
             Self::Sort => "ch-ids-sort",
             Self::DateFrom => "ch-ids-date_from",
             Self::DateTo => "ch-ids-date_to",
+            Self::Operation => "ch-ids-operation",
         }
     }
 }
@@ -171,6 +177,7 @@ impl ChParams {
             Param::Sort => &mut self.sort,
             Param::DateFrom => &mut self.date_from,
             Param::DateTo => &mut self.date_to,
+            Param::Operation => &mut self.operation,
         }
     }
 

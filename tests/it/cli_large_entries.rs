@@ -5,9 +5,9 @@
 //! The server runs with a small frame limit (`idscp2.max_frame`, which sets the reply limit), so
 //! that a few entries of 60 kB already make a default page too large.
 
-mod cli_support;
 
-use cli_support::*;
+
+use crate::support::cli::*;
 use serde_json::Value;
 
 /// 256 KiB frames: replies of up to about 190 kB.

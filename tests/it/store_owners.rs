@@ -6,7 +6,7 @@
 //! The MongoDB checks need `CH_TEST_MONGODB_URI` (`scripts/test` starts a MongoDB-protocol
 //! server and sets it); without it they are skipped with a note, except in CI.
 
-mod support;
+
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use clearinghouse::store::{
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, Binary, DateTime, Document};
 use serde_json::json;
-use support::mongo::TestDatabase;
+use crate::support::mongo::TestDatabase;
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|id| (*id).to_owned()).collect()

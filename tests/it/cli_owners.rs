@@ -2,12 +2,12 @@
 //! `dev-pki` print the ids to name owners by, `client info` shows a process to its owners, and
 //! `client owners` changes them, recorded in the process's own chain with a receipt.
 
-mod cli_support;
+
 
 use std::path::Path;
 use std::process::Output;
 
-use cli_support::*;
+use crate::support::cli::*;
 use serde_json::Value;
 
 fn client(dir: &Path, server: &str, pki: &Path, name: &str, args: &[&str]) -> Output {

@@ -14,12 +14,14 @@
 //! - [`reply`]: reply headers and extra headers.
 //! - [`document`]: stored entries as `ids:LogMessage` documents, and the page payload.
 //! - [`request`]: the client side: request headers, and reading replies.
+//! - `jsonld`: the JSON-LD spellings of IDS names, read without a JSON-LD processor.
 //! - `infomodel`: the vocabulary all of them share: namespaces, date literals, JSON text.
 
 pub mod command;
 pub mod document;
 pub mod header;
 mod infomodel;
+mod jsonld;
 pub mod params;
 pub mod pid;
 pub mod rejection;

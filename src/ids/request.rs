@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::header::MessageType;
 use super::infomodel::compact_json;
+use super::jsonld::{reference, single, IdsNames};
 use super::reply::message_header;
 use crate::idscp2::proto::app::IdsMessage;
 
@@ -58,19 +59,29 @@ impl Reply {
     pub fn from_ids(message: &IdsMessage) -> Result<Reply, ReplyError> {
         let header: Value =
             serde_json::from_str(&message.header).map_err(|e| ReplyError(e.to_string()))?;
-        let message_type = header["@type"]
-            .as_str()
-            .ok_or_else(|| ReplyError("no @type".into()))?
-            .to_owned();
-        let reference = |value: &Value| {
-            value["@id"]
-                .as_str()
-                .or_else(|| value.as_str())
-                .map(str::to_owned)
+        let node = header
+            .as_object()
+            .ok_or_else(|| ReplyError("not a JSON object".into()))?;
+        let names = IdsNames::of(node);
+        let type_name = node
+            .get("@type")
+            .and_then(single)
+            .and_then(Value::as_str)
+            .ok_or_else(|| ReplyError("no @type".into()))?;
+        // Callers compare with the prefixed form, whichever spelling the peer chose.
+        let message_type = match names.term(type_name) {
+            Some(term) => format!("ids:{term}"),
+            None => type_name.to_owned(),
         };
-        let rejection_reason = reference(&header["ids:rejectionReason"])
+        let reference_of = |term: &str| -> Result<Option<String>, ReplyError> {
+            let value = names
+                .property(node, term)
+                .map_err(|e| ReplyError(e.to_string()))?;
+            Ok(value.and_then(reference))
+        };
+        let rejection_reason = reference_of("rejectionReason")?
             .map(|uri| uri.rsplit('/').next().unwrap_or_default().to_owned());
-        let correlation = reference(&header["ids:correlationMessage"]);
+        let correlation = reference_of("correlationMessage")?;
         Ok(Reply {
             message_type,
             rejection_reason,

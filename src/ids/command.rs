@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::header::{MessageType, RequestHeader};
+use super::owner::{check_owner_id, OwnerIdError};
 use super::params::{ChParams, QueryParams};
 use super::pid::Pid;
 use super::rejection::{bad_parameter, too_large, Rejection, RejectionReason};
@@ -157,12 +158,25 @@ fn requested_owners(params: &ChParams, payload: &[u8]) -> Result<BTreeSet<String
         Some(Value::Array(owners)) => owners
             .iter()
             .map(|owner| match owner {
-                Value::String(id) if !id.is_empty() => Ok(id.clone()),
+                Value::String(id) if !id.is_empty() => {
+                    check_owner_id(id).map_err(|error| invalid_owner(id, error))?;
+                    Ok(id.clone())
+                }
                 _ => Err(not_a_list()),
             })
             .collect(),
         Some(_) => Err(not_a_list()),
     }
+}
+
+/// Names the owner (its start, when it is long), escaped, as the client can find it in its list.
+fn invalid_owner(id: &str, error: OwnerIdError) -> Rejection {
+    const SHOWN: usize = 48;
+    let shown: String = id.chars().take(SHOWN).collect();
+    let more = if shown.len() < id.len() { "…" } else { "" };
+    bad_parameter(format!(
+        "owner {shown:?}{more} is not a connector id: {error}"
+    ))
 }
 
 #[cfg(test)]
@@ -325,6 +339,65 @@ mod tests {
                 "owners must be a list of non-empty strings",
             );
         }
+    }
+
+    #[test]
+    fn owners_that_no_connector_can_be_are_named_and_refused() {
+        let json = [("ch-ids-pid", "p-1"), ("content-type", "application/json")];
+        let payload = |owners: Value| json!({ "owners": owners }).to_string();
+        assert!(parse(
+            "ids:RequestMessage",
+            &json,
+            payload(json!(["D2:70:1A:keyid:CB:8C:0E", "urn:a"])).as_bytes()
+        )
+        .is_ok());
+        assert_rejected(
+            parse(
+                "ids:RequestMessage",
+                &json,
+                payload(json!(["urn:a", "d2:70:keyid:cb:8c"])).as_bytes(),
+            ),
+            BAD,
+            400,
+            "owner \"d2:70:keyid:cb:8c\" is not a connector id: an SKI:keyid:AKI id is uppercase hex bytes separated by colons, e.g. D2:70:1A:keyid:CB:8C:0E",
+        );
+        assert_rejected(
+            parse(
+                "ids:RequestMessage",
+                &json,
+                payload(json!(["D2:70:keyid:CB:8C\n"])).as_bytes(),
+            ),
+            BAD,
+            400,
+            "owner \"D2:70:keyid:CB:8C\\n\" is not a connector id: it contains '\\n'; connector ids are printable ASCII without blanks",
+        );
+        // Too long for LIMITS' create payload: parsed with a larger bound.
+        let long = "x".repeat(300);
+        let limits = PayloadLimits {
+            max_create_payload: 1024,
+            ..LIMITS
+        };
+        let extra = [
+            HeaderEntry {
+                name: "ch-ids-pid".into(),
+                value: "p-1".into(),
+            },
+            HeaderEntry {
+                name: "content-type".into(),
+                value: "application/json".into(),
+            },
+        ];
+        let params = ChParams::parse(&extra, &ParamLimits::default()).unwrap();
+        let body = Bytes::from(payload(json!([long])));
+        let rejection =
+            Command::parse(&header("ids:RequestMessage"), &params, body, &limits).unwrap_err();
+        assert_eq!(
+            rejection.message,
+            format!(
+                "owner \"{}\"… is not a connector id: it is longer than 256 characters",
+                "x".repeat(48)
+            )
+        );
     }
 
     #[test]

@@ -206,12 +206,8 @@ mod tests {
         .unwrap()
     }
 
-    /// A request as a door receives it: the header's type, extra headers, payload.
-    fn parse(
-        type_name: &str,
-        pairs: &[(&str, &str)],
-        payload: &[u8],
-    ) -> Result<Command, Rejection> {
+    /// The parameters of a request with these extra headers.
+    fn params(pairs: &[(&str, &str)]) -> Result<ChParams, Rejection> {
         let extra: Vec<HeaderEntry> = pairs
             .iter()
             .map(|(name, value)| HeaderEntry {
@@ -219,7 +215,16 @@ mod tests {
                 value: (*value).to_owned(),
             })
             .collect();
-        let params = ChParams::parse(&extra, &ParamLimits::default())?;
+        ChParams::parse(&extra, &ParamLimits::default())
+    }
+
+    /// A request as a door receives it: the header's type, extra headers, payload.
+    fn parse(
+        type_name: &str,
+        pairs: &[(&str, &str)],
+        payload: &[u8],
+    ) -> Result<Command, Rejection> {
+        let params = params(pairs)?;
         Command::parse(
             &header(type_name),
             &params,
@@ -377,17 +382,7 @@ mod tests {
             max_create_payload: 1024,
             ..LIMITS
         };
-        let extra = [
-            HeaderEntry {
-                name: "ch-ids-pid".into(),
-                value: "p-1".into(),
-            },
-            HeaderEntry {
-                name: "content-type".into(),
-                value: "application/json".into(),
-            },
-        ];
-        let params = ChParams::parse(&extra, &ParamLimits::default()).unwrap();
+        let params = params(&json).unwrap();
         let body = Bytes::from(payload(json!([long])));
         let rejection =
             Command::parse(&header("ids:RequestMessage"), &params, body, &limits).unwrap_err();
@@ -584,17 +579,19 @@ mod tests {
             "LogMessage" => (&[("ch-ids-pid", "p-1")], b"x"),
             _ => (&[("ch-ids-pid", "p-1"), ("ch-ids-page", "2")], b""),
         };
-        let extra: Vec<HeaderEntry> = pairs
-            .iter()
-            .map(|(name, value)| HeaderEntry {
-                name: (*name).to_owned(),
-                value: (*value).to_owned(),
-            })
-            .collect();
-        let params = ChParams::parse(&extra, &ParamLimits::default())?;
+        let params = params(pairs)?;
         let command = Command::parse(&header, &params, Bytes::copy_from_slice(payload), &LIMITS)?;
         Ok((header, command))
     }
+
+    /// What a request header says, without the JSON it said it in.
+    fn fields(h: &RequestHeader) -> impl PartialEq + std::fmt::Debug + '_ {
+        let fields = (&h.message_type, &h.id, &h.issuer_connector, &h.sender_agent);
+        (fields, &h.security_token)
+    }
+
+    /// A spelling's name, the header's `@context`, and how it writes an IDS term.
+    type Spelling<'a> = (&'a str, Option<Value>, &'a dyn Fn(&str) -> String);
 
     const KINDS: [&str; 3] = ["RequestMessage", "LogMessage", "QueryMessage"];
     const IDS: &str = "https://w3id.org/idsa/core/";
@@ -606,7 +603,7 @@ mod tests {
         let full = |t: &str| format!("{IDS}{t}");
         let bare = |t: &str| t.to_owned();
         let own_prefix = |t: &str| format!("idsc:{t}");
-        let spellings: [(&str, Option<Value>, &dyn Fn(&str) -> String); 9] = [
+        let spellings: [Spelling; 9] = [
             ("prefix, no context", None, &prefixed),
             ("full IRI", None, &full),
             ("full IRI, IDS context", Some(json!(IDS_CONTEXT)), &full),
@@ -628,10 +625,6 @@ mod tests {
                 let header = spelled(context.clone(), name, kind);
                 let (read, command) = command_of(&header, kind)
                     .unwrap_or_else(|r| panic!("{kind}, {spelling}: {}", r.message));
-                fn fields(h: &RequestHeader) -> impl PartialEq + std::fmt::Debug + '_ {
-                    let fields = (&h.message_type, &h.id, &h.issuer_connector, &h.sender_agent);
-                    (fields, &h.security_token)
-                }
                 assert_eq!(
                     fields(&read),
                     fields(&reference_header),
@@ -672,16 +665,16 @@ mod tests {
             "ids:senderAgent": [{"@id": "https://agent.example/"}],
             "ids:securityToken": [{"ids:tokenValue": [{"@value": "eyJ.dat"}]}],
         });
+        let unwrapped = json!({
+            "@type": "ids:LogMessage",
+            "@id": "urn:m:1",
+            "ids:issuerConnector": "https://connector.example/",
+            "ids:senderAgent": {"@id": "https://agent.example/"},
+            "ids:securityToken": {"ids:tokenValue": "eyJ.dat"},
+        });
         let (header, command) = command_of(&wrapped, "LogMessage").unwrap();
-        assert_eq!(header.message_type, MessageType::Log);
-        assert_eq!(
-            header.issuer_connector.as_deref(),
-            Some("https://connector.example/")
-        );
-        assert_eq!(
-            header.sender_agent.as_deref(),
-            Some("https://agent.example/")
-        );
+        let (expected, _) = command_of(&unwrapped, "LogMessage").unwrap();
+        assert_eq!(fields(&header), fields(&expected));
         assert_eq!(header.security_token.as_deref(), Some("eyJ.dat"));
         let Command::Log { stored_header, .. } = command else {
             panic!("not a log: {command:?}");

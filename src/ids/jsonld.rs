@@ -67,11 +67,7 @@ impl IdsNames {
 
     fn add_context(&mut self, context: &Value) {
         match context {
-            Value::String(url) => {
-                if is_ids_context_document(url) {
-                    self.bare_terms = true;
-                }
-            }
+            Value::String(url) if is_ids_context_document(url) => self.bare_terms = true,
             Value::Object(definitions) => {
                 for (term, definition) in definitions {
                     let iri = match definition {

@@ -40,7 +40,8 @@ pub fn request_header(ctx: &RequestContext, message_type: &MessageType) -> Strin
 /// A reply as a client reads it.
 #[derive(Debug, Clone)]
 pub struct Reply {
-    /// The header's `@type`, e.g. `ids:ResultMessage`.
+    /// The header's `@type` in the prefixed form, e.g. `ids:ResultMessage`, whichever JSON-LD
+    /// spelling the peer wrote it in (another namespace's type is kept as sent).
     pub message_type: String,
     /// For a RejectionMessage, the reason code (`NOT_FOUND`, ...).
     pub rejection_reason: Option<String>,
@@ -115,6 +116,8 @@ impl Reply {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::ids::{rejection_header, RejectionReason, ReplyContext, RequestHeader};
 
@@ -137,6 +140,26 @@ mod tests {
             assert_eq!(header.issuer_connector.as_deref(), Some(ctx.connector_id));
             assert_eq!(header.sender_agent.as_deref(), Some(ctx.sender_agent));
         }
+    }
+
+    #[test]
+    fn a_reply_in_another_spelling_reads_as_the_prefixed_one() {
+        let header = json!({
+            "@context": "https://w3id.org/idsa/contexts/context.jsonld",
+            "@type": ["https://w3id.org/idsa/core/RejectionMessage"],
+            "@id": "urn:reply:1",
+            "rejectionReason": {"@id": "https://w3id.org/idsa/code/NOT_FOUND"},
+            "https://w3id.org/idsa/core/correlationMessage": [{"@id": "urn:request:1"}],
+        });
+        let message = IdsMessage {
+            header: header.to_string(),
+            payload: Bytes::new(),
+            extra_headers: vec![],
+        };
+        let reply = Reply::from_ids(&message).unwrap();
+        assert_eq!(reply.message_type, "ids:RejectionMessage");
+        assert_eq!(reply.rejection_reason.as_deref(), Some("NOT_FOUND"));
+        assert_eq!(reply.correlation.as_deref(), Some("urn:request:1"));
     }
 
     #[test]

@@ -9,17 +9,21 @@
 //! - [`header`]: reading a request header, and the token-free form that is stored.
 //! - [`params`]: the `ch-ids-*` parameters and their validation.
 //! - [`pid`]: the process id, valid by construction.
+//! - [`owner`]: which strings can name a connector as an owner.
 //! - [`command`]: a request read once into what it asks for.
 //! - [`rejection`]: why a request fails, and what the client is told.
 //! - [`reply`]: reply headers and extra headers.
 //! - [`document`]: stored entries as `ids:LogMessage` documents, and the page payload.
 //! - [`request`]: the client side: request headers, and reading replies.
+//! - `jsonld`: the JSON-LD spellings of IDS names, read without a JSON-LD processor.
 //! - `infomodel`: the vocabulary all of them share: namespaces, date literals, JSON text.
 
 pub mod command;
 pub mod document;
 pub mod header;
 mod infomodel;
+mod jsonld;
+pub mod owner;
 pub mod params;
 pub mod pid;
 pub mod rejection;
@@ -32,6 +36,7 @@ pub use document::{
 };
 pub use header::{HeaderError, MessageType, RequestHeader};
 pub use infomodel::compact_json;
+pub use owner::{check_owner_id, OwnerIdError};
 pub use params::{ChParams, DateBound, QueryParams, SortOrder};
 pub use pid::{Pid, PidError};
 pub use rejection::{ExceededLimit, Rejection, RejectionReason};

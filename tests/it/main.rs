@@ -32,6 +32,7 @@ mod hostile_transport;
 mod idscp2_dat;
 mod idscp2_example;
 mod idscp2_transport;
+mod jsonld_spellings;
 mod mongodb_service;
 mod mongodb_store;
 mod pki_tls;

@@ -3,7 +3,7 @@
 //! logs and queries like one writing `ids:`, gets verifiable receipts, and its header is stored
 //! as sent without its token.
 
-mod support;
+
 
 use bytes::Bytes;
 use clearinghouse::ids::Reply;
@@ -12,7 +12,7 @@ use clearinghouse::idscp2::proto::app::{
 };
 use clearinghouse::store::ProcessStore;
 use serde_json::{json, Value};
-use support::clearing::*;
+use crate::support::clearing::*;
 
 const IDS: &str = "https://w3id.org/idsa/core/";
 const IDS_CONTEXT: &str = "https://w3id.org/idsa/contexts/context.jsonld";

@@ -20,7 +20,7 @@ use super::Failure;
 use super::EXIT_CODES;
 use crate::client::{ClearingHouseClient, QueryOptions};
 use crate::ids::params::{ChParams, DateBound, ParamLimits};
-use crate::ids::Reply;
+use crate::ids::{check_owner_id, Reply};
 use crate::idscp2::client::{connect, ClientConfig, ClientError};
 use crate::idscp2::dat::{
     daps_http_client, DapsIssuer, DapsIssuerConfig, DapsVerifier, DapsVerifierConfig, DatIssuer,
@@ -259,12 +259,11 @@ fn date(text: &str) -> Result<String, String> {
         .ok_or_else(|| "expected a date (YYYY-MM-DD) or an RFC 3339 instant".into())
 }
 
-/// `--owner`: a client id has no spaces or control characters.
+/// `--owner`: checked as the clearing house checks the owners of a process.
 fn owner(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("expected a client id (SKI:keyid:AKI), without spaces".into());
-    }
-    Ok(text.to_owned())
+    check_owner_id(text)
+        .map(|()| text.to_owned())
+        .map_err(|error| format!("not a connector id: {error}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

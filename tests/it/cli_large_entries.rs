@@ -5,8 +5,6 @@
 //! The server runs with a small frame limit (`idscp2.max_frame`, which sets the reply limit), so
 //! that a few entries of 60 kB already make a default page too large.
 
-
-
 use crate::support::cli::*;
 use serde_json::Value;
 

@@ -2,8 +2,6 @@
 //! `dev-pki` print the ids to name owners by, `client info` shows a process to its owners, and
 //! `client owners` changes them, recorded in the process's own chain with a receipt.
 
-
-
 use std::path::Path;
 use std::process::Output;
 

@@ -3,8 +3,7 @@
 //! logs and queries like one writing `ids:`, gets verifiable receipts, and its header is stored
 //! as sent without its token.
 
-
-
+use crate::support::clearing::*;
 use bytes::Bytes;
 use clearinghouse::ids::Reply;
 use clearinghouse::idscp2::proto::app::{
@@ -12,7 +11,6 @@ use clearinghouse::idscp2::proto::app::{
 };
 use clearinghouse::store::ProcessStore;
 use serde_json::{json, Value};
-use crate::support::clearing::*;
 
 const IDS: &str = "https://w3id.org/idsa/core/";
 const IDS_CONTEXT: &str = "https://w3id.org/idsa/contexts/context.jsonld";

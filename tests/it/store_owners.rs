@@ -6,11 +6,10 @@
 //! The MongoDB checks need `CH_TEST_MONGODB_URI` (`scripts/test` starts a MongoDB-protocol
 //! server and sets it); without it they are skipped with a note, except in CI.
 
-
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::support::mongo::TestDatabase;
 use bytes::Bytes;
 use clearinghouse::store::chain::{self, verify_chain, ChainHead, LinkFields};
 use clearinghouse::store::{
@@ -20,7 +19,6 @@ use clearinghouse::store::{
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, Binary, DateTime, Document};
 use serde_json::json;
-use crate::support::mongo::TestDatabase;
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|id| (*id).to_owned()).collect()

@@ -38,7 +38,7 @@ pub(super) const DEFAULT_SERVER_NAME: &str = "localhost";
 const ALL_PAGE_SIZE: u64 = 1000;
 
 #[derive(Debug, clap::Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     #[command(flatten)]
     connect: ConnectArgs,
     #[command(subcommand)]
@@ -246,7 +246,7 @@ enum OutputFormat {
     Json,
 }
 
-pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
     super::logging::init_quiet();
     if let Request::Query {
         from: Some(from),

@@ -139,6 +139,30 @@ impl ClearingHouseClient {
             .await
     }
 
+    /// `ids:QueryMessage` with `ch-ids-operation: info`: owners, creation time, entries and
+    /// head of `pid`.
+    pub(crate) async fn info(&mut self, pid: &str) -> Result<Reply, RequestError> {
+        let headers = vec![pid_header(pid), header("ch-ids-operation", "info")];
+        self.request(MessageType::Query, headers, Bytes::new())
+            .await
+    }
+
+    /// `ids:RequestMessage` with `ch-ids-operation: set-owners`: replaces the owners of `pid`
+    /// with `owners`; the reply carries the receipt of the entry that records the change.
+    pub(crate) async fn set_owners(
+        &mut self,
+        pid: &str,
+        owners: &[String],
+    ) -> Result<Reply, RequestError> {
+        let headers = vec![
+            pid_header(pid),
+            header("ch-ids-operation", "set-owners"),
+            header("Content-Type", "application/json"),
+        ];
+        let payload = Bytes::from(json!({ "owners": owners }).to_string());
+        self.request(MessageType::Request, headers, payload).await
+    }
+
     /// `ids:QueryMessage` for the one entry `id` of `pid`.
     pub async fn get(&mut self, pid: &str, id: &str) -> Result<Reply, RequestError> {
         let headers = vec![pid_header(pid), header("ch-ids-id", id)];

@@ -4,7 +4,8 @@
 //! [`ClearingHouse`] runs `Command`s: a front door reads a request into one (see
 //! `crate::ids::command`), has the caller admitted (`ClearingHouse::admit`) and calls
 //! `ClearingHouse::execute`, which hands the command to its handler: `create`
-//! (RequestMessage), `log` (LogMessage), `query` (QueryMessage). What can go wrong there becomes
+//! (RequestMessage), `log` (LogMessage), `query` (QueryMessage), `owners` (a process's owners
+//! and head, and owner changes). What can go wrong there becomes
 //! a [`Rejection`] in one place (`error.rs`); the door renders the `Outcome` or the rejection in
 //! its own framing.
 //!
@@ -24,6 +25,7 @@ mod error;
 mod log;
 mod metering;
 mod offload;
+mod owners;
 mod query;
 pub(crate) mod quota;
 mod request;
@@ -172,6 +174,12 @@ impl ClearingHouse {
             }
             Command::QueryPage { pid, spec } => self.query_page(caller, pid, spec).await,
             Command::QueryOne { pid, id } => self.query_one(caller, pid, id).await,
+            Command::ProcessInfo { pid } => self.process_info(caller, pid).await,
+            Command::SetOwners {
+                pid,
+                owners,
+                stored_header,
+            } => self.set_owners(caller, pid, owners, stored_header).await,
         }?;
         if outcome.payload.len() > self.max_reply {
             return Err(ClearingError::ReplyTooLarge {

@@ -70,11 +70,16 @@ pub(crate) fn run(args: DevPkiArgs) -> anyhow::Result<()> {
     println!("  server key:         {}", pki.server_key().display());
     println!("  receipt key:        {}", pki.receipt_key().display());
     for name in &options.clients {
+        let certificate = pki.client_cert(name);
         println!(
             "  client {name}: {} {}",
-            pki.client_cert(name).display(),
+            certificate.display(),
             pki.client_key(name).display()
         );
+        // The id to name this client by as an owner (see `clearinghouse whoami`).
+        if let Ok(id) = super::whoami::connector_id(&certificate) {
+            println!("    connector id: {id}");
+        }
     }
     Ok(())
 }

@@ -12,8 +12,9 @@ mod jwks;
 mod logging;
 pub mod report;
 mod serve;
-mod setup;
+pub(crate) mod setup;
 mod verify;
+mod whoami;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,9 @@ enum Command {
     /// Print the receipt JWKS (current and retired keys) the configuration publishes.
     #[command(after_help = EXIT_CODES)]
     Jwks(jwks::JwksArgs),
+    /// Print the connector id (SKI:keyid:AKI) the clearing house derives for a certificate.
+    #[command(after_help = EXIT_CODES)]
+    Whoami(whoami::WhoamiArgs),
 }
 
 /// Where the configuration comes from, for the subcommands that read it.
@@ -134,6 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::run(args).await,
         Command::DevPki(args) => dev_pki::run(args),
         Command::Jwks(args) => jwks::run(args),
+        Command::Whoami(args) => whoami::run(args),
     }
 }
 

@@ -9,17 +9,21 @@
 //! - `header`: reading a request header, and the token-free form that is stored.
 //! - [`params`]: the `ch-ids-*` parameters and their validation.
 //! - `pid`: the process id, valid by construction.
+//! - `owner`: which strings can name a connector as an owner.
 //! - `command`: a request read once into what it asks for.
 //! - `rejection`: why a request fails, and what the client is told.
 //! - `reply`: reply headers and extra headers.
 //! - `document`: stored entries as `ids:LogMessage` documents, and the page payload.
 //! - `request`: the client side: request headers, and reading replies.
+//! - `jsonld`: the JSON-LD spellings of IDS names, read without a JSON-LD processor.
 //! - `infomodel`: the vocabulary all of them share: namespaces, date literals, JSON text.
 
 pub(crate) mod command;
 pub(crate) mod document;
 pub(crate) mod header;
 mod infomodel;
+mod jsonld;
+pub(crate) mod owner;
 pub mod params;
 pub(crate) mod pid;
 pub(crate) mod rejection;
@@ -28,9 +32,11 @@ pub(crate) mod request;
 
 pub(crate) use command::{Command, PayloadLimits};
 pub use document::page_payload;
-pub(crate) use document::{log_document, LogDocument};
+pub(crate) use document::{log_document, process_info_payload, LogDocument, ProcessInfoDocument};
 pub use header::{HeaderError, MessageType, RequestHeader};
 pub(crate) use infomodel::compact_json;
+pub use jsonld::DuplicateProperty;
+pub(crate) use owner::check_owner_id;
 pub use params::{ChParams, QueryParams, SortOrder};
 pub use pid::Pid;
 pub use rejection::{Rejection, RejectionReason};

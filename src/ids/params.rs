@@ -68,6 +68,9 @@ pub struct ChParams {
     pub date_from: Option<String>,
     /// `ch-ids-date_to`: the latest entries to include.
     pub date_to: Option<String>,
+    /// `ch-ids-operation`: what a RequestMessage or QueryMessage asks for besides its default
+    /// (`set-owners`, `info`; see [`Command`](super::Command)).
+    pub(crate) operation: Option<String>,
     /// The bounds `pid()` and `query()` check against: those the parameters were parsed with.
     limits: ParamLimits,
 }
@@ -82,6 +85,7 @@ enum Param {
     Sort,
     DateFrom,
     DateTo,
+    Operation,
 }
 
 impl Param {
@@ -100,6 +104,7 @@ impl Param {
             "sort" => Some(Self::Sort),
             "date-from" => Some(Self::DateFrom),
             "date-to" => Some(Self::DateTo),
+            "operation" => Some(Self::Operation),
             _ => None,
         }
     }
@@ -114,6 +119,7 @@ impl Param {
             Self::Sort => "ch-ids-sort",
             Self::DateFrom => "ch-ids-date_from",
             Self::DateTo => "ch-ids-date_to",
+            Self::Operation => "ch-ids-operation",
         }
     }
 }
@@ -177,6 +183,7 @@ impl ChParams {
             Param::Sort => &mut self.sort,
             Param::DateFrom => &mut self.date_from,
             Param::DateTo => &mut self.date_to,
+            Param::Operation => &mut self.operation,
         }
     }
 

@@ -69,17 +69,18 @@ pub struct PreparedEntry {
 }
 
 impl PreparedEntry {
-    pub(crate) fn entry(&self) -> &NewEntry {
+    /// The entry as the caller asked for it.
+    pub fn entry(&self) -> &NewEntry {
         &self.entry
     }
 
     /// The payload's SHA-256, as the entry hash and the receipt's `payload_hash` claim take it.
-    pub(crate) fn payload_sha256(&self) -> &[u8; 32] {
+    pub fn payload_sha256(&self) -> &[u8; 32] {
         &self.payload_sha256
     }
 
     /// The header's canonical JSON, as the entry hash takes it and the backends store it.
-    pub(crate) fn canonical_header(&self) -> &str {
+    pub fn canonical_header(&self) -> &str {
         &self.canonical_header
     }
 

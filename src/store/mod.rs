@@ -12,6 +12,7 @@
 //! - [`embedded`]: a single-file backend on redb with group commit.
 //! - `mongodb`: the production backend on MongoDB, shared by several clearing-house instances
 //!   (compare-and-swap on each process head, majority and journaled writes).
+//! - `owners`: owner changes, which are entries of their process's chain as well.
 //! - `usage`: per-connector usage counters behind the quotas, kept by both backends.
 //!
 //! Backends never see tokens or decide who may do what: callers strip the security tokens from
@@ -26,12 +27,14 @@ pub mod chain;
 pub mod embedded;
 mod entry;
 pub(crate) mod mongodb;
+mod owners;
 mod query;
 pub(crate) mod usage;
 
 pub use embedded::EmbeddedStore;
 pub use entry::{NewEntry, PreparedEntry};
 pub use mongodb::{MongoConfig, MongoStore};
+pub use owners::{OwnerChange, OWNER_CHANGE_PAYLOAD_TYPE};
 pub use usage::{Usage, UsageStore};
 
 /// Now, in UTC milliseconds: the clock every backend stamps entries and processes with.
@@ -49,6 +52,16 @@ pub struct Process {
     pub owners: BTreeSet<String>,
     /// When the process was created, UTC milliseconds.
     pub created_at_ms: i64,
+}
+
+/// A process and the state of its chain: what an owner's process-info query shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The process.
+    pub process: Process,
+    /// The latest entry's sequence (0 without entries, so also the number of entries) and
+    /// chain hash (the genesis hash without entries).
+    pub head: chain::ChainHead,
 }
 
 /// A stored log entry, as appended and as returned by every read.
@@ -124,6 +137,15 @@ pub enum CreateOutcome {
     Exists(Process),
 }
 
+/// The entry a page stopped at because it would not fit [`PageQuery::max_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfitEntry {
+    /// The entry's sequence number.
+    pub sequence: u64,
+    /// The entry's document id.
+    pub document_id: String,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -136,11 +158,17 @@ pub enum StoreError {
     /// The query cannot be run as asked.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
-    /// The page's entries exceed [`PageQuery::max_bytes`].
+    /// The page's entries exceed [`PageQuery::max_bytes`]: the first `fitting` entries of the
+    /// page (in its order) fit, `first_unfit` is the one that does not, so that the caller can
+    /// be told how many to ask for, or which entry is too large on its own.
     #[error("the page holds more than {limit} bytes of entries")]
     PageTooLarge {
         /// [`PageQuery::max_bytes`].
         limit: usize,
+        /// How many entries of the page fit.
+        fitting: u64,
+        /// The first entry that does not.
+        first_unfit: UnfitEntry,
     },
     /// The backend is down, timed out, or shutting down; retrying later may succeed.
     #[error("store unavailable: {0}")]
@@ -148,6 +176,9 @@ pub enum StoreError {
     /// Stored data does not decode or contradicts itself; needs an operator.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+    /// An owner change found other owners than the ones it was decided on.
+    #[error("the owners of process {0:?} changed meanwhile")]
+    OwnersChanged(String),
     /// Concurrent writers kept winning the race for a process head (backends that use
     /// compare-and-swap across instances, such as MongoDB).
     #[error("conflicting concurrent update: {0}")]
@@ -165,10 +196,19 @@ impl StoreError {
             StoreError::UnknownProcess(pid) => StoreError::UnknownProcess(pid.clone()),
             StoreError::DuplicateDocument(id) => StoreError::DuplicateDocument(id.clone()),
             StoreError::InvalidQuery(detail) => StoreError::InvalidQuery(detail.clone()),
-            StoreError::PageTooLarge { limit } => StoreError::PageTooLarge { limit: *limit },
+            StoreError::PageTooLarge {
+                limit,
+                fitting,
+                first_unfit,
+            } => StoreError::PageTooLarge {
+                limit: *limit,
+                fitting: *fitting,
+                first_unfit: first_unfit.clone(),
+            },
             StoreError::Unavailable(detail) => StoreError::Unavailable(detail.clone()),
             StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
             StoreError::Conflict(detail) => StoreError::Conflict(detail.clone()),
+            StoreError::OwnersChanged(pid) => StoreError::OwnersChanged(pid.clone()),
             StoreError::Io(error) => {
                 StoreError::Io(std::io::Error::new(error.kind(), error.to_string()))
             }
@@ -189,6 +229,17 @@ pub trait ProcessStore: Send + Sync + 'static {
 
     /// The process `pid`, if it exists.
     fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>>;
+
+    /// The process with the head of its chain, read fresh (never from a cache).
+    fn process_info(&self, pid: &str) -> BoxFuture<'_, Result<Option<ProcessInfo>, StoreError>>;
+
+    /// Atomically, as one write: appends `change.entry` as [`append`](Self::append) does and
+    /// replaces the process's owners with `change.owners`, so that the chain records every
+    /// owner change and no change happens without its entry. Fails with
+    /// [`StoreError::OwnersChanged`] (writing nothing) unless the owners are still
+    /// `change.previous`, so that a change decided on owners read earlier cannot undo one made
+    /// meanwhile; otherwise fails as `append` does.
+    fn change_owners(&self, change: OwnerChange) -> BoxFuture<'_, Result<Entry, StoreError>>;
 
     /// Atomically: assigns the next sequence (1, 2, 3, ... no gaps per process), the timestamp
     /// (now in UTC ms, but never earlier than the process's previous entry, so that timestamps

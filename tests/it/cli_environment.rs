@@ -1,8 +1,6 @@
 //! `CH_` variables that belong to someone else (Kubernetes' service links, the test suite's own)
 //! do not stop the binary; one that names a section but no setting still does.
 
-
-
 use crate::support::cli::*;
 
 /// What Kubernetes injects for a Service named `ch`, and what `scripts/test` exports.

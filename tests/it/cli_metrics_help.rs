@@ -1,7 +1,5 @@
 //! `/metrics` of the real server describes every metric: each `# TYPE` line has its `# HELP`.
 
-
-
 use crate::support::cli::*;
 
 #[test]

@@ -2,8 +2,6 @@
 //! of their choice, server names added to a development PKI, a printed client command that works
 //! for the PKI in use, help that explains itself, and one-line messages without doubled text.
 
-
-
 use std::path::Path;
 
 use crate::support::cli::*;

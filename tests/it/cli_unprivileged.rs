@@ -2,8 +2,6 @@
 //! container whose volume Docker created root-owned: the message must name the path and give the
 //! operating system's reason, or the operator cannot tell a permission problem from anything else.
 
-
-
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::process::Command;
 

@@ -2,8 +2,6 @@
 //! completes a handshake with the real clearing-house binary: the crate works for a connector
 //! that knows nothing of the clearing house.
 
-
-
 // The example's `main` is for `cargo run`; this test calls its `handshake`.
 #[allow(dead_code)]
 #[path = "../../crates/idscp2/examples/client.rs"]
@@ -11,8 +9,8 @@ mod example_client;
 
 use std::path::Path;
 
-use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
 use crate::support::cli::{dev_pki, Serve};
+use clearinghouse::idscp2::tls::{PeerCertificate, TlsIdentity};
 
 fn connector_id_of(cert: &Path, key: &Path) -> String {
     let identity = TlsIdentity::from_pem_files(cert, key).unwrap();

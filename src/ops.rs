@@ -30,7 +30,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Installs the process-wide Prometheus recorder and describes every metric, so that `/metrics`
 /// has a `# HELP` line for each. No exporter listener is started: the handle is rendered by
 /// `/metrics` here.
-pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
+pub(crate) fn install_metrics() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)?
         .install_recorder()?;
@@ -98,14 +98,14 @@ fn describe_metrics() {
 }
 
 #[derive(Clone)]
-pub struct OpsState {
-    pub store: Arc<dyn ProcessStore>,
-    pub metrics: PrometheusHandle,
-    pub jwks: Arc<Value>,
-    pub quotas: Arc<Quotas>,
+pub(crate) struct OpsState {
+    pub(crate) store: Arc<dyn ProcessStore>,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) jwks: Arc<Value>,
+    pub(crate) quotas: Arc<Quotas>,
 }
 
-pub fn router(state: OpsState) -> Router {
+pub(crate) fn router(state: OpsState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -115,7 +115,7 @@ pub fn router(state: OpsState) -> Router {
 }
 
 /// Serves the endpoint on `listener` until `shutdown` completes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: OpsState,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -10,7 +10,7 @@ use crate::ids::{Pid, Rejection, RejectionReason};
 use crate::store::{StoreError, UnfitEntry};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClearingError {
+pub(crate) enum ClearingError {
     /// Already a rejection: a quota the caller ran into, or a stored entry the ids layer
     /// cannot render.
     #[error(transparent)]

@@ -43,7 +43,7 @@ pub(super) fn receipt_signed() {
 }
 
 /// Times every call into the store it wraps.
-pub(super) struct MeteredStore(pub Arc<dyn ProcessStore>);
+pub(super) struct MeteredStore(pub(crate) Arc<dyn ProcessStore>);
 
 fn timed<'a, T: Send + 'a>(
     operation: &'static str,

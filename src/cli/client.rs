@@ -41,7 +41,7 @@ const ALL_PAGE_SIZE: u64 = 1000;
 const DEFAULT_PAGE_SIZE: u64 = 100;
 
 #[derive(Debug, clap::Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     #[command(flatten)]
     connect: ConnectArgs,
     #[command(subcommand)]
@@ -272,7 +272,7 @@ enum OutputFormat {
     Json,
 }
 
-pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
     super::logging::init_quiet();
     if let Request::Query {
         from: Some(from),

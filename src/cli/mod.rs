@@ -1,8 +1,8 @@
 //! The `clearinghouse` command line: one file per subcommand, the clap definitions here;
-//! [`setup`] turns a configuration into the library's parts, [`report`] renders errors.
+//! `setup` turns a configuration into the library's parts, [`report`] renders errors.
 //!
 //! This is the top level of the program, so errors are `anyhow` here; what decides the exit
-//! code travels as a typed error ([`ConfigError`](crate::config::ConfigError), [`Failure`]) inside
+//! code travels as a typed error (`config::ConfigError`, `Failure`) inside
 //! it, and [`exit_code`] reads it back.
 
 mod client;
@@ -122,13 +122,14 @@ impl StoreConfigArgs {
 
 /// Outcomes that are not runtime failures and have exit codes of their own.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     #[error("{0}")]
     Verification(String),
     #[error("the clearing house rejected the request: {0}")]
     Rejected(String),
 }
 
+/// Runs the subcommand `cli` names, to its end (for `serve`: until a shutdown signal).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use crate::idscp2::tls::{self, PeerCertificate};
 
 #[derive(Debug, clap::Args)]
-pub struct WhoamiArgs {
+pub(crate) struct WhoamiArgs {
     /// A certificate (PEM; of a chain, the first is taken)
     #[arg(long, value_name = "FILE")]
     cert: PathBuf,
 }
 
-pub fn run(args: WhoamiArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: WhoamiArgs) -> anyhow::Result<()> {
     let id = connector_id(&args.cert)
         .map_err(|message| crate::config::ConfigError::setting("--cert", message))?;
     println!("{id}");

@@ -35,7 +35,7 @@ use crate::store::OWNER_CHANGE_PAYLOAD_TYPE;
 
 /// One request, validated: each variant holds exactly what its handler needs.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     /// `ids:RequestMessage`: create a process owned by the caller and `owners`.
     Create { pid: Pid, owners: BTreeSet<String> },
     /// `ids:LogMessage`: append `payload` (never empty) to the process.
@@ -70,17 +70,17 @@ const SET_OWNERS: &str = "set-owners";
 
 /// Bounds on a command's payload, checked before the payload is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PayloadLimits {
+pub(crate) struct PayloadLimits {
     /// `limits.max_create_payload`: the `{"owners": [...]}` of a create.
-    pub max_create_payload: usize,
+    pub(crate) max_create_payload: usize,
     /// `server.max_payload`: one logged payload.
-    pub max_log_payload: usize,
+    pub(crate) max_log_payload: usize,
 }
 
 impl Command {
     /// The command `header`, `params` and `payload` make. `params` were read with the request's
     /// [`ParamLimits`](super::params::ParamLimits), which also bound the pid.
-    pub fn parse(
+    pub(crate) fn parse(
         header: &RequestHeader,
         params: &ChParams,
         payload: Bytes,

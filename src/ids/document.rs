@@ -21,23 +21,23 @@ use super::rejection::{Rejection, RejectionReason};
 
 /// One stored entry, borrowed from wherever the store keeps it.
 #[derive(Debug, Clone, Copy)]
-pub struct LogDocument<'a> {
+pub(crate) struct LogDocument<'a> {
     /// The stored header (see [`super::RequestHeader::stored_form`]).
-    pub header: &'a Value,
-    pub payload: &'a [u8],
+    pub(crate) header: &'a Value,
+    pub(crate) payload: &'a [u8],
     /// The payload's media type as sent; empty when none was.
-    pub payload_type: &'a str,
-    pub document_id: &'a str,
-    pub sequence: u64,
-    pub timestamp_ms: i64,
-    pub client_id: &'a str,
-    pub entry_hash: &'a [u8],
-    pub chain_hash: &'a [u8],
+    pub(crate) payload_type: &'a str,
+    pub(crate) document_id: &'a str,
+    pub(crate) sequence: u64,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) client_id: &'a str,
+    pub(crate) entry_hash: &'a [u8],
+    pub(crate) chain_hash: &'a [u8],
 }
 
 /// The entry as an `ids:LogMessage` document. Fails only for a timestamp outside the years
 /// -9999..=9999, which only a damaged store holds.
-pub fn log_document(entry: &LogDocument) -> Result<Value, Rejection> {
+pub(crate) fn log_document(entry: &LogDocument) -> Result<Value, Rejection> {
     let timestamp =
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.timestamp_ms) * 1_000_000)
             .map_err(|_| {
@@ -171,19 +171,19 @@ pub fn page_payload(query: &QueryParams, total: u64, documents: Vec<Value>) -> V
 }
 
 /// A process as the ResultMessage payload of a process-info query (`ch-ids-operation: info`).
-pub struct ProcessInfoDocument<'a> {
-    pub pid: &'a str,
+pub(crate) struct ProcessInfoDocument<'a> {
+    pub(crate) pid: &'a str,
     /// Sorted.
-    pub owners: Vec<&'a str>,
-    pub created_at_ms: i64,
+    pub(crate) owners: Vec<&'a str>,
+    pub(crate) created_at_ms: i64,
     /// The latest entry's sequence: also the number of entries, owner changes included.
-    pub head_sequence: u64,
-    pub head_chain_hash: &'a [u8],
+    pub(crate) head_sequence: u64,
+    pub(crate) head_chain_hash: &'a [u8],
 }
 
 /// `{"pid", "owners", "created_at", "entries", "head": {"sequence", "chain_hash"}}`, the chain
 /// hash in hex as in receipts: a client compares it with its latest receipt's.
-pub fn process_info_payload(info: &ProcessInfoDocument) -> Value {
+pub(crate) fn process_info_payload(info: &ProcessInfoDocument) -> Value {
     let created_at =
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(info.created_at_ms) * 1_000_000)
             .map(rfc3339_ms)

@@ -40,14 +40,19 @@ impl MessageType {
 /// Why a request header could not be read. Every variant is a MALFORMED_MESSAGE for the client.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
+    /// The header is not JSON at all.
     #[error("the IDS header is not JSON: {0}")]
     NotJson(#[from] serde_json::Error),
+    /// The header is JSON, but not an object.
     #[error("the IDS header is not a JSON object")]
     NotAnObject,
+    /// The header names no message type.
     #[error("the IDS header has no \"@type\" string")]
     MissingType,
+    /// The header has no message id to correlate the reply with.
     #[error("the IDS header has no \"@id\" string")]
     MissingId,
+    /// The header gives a property under two spellings.
     #[error("the IDS header is ambiguous: {0}")]
     Ambiguous(#[from] DuplicateProperty),
 }
@@ -60,21 +65,26 @@ impl From<HeaderError> for Rejection {
 
 /// A request's IDS header: the fields the clearing house needs, plus the whole JSON-LD object.
 ///
-/// The fields are read in any JSON-LD spelling of their IDS names (see [`super::jsonld`]); `raw`
+/// The fields are read in any JSON-LD spelling of their IDS names (see `ids::jsonld`); `raw`
 /// is the header as the connector sent it, whichever spelling that was.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestHeader {
+    /// The message's `@type`.
     pub message_type: MessageType,
     /// The message's `@id`, echoed as `ids:correlationMessage` in the reply.
     pub id: String,
+    /// `ids:issuerConnector`: the connector the client says it is.
     pub issuer_connector: Option<String>,
+    /// `ids:senderAgent`: the agent the client says it sends for.
     pub sender_agent: Option<String>,
     /// The `ids:tokenValue` of `ids:securityToken`: the DAT the client put into the header.
     pub security_token: Option<String>,
+    /// The whole header as sent.
     pub raw: Value,
 }
 
 impl RequestHeader {
+    /// Reads the header's JSON-LD text, checking only what every request needs.
     pub fn parse(header: &str) -> Result<Self, HeaderError> {
         let raw: Value = serde_json::from_str(header)?;
         let object = raw.as_object().ok_or(HeaderError::NotAnObject)?;

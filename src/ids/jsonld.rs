@@ -48,8 +48,11 @@ pub(crate) struct IdsNames {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("ids:{name} is given twice, as \"{first}\" and \"{second}\"")]
 pub struct DuplicateProperty {
+    /// The property's IDS term, e.g. `issuerConnector`.
     pub name: String,
+    /// The spelling met first.
     pub first: String,
+    /// The other spelling.
     pub second: String,
 }
 

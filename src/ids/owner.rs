@@ -18,13 +18,13 @@
 
 /// The longest owner id: `SKI:keyid:AKI` of 64-byte key identifiers is 389 characters, but
 /// key identifiers are SHA-1 (20 bytes, 125 characters) in practice.
-pub const MAX_OWNER_ID_LENGTH: usize = 256;
+pub(crate) const MAX_OWNER_ID_LENGTH: usize = 256;
 
 const KEYID: &str = ":keyid:";
 
 /// Why a string cannot be an owner id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OwnerIdError {
+pub(crate) enum OwnerIdError {
     #[error("it is empty")]
     Empty,
     #[error("it is longer than {MAX_OWNER_ID_LENGTH} characters")]
@@ -38,7 +38,7 @@ pub enum OwnerIdError {
 }
 
 /// Whether `id` can be the client id of a connector (see the module documentation).
-pub fn check_owner_id(id: &str) -> Result<(), OwnerIdError> {
+pub(crate) fn check_owner_id(id: &str) -> Result<(), OwnerIdError> {
     if id.is_empty() {
         return Err(OwnerIdError::Empty);
     }

@@ -13,7 +13,9 @@ use crate::idscp2::proto::app::IdsMessage;
 
 /// Who sends a request.
 pub struct RequestContext<'a> {
+    /// `ids:issuerConnector`: the sending connector's id.
     pub connector_id: &'a str,
+    /// `ids:senderAgent`: the agent the connector sends for.
     pub sender_agent: &'a str,
     /// The sender's DAT, placed into `ids:securityToken` as connectors do.
     pub security_token: Option<&'a str>,
@@ -47,17 +49,19 @@ pub struct Reply {
     pub rejection_reason: Option<String>,
     /// The `@id` of the request this answers.
     pub correlation: Option<String>,
+    /// The whole reply header.
     pub header: Value,
-    pub payload: Bytes,
-    pub extra_headers: Vec<(String, String)>,
+    pub(crate) payload: Bytes,
+    pub(crate) extra_headers: Vec<(String, String)>,
 }
 
+/// A reply whose header cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("the reply header is not an Infomodel message: {0}")]
 pub struct ReplyError(String);
 
 impl Reply {
-    pub fn from_ids(message: &IdsMessage) -> Result<Reply, ReplyError> {
+    pub(crate) fn from_ids(message: &IdsMessage) -> Result<Reply, ReplyError> {
         let header: Value =
             serde_json::from_str(&message.header).map_err(|e| ReplyError(e.to_string()))?;
         let node = header
@@ -97,6 +101,7 @@ impl Reply {
         })
     }
 
+    /// Whether this is a RejectionMessage.
     pub fn is_rejection(&self) -> bool {
         self.rejection_reason.is_some()
     }
@@ -106,6 +111,7 @@ impl Reply {
         serde_json::from_slice(&self.payload).ok()
     }
 
+    /// The value of the extra header `name` (case-insensitive), e.g. `ch-ids-total`.
     pub fn extra_header(&self, name: &str) -> Option<&str> {
         self.extra_headers
             .iter()

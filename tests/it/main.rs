@@ -8,6 +8,10 @@
 //!
 //! - [`support`]: the test PKIs, DAPS, servers and the binary driver these modules share.
 
+// A test binary has no public API: `pub` marks what its modules share (the package's
+// `unreachable_pub` lint is for the library).
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod audit;

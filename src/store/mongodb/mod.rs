@@ -136,7 +136,7 @@ const APPEND_QUEUE: usize = 4096;
 
 /// How many members of the replica set must have a write before MongoDB acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteAcknowledgment {
+pub(crate) enum WriteAcknowledgment {
     /// A majority (`w: "majority"`): acknowledged writes survive a failover. The default.
     Majority,
     /// This many members (`w: n`); fewer than a majority can be rolled back by a failover.
@@ -150,16 +150,16 @@ pub enum WriteAcknowledgment {
 pub struct MongoConfig {
     /// A `mongodb://` or `mongodb+srv://` connection string (hosts, credentials, TLS, replica
     /// set). Its write and read concern options are replaced by the ones below.
-    pub uri: String,
+    pub(crate) uri: String,
     /// The database holding the `processes` and `entries` collections.
-    pub database: String,
+    pub(crate) database: String,
     /// Bounds every database operation: server selection, connecting, waiting for the write
     /// concern, and the operation as a whole. Requests fail with [`StoreError::Unavailable`]
     /// once it runs out.
     pub timeout: Duration,
-    pub write_acknowledgment: WriteAcknowledgment,
+    pub(crate) write_acknowledgment: WriteAcknowledgment,
     /// Whether MongoDB acknowledges writes only once they are in its on-disk journal (`j: true`).
-    pub journal: bool,
+    pub(crate) journal: bool,
     /// How often one append may find its sequence number taken by a concurrent writer (or one
     /// creation its process created but not yet readable) before it gives up with
     /// [`StoreError::Conflict`]. At least 1.

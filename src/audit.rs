@@ -20,18 +20,30 @@ use crate::store::{Entry, ProcessStore, StoreError};
 /// Entries fetched from the store per round trip while exporting or verifying.
 const BATCH: usize = 1000;
 
+/// Why an export or a verification failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An entry's hashes or sequence do not follow from the entries before it.
     #[error("chain does not verify: {0}")]
     Chain(#[from] ChainError),
+    /// The receipt's signature or key does not check out against the JWKS.
     #[error("receipt does not verify: {0}")]
     Receipt(#[from] ReceiptError),
+    /// A line of an export cannot be read as an entry.
     #[error("export line {line}: {reason}")]
-    Export { line: u64, reason: String },
+    Export {
+        /// 1-based line number in the export.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Writing the export failed.
     #[error("cannot write the export: {0}")]
     Write(#[source] std::io::Error),
+    /// The receipt verifies, but describes another entry than the one at hand.
     #[error("the receipt does not match the stored entry: {0}")]
     ReceiptMismatch(String),
 }
@@ -39,17 +51,17 @@ pub enum AuditError {
 /// One line of an export.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ExportedEntry {
-    pub pid: String,
-    pub sequence: u64,
-    pub document_id: String,
-    pub timestamp_ms: i64,
-    pub client_id: String,
-    pub header: serde_json::Value,
+    pub(crate) pid: String,
+    pub(crate) sequence: u64,
+    pub(crate) document_id: String,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) client_id: String,
+    pub(crate) header: serde_json::Value,
     /// Standard base64 of the payload bytes.
-    pub payload: String,
-    pub payload_type: String,
-    pub entry_hash: String,
-    pub chain_hash: String,
+    pub(crate) payload: String,
+    pub(crate) payload_type: String,
+    pub(crate) entry_hash: String,
+    pub(crate) chain_hash: String,
 }
 
 impl From<&Entry> for ExportedEntry {

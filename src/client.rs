@@ -25,12 +25,16 @@ use crate::idscp2::connection::Connection;
 use crate::idscp2::dat::DatIssuer;
 use crate::idscp2::proto::app::{app_layer_message, AppLayerMessage, HeaderEntry, IdsMessage};
 
+/// Why a request got no reply that could be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// The connection failed, closed, or the reply did not come in time.
     #[error(transparent)]
     Transport(#[from] ClientError),
+    /// The reply's IDS header cannot be read.
     #[error(transparent)]
     Reply(#[from] ReplyError),
+    /// The reply is an application message of another kind.
     #[error("the reply is not an IdsMessage")]
     NotIdsMessage,
 }
@@ -38,14 +42,20 @@ pub enum RequestError {
 /// Paging and filtering of a page query; `None` leaves the server's default.
 #[derive(Debug, Clone, Default)]
 pub struct QueryOptions {
+    /// The page to read, from 1 (`ch-ids-page`).
     pub page: Option<u64>,
+    /// Entries per page (`ch-ids-size`).
     pub size: Option<u64>,
     /// `asc` or `desc`.
     pub sort: Option<String>,
+    /// The earliest entries to include, as the server reads a date (`ch-ids-date_from`).
     pub date_from: Option<String>,
+    /// The latest entries to include (`ch-ids-date_to`).
     pub date_to: Option<String>,
 }
 
+/// A connector's side of a clearing-house connection: one request at a time, each reply matched
+/// to its request.
 pub struct ClearingHouseClient {
     connection: Connection,
     connector_id: String,
@@ -57,6 +67,8 @@ pub struct ClearingHouseClient {
 }
 
 impl ClearingHouseClient {
+    /// A client over an established `connection`, sending requests as `connector_id` (with `dat`
+    /// as their security token, if any) and waiting `reply_timeout` for each reply.
     pub fn new(
         connection: Connection,
         connector_id: String,
@@ -127,6 +139,30 @@ impl ClearingHouseClient {
             .await
     }
 
+    /// `ids:QueryMessage` with `ch-ids-operation: info`: owners, creation time, entries and
+    /// head of `pid`.
+    pub(crate) async fn info(&mut self, pid: &str) -> Result<Reply, RequestError> {
+        let headers = vec![pid_header(pid), header("ch-ids-operation", "info")];
+        self.request(MessageType::Query, headers, Bytes::new())
+            .await
+    }
+
+    /// `ids:RequestMessage` with `ch-ids-operation: set-owners`: replaces the owners of `pid`
+    /// with `owners`; the reply carries the receipt of the entry that records the change.
+    pub(crate) async fn set_owners(
+        &mut self,
+        pid: &str,
+        owners: &[String],
+    ) -> Result<Reply, RequestError> {
+        let headers = vec![
+            pid_header(pid),
+            header("ch-ids-operation", "set-owners"),
+            header("Content-Type", "application/json"),
+        ];
+        let payload = Bytes::from(json!({ "owners": owners }).to_string());
+        self.request(MessageType::Request, headers, payload).await
+    }
+
     /// `ids:QueryMessage` for the one entry `id` of `pid`.
     pub async fn get(&mut self, pid: &str, id: &str) -> Result<Reply, RequestError> {
         let headers = vec![pid_header(pid), header("ch-ids-id", id)];
@@ -184,6 +220,7 @@ impl ClearingHouseClient {
         result?
     }
 
+    /// Closes the connection, telling the clearing house.
     pub async fn close(self) {
         self.connection.close().await;
     }

@@ -75,34 +75,64 @@ impl Default for DevPkiOptions {
 /// Why a development PKI could not be generated, opened or extended.
 #[derive(Debug, thiserror::Error)]
 pub enum DevPkiError {
+    /// A file or directory of the PKI cannot be read or written.
     #[error("cannot access {path}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
+    /// Generating would overwrite this file.
     #[error("{0} already exists; refusing to overwrite it")]
     AlreadyExists(PathBuf),
+    /// The directory has some of a PKI's files, but not all.
     #[error("{dir} holds an incomplete development PKI ({missing} is missing); remove the directory and generate again")]
-    Incomplete { dir: PathBuf, missing: PathBuf },
+    Incomplete {
+        /// The PKI's directory.
+        dir: PathBuf,
+        /// The first file found missing.
+        missing: PathBuf,
+    },
+    /// The server certificate would have no name.
     #[error("at least one server name is needed")]
     NoServerNames,
+    /// A server name is neither an IP address nor a DNS name.
     #[error("invalid server name {0:?}: expected an IP address or a DNS name")]
     InvalidServerName(String),
+    /// A client name cannot be a DNS name (and so a file name).
     #[error("invalid client name {0:?}: expected a DNS name of letters, digits, '-' and '.'")]
     InvalidClientName(String),
+    /// A client name is given more than once.
     #[error("client {0:?} is listed twice")]
     DuplicateClient(String),
+    /// The validity is 0 days or longer than the longest allowed.
     #[error("validity_days is {0}; it must be between 1 and {MAX_VALIDITY_DAYS}")]
     InvalidValidity(u32),
+    /// A certificate file of the PKI cannot be parsed or used.
     #[error("{path} is not a usable certificate: {reason}")]
-    BadCertificate { path: PathBuf, reason: String },
+    BadCertificate {
+        /// The certificate file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The CA key file does not belong to the CA certificate.
     #[error("{key} is not the key of the CA certificate {cert}")]
-    CaKeyMismatch { cert: PathBuf, key: PathBuf },
+    CaKeyMismatch {
+        /// The CA certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The CA can sign no more certificates.
     #[error("the development CA {0} has expired; generate a new PKI")]
     CaExpired(PathBuf),
+    /// A private key cannot be used for signing.
     #[error("cannot use the private key")]
     InvalidKey(#[source] rcgen::Error),
+    /// A certificate cannot be made.
     #[error("cannot create a certificate")]
     Certificate(#[source] rcgen::Error),
 }
@@ -110,6 +140,7 @@ pub enum DevPkiError {
 /// A development PKI on disk. All paths are inside `dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevPki {
+    /// The directory holding the PKI's files.
     pub dir: PathBuf,
 }
 
@@ -213,22 +244,26 @@ impl DevPki {
     }
 
     /// The CA's private key, kept so that further clients can be enrolled.
-    pub fn ca_key(&self) -> PathBuf {
+    pub(crate) fn ca_key(&self) -> PathBuf {
         self.dir.join(CA_KEY)
     }
 
+    /// The clearing house's TLS certificate, with the server names.
     pub fn server_cert(&self) -> PathBuf {
         self.dir.join(SERVER_CERT)
     }
 
+    /// The private key of [`server_cert`](Self::server_cert).
     pub fn server_key(&self) -> PathBuf {
         self.dir.join(SERVER_KEY)
     }
 
+    /// The TLS certificate of the client (connector) `name`.
     pub fn client_cert(&self, name: &str) -> PathBuf {
         self.dir.join(CLIENTS_DIR).join(format!("{name}.crt"))
     }
 
+    /// The private key of [`client_cert`](Self::client_cert).
     pub fn client_key(&self, name: &str) -> PathBuf {
         self.dir.join(CLIENTS_DIR).join(format!("{name}.key"))
     }
@@ -239,7 +274,7 @@ impl DevPki {
     }
 
     /// The names (DNS names and IP addresses) the server certificate is valid for.
-    pub fn server_names(&self) -> Result<Vec<String>, DevPkiError> {
+    pub(crate) fn server_names(&self) -> Result<Vec<String>, DevPkiError> {
         let path = self.server_cert();
         let pem = fs::read(&path).map_err(|source| io_error(&path, source))?;
         let bad = |reason: String| DevPkiError::BadCertificate {
@@ -272,7 +307,7 @@ impl DevPki {
     /// reissued by the stored CA for its old names and the new ones, with the same key, so that
     /// clients need nothing new (a running `serve` must be restarted to present it). Returns the
     /// names that were added.
-    pub fn add_server_names(&self, names: &[String]) -> Result<Vec<String>, DevPkiError> {
+    pub(crate) fn add_server_names(&self, names: &[String]) -> Result<Vec<String>, DevPkiError> {
         validate(&DevPkiOptions {
             server_names: names.to_vec(),
             ..DevPkiOptions::default()
@@ -299,7 +334,7 @@ impl DevPki {
 
     /// Enrols a further connector: a fresh P-256 key and a client certificate signed by the stored CA.
     /// Returns the certificate and key paths.
-    pub fn issue_client(&self, name: &str) -> Result<(PathBuf, PathBuf), DevPkiError> {
+    pub(crate) fn issue_client(&self, name: &str) -> Result<(PathBuf, PathBuf), DevPkiError> {
         let key = generate_key()?;
         self.issue_client_with_key(name, &key.serialize_pem())
     }

@@ -1,4 +1,4 @@
-//! The IDSCP2 transport as the clearing house uses it: the [`idscp2`](::idscp2) crate, carrying
+//! The IDSCP2 transport as the clearing house uses it: the [`idscp2`] crate, carrying
 //! the IDS application layer ([`proto::app`]) in its data messages.
 //!
 //! The crate is generic over the application message; this room fixes it to
@@ -37,7 +37,7 @@ pub mod client {
 
     use super::connection::Connection;
 
-    /// [`idscp2::client::connect`](::idscp2::client::connect) for the IDS application layer.
+    /// [`idscp2::client::connect`] for the IDS application layer.
     pub async fn connect(
         addr: &str,
         server_name: &str,

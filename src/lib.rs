@@ -14,8 +14,24 @@
 //!
 //! Around them, the operable service:
 //! - [`config`]: the configuration file, `CH_...` environment overrides, validation.
-//! - [`ops`]: the operations HTTP endpoint: health, readiness, Prometheus metrics, the JWKS.
+//! - `ops`: the operations HTTP endpoint: health, readiness, Prometheus metrics, the JWKS.
 //! - [`cli`]: the `clearinghouse` command line (serve, client, verify, export, dev-pki, jwks).
+//!
+//! # The public surface
+//!
+//! The library exists for the `clearinghouse` binary, the integration tests and the benchmarks;
+//! it is not a stable API. Public is only what they use, everything else is `pub(crate)` (the
+//! package's `unreachable_pub` lint keeps it that way, `missing_docs` keeps what is public
+//! documented):
+//! - the binary: [`cli::Cli`], [`cli::run`], [`cli::exit_code`], [`cli::report::one_line`];
+//! - serving in-process: [`clearing::ClearingHouse`] and its config, over a [`store`] backend
+//!   with a [`receipt::ReceiptSigner`], on the transport of [`idscp2`] (all of the crate);
+//! - talking to it as a connector: [`client::ClearingHouseClient`], the request headers and
+//!   reply reading of [`ids`];
+//! - checking what it wrote: [`audit`], [`store::chain`], [`receipt::Jwks`];
+//! - setting things up: [`devpki`], and the [`config`] sections the tests set in code;
+//! - what the benchmarks time: the hot paths in [`ids`], [`clearing::Offload`],
+//!   [`clearing::Quotas`].
 
 pub mod audit;
 pub mod clearing;
@@ -25,6 +41,6 @@ pub mod config;
 pub mod devpki;
 pub mod ids;
 pub mod idscp2;
-pub mod ops;
+mod ops;
 pub mod receipt;
 pub mod store;

@@ -1,4 +1,5 @@
-//! `ids:RequestMessage`: create a process, a log with a fixed set of owners.
+//! `ids:RequestMessage`: create a process, a log with a set of owners (changed later only by an
+//! owner, see `owners`).
 
 use std::collections::BTreeSet;
 

@@ -7,10 +7,10 @@
 use super::offload::OffloadError;
 use crate::ids::rejection::too_large;
 use crate::ids::{Pid, Rejection, RejectionReason};
-use crate::store::StoreError;
+use crate::store::{StoreError, UnfitEntry};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClearingError {
+pub(crate) enum ClearingError {
     /// Already a rejection: a quota the caller ran into, or a stored entry the ids layer
     /// cannot render.
     #[error(transparent)]
@@ -28,6 +28,9 @@ pub enum ClearingError {
     TooManyOwners { count: usize, max: usize },
     #[error("the answer of {bytes} bytes")]
     ReplyTooLarge { bytes: usize, max_reply: usize },
+    /// One entry that no reply can carry: asking for fewer entries does not help.
+    #[error("entry {} (document {}) alone exceeds the reply limit of {max_reply} bytes; it can only be read with `clearinghouse export` or a larger idscp2.max_frame", .entry.sequence, .entry.document_id)]
+    EntryTooLarge { entry: UnfitEntry, max_reply: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Work lost on its way (see [`super::offload`]).
@@ -56,9 +59,31 @@ impl From<ClearingError> for Rejection {
                 too_large("limits.max_owners", max, message)
             }
             ClearingError::ReplyTooLarge { max_reply, .. } => too_many_results(message, max_reply),
-            ClearingError::Store(StoreError::PageTooLarge { limit }) => {
-                too_many_results("the requested page".to_owned(), limit)
+            ClearingError::EntryTooLarge { .. } => {
+                Rejection::with_default_status(RejectionReason::TooManyResults, message)
             }
+            ClearingError::Store(StoreError::PageTooLarge {
+                first_unfit,
+                fitting: 0,
+                limit,
+            }) => ClearingError::EntryTooLarge {
+                entry: first_unfit,
+                max_reply: limit,
+            }
+            .into(),
+            ClearingError::Store(StoreError::PageTooLarge { limit, fitting, .. }) => {
+                Rejection::with_default_status(
+                    RejectionReason::TooManyResults,
+                    format!(
+                        "the requested page exceeds the reply limit of {limit} bytes; its first {fitting} entries fit: ask for at most {fitting} with ch-ids-size"
+                    ),
+                )
+            }
+            ClearingError::Store(StoreError::OwnersChanged(_)) => Rejection::new(
+                RejectionReason::BadParameters,
+                409,
+                format!("{message}; read them again (ch-ids-operation: info) and decide anew"),
+            ),
             ClearingError::Store(StoreError::Unavailable(reason)) => {
                 tracing::warn!(%reason, "store unavailable");
                 Rejection::with_default_status(
@@ -111,6 +136,13 @@ mod tests {
         Pid::parse("p-1", 255).unwrap()
     }
 
+    fn unfit() -> UnfitEntry {
+        UnfitEntry {
+            sequence: 3,
+            document_id: "d-3".into(),
+        }
+    }
+
     fn rejection(error: ClearingError) -> (RejectionReason, u16, String) {
         let rejection = Rejection::from(error);
         (rejection.reason, rejection.status, rejection.message)
@@ -159,11 +191,35 @@ mod tests {
                 ),
             ),
             (
-                ClearingError::Store(StoreError::PageTooLarge { limit: 7 }),
+                ClearingError::Store(StoreError::PageTooLarge {
+                    limit: 7,
+                    fitting: 2,
+                    first_unfit: unfit(),
+                }),
                 (
                     TooManyResults,
                     400,
-                    "the requested page exceeds the reply limit of 7 bytes; ask for fewer entries with ch-ids-size",
+                    "the requested page exceeds the reply limit of 7 bytes; its first 2 entries fit: ask for at most 2 with ch-ids-size",
+                ),
+            ),
+            (
+                ClearingError::Store(StoreError::PageTooLarge {
+                    limit: 7,
+                    fitting: 0,
+                    first_unfit: unfit(),
+                }),
+                (
+                    TooManyResults,
+                    400,
+                    "entry 3 (document d-3) alone exceeds the reply limit of 7 bytes; it can only be read with `clearinghouse export` or a larger idscp2.max_frame",
+                ),
+            ),
+            (
+                ClearingError::Store(StoreError::OwnersChanged("p-1".into())),
+                (
+                    BadParameters,
+                    409,
+                    "the owners of process \"p-1\" changed meanwhile; read them again (ch-ids-operation: info) and decide anew",
                 ),
             ),
             (

@@ -1,7 +1,8 @@
 //! `ids:LogMessage`: append an entry to a process and answer with a signed receipt.
 //!
 //! The receipt is signed only after the store reports the entry durable: a receipt is a promise
-//! that the entry exists, and a crash must not be able to break it.
+//! that the entry exists, and a crash must not be able to break it. Owner changes, which are
+//! entries too, get their receipts here as well.
 
 use std::collections::BTreeSet;
 
@@ -14,7 +15,7 @@ use super::request::{Caller, Outcome, ReplyKind};
 use super::ClearingHouse;
 use crate::ids::{compact_json, reply_extra_headers, Pid};
 use crate::receipt::{payload_hash_claim, ReceiptClaims};
-use crate::store::{CreateOutcome, NewEntry};
+use crate::store::{CreateOutcome, Entry, NewEntry};
 
 impl ClearingHouse {
     pub(super) async fn log(
@@ -44,6 +45,17 @@ impl ClearingHouse {
         let payload_hash = payload_hash_claim(entry.payload_sha256());
         let entry = self.store.append(entry).await?;
         reservation.keep();
+        self.receipt(entry, payload_hash).await
+    }
+
+    /// The answer to a stored entry: its signed receipt. `payload_hash` is the receipt's claim
+    /// of the entry's payload hash, computed when the entry was prepared.
+    pub(super) async fn receipt(
+        &self,
+        entry: Entry,
+        payload_hash: String,
+    ) -> Result<Outcome, ClearingError> {
+        let pid = entry.pid.clone();
         let claims = ReceiptClaims {
             iss: self.connector_id.clone(),
             iat: time::OffsetDateTime::now_utc().unix_timestamp(),
@@ -67,7 +79,7 @@ impl ClearingHouse {
         Ok(Outcome {
             kind: ReplyKind::Processed,
             payload: Bytes::from(compact_json(&json!({ "data": receipt }))),
-            extra_headers: reply_extra_headers(pid.as_str()),
+            extra_headers: reply_extra_headers(&pid),
         })
     }
 

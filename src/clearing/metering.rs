@@ -17,7 +17,8 @@ use futures::future::BoxFuture;
 
 use crate::ids::MessageType;
 use crate::store::{
-    CreateOutcome, Entry, Page, PageQuery, PreparedEntry, Process, ProcessStore, StoreError,
+    CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
+    ProcessStore, StoreError,
 };
 
 pub(super) fn message_type(message_type: &MessageType) -> &'static str {
@@ -42,7 +43,7 @@ pub(super) fn receipt_signed() {
 }
 
 /// Times every call into the store it wraps.
-pub(super) struct MeteredStore(pub Arc<dyn ProcessStore>);
+pub(super) struct MeteredStore(pub(crate) Arc<dyn ProcessStore>);
 
 fn timed<'a, T: Send + 'a>(
     operation: &'static str,
@@ -72,6 +73,14 @@ impl ProcessStore for MeteredStore {
 
     fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
         timed("append", self.0.append(entry))
+    }
+
+    fn process_info(&self, pid: &str) -> BoxFuture<'_, Result<Option<ProcessInfo>, StoreError>> {
+        timed("process_info", self.0.process_info(pid))
+    }
+
+    fn change_owners(&self, change: OwnerChange) -> BoxFuture<'_, Result<Entry, StoreError>> {
+        timed("change_owners", self.0.change_owners(change))
     }
 
     fn entry(

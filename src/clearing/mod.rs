@@ -1,11 +1,12 @@
 //! The clearing house itself: what each IDS message asks for, who may ask it, and what it is
 //! answered.
 //!
-//! [`ClearingHouse`] runs [`Command`]s: a front door reads a request into one (see
-//! [`crate::ids::command`]), has the caller admitted ([`ClearingHouse::admit`]) and calls
-//! [`ClearingHouse::execute`], which hands the command to its handler: `create`
-//! (RequestMessage), `log` (LogMessage), `query` (QueryMessage). What can go wrong there becomes
-//! a [`Rejection`] in one place (`error.rs`); the door renders the [`Outcome`] or the rejection in
+//! [`ClearingHouse`] runs `Command`s: a front door reads a request into one (see
+//! `crate::ids::command`), has the caller admitted (`ClearingHouse::admit`) and calls
+//! `ClearingHouse::execute`, which hands the command to its handler: `create`
+//! (RequestMessage), `log` (LogMessage), `query` (QueryMessage), `owners` (a process's owners
+//! and head, and owner changes). What can go wrong there becomes
+//! a [`Rejection`] in one place (`error.rs`); the door renders the `Outcome` or the rejection in
 //! its own framing.
 //!
 //! The first door is IDSCP2: [`ClearingHouse`] is the [`Service`] the IDSCP2 server hands every
@@ -16,7 +17,7 @@
 //! counts every answer and times every store call.
 //!
 //! Fair use: every size a peer controls is bounded by a `limits.*` setting, checked before the
-//! thing it bounds is parsed, and every request counts against its connector's [`quota`], checked
+//! thing it bounds is parsed, and every request counts against its connector's `quota`, checked
 //! before the payload is parsed and before the store is asked anything.
 
 mod create;
@@ -24,8 +25,9 @@ mod error;
 mod log;
 mod metering;
 mod offload;
+mod owners;
 mod query;
-pub mod quota;
+pub(crate) mod quota;
 mod request;
 
 use std::sync::Arc;
@@ -50,12 +52,14 @@ use error::ClearingError;
 
 pub use offload::{Offload, OffloadError};
 pub use query::entry_document;
-pub use quota::Quotas;
-pub use request::{Caller, Outcome, ReplyKind};
+pub use quota::{Quotas, Reservation};
+pub(crate) use request::{Caller, Outcome, ReplyKind};
 
 /// The default upper bound of a logged payload: 4 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 
+/// The clearing house behind the transport: turns each IDS request of a connection into a
+/// reply, as the [`Service`] the IDSCP2 server runs.
 pub struct ClearingHouse {
     store: Arc<dyn ProcessStore>,
     signer: Arc<ReceiptSigner>,
@@ -75,12 +79,19 @@ pub struct ClearingHouse {
     quotas: Arc<Quotas>,
 }
 
+/// What a [`ClearingHouse`] is made of.
 pub struct ClearingHouseConfig {
+    /// Where processes and their entries are kept.
     pub store: Arc<dyn ProcessStore>,
+    /// Signs the receipts of logged entries.
     pub signer: Arc<ReceiptSigner>,
+    /// Our connector id: `iss` of receipts, issuer of replies.
     pub connector_id: String,
+    /// Our DAT, sent as `ids:securityToken` in replies; None in development mode.
     pub own_dat: Option<Arc<dyn DatIssuer>>,
+    /// Checks a JWT a client puts into its header against the identity of its connection.
     pub token_verifier: Arc<dyn DatVerifier>,
+    /// The largest payload a LogMessage may have (see [`DEFAULT_MAX_PAYLOAD`]).
     pub max_payload: usize,
     /// The largest payload a reply may have, e.g. a page of big entries; must leave room for the
     /// reply header below the transport's message limit (see [`reply_limit`]).
@@ -100,6 +111,7 @@ pub fn reply_limit(max_frame: usize) -> usize {
 }
 
 impl ClearingHouse {
+    /// A clearing house over `config`'s store and keys, with its own offload threads.
     pub fn new(config: ClearingHouseConfig) -> Self {
         ClearingHouse {
             store: Arc::new(metering::MeteredStore(config.store)),
@@ -120,18 +132,18 @@ impl ClearingHouse {
     }
 
     /// The bounds a door reads a request's `ch-ids-*` parameters with ([`ChParams::parse`]).
-    pub fn param_limits(&self) -> &ParamLimits {
+    pub(crate) fn param_limits(&self) -> &ParamLimits {
         &self.param_limits
     }
 
     /// The bounds a door reads a request's payload with ([`Command::parse`]).
-    pub fn payload_limits(&self) -> &PayloadLimits {
+    pub(crate) fn payload_limits(&self) -> &PayloadLimits {
         &self.payload_limits
     }
 
     /// Counts one request of `client_id` against its request quota: every door calls this for
     /// every request, before it reads the request's parameters, and only then may run it.
-    pub fn admit<'a>(&self, client_id: &'a str) -> Result<Caller<'a>, Rejection> {
+    pub(crate) fn admit<'a>(&self, client_id: &'a str) -> Result<Caller<'a>, Rejection> {
         self.quotas.admit(client_id)?;
         Ok(Caller::admitted(client_id))
     }
@@ -144,7 +156,7 @@ impl ClearingHouse {
     /// and [`payload_limits`](Self::payload_limits)), and renders what this returns: the
     /// [`Outcome`]'s reply kind, payload and extra headers, or the [`Rejection`]. A rejection
     /// over a quota asks to be held back first ([`Quotas::hold`]).
-    pub async fn execute(
+    pub(crate) async fn execute(
         &self,
         caller: &Caller<'_>,
         command: Command,
@@ -162,6 +174,12 @@ impl ClearingHouse {
             }
             Command::QueryPage { pid, spec } => self.query_page(caller, pid, spec).await,
             Command::QueryOne { pid, id } => self.query_one(caller, pid, id).await,
+            Command::ProcessInfo { pid } => self.process_info(caller, pid).await,
+            Command::SetOwners {
+                pid,
+                owners,
+                stored_header,
+            } => self.set_owners(caller, pid, owners, stored_header).await,
         }?;
         if outcome.payload.len() > self.max_reply {
             return Err(ClearingError::ReplyTooLarge {

@@ -28,15 +28,17 @@ use crate::store::{NewEntry, PreparedEntry};
 const QUEUE_CAPACITY: usize = 1024;
 
 /// Prefix of the offload threads' names, as `top -H` and debuggers show them.
-pub const THREAD_NAME: &str = "ch-offload";
+pub(crate) const THREAD_NAME: &str = "ch-offload";
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Why offloaded work gave no result.
 #[derive(Debug, thiserror::Error)]
 pub enum OffloadError {
     /// The work panicked (its thread carries on); nothing else drops it.
     #[error("the offloaded {0} did not complete")]
     Lost(&'static str),
+    /// Signing the receipt failed.
     #[error(transparent)]
     Receipt(#[from] ReceiptError),
 }
@@ -53,7 +55,7 @@ impl Offload {
         Self::with_threads(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
     }
 
-    pub fn with_threads(threads: usize) -> Offload {
+    pub(crate) fn with_threads(threads: usize) -> Offload {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
         let mut started = 0;
@@ -99,7 +101,10 @@ impl Offload {
 
     /// The entry prepared for the store (payload hashed, header canonicalized), here or on an
     /// offload thread as [`NewEntry::prepares_inline`] says.
-    pub async fn prepare_entry(&self, entry: NewEntry) -> Result<PreparedEntry, OffloadError> {
+    pub(crate) async fn prepare_entry(
+        &self,
+        entry: NewEntry,
+    ) -> Result<PreparedEntry, OffloadError> {
         if entry.prepares_inline() {
             return Ok(entry.prepare());
         }
@@ -107,7 +112,7 @@ impl Offload {
     }
 
     /// A receipt JWT: RSA signatures on an offload thread, the cheap ones inline.
-    pub async fn sign_receipt(
+    pub(crate) async fn sign_receipt(
         &self,
         signer: &Arc<ReceiptSigner>,
         claims: ReceiptClaims,

@@ -11,7 +11,7 @@ use crate::ids::{
     compact_json, log_document, page_extra_headers, page_payload, reply_extra_headers, LogDocument,
     Pid, QueryParams, Rejection, SortOrder,
 };
-use crate::store::{Entry, Order, PageQuery};
+use crate::store::{Entry, Order, PageQuery, UnfitEntry};
 
 impl ClearingHouse {
     pub(super) async fn query_one(
@@ -58,9 +58,23 @@ impl ClearingHouse {
             .iter()
             .map(entry_document)
             .collect::<Result<Vec<_>, _>>()?;
+        let payload = Bytes::from(compact_json(&page_payload(&spec, page.total, documents)));
+        // The store counts stored bytes; a binary payload grows by a third as base64. A page
+        // of one entry that still does not fit names it: fewer entries would not help.
+        if let [entry] = page.entries.as_slice() {
+            if payload.len() > self.max_reply {
+                return Err(ClearingError::EntryTooLarge {
+                    entry: UnfitEntry {
+                        sequence: entry.sequence,
+                        document_id: entry.document_id.clone(),
+                    },
+                    max_reply: self.max_reply,
+                });
+            }
+        }
         Ok(Outcome {
             kind: ReplyKind::Result,
-            payload: Bytes::from(compact_json(&page_payload(&spec, page.total, documents))),
+            payload,
             extra_headers: page_extra_headers(pid.as_str(), &spec, page.total),
         })
     }

@@ -8,7 +8,7 @@ use crate::idscp2::proto::app::HeaderEntry;
 /// for. Only [`ClearingHouse::admit`](super::ClearingHouse::admit) makes one, so no door can
 /// run a command past the quotas.
 #[derive(Debug)]
-pub struct Caller<'a> {
+pub(crate) struct Caller<'a> {
     client_id: &'a str,
 }
 
@@ -19,14 +19,14 @@ impl<'a> Caller<'a> {
 
     /// The caller's identity as its door verified it (for IDSCP2, the DAT `sub` bound to the
     /// TLS certificate): what owners lists and receipts name.
-    pub fn client_id(&self) -> &'a str {
+    pub(crate) fn client_id(&self) -> &'a str {
         self.client_id
     }
 }
 
 /// Which reply a successful command gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyKind {
+pub(crate) enum ReplyKind {
     /// `ids:MessageProcessedNotificationMessage`
     Processed,
     /// `ids:ResultMessage`
@@ -36,8 +36,8 @@ pub enum ReplyKind {
 /// A successful answer: the reply type, its payload and its extra headers, for the door to
 /// render in its own framing.
 #[derive(Debug)]
-pub struct Outcome {
-    pub kind: ReplyKind,
-    pub payload: Bytes,
-    pub extra_headers: Vec<HeaderEntry>,
+pub(crate) struct Outcome {
+    pub(crate) kind: ReplyKind,
+    pub(crate) payload: Bytes,
+    pub(crate) extra_headers: Vec<HeaderEntry>,
 }

@@ -1,4 +1,4 @@
-//! `clearinghouse client create | log | query | get`: the requests a connector sends, over a
+//! `clearinghouse client create | log | query | get | info | owners`: the requests a connector sends, over a
 //! real IDSCP2 connection with the given certificates and DAT settings. Handy for trying a
 //! deployment and for scripts; a rejection exits with code 4 and prints the clearing house's
 //! error payload.
@@ -22,7 +22,7 @@ use super::Failure;
 use super::EXIT_CODES;
 use crate::client::{ClearingHouseClient, QueryOptions};
 use crate::ids::params::{ChParams, DateBound, ParamLimits};
-use crate::ids::Reply;
+use crate::ids::{check_owner_id, Reply};
 use crate::idscp2::client::{connect, ClientConfig, ClientError};
 use crate::idscp2::dat::{
     daps_http_client, DapsIssuer, DapsIssuerConfig, DapsVerifier, DapsVerifierConfig, DatIssuer,
@@ -39,8 +39,11 @@ pub(super) const DEFAULT_SERVER_NAME: &str = "localhost";
 /// Page size `query --all` asks for when none is given: the server's maximum.
 const ALL_PAGE_SIZE: u64 = 1000;
 
+/// The server's page size when none is asked for (`ch-ids-size`'s default).
+const DEFAULT_PAGE_SIZE: u64 = 100;
+
 #[derive(Debug, clap::Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     #[command(flatten)]
     connect: ConnectArgs,
     #[command(subcommand)]
@@ -185,6 +188,30 @@ enum Request {
         #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new(), value_name = "DOCUMENT_ID")]
         id: String,
     },
+    /// Show a process: owners, creation time, number of entries, head (owners only).
+    #[command(after_help = EXIT_CODES)]
+    Info {
+        /// The process id: 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -
+        #[arg(long, value_parser = pid)]
+        pid: String,
+        /// Print only the owners, one per line
+        #[arg(long)]
+        owners_only: bool,
+    },
+    /// Replace the owners of a process (owners only); recorded in its chain, prints the receipt.
+    #[command(after_help = EXIT_CODES)]
+    Owners {
+        /// The process id: 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -
+        #[arg(long, value_parser = pid)]
+        pid: String,
+        /// An owner's client id (repeatable): the complete new set, which may leave us out
+        /// (`clearinghouse whoami --cert FILE` prints a certificate's id)
+        #[arg(long = "set", value_name = "CLIENT_ID", value_parser = owner, required = true)]
+        owners: Vec<String>,
+        /// Print only the receipt JWT instead of JSON with its decoded claims
+        #[arg(long)]
+        raw: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -234,12 +261,11 @@ fn date(text: &str) -> Result<String, String> {
         .ok_or_else(|| "expected a date (YYYY-MM-DD) or an RFC 3339 instant".into())
 }
 
-/// `--owner`: a client id has no spaces or control characters.
+/// `--owner`: checked as the clearing house checks the owners of a process.
 fn owner(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("expected a client id (SKI:keyid:AKI), without spaces".into());
-    }
-    Ok(text.to_owned())
+    check_owner_id(text)
+        .map(|()| text.to_owned())
+        .map_err(|error| format!("not a connector id: {error}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -248,7 +274,7 @@ enum OutputFormat {
     Json,
 }
 
-pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<()> {
     super::logging::init_quiet();
     if let Request::Query {
         from: Some(from),
@@ -318,6 +344,10 @@ async fn perform(client: &mut ClearingHouseClient, request: Request) -> anyhow::
             };
             if all {
                 query_all(client, &pid, options, format).await
+            } else if options.page.is_none() && options.size.is_none() {
+                // With default flags, a page of large entries shrinks until it fits.
+                let (page, _) = fitting_page(client, &pid, &mut options.clone(), 0).await?;
+                print_documents(&page, format)
             } else {
                 let reply = accepted(client.query(&pid, &options).await?)?;
                 let page = reply.json().context("the result is not JSON")?;
@@ -329,6 +359,24 @@ async fn perform(client: &mut ClearingHouseClient, request: Request) -> anyhow::
             let document = reply.json().context("the result is not JSON")?;
             println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(())
+        }
+        Request::Info { pid, owners_only } => {
+            let reply = accepted(client.info(&pid).await?)?;
+            let info = reply.json().context("the result is not JSON")?;
+            match info["owners"].as_array() {
+                Some(owners) if owners_only => {
+                    owners
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .for_each(|owner| println!("{owner}"));
+                }
+                _ => println!("{}", serde_json::to_string_pretty(&info)?),
+            }
+            Ok(())
+        }
+        Request::Owners { pid, owners, raw } => {
+            let reply = accepted(client.set_owners(&pid, &owners).await?)?;
+            print_receipt(&reply, raw)
         }
     }
 }
@@ -565,28 +613,59 @@ async fn query_all(
     );
     let mut documents = Vec::new();
     let mut total = 0;
-    let mut page = 1;
     loop {
-        options.page = Some(page);
-        let reply = accepted(client.query(pid, &options).await?)?;
-        let body = reply.json().context("the result is not JSON")?;
+        let read = documents.len() as u64;
+        let (body, size) = fitting_page(client, pid, &mut options, read).await?;
         total = body["total"].as_u64().unwrap_or(total);
         progress.set_length(total);
         let batch = body["documents"].as_array().cloned().unwrap_or_default();
-        let pages = body["pages"].as_u64().unwrap_or(page);
-        progress.inc(batch.len() as u64);
-        let done = batch.is_empty() || page >= pages;
+        let batch_len = batch.len() as u64;
+        progress.inc(batch_len);
         documents.extend(batch);
-        if done {
+        if batch_len < size || read + batch_len >= total {
             break;
         }
-        page += 1;
     }
     progress.finish_and_clear();
     print_documents(
         &json!({"pid": pid, "total": total, "documents": documents}),
         format,
     )
+}
+
+/// The page after the first `read` entries, with the page size of `options` or, while the
+/// clearing house answers TOO_MANY_RESULTS (the page would not fit a reply), a smaller one;
+/// the page's JSON and the size it has, which `options` keeps for the next page. An entry
+/// that does not fit on its own is an error naming it (the server's message does), not a loop.
+async fn fitting_page(
+    client: &mut ClearingHouseClient,
+    pid: &str,
+    options: &mut QueryOptions,
+    read: u64,
+) -> anyhow::Result<(Value, u64)> {
+    let mut size = options.size.unwrap_or(DEFAULT_PAGE_SIZE);
+    loop {
+        options.size = Some(size);
+        options.page = Some(read / size + 1);
+        let reply = client.query(pid, options).await?;
+        if reply.rejection_reason.as_deref() != Some("TOO_MANY_RESULTS") || size == 1 {
+            let body = accepted(reply)?.json().context("the result is not JSON")?;
+            // The server may have capped the size (limits.max_page_size): go on with its size.
+            let size = body["size"].as_u64().filter(|&s| s >= 1).unwrap_or(size);
+            options.size = Some(size);
+            return Ok((body, size));
+        }
+        size = smaller_page_size(size, read);
+    }
+}
+
+/// Half of `size` or less, such that `read` entries are a whole number of pages of it (so that
+/// the next page starts right after them): 1 at the least.
+fn smaller_page_size(size: u64, read: u64) -> u64 {
+    (1..=(size / 2).max(1))
+        .rev()
+        .find(|candidate| read.is_multiple_of(*candidate))
+        .unwrap_or(1)
 }
 
 /// Widths of the table's columns, so that a table fits 120 columns: ids are shortened in the
@@ -674,6 +753,16 @@ fn print_documents(page: &Value, format: OutputFormat) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_smaller_page_size_keeps_the_entries_read_a_whole_number_of_pages() {
+        assert_eq!(smaller_page_size(1000, 0), 500);
+        assert_eq!(smaller_page_size(500, 0), 250);
+        assert_eq!(smaller_page_size(250, 500), 125);
+        assert_eq!(smaller_page_size(125, 500), 50);
+        assert_eq!(smaller_page_size(3, 7), 1);
+        assert_eq!(smaller_page_size(1, 0), 1);
+    }
 
     #[test]
     fn a_table_of_long_fields_fits_120_columns() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::devpki::{DevPki, DevPkiOptions};
 
 #[derive(Debug, clap::Args)]
-pub struct DevPkiArgs {
+pub(crate) struct DevPkiArgs {
     /// Where to write the PKI (serve's default is <data_dir>/dev-pki)
     #[arg(long, default_value = "data/dev-pki", value_name = "DIR")]
     dir: PathBuf,
@@ -23,7 +23,7 @@ pub struct DevPkiArgs {
     validity_days: u32,
 }
 
-pub fn run(args: DevPkiArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: DevPkiArgs) -> anyhow::Result<()> {
     let defaults = DevPkiOptions::default();
     let options = DevPkiOptions {
         server_names: if args.server_names.is_empty() {
@@ -70,11 +70,16 @@ pub fn run(args: DevPkiArgs) -> anyhow::Result<()> {
     println!("  server key:         {}", pki.server_key().display());
     println!("  receipt key:        {}", pki.receipt_key().display());
     for name in &options.clients {
+        let certificate = pki.client_cert(name);
         println!(
             "  client {name}: {} {}",
-            pki.client_cert(name).display(),
+            certificate.display(),
             pki.client_key(name).display()
         );
+        // The id to name this client by as an owner (see `clearinghouse whoami`).
+        if let Ok(id) = super::whoami::connector_id(&certificate) {
+            println!("    connector id: {id}");
+        }
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use super::{setup, StoreConfigArgs};
 use crate::audit;
 
 #[derive(Debug, clap::Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// The process to export
     #[arg(long)]
     pid: String,
@@ -22,7 +22,7 @@ pub struct ExportArgs {
     config: StoreConfigArgs,
 }
 
-pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let config = args.config.load_for_tool()?;
     let store = setup::store(&config).await?;
     let mut out: Box<dyn Write> = match &args.output {

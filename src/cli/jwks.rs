@@ -4,12 +4,12 @@
 use super::{setup, ConfigArgs};
 
 #[derive(Debug, clap::Args)]
-pub struct JwksArgs {
+pub(crate) struct JwksArgs {
     #[command(flatten)]
     config: ConfigArgs,
 }
 
-pub fn run(args: JwksArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: JwksArgs) -> anyhow::Result<()> {
     let config = args.config.load_for_tool(Vec::new())?;
     // Never generates a PKI: printing keys must not invent new ones.
     let files = setup::files(&config, false)?;

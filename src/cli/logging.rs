@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{ConfigError, LogConfig, LogFormat};
 
 /// For `serve`: format and filter from the configuration.
-pub fn init(config: &LogConfig) -> Result<(), ConfigError> {
+pub(crate) fn init(config: &LogConfig) -> Result<(), ConfigError> {
     let filter =
         EnvFilter::try_new(&config.level).map_err(|e| ConfigError::setting("log.level", e))?;
     let builder = tracing_subscriber::fmt()
@@ -27,7 +27,7 @@ pub fn init(config: &LogConfig) -> Result<(), ConfigError> {
 }
 
 /// For the tools: warnings and errors only, unless `RUST_LOG` asks for more.
-pub fn init_quiet() {
+pub(crate) fn init_quiet() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,8 +1,8 @@
 //! The `clearinghouse` command line: one file per subcommand, the clap definitions here;
-//! [`setup`] turns a configuration into the library's parts, [`report`] renders errors.
+//! `setup` turns a configuration into the library's parts, [`report`] renders errors.
 //!
 //! This is the top level of the program, so errors are `anyhow` here; what decides the exit
-//! code travels as a typed error ([`ConfigError`](crate::config::ConfigError), [`Failure`]) inside
+//! code travels as a typed error (`config::ConfigError`, `Failure`) inside
 //! it, and [`exit_code`] reads it back.
 
 mod client;
@@ -12,8 +12,9 @@ mod jwks;
 mod logging;
 pub mod report;
 mod serve;
-mod setup;
+pub(crate) mod setup;
 mod verify;
+mod whoami;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,9 @@ enum Command {
     /// Print the receipt JWKS (current and retired keys) the configuration publishes.
     #[command(after_help = EXIT_CODES)]
     Jwks(jwks::JwksArgs),
+    /// Print the connector id (SKI:keyid:AKI) the clearing house derives for a certificate.
+    #[command(after_help = EXIT_CODES)]
+    Whoami(whoami::WhoamiArgs),
 }
 
 /// Where the configuration comes from, for the subcommands that read it.
@@ -118,13 +122,14 @@ impl StoreConfigArgs {
 
 /// Outcomes that are not runtime failures and have exit codes of their own.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     #[error("{0}")]
     Verification(String),
     #[error("the clearing house rejected the request: {0}")]
     Rejected(String),
 }
 
+/// Runs the subcommand `cli` names, to its end (for `serve`: until a shutdown signal).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
@@ -133,6 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::run(args).await,
         Command::DevPki(args) => dev_pki::run(args),
         Command::Jwks(args) => jwks::run(args),
+        Command::Whoami(args) => whoami::run(args),
     }
 }
 

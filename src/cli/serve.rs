@@ -28,7 +28,7 @@ use crate::ops::{self, OpsState};
 const DEMO_CLIENT: &str = "connector-a";
 
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[command(flatten)]
     config: StoreConfigArgs,
     /// Overrides server.listen (port 0 picks a free port; the bound address is printed)
@@ -51,7 +51,7 @@ enum LogFormatArg {
     Json,
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut overrides = Vec::new();
     overrides.extend(args.listen.map(|v| ("server.listen", v)));
     overrides.extend(args.ops_listen.map(|v| ("ops.listen", v)));

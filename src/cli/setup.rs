@@ -22,18 +22,18 @@ use crate::store::mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
 use crate::store::{EmbeddedStore, ProcessStore, UsageStore};
 
 /// The TLS and receipt files in use, defaults filled in.
-pub struct Files {
-    pub certificate: PathBuf,
-    pub private_key: PathBuf,
-    pub ca_certificates: PathBuf,
-    pub receipt_key: PathBuf,
+pub(crate) struct Files {
+    pub(crate) certificate: PathBuf,
+    pub(crate) private_key: PathBuf,
+    pub(crate) ca_certificates: PathBuf,
+    pub(crate) receipt_key: PathBuf,
     /// Set when some file comes from the development PKI.
-    pub dev_pki: Option<DevPki>,
+    pub(crate) dev_pki: Option<DevPki>,
 }
 
 /// Fills in empty TLS and receipt paths from the development PKI in `<data_dir>/dev-pki`,
 /// generating it when `generate` is set and it does not exist yet (the first run).
-pub fn files(config: &Config, generate: bool) -> Result<Files, ConfigError> {
+pub(crate) fn files(config: &Config, generate: bool) -> Result<Files, ConfigError> {
     let dev_pki = if config.uses_dev_pki() {
         let dir = config.dev_pki_dir();
         let pki = if generate {
@@ -64,7 +64,9 @@ pub fn files(config: &Config, generate: bool) -> Result<Files, ConfigError> {
 }
 
 /// Our TLS identity and the server-side rustls configuration.
-pub fn server_tls(files: &Files) -> Result<(TlsIdentity, Arc<rustls::ServerConfig>), ConfigError> {
+pub(crate) fn server_tls(
+    files: &Files,
+) -> Result<(TlsIdentity, Arc<rustls::ServerConfig>), ConfigError> {
     let identity =
         TlsIdentity::from_pem_files(&files.certificate, &files.private_key).map_err(|e| {
             let setting = match tls_error_path(&e) {
@@ -88,13 +90,13 @@ fn tls_error_path(error: &TlsError) -> Option<&Path> {
 }
 
 /// `SKI:keyid:AKI` of our certificate: our DAPS client id, and the default connector id's core.
-pub fn certificate_id(identity: &TlsIdentity) -> Result<String, ConfigError> {
+pub(crate) fn certificate_id(identity: &TlsIdentity) -> Result<String, ConfigError> {
     PeerCertificate::new(identity.leaf().clone())
         .connector_id()
         .map_err(|e| ConfigError::setting("tls.certificate", e))
 }
 
-pub fn connector_id(config: &Config, identity: &TlsIdentity) -> Result<String, ConfigError> {
+pub(crate) fn connector_id(config: &Config, identity: &TlsIdentity) -> Result<String, ConfigError> {
     if !config.server.connector_id.is_empty() {
         return Ok(config.server.connector_id.clone());
     }
@@ -102,14 +104,14 @@ pub fn connector_id(config: &Config, identity: &TlsIdentity) -> Result<String, C
 }
 
 /// Our DAT issuer and the verifier of peers' DATs (also used for tokens in message headers).
-pub struct DatDrivers {
-    pub issuer: Arc<dyn DatIssuer>,
-    pub verifier: Arc<dyn DatVerifier>,
+pub(crate) struct DatDrivers {
+    pub(crate) issuer: Arc<dyn DatIssuer>,
+    pub(crate) verifier: Arc<dyn DatVerifier>,
     /// `None` in development mode: replies then carry no security token.
-    pub own_dat: Option<Arc<dyn DatIssuer>>,
+    pub(crate) own_dat: Option<Arc<dyn DatIssuer>>,
 }
 
-pub fn dat_drivers(
+pub(crate) fn dat_drivers(
     config: &Config,
     files: &Files,
     identity: &TlsIdentity,
@@ -177,9 +179,9 @@ pub fn dat_drivers(
 
 /// What the transport's metric names start with: `clearinghouse_handshakes_total` and so on, as
 /// the README's metrics table and dashboards know them.
-pub const METRICS_PREFIX: &str = "clearinghouse";
+pub(crate) const METRICS_PREFIX: &str = "clearinghouse";
 
-pub fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, ConfigError> {
+pub(crate) fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, ConfigError> {
     let idscp2 = &config.idscp2;
     let settings = Settings {
         supported_ra: idscp2.supported_ra.clone(),
@@ -230,7 +232,10 @@ pub fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, ConfigErr
 }
 
 /// The receipt signer and the JWKS with the current and the retired keys.
-pub fn receipts(config: &Config, files: &Files) -> Result<(Arc<ReceiptSigner>, Jwks), ConfigError> {
+pub(crate) fn receipts(
+    config: &Config,
+    files: &Files,
+) -> Result<(Arc<ReceiptSigner>, Jwks), ConfigError> {
     let pem = std::fs::read(&files.receipt_key).map_err(|e| {
         ConfigError::setting(
             "receipt.key",
@@ -262,12 +267,12 @@ pub fn receipts(config: &Config, files: &Files) -> Result<(Arc<ReceiptSigner>, J
 }
 
 /// Opens the configured store and checks that it answers: the one place a backend is chosen.
-pub async fn store(config: &Config) -> Result<Arc<dyn ProcessStore>, ConfigError> {
+pub(crate) async fn store(config: &Config) -> Result<Arc<dyn ProcessStore>, ConfigError> {
     Ok(stores(config).await?.0)
 }
 
 /// The configured store, and the same backend's usage counters for the quotas.
-pub async fn stores(
+pub(crate) async fn stores(
     config: &Config,
 ) -> Result<(Arc<dyn ProcessStore>, Arc<dyn UsageStore>), ConfigError> {
     let (store, usage): (Arc<dyn ProcessStore>, Arc<dyn UsageStore>) = match config.store.backend {

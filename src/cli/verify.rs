@@ -15,7 +15,7 @@ use crate::store::chain::verify_chain;
 use crate::store::Entry;
 
 #[derive(Debug, clap::Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     #[command(subcommand)]
     what: What,
 }
@@ -49,7 +49,7 @@ enum What {
     },
 }
 
-pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     super::logging::init_quiet();
     match args.what {
         What::Receipt {

@@ -8,25 +8,24 @@
 //! (usually a file of the development PKI inside `server.data_dir`) then applies.
 //!
 //! - [`env`]: the `CH_...` mapping.
-//! - [`settings`]: the settings and their defaults; `config/clearinghouse.toml` documents them.
+//! - `settings`: the settings and their defaults; `config/clearinghouse.toml` documents them.
 
 mod env;
 mod settings;
 
 use std::path::{Path, PathBuf};
 
-pub use settings::{
-    or_default, Config, DatConfig, DatMode, Idscp2Config, LimitsConfig, LogConfig, LogFormat,
-    MongoConfig, OpsConfig, QuotaOverride, QuotasConfig, ReceiptConfig, RetiredKey, ServerConfig,
-    StoreBackend, StoreConfig, TlsConfig,
+pub(crate) use settings::{
+    or_default, Config, DatMode, LogConfig, LogFormat, MongoConfig, StoreBackend,
 };
+pub use settings::{LimitsConfig, QuotaOverride, QuotasConfig};
 
 /// The file read when `--config` / `CH_CONFIG` names none, if it exists.
-pub const DEFAULT_CONFIG_FILE: &str = "config/clearinghouse.toml";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "config/clearinghouse.toml";
 
 /// A configuration that cannot be used. Every variant names the setting (or file) at fault.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("configuration file {}: {reason}", path.display())]
     File { path: PathBuf, reason: String },
     #[error("{setting}: {reason}")]
@@ -34,7 +33,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn setting(setting: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+    pub(crate) fn setting(setting: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         ConfigError::Setting {
             setting: setting.into(),
             reason: reason.to_string(),
@@ -44,15 +43,15 @@ impl ConfigError {
 
 /// A configuration as loaded, with what loading it passed over.
 #[derive(Debug)]
-pub struct Loaded {
-    pub config: Config,
+pub(crate) struct Loaded {
+    pub(crate) config: Config,
     /// `CH_` variables that name no section of the configuration, so were ignored.
-    pub ignored_variables: Vec<String>,
+    pub(crate) ignored_variables: Vec<String>,
 }
 
 impl Loaded {
     /// One debug line naming the ignored variables, for when logging is set up.
-    pub fn log_ignored(&self) {
+    pub(crate) fn log_ignored(&self) {
         if !self.ignored_variables.is_empty() {
             tracing::debug!(
                 variables = ?self.ignored_variables,
@@ -64,7 +63,10 @@ impl Loaded {
 
 /// Loads the configuration: `file` (or [`DEFAULT_CONFIG_FILE`] when it exists), the process
 /// environment, then `overrides` (dotted setting names and values as typed on a command line).
-pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Loaded, ConfigError> {
+pub(crate) fn load(
+    file: Option<&Path>,
+    overrides: &[(&str, String)],
+) -> Result<Loaded, ConfigError> {
     let file = file.or_else(|| {
         let default = Path::new(DEFAULT_CONFIG_FILE);
         default.exists().then_some(default)

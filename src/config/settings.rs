@@ -18,40 +18,40 @@ use crate::receipt::ReceiptAlgorithm;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub tls: TlsConfig,
-    pub idscp2: Idscp2Config,
-    pub dat: DatConfig,
-    pub receipt: ReceiptConfig,
-    pub store: StoreConfig,
-    pub ops: OpsConfig,
-    pub log: LogConfig,
-    pub limits: LimitsConfig,
-    pub quotas: QuotasConfig,
+pub(crate) struct Config {
+    pub(crate) server: ServerConfig,
+    pub(crate) tls: TlsConfig,
+    pub(crate) idscp2: Idscp2Config,
+    pub(crate) dat: DatConfig,
+    pub(crate) receipt: ReceiptConfig,
+    pub(crate) store: StoreConfig,
+    pub(crate) ops: OpsConfig,
+    pub(crate) log: LogConfig,
+    pub(crate) limits: LimitsConfig,
+    pub(crate) quotas: QuotasConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    pub listen: String,
-    pub max_connections: usize,
+pub(crate) struct ServerConfig {
+    pub(crate) listen: String,
+    pub(crate) max_connections: usize,
     /// Our connector IRI; empty: `urn:clearinghouse:<SKI:keyid:AKI of tls.certificate>`.
-    pub connector_id: String,
-    pub data_dir: PathBuf,
-    pub max_payload: usize,
+    pub(crate) connector_id: String,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) max_payload: usize,
     /// Connections in TLS or the IDSCP2 handshake at once; further new sockets are closed at once.
-    pub max_handshakes: usize,
+    pub(crate) max_handshakes: usize,
     /// Of those, from one IPv4 address or IPv6 /64.
-    pub max_handshakes_per_address: usize,
+    pub(crate) max_handshakes_per_address: usize,
     /// A new socket that sends no TLS ClientHello for this long is closed.
-    pub client_hello_timeout_ms: u64,
+    pub(crate) client_hello_timeout_ms: u64,
     /// Bytes of peer data all connections together may hold (the memory bound).
-    pub max_buffered_bytes: usize,
+    pub(crate) max_buffered_bytes: usize,
     /// Bytes of peer data one connection may hold.
-    pub connection_buffer_bytes: usize,
+    pub(crate) connection_buffer_bytes: usize,
     /// Requests a peer may have in flight (received, not yet answered and ACKed).
-    pub requests_in_flight: usize,
+    pub(crate) requests_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -76,28 +76,28 @@ impl Default for ServerConfig {
 /// Empty paths mean the development PKI in `<data_dir>/dev-pki` (development mode only).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    pub certificate: PathBuf,
-    pub private_key: PathBuf,
-    pub ca_certificates: PathBuf,
+pub(crate) struct TlsConfig {
+    pub(crate) certificate: PathBuf,
+    pub(crate) private_key: PathBuf,
+    pub(crate) ca_certificates: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Idscp2Config {
-    pub handshake_timeout_ms: u64,
-    pub ack_timeout_ms: u64,
-    pub ra_interval_s: u64,
-    pub dat_renewal_threshold: f64,
-    pub supported_ra: Vec<String>,
-    pub expected_ra: Vec<String>,
-    pub max_frame: usize,
+pub(crate) struct Idscp2Config {
+    pub(crate) handshake_timeout_ms: u64,
+    pub(crate) ack_timeout_ms: u64,
+    pub(crate) ra_interval_s: u64,
+    pub(crate) dat_renewal_threshold: f64,
+    pub(crate) supported_ra: Vec<String>,
+    pub(crate) expected_ra: Vec<String>,
+    pub(crate) max_frame: usize,
     /// Resends of unacknowledged data before the peer is closed with TIMEOUT.
-    pub max_resends: u32,
+    pub(crate) max_resends: u32,
     /// A frame must be complete this long after its length arrived.
-    pub frame_timeout_ms: u64,
+    pub(crate) frame_timeout_ms: u64,
     /// The frame limit until the peer's DAT is accepted.
-    pub handshake_max_frame: usize,
+    pub(crate) handshake_max_frame: usize,
 }
 
 impl Default for Idscp2Config {
@@ -120,7 +120,7 @@ impl Default for Idscp2Config {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DatMode {
+pub(crate) enum DatMode {
     /// NullDAPS tokens, identities from certificates; for trying things out and tests.
     #[default]
     Development,
@@ -132,27 +132,27 @@ pub enum DatMode {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DatConfig {
-    pub mode: DatMode,
+pub(crate) struct DatConfig {
+    pub(crate) mode: DatMode,
     /// The DAPS issuer (`iss` of DATs); required in `daps` and `static` mode.
-    pub daps_url: String,
+    pub(crate) daps_url: String,
     /// DAPS keys: an `http(s)://` URL or a file; empty: `<daps_url>/.well-known/jwks.json`.
-    pub jwks: String,
+    pub(crate) jwks: String,
     /// Required in `daps` mode.
-    pub token_url: String,
+    pub(crate) token_url: String,
     /// Required in `static` mode.
-    pub token_file: PathBuf,
+    pub(crate) token_file: PathBuf,
     /// `BASE`, `TRUST` or `TRUST_PLUS` (with or without `idsc:` and `_SECURITY_PROFILE`); empty: none.
-    pub minimum_security_profile: String,
+    pub(crate) minimum_security_profile: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ReceiptConfig {
-    pub algorithm: String,
+pub(crate) struct ReceiptConfig {
+    pub(crate) algorithm: String,
     /// PKCS#8 PEM; empty: the development PKI's receipt key (development mode only).
-    pub key: PathBuf,
-    pub retired_keys: Vec<RetiredKey>,
+    pub(crate) key: PathBuf,
+    pub(crate) retired_keys: Vec<RetiredKey>,
 }
 
 impl Default for ReceiptConfig {
@@ -168,15 +168,15 @@ impl Default for ReceiptConfig {
 /// A key receipts were signed with before; published so that its receipts still verify.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetiredKey {
-    pub algorithm: String,
+pub(crate) struct RetiredKey {
+    pub(crate) algorithm: String,
     /// The old private key or its public key (`-----BEGIN PUBLIC KEY-----`).
-    pub key: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StoreBackend {
+pub(crate) enum StoreBackend {
     #[default]
     Embedded,
     Mongodb,
@@ -184,21 +184,21 @@ pub enum StoreBackend {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    pub backend: StoreBackend,
+pub(crate) struct StoreConfig {
+    pub(crate) backend: StoreBackend,
     /// The embedded store's file; empty: `<data_dir>/clearinghouse.redb`.
-    pub path: PathBuf,
-    pub mongodb: MongoConfig,
+    pub(crate) path: PathBuf,
+    pub(crate) mongodb: MongoConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct MongoConfig {
-    pub uri: String,
-    pub database: String,
-    pub timeout_ms: u64,
-    pub write_concern: String,
-    pub journal: bool,
+pub(crate) struct MongoConfig {
+    pub(crate) uri: String,
+    pub(crate) database: String,
+    pub(crate) timeout_ms: u64,
+    pub(crate) write_concern: String,
+    pub(crate) journal: bool,
 }
 
 impl Default for MongoConfig {
@@ -215,8 +215,8 @@ impl Default for MongoConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct OpsConfig {
-    pub listen: String,
+pub(crate) struct OpsConfig {
+    pub(crate) listen: String,
 }
 
 impl Default for OpsConfig {
@@ -229,7 +229,7 @@ impl Default for OpsConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     #[default]
     Human,
     Json,
@@ -237,10 +237,10 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub format: LogFormat,
+pub(crate) struct LogConfig {
+    pub(crate) format: LogFormat,
     /// A tracing filter: `info`, `debug`, `clearinghouse=debug,info`, ...
-    pub level: String,
+    pub(crate) level: String,
 }
 
 impl Default for LogConfig {
@@ -288,7 +288,7 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
-    pub fn params(&self) -> ParamLimits {
+    pub(crate) fn params(&self) -> ParamLimits {
         ParamLimits {
             max_parameters: self.max_parameters,
             max_parameter_bytes: self.max_parameter_bytes,
@@ -379,9 +379,13 @@ impl Default for QuotasConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverride {
+    /// This connector's [`QuotasConfig::requests_per_second`].
     pub requests_per_second: Option<f64>,
+    /// This connector's [`QuotasConfig::burst`].
     pub burst: Option<u64>,
+    /// This connector's [`QuotasConfig::processes_per_window`].
     pub processes_per_window: Option<u64>,
+    /// This connector's [`QuotasConfig::bytes_per_window`].
     pub bytes_per_window: Option<u64>,
 }
 
@@ -522,7 +526,7 @@ impl Config {
     }
 
     /// The bounds on connections that have not finished their handshake.
-    pub fn handshake_limits(&self) -> HandshakeLimits {
+    pub(crate) fn handshake_limits(&self) -> HandshakeLimits {
         HandshakeLimits {
             max_pending: self.server.max_handshakes,
             max_pending_per_source: self.server.max_handshakes_per_address,
@@ -540,7 +544,7 @@ impl Config {
         required_path("receipt.key", &self.receipt.key)
     }
 
-    pub fn receipt_algorithm(&self) -> Result<ReceiptAlgorithm, ConfigError> {
+    pub(crate) fn receipt_algorithm(&self) -> Result<ReceiptAlgorithm, ConfigError> {
         self.receipt
             .algorithm
             .parse()
@@ -548,19 +552,19 @@ impl Config {
     }
 
     /// Where the development PKI lives (and is generated on first run).
-    pub fn dev_pki_dir(&self) -> PathBuf {
+    pub(crate) fn dev_pki_dir(&self) -> PathBuf {
         self.server.data_dir.join("dev-pki")
     }
 
     /// The embedded store's file.
-    pub fn store_path(&self) -> PathBuf {
+    pub(crate) fn store_path(&self) -> PathBuf {
         or_default(&self.store.path, || {
             self.server.data_dir.join("clearinghouse.redb")
         })
     }
 
     /// Whether a TLS or receipt file is left to the development PKI.
-    pub fn uses_dev_pki(&self) -> bool {
+    pub(crate) fn uses_dev_pki(&self) -> bool {
         [
             &self.tls.certificate,
             &self.tls.private_key,
@@ -573,7 +577,7 @@ impl Config {
 }
 
 /// `path`, or `default()` when the setting is empty.
-pub fn or_default(path: &Path, default: impl FnOnce() -> PathBuf) -> PathBuf {
+pub(crate) fn or_default(path: &Path, default: impl FnOnce() -> PathBuf) -> PathBuf {
     if path.as_os_str().is_empty() {
         default()
     } else {

@@ -6,6 +6,20 @@
 //! clearing house; the handlers never see a header, a parameter or a door. Whatever is wrong
 //! with a request that can be told without the store or the caller's quotas is refused here,
 //! with the same rejection whichever door it came through.
+//!
+//! Besides its default, a message type can ask for one more thing with `ch-ids-operation`
+//! (clients that do not send it get what they always got):
+//! - `ids:QueryMessage` + `ch-ids-operation: info` ([`Command::ProcessInfo`]): the process's
+//!   owners, creation time, number of entries and head (sequence and chain hash), as a
+//!   ResultMessage with `{"pid", "owners", "created_at", "entries", "head": {"sequence",
+//!   "chain_hash", "timestamp"}}`; for owners only, refused as a query is.
+//! - `ids:RequestMessage` + `ch-ids-operation: set-owners` with `Content-Type: application/json`
+//!   and `{"owners": [...]}` ([`Command::SetOwners`]): an owner replaces the owners of an
+//!   existing process. The change is an entry of the process's chain (payload type
+//!   `application/vnd.clearinghouse.owners+json`, see `store::owners`) and is answered with
+//!   its receipt, like a log. That payload type is reserved: a LogMessage cannot carry it.
+//!
+//! Any other operation, or one on a LogMessage, is refused with BAD_PARAMETERS.
 
 use std::collections::BTreeSet;
 
@@ -13,13 +27,15 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::header::{MessageType, RequestHeader};
+use super::owner::{check_owner_id, OwnerIdError};
 use super::params::{ChParams, QueryParams};
 use super::pid::Pid;
 use super::rejection::{bad_parameter, too_large, Rejection, RejectionReason};
+use crate::store::OWNER_CHANGE_PAYLOAD_TYPE;
 
 /// One request, validated: each variant holds exactly what its handler needs.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     /// `ids:RequestMessage`: create a process owned by the caller and `owners`.
     Create { pid: Pid, owners: BTreeSet<String> },
     /// `ids:LogMessage`: append `payload` (never empty) to the process.
@@ -36,30 +52,54 @@ pub enum Command {
     QueryPage { pid: Pid, spec: QueryParams },
     /// `ids:QueryMessage` with `ch-ids-id`: one entry by its document id.
     QueryOne { pid: Pid, id: String },
+    /// `ids:QueryMessage` with `ch-ids-operation: info`: the process itself.
+    ProcessInfo { pid: Pid },
+    /// `ids:RequestMessage` with `ch-ids-operation: set-owners`: replace the owners (never
+    /// empty) of an existing process, recorded in its chain.
+    SetOwners {
+        pid: Pid,
+        owners: BTreeSet<String>,
+        /// The request header as it is stored with the entry that records the change.
+        stored_header: Value,
+    },
 }
+
+/// `ch-ids-operation` values.
+const INFO: &str = "info";
+const SET_OWNERS: &str = "set-owners";
 
 /// Bounds on a command's payload, checked before the payload is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PayloadLimits {
+pub(crate) struct PayloadLimits {
     /// `limits.max_create_payload`: the `{"owners": [...]}` of a create.
-    pub max_create_payload: usize,
+    pub(crate) max_create_payload: usize,
     /// `server.max_payload`: one logged payload.
-    pub max_log_payload: usize,
+    pub(crate) max_log_payload: usize,
 }
 
 impl Command {
     /// The command `header`, `params` and `payload` make. `params` were read with the request's
     /// [`ParamLimits`](super::params::ParamLimits), which also bound the pid.
-    pub fn parse(
+    pub(crate) fn parse(
         header: &RequestHeader,
         params: &ChParams,
         payload: Bytes,
         limits: &PayloadLimits,
     ) -> Result<Command, Rejection> {
+        let operation = params.operation.as_deref();
+        let is = |name: &str| operation.is_some_and(|op| op.eq_ignore_ascii_case(name));
         match &header.message_type {
-            MessageType::Request => create(params, payload, limits),
-            MessageType::Log => log(header, params, payload, limits),
-            MessageType::Query => query(params),
+            MessageType::Request if operation.is_none() => create(params, payload, limits),
+            MessageType::Request if is(SET_OWNERS) => set_owners(header, params, payload, limits),
+            MessageType::Log if operation.is_none() => log(header, params, payload, limits),
+            MessageType::Query if operation.is_none() => query(params),
+            MessageType::Query if is(INFO) => Ok(Command::ProcessInfo { pid: params.pid()? }),
+            MessageType::Request | MessageType::Log | MessageType::Query => {
+                Err(bad_parameter(format!(
+                    "ch-ids-operation {:?} is not known for this message type; send {SET_OWNERS:?} with ids:RequestMessage or {INFO:?} with ids:QueryMessage",
+                    operation.unwrap_or_default(),
+                )))
+            }
             MessageType::Other(other) => Err(Rejection::with_default_status(
                 RejectionReason::MessageTypeNotSupported,
                 format!("{other} is not supported; send ids:RequestMessage, ids:LogMessage or ids:QueryMessage"),
@@ -70,6 +110,37 @@ impl Command {
 
 fn create(params: &ChParams, payload: Bytes, limits: &PayloadLimits) -> Result<Command, Rejection> {
     let pid = params.pid()?;
+    let owners = owners_payload(params, &payload, limits)?;
+    Ok(Command::Create { pid, owners })
+}
+
+fn set_owners(
+    header: &RequestHeader,
+    params: &ChParams,
+    payload: Bytes,
+    limits: &PayloadLimits,
+) -> Result<Command, Rejection> {
+    let pid = params.pid()?;
+    let owners = owners_payload(params, &payload, limits)?;
+    if owners.is_empty() {
+        return Err(bad_parameter(
+            "set-owners needs Content-Type: application/json with a non-empty {\"owners\": [...]}",
+        ));
+    }
+    Ok(Command::SetOwners {
+        pid,
+        owners,
+        stored_header: header.stored_form(),
+    })
+}
+
+/// The owners a create or set-owners payload names, once it is known to be within
+/// `limits.max_create_payload`.
+fn owners_payload(
+    params: &ChParams,
+    payload: &[u8],
+    limits: &PayloadLimits,
+) -> Result<BTreeSet<String>, Rejection> {
     let max_payload = limits.max_create_payload;
     if payload.len() > max_payload {
         return Err(too_large(
@@ -81,8 +152,7 @@ fn create(params: &ChParams, payload: Bytes, limits: &PayloadLimits) -> Result<C
             ),
         ));
     }
-    let owners = requested_owners(params, &payload)?;
-    Ok(Command::Create { pid, owners })
+    requested_owners(params, payload)
 }
 
 fn log(
@@ -96,6 +166,12 @@ fn log(
     if size == 0 {
         return Err(bad_parameter("the payload to log is empty"));
     }
+    let payload_type = params.content_type.clone().unwrap_or_default();
+    if media_type_is(&payload_type, OWNER_CHANGE_PAYLOAD_TYPE) {
+        return Err(bad_parameter(format!(
+            "Content-Type {OWNER_CHANGE_PAYLOAD_TYPE} is reserved for owner changes (ch-ids-operation: set-owners)"
+        )));
+    }
     if size > limits.max_log_payload {
         return Err(Rejection::new(
             RejectionReason::BadParameters,
@@ -108,7 +184,7 @@ fn log(
     }
     Ok(Command::Log {
         pid,
-        payload_type: params.content_type.clone().unwrap_or_default(),
+        payload_type,
         payload,
         stored_header: header.stored_form(),
     })
@@ -129,16 +205,23 @@ fn query(params: &ChParams) -> Result<Command, Rejection> {
     })
 }
 
+/// Whether `content_type` (parameters such as `charset` aside) is `media_type`.
+fn media_type_is(content_type: &str, media_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(media_type))
+}
+
 /// The owners named in the payload `{"owners": [...]}`; an empty payload names none.
 fn requested_owners(params: &ChParams, payload: &[u8]) -> Result<BTreeSet<String>, Rejection> {
     if payload.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let is_json = params.content_type.as_deref().is_some_and(|t| {
-        t.split(';')
-            .next()
-            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
-    });
+    let is_json = params
+        .content_type
+        .as_deref()
+        .is_some_and(|t| media_type_is(t, "application/json"));
     if !is_json {
         return Err(bad_parameter(
             "a payload needs Content-Type: application/json with {\"owners\": [...]}",
@@ -157,12 +240,25 @@ fn requested_owners(params: &ChParams, payload: &[u8]) -> Result<BTreeSet<String
         Some(Value::Array(owners)) => owners
             .iter()
             .map(|owner| match owner {
-                Value::String(id) if !id.is_empty() => Ok(id.clone()),
+                Value::String(id) if !id.is_empty() => {
+                    check_owner_id(id).map_err(|error| invalid_owner(id, error))?;
+                    Ok(id.clone())
+                }
                 _ => Err(not_a_list()),
             })
             .collect(),
         Some(_) => Err(not_a_list()),
     }
+}
+
+/// Names the owner (its start, when it is long), escaped, as the client can find it in its list.
+fn invalid_owner(id: &str, error: OwnerIdError) -> Rejection {
+    const SHOWN: usize = 48;
+    let shown: String = id.chars().take(SHOWN).collect();
+    let more = if shown.len() < id.len() { "…" } else { "" };
+    bad_parameter(format!(
+        "owner {shown:?}{more} is not a connector id: {error}"
+    ))
 }
 
 #[cfg(test)]
@@ -192,12 +288,8 @@ mod tests {
         .unwrap()
     }
 
-    /// A request as a door receives it: the header's type, extra headers, payload.
-    fn parse(
-        type_name: &str,
-        pairs: &[(&str, &str)],
-        payload: &[u8],
-    ) -> Result<Command, Rejection> {
+    /// The parameters of a request with these extra headers.
+    fn params(pairs: &[(&str, &str)]) -> Result<ChParams, Rejection> {
         let extra: Vec<HeaderEntry> = pairs
             .iter()
             .map(|(name, value)| HeaderEntry {
@@ -205,7 +297,16 @@ mod tests {
                 value: (*value).to_owned(),
             })
             .collect();
-        let params = ChParams::parse(&extra, &ParamLimits::default())?;
+        ChParams::parse(&extra, &ParamLimits::default())
+    }
+
+    /// A request as a door receives it: the header's type, extra headers, payload.
+    fn parse(
+        type_name: &str,
+        pairs: &[(&str, &str)],
+        payload: &[u8],
+    ) -> Result<Command, Rejection> {
+        let params = params(pairs)?;
         Command::parse(
             &header(type_name),
             &params,
@@ -325,6 +426,55 @@ mod tests {
                 "owners must be a list of non-empty strings",
             );
         }
+    }
+
+    #[test]
+    fn owners_that_no_connector_can_be_are_named_and_refused() {
+        let json = [("ch-ids-pid", "p-1"), ("content-type", "application/json")];
+        let payload = |owners: Value| json!({ "owners": owners }).to_string();
+        assert!(parse(
+            "ids:RequestMessage",
+            &json,
+            payload(json!(["D2:70:1A:keyid:CB:8C:0E", "urn:a"])).as_bytes()
+        )
+        .is_ok());
+        assert_rejected(
+            parse(
+                "ids:RequestMessage",
+                &json,
+                payload(json!(["urn:a", "d2:70:keyid:cb:8c"])).as_bytes(),
+            ),
+            BAD,
+            400,
+            "owner \"d2:70:keyid:cb:8c\" is not a connector id: an SKI:keyid:AKI id is uppercase hex bytes separated by colons, e.g. D2:70:1A:keyid:CB:8C:0E",
+        );
+        assert_rejected(
+            parse(
+                "ids:RequestMessage",
+                &json,
+                payload(json!(["D2:70:keyid:CB:8C\n"])).as_bytes(),
+            ),
+            BAD,
+            400,
+            "owner \"D2:70:keyid:CB:8C\\n\" is not a connector id: it contains '\\n'; connector ids are printable ASCII without blanks",
+        );
+        // Too long for LIMITS' create payload: parsed with a larger bound.
+        let long = "x".repeat(300);
+        let limits = PayloadLimits {
+            max_create_payload: 1024,
+            ..LIMITS
+        };
+        let params = params(&json).unwrap();
+        let body = Bytes::from(payload(json!([long])));
+        let rejection =
+            Command::parse(&header("ids:RequestMessage"), &params, body, &limits).unwrap_err();
+        assert_eq!(
+            rejection.message,
+            format!(
+                "owner \"{}\"… is not a connector id: it is longer than 256 characters",
+                "x".repeat(48)
+            )
+        );
     }
 
     #[test]
@@ -454,7 +604,9 @@ mod tests {
             let (Command::Create { pid: read, .. }
             | Command::Log { pid: read, .. }
             | Command::QueryPage { pid: read, .. }
-            | Command::QueryOne { pid: read, .. }) = command;
+            | Command::QueryOne { pid: read, .. }
+            | Command::ProcessInfo { pid: read }
+            | Command::SetOwners { pid: read, .. }) = command;
             assert_eq!(read, pid("p-1"), "{type_name}");
         }
     }
@@ -477,6 +629,306 @@ mod tests {
             b"x"
         )
         .is_ok());
+    }
+
+    /// A request header with every field read, its names written by `name` (`name("LogMessage")`
+    /// is that spelling of `ids:LogMessage`) under `context`.
+    fn spelled(context: Option<Value>, name: &dyn Fn(&str) -> String, term: &str) -> Value {
+        let mut header = json!({
+            "@type": name(term),
+            "@id": "urn:m:1",
+            (name("issuerConnector")): {"@id": "https://connector.example/"},
+            (name("senderAgent")): "https://agent.example/",
+            (name("securityToken")): {
+                "@type": name("DynamicAttributeToken"),
+                (name("tokenValue")): "eyJ.dat",
+            },
+            (name("authorizationToken")): {(name("tokenValue")): "eyJ.auth"},
+            (name("contentVersion")): "1",
+        });
+        if let Some(context) = context {
+            header["@context"] = context;
+        }
+        header
+    }
+
+    /// The command of `header` with the parameters and payload its type needs.
+    fn command_of(header: &Value, kind: &str) -> Result<(RequestHeader, Command), Rejection> {
+        let header = RequestHeader::parse(&header.to_string()).map_err(Rejection::from)?;
+        let (pairs, payload): (&[(&str, &str)], &[u8]) = match kind {
+            "RequestMessage" => (
+                &[("ch-ids-pid", "p-1"), ("content-type", "application/json")],
+                br#"{"owners": ["urn:b"]}"#,
+            ),
+            "LogMessage" => (&[("ch-ids-pid", "p-1")], b"x"),
+            _ => (&[("ch-ids-pid", "p-1"), ("ch-ids-page", "2")], b""),
+        };
+        let params = params(pairs)?;
+        let command = Command::parse(&header, &params, Bytes::copy_from_slice(payload), &LIMITS)?;
+        Ok((header, command))
+    }
+
+    /// What a request header says, without the JSON it said it in.
+    fn fields(h: &RequestHeader) -> impl PartialEq + std::fmt::Debug + '_ {
+        let fields = (&h.message_type, &h.id, &h.issuer_connector, &h.sender_agent);
+        (fields, &h.security_token)
+    }
+
+    /// A spelling's name, the header's `@context`, and how it writes an IDS term.
+    type Spelling<'a> = (&'a str, Option<Value>, &'a dyn Fn(&str) -> String);
+
+    const KINDS: [&str; 3] = ["RequestMessage", "LogMessage", "QueryMessage"];
+    const IDS: &str = "https://w3id.org/idsa/core/";
+    const IDS_CONTEXT: &str = "https://w3id.org/idsa/contexts/context.jsonld";
+
+    #[test]
+    fn every_json_ld_spelling_makes_the_same_command() {
+        let prefixed = |t: &str| format!("ids:{t}");
+        let full = |t: &str| format!("{IDS}{t}");
+        let bare = |t: &str| t.to_owned();
+        let own_prefix = |t: &str| format!("idsc:{t}");
+        let spellings: [Spelling; 9] = [
+            ("prefix, no context", None, &prefixed),
+            ("full IRI", None, &full),
+            ("full IRI, IDS context", Some(json!(IDS_CONTEXT)), &full),
+            ("term, context document", Some(json!(IDS_CONTEXT)), &bare),
+            ("term, @vocab", Some(json!({"@vocab": IDS})), &bare),
+            ("term, ids prefix", Some(json!({"ids": IDS})), &bare),
+            (
+                "term, context list",
+                Some(json!([{"xsd": "http://www.w3.org/2001/XMLSchema#"}, IDS_CONTEXT])),
+                &bare,
+            ),
+            ("own prefix", Some(json!({"idsc": IDS})), &own_prefix),
+            ("prefix, IDS context", Some(json!(IDS_CONTEXT)), &prefixed),
+        ];
+        for kind in KINDS {
+            let reference = spelled(Some(json!({"ids": IDS})), &prefixed, kind);
+            let (reference_header, reference_command) = command_of(&reference, kind).unwrap();
+            for (spelling, context, name) in &spellings {
+                let header = spelled(context.clone(), name, kind);
+                let (read, command) = command_of(&header, kind)
+                    .unwrap_or_else(|r| panic!("{kind}, {spelling}: {}", r.message));
+                assert_eq!(
+                    fields(&read),
+                    fields(&reference_header),
+                    "{kind}, {spelling}"
+                );
+                // The stored header is the header as sent, without both tokens in any spelling.
+                let mut stored = header.clone();
+                let stored_map = stored.as_object_mut().unwrap();
+                stored_map.remove(&name("securityToken"));
+                stored_map.remove(&name("authorizationToken"));
+                assert_eq!(read.stored_form(), stored, "{kind}, {spelling}");
+                let expected = match &reference_command {
+                    Command::Log {
+                        pid,
+                        payload_type,
+                        payload,
+                        ..
+                    } => Command::Log {
+                        pid: pid.clone(),
+                        payload_type: payload_type.clone(),
+                        payload: payload.clone(),
+                        stored_header: stored,
+                    },
+                    other => other.clone(),
+                };
+                assert_eq!(command, expected, "{kind}, {spelling}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_in_one_element_lists_and_nodes_read_as_bare_values() {
+        let wrapped = json!({
+            "@context": {"ids": IDS},
+            "@type": ["ids:LogMessage"],
+            "@id": "urn:m:1",
+            "ids:issuerConnector": ["https://connector.example/"],
+            "ids:senderAgent": [{"@id": "https://agent.example/"}],
+            "ids:securityToken": [{"ids:tokenValue": [{"@value": "eyJ.dat"}]}],
+        });
+        let unwrapped = json!({
+            "@type": "ids:LogMessage",
+            "@id": "urn:m:1",
+            "ids:issuerConnector": "https://connector.example/",
+            "ids:senderAgent": {"@id": "https://agent.example/"},
+            "ids:securityToken": {"ids:tokenValue": "eyJ.dat"},
+        });
+        let (header, command) = command_of(&wrapped, "LogMessage").unwrap();
+        let (expected, _) = command_of(&unwrapped, "LogMessage").unwrap();
+        assert_eq!(fields(&header), fields(&expected));
+        assert_eq!(header.security_token.as_deref(), Some("eyJ.dat"));
+        let Command::Log { stored_header, .. } = command else {
+            panic!("not a log: {command:?}");
+        };
+        assert!(stored_header.get("ids:securityToken").is_none());
+    }
+
+    #[test]
+    fn spellings_outside_the_ids_namespace_are_refused_as_before() {
+        let unsupported = RejectionReason::MessageTypeNotSupported;
+        let malformed = RejectionReason::MalformedMessage;
+        let cases = [
+            (None, json!("LogMessage"), unsupported),
+            (
+                None,
+                json!("http://w3id.org/idsa/core/LogMessage"),
+                unsupported,
+            ),
+            (
+                None,
+                json!("https://w3id.org/idsa/code/LogMessage"),
+                unsupported,
+            ),
+            (
+                Some(json!({"@vocab": "https://example.org/"})),
+                json!("LogMessage"),
+                unsupported,
+            ),
+            (
+                Some(json!("https://example.org/context.jsonld")),
+                json!("LogMessage"),
+                unsupported,
+            ),
+            (
+                Some(json!({"o": "https://example.org/"})),
+                json!("o:LogMessage"),
+                unsupported,
+            ),
+            (
+                Some(json!({"ids": IDS})),
+                json!("idsc:LogMessage"),
+                unsupported,
+            ),
+            (None, json!(["ids:LogMessage", "ids:Message"]), malformed),
+            (None, json!([]), malformed),
+            (None, json!({"@id": "ids:LogMessage"}), malformed),
+        ];
+        for (context, type_value, reason) in cases {
+            let mut header = json!({"@type": type_value, "@id": "urn:m:1"});
+            if let Some(context) = context {
+                header["@context"] = context;
+            }
+            let rejection = command_of(&header, "LogMessage").unwrap_err();
+            assert_eq!(rejection.reason, reason, "{header}");
+        }
+    }
+
+    #[test]
+    fn a_field_given_in_two_spellings_is_malformed() {
+        let twice = json!({
+            "@type": "ids:LogMessage",
+            "@id": "urn:m:1",
+            "ids:securityToken": {"ids:tokenValue": "eyJ.verified"},
+            "https://w3id.org/idsa/core/securityToken": {"ids:tokenValue": "eyJ.other"},
+        });
+        let rejection = command_of(&twice, "LogMessage").unwrap_err();
+        assert_eq!(rejection.reason, RejectionReason::MalformedMessage);
+        assert_eq!(
+            rejection.message,
+            "the IDS header is ambiguous: ids:securityToken is given twice, as \"https://w3id.org/idsa/core/securityToken\" and \"ids:securityToken\""
+        );
+    }
+
+    #[test]
+    fn an_info_operation_on_a_query_asks_for_the_process() {
+        let info = parse(
+            "ids:QueryMessage",
+            &[("ch-ids-pid", "p-1"), ("ch-ids-operation", "Info")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(info, Command::ProcessInfo { pid: pid("p-1") });
+        // Without the operation a query is what it always was.
+        let page = parse("ids:QueryMessage", &[("ch-ids-pid", "p-1")], b"").unwrap();
+        assert!(matches!(page, Command::QueryPage { .. }), "{page:?}");
+    }
+
+    #[test]
+    fn a_set_owners_operation_names_a_non_empty_set_of_owners() {
+        let json = [
+            ("ch-ids-pid", "p-1"),
+            ("ch-ids-operation", "set-owners"),
+            ("content-type", "application/json"),
+        ];
+        let command = parse(
+            "ids:RequestMessage",
+            &json,
+            br#"{"owners": ["urn:b", "urn:a"]}"#,
+        )
+        .unwrap();
+        let Command::SetOwners {
+            pid: changed,
+            owners,
+            stored_header,
+        } = command
+        else {
+            panic!("not an owner change: {command:?}");
+        };
+        assert_eq!(changed, pid("p-1"));
+        assert_eq!(owners, BTreeSet::from(["urn:a".into(), "urn:b".into()]));
+        assert_eq!(stored_header["@type"], "ids:RequestMessage");
+        assert!(stored_header.get("ids:securityToken").is_none());
+
+        let empty =
+            "set-owners needs Content-Type: application/json with a non-empty {\"owners\": [...]}";
+        for payload in [&br#"{"owners": []}"#[..], b"{}"] {
+            assert_rejected(parse("ids:RequestMessage", &json, payload), BAD, 400, empty);
+        }
+        assert_rejected(
+            parse("ids:RequestMessage", &json[..2], b""),
+            BAD,
+            400,
+            empty,
+        );
+        let over = [b' '; 65];
+        let rejection = parse("ids:RequestMessage", &json, &over).unwrap_err();
+        assert_eq!((rejection.reason, rejection.status), (BAD, 413));
+    }
+
+    #[test]
+    fn unknown_operations_and_operations_on_logs_are_refused() {
+        let message = |operation: &str| {
+            format!("ch-ids-operation \"{operation}\" is not known for this message type; send \"set-owners\" with ids:RequestMessage or \"info\" with ids:QueryMessage")
+        };
+        for (type_name, operation) in [
+            ("ids:RequestMessage", "info"),
+            ("ids:QueryMessage", "set-owners"),
+            ("ids:LogMessage", "info"),
+            ("ids:QueryMessage", "delete"),
+        ] {
+            assert_rejected(
+                parse(
+                    type_name,
+                    &[("ch-ids-pid", "p-1"), ("ch-ids-operation", operation)],
+                    b"x",
+                ),
+                BAD,
+                400,
+                &message(operation),
+            );
+        }
+    }
+
+    #[test]
+    fn the_payload_type_of_owner_changes_cannot_be_logged() {
+        for content_type in [
+            "application/vnd.clearinghouse.owners+json",
+            "Application/Vnd.Clearinghouse.Owners+JSON; charset=utf-8",
+        ] {
+            assert_rejected(
+                parse(
+                    "ids:LogMessage",
+                    &[("ch-ids-pid", "p-1"), ("Content-Type", content_type)],
+                    b"{}",
+                ),
+                BAD,
+                400,
+                "Content-Type application/vnd.clearinghouse.owners+json is reserved for owner changes (ch-ids-operation: set-owners)",
+            );
+        }
     }
 
     #[test]

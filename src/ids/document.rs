@@ -4,35 +4,40 @@
 //! A document must still deserialize as an Infomodel LogMessage even when the stored header
 //! lacks a field the Java model requires, so missing ones are filled from the entry itself.
 //! The entry's own facts (hashes, sequence, payload) always override same-named header keys:
-//! they are what the receipt and the chain vouch for.
+//! they are what the receipt and the chain vouch for. A header stored in another JSON-LD
+//! spelling than `ids:` (see `jsonld`) is shown as stored, with the fields it has in any spelling
+//! not filled twice, and the `ids` prefix declared in its context for the names written here.
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use super::infomodel::{ids_context, rfc3339_ms, xsd_date_time_stamp, MODEL_VERSION};
+use super::infomodel::{
+    ids_context, rfc3339_ms, xsd_date_time_stamp, IDS_NAMESPACE, MODEL_VERSION,
+};
+use super::jsonld::{context_declares_ids_prefix, IdsNames};
 use super::params::QueryParams;
 use super::rejection::{Rejection, RejectionReason};
 
 /// One stored entry, borrowed from wherever the store keeps it.
 #[derive(Debug, Clone, Copy)]
-pub struct LogDocument<'a> {
+pub(crate) struct LogDocument<'a> {
     /// The stored header (see [`super::RequestHeader::stored_form`]).
-    pub header: &'a Value,
-    pub payload: &'a [u8],
+    pub(crate) header: &'a Value,
+    pub(crate) payload: &'a [u8],
     /// The payload's media type as sent; empty when none was.
-    pub payload_type: &'a str,
-    pub document_id: &'a str,
-    pub sequence: u64,
-    pub timestamp_ms: i64,
-    pub client_id: &'a str,
-    pub entry_hash: &'a [u8],
-    pub chain_hash: &'a [u8],
+    pub(crate) payload_type: &'a str,
+    pub(crate) document_id: &'a str,
+    pub(crate) sequence: u64,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) client_id: &'a str,
+    pub(crate) entry_hash: &'a [u8],
+    pub(crate) chain_hash: &'a [u8],
 }
 
 /// The entry as an `ids:LogMessage` document. Fails only for a timestamp outside the years
 /// -9999..=9999, which only a damaged store holds.
-pub fn log_document(entry: &LogDocument) -> Result<Value, Rejection> {
+pub(crate) fn log_document(entry: &LogDocument) -> Result<Value, Rejection> {
     let timestamp =
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.timestamp_ms) * 1_000_000)
             .map_err(|_| {
@@ -46,25 +51,25 @@ pub fn log_document(entry: &LogDocument) -> Result<Value, Rejection> {
             })?;
 
     let mut document = entry.header.as_object().cloned().unwrap_or_default();
+    let names = IdsNames::of(&document);
     document.insert("@type".into(), "ids:LogMessage".into());
-    fill(&mut document, "@context", ids_context);
-    fill(&mut document, "@id", || {
+    declare_ids_prefix(&mut document);
+    document.entry("@id").or_insert_with(|| {
         format!(
             "https://w3id.org/idsa/autogen/logMessage/{}",
             entry.document_id
         )
         .into()
     });
-    fill(&mut document, "ids:modelVersion", || MODEL_VERSION.into());
-    fill(&mut document, "ids:issued", || {
-        xsd_date_time_stamp(timestamp)
-    });
-    fill(&mut document, "ids:issuerConnector", || {
-        client_reference(entry.client_id)
-    });
-    fill(&mut document, "ids:senderAgent", || {
-        client_reference(entry.client_id)
-    });
+    let mut fill_ids = |term: &str, value: Value| {
+        if !names.has(&document, term) {
+            document.insert(format!("ids:{term}"), value);
+        }
+    };
+    fill_ids("modelVersion", MODEL_VERSION.into());
+    fill_ids("issued", xsd_date_time_stamp(timestamp));
+    fill_ids("issuerConnector", client_reference(entry.client_id));
+    fill_ids("senderAgent", client_reference(entry.client_id));
 
     let (payload, encoding) = render_payload(entry.payload, entry.payload_type);
     document.insert("payload".into(), payload.into());
@@ -79,9 +84,20 @@ pub fn log_document(entry: &LogDocument) -> Result<Value, Rejection> {
     Ok(Value::Object(document))
 }
 
-fn fill(document: &mut Map<String, Value>, key: &str, value: impl FnOnce() -> Value) {
-    if !document.contains_key(key) {
-        document.insert(key.into(), value());
+/// The document writes `ids:` names, and a header stored in another spelling (full IRIs, terms
+/// under `@vocab`) may carry a context in which `ids:` means nothing to a JSON-LD processor: the
+/// binding is added to it. A context that already declares it is left as it was.
+fn declare_ids_prefix(document: &mut Map<String, Value>) {
+    match document.get_mut("@context") {
+        None => {
+            document.insert("@context".into(), ids_context());
+        }
+        Some(context) if context_declares_ids_prefix(context) => {}
+        Some(Value::Object(definitions)) if !definitions.contains_key("ids") => {
+            definitions.insert("ids".into(), IDS_NAMESPACE.into());
+        }
+        Some(Value::Array(contexts)) => contexts.push(ids_context()),
+        Some(context) => *context = json!([context.take(), ids_context()]),
     }
 }
 
@@ -151,6 +167,36 @@ pub fn page_payload(query: &QueryParams, total: u64, documents: Vec<Value>) -> V
         "total": total,
         "pages": total.div_ceil(query.size),
         "documents": documents,
+    })
+}
+
+/// A process as the ResultMessage payload of a process-info query (`ch-ids-operation: info`).
+pub(crate) struct ProcessInfoDocument<'a> {
+    pub(crate) pid: &'a str,
+    /// Sorted.
+    pub(crate) owners: Vec<&'a str>,
+    pub(crate) created_at_ms: i64,
+    /// The latest entry's sequence: also the number of entries, owner changes included.
+    pub(crate) head_sequence: u64,
+    pub(crate) head_chain_hash: &'a [u8],
+}
+
+/// `{"pid", "owners", "created_at", "entries", "head": {"sequence", "chain_hash"}}`, the chain
+/// hash in hex as in receipts: a client compares it with its latest receipt's.
+pub(crate) fn process_info_payload(info: &ProcessInfoDocument) -> Value {
+    let created_at =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(info.created_at_ms) * 1_000_000)
+            .map(rfc3339_ms)
+            .unwrap_or_default();
+    json!({
+        "pid": info.pid,
+        "owners": info.owners,
+        "created_at": created_at,
+        "entries": info.head_sequence,
+        "head": {
+            "sequence": info.head_sequence,
+            "chain_hash": hex::encode(info.head_chain_hash),
+        },
     })
 }
 
@@ -229,6 +275,49 @@ mod tests {
         let client = json!({"@id": "urn:clearinghouse:client:AA:BB:keyid:CC:DD"});
         assert_eq!(document["ids:issuerConnector"], client);
         assert_eq!(document["ids:senderAgent"], client);
+    }
+
+    #[test]
+    fn headers_in_other_spellings_are_not_filled_twice_and_get_the_ids_prefix() {
+        let header = json!({
+            "@context": {"@vocab": "https://w3id.org/idsa/core/"},
+            "@type": "LogMessage",
+            "@id": "urn:m:1",
+            "modelVersion": "4.1.0",
+            "https://w3id.org/idsa/core/issued": "2024-03-09T10:00:00Z",
+            "issuerConnector": {"@id": "https://client.example/connector"},
+            "senderAgent": [{"@id": "https://client.example/agent"}],
+        });
+        let document = log_document(&entry(&header, b"x", "text/plain")).unwrap();
+        let mut expected_header = header.clone();
+        expected_header["@context"]["ids"] = json!("https://w3id.org/idsa/core/");
+        expected_header["@type"] = json!("ids:LogMessage");
+        for (key, value) in expected_header.as_object().unwrap() {
+            assert_eq!(&document[key], value, "{key}");
+        }
+        for key in [
+            "ids:modelVersion",
+            "ids:issued",
+            "ids:issuerConnector",
+            "ids:senderAgent",
+        ] {
+            assert!(document.get(key).is_none(), "{key} filled twice");
+        }
+        for (context, expected) in [
+            (
+                json!("https://example.org/context.jsonld"),
+                json!(["https://example.org/context.jsonld", ids_context()]),
+            ),
+            (json!(["urn:x"]), json!(["urn:x", ids_context()])),
+            (
+                json!("https://w3id.org/idsa/contexts/context.jsonld"),
+                json!("https://w3id.org/idsa/contexts/context.jsonld"),
+            ),
+        ] {
+            let header = json!({"@context": context, "@type": "ids:LogMessage"});
+            let document = log_document(&entry(&header, b"x", "")).unwrap();
+            assert_eq!(document["@context"], expected);
+        }
     }
 
     #[test]

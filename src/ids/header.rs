@@ -7,10 +7,11 @@
 
 use serde_json::Value;
 
+use super::jsonld::{literal, reference, single, DuplicateProperty, IdsNames};
 use super::rejection::{Rejection, RejectionReason};
 
-const SECURITY_TOKEN: &str = "ids:securityToken";
-const AUTHORIZATION_TOKEN: &str = "ids:authorizationToken";
+const SECURITY_TOKEN: &str = "securityToken";
+const AUTHORIZATION_TOKEN: &str = "authorizationToken";
 
 /// The message types the clearing house understands, from the header's `@type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,12 +27,12 @@ pub enum MessageType {
 }
 
 impl MessageType {
-    fn from_type(type_name: &str) -> Self {
-        match type_name {
-            "ids:RequestMessage" => Self::Request,
-            "ids:LogMessage" => Self::Log,
-            "ids:QueryMessage" => Self::Query,
-            other => Self::Other(other.to_owned()),
+    fn from_type(type_name: &str, names: &IdsNames) -> Self {
+        match names.term(type_name) {
+            Some("RequestMessage") => Self::Request,
+            Some("LogMessage") => Self::Log,
+            Some("QueryMessage") => Self::Query,
+            _ => Self::Other(type_name.to_owned()),
         }
     }
 }
@@ -39,14 +40,21 @@ impl MessageType {
 /// Why a request header could not be read. Every variant is a MALFORMED_MESSAGE for the client.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
+    /// The header is not JSON at all.
     #[error("the IDS header is not JSON: {0}")]
     NotJson(#[from] serde_json::Error),
+    /// The header is JSON, but not an object.
     #[error("the IDS header is not a JSON object")]
     NotAnObject,
+    /// The header names no message type.
     #[error("the IDS header has no \"@type\" string")]
     MissingType,
+    /// The header has no message id to correlate the reply with.
     #[error("the IDS header has no \"@id\" string")]
     MissingId,
+    /// The header gives a property under two spellings.
+    #[error("the IDS header is ambiguous: {0}")]
+    Ambiguous(#[from] DuplicateProperty),
 }
 
 impl From<HeaderError> for Rejection {
@@ -56,27 +64,37 @@ impl From<HeaderError> for Rejection {
 }
 
 /// A request's IDS header: the fields the clearing house needs, plus the whole JSON-LD object.
+///
+/// The fields are read in any JSON-LD spelling of their IDS names (see `ids::jsonld`); `raw`
+/// is the header as the connector sent it, whichever spelling that was.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestHeader {
+    /// The message's `@type`.
     pub message_type: MessageType,
     /// The message's `@id`, echoed as `ids:correlationMessage` in the reply.
     pub id: String,
+    /// `ids:issuerConnector`: the connector the client says it is.
     pub issuer_connector: Option<String>,
+    /// `ids:senderAgent`: the agent the client says it sends for.
     pub sender_agent: Option<String>,
     /// The `ids:tokenValue` of `ids:securityToken`: the DAT the client put into the header.
     pub security_token: Option<String>,
+    /// The whole header as sent.
     pub raw: Value,
 }
 
 impl RequestHeader {
+    /// Reads the header's JSON-LD text, checking only what every request needs.
     pub fn parse(header: &str) -> Result<Self, HeaderError> {
         let raw: Value = serde_json::from_str(header)?;
         let object = raw.as_object().ok_or(HeaderError::NotAnObject)?;
+        let names = IdsNames::of(object);
         let message_type = object
             .get("@type")
+            .and_then(single)
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
-            .map(MessageType::from_type)
+            .map(|t| MessageType::from_type(t, &names))
             .ok_or(HeaderError::MissingType)?;
         let id = object
             .get("@id")
@@ -84,12 +102,18 @@ impl RequestHeader {
             .filter(|id| !id.is_empty())
             .ok_or(HeaderError::MissingId)?
             .to_owned();
-        let issuer_connector = object.get("ids:issuerConnector").and_then(reference);
-        let sender_agent = object.get("ids:senderAgent").and_then(reference);
-        let security_token = object
-            .get(SECURITY_TOKEN)
-            .and_then(|token| token.get("ids:tokenValue"))
-            .and_then(literal);
+        let issuer_connector = names
+            .property(object, "issuerConnector")?
+            .and_then(reference);
+        let sender_agent = names.property(object, "senderAgent")?.and_then(reference);
+        let security_token = match names
+            .property(object, SECURITY_TOKEN)?
+            .and_then(single)
+            .and_then(Value::as_object)
+        {
+            Some(token) => names.property(token, "tokenValue")?.and_then(literal),
+            None => None,
+        };
         Ok(Self {
             message_type,
             id,
@@ -100,34 +124,19 @@ impl RequestHeader {
         })
     }
 
-    /// The header as it is stored with the entry and hashed into the chain: without tokens.
+    /// The header as it is stored with the entry and hashed into the chain: as sent, without
+    /// tokens (in whichever spelling they came). A header in the prefixed form is stored exactly
+    /// as before other spellings were read, so chains and their hashes do not change; other
+    /// spellings are stored as sent rather than rewritten, because the entry must keep what the
+    /// connector said, and a rewrite would be this clearing house's reading of it.
     pub fn stored_form(&self) -> Value {
         let mut stored = self.raw.clone();
         if let Some(object) = stored.as_object_mut() {
-            object.remove(SECURITY_TOKEN);
-            object.remove(AUTHORIZATION_TOKEN);
+            let names = IdsNames::of(object);
+            names.remove(object, SECURITY_TOKEN);
+            names.remove(object, AUTHORIZATION_TOKEN);
         }
         stored
-    }
-}
-
-/// An IRI-valued field: compacted JSON-LD may write it as a bare string, the Java serializer
-/// writes `{"@id": ...}`; both occur in the wild.
-fn reference(value: &Value) -> Option<String> {
-    let iri = match value {
-        Value::String(iri) => iri,
-        Value::Object(node) => node.get("@id")?.as_str()?,
-        _ => return None,
-    };
-    (!iri.is_empty()).then(|| iri.to_owned())
-}
-
-/// A literal-valued field: a bare string or a typed literal `{"@value": ...}`.
-fn literal(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Object(node) => node.get("@value")?.as_str().map(str::to_owned),
-        _ => None,
     }
 }
 
@@ -172,10 +181,16 @@ mod tests {
             parse(json!({"@type": "", "@id": "urn:m:1"})),
             Err(HeaderError::MissingType)
         ));
-        assert!(matches!(
-            parse(json!({"@type": ["ids:LogMessage"], "@id": "urn:m:1"})),
-            Err(HeaderError::MissingType)
-        ));
+        for types in [
+            json!([]),
+            json!(["ids:LogMessage", "ids:Message"]),
+            json!([7]),
+        ] {
+            assert!(matches!(
+                parse(json!({"@type": types, "@id": "urn:m:1"})),
+                Err(HeaderError::MissingType)
+            ));
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ const XSD_DATE_TIME_STAMP: &str = "http://www.w3.org/2001/XMLSchema#dateTimeStam
 /// headers and payloads of each request and reply cost about twice what they need (see
 /// BENCHMARKS.md). Serializing a `Value` into memory cannot fail (its keys are strings); if it
 /// ever did, the empty text would make the peer drop the message, not the server panic.
-pub fn compact_json(value: &Value) -> String {
+pub(crate) fn compact_json(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 

@@ -3,37 +3,44 @@
 //!
 //! Handlers decide what happens; this room owns the wire shapes (Infomodel 4.2.7 JSON-LD, the
 //! reference clearing house's parameter spellings and result documents), so that every handler
-//! reads and answers the same way, every front door makes the same [`Command`] of the same
+//! reads and answers the same way, every front door makes the same `Command` of the same
 //! request, and a JVM peer never drops a reply it cannot deserialize.
 //!
-//! - [`header`]: reading a request header, and the token-free form that is stored.
+//! - `header`: reading a request header, and the token-free form that is stored.
 //! - [`params`]: the `ch-ids-*` parameters and their validation.
-//! - [`pid`]: the process id, valid by construction.
-//! - [`command`]: a request read once into what it asks for.
-//! - [`rejection`]: why a request fails, and what the client is told.
-//! - [`reply`]: reply headers and extra headers.
-//! - [`document`]: stored entries as `ids:LogMessage` documents, and the page payload.
-//! - [`request`]: the client side: request headers, and reading replies.
+//! - `pid`: the process id, valid by construction.
+//! - `owner`: which strings can name a connector as an owner.
+//! - `command`: a request read once into what it asks for.
+//! - `rejection`: why a request fails, and what the client is told.
+//! - `reply`: reply headers and extra headers.
+//! - `document`: stored entries as `ids:LogMessage` documents, and the page payload.
+//! - `request`: the client side: request headers, and reading replies.
+//! - `jsonld`: the JSON-LD spellings of IDS names, read without a JSON-LD processor.
 //! - `infomodel`: the vocabulary all of them share: namespaces, date literals, JSON text.
 
-pub mod command;
-pub mod document;
-pub mod header;
+pub(crate) mod command;
+pub(crate) mod document;
+pub(crate) mod header;
 mod infomodel;
+mod jsonld;
+pub(crate) mod owner;
 pub mod params;
-pub mod pid;
-pub mod rejection;
-pub mod reply;
-pub mod request;
+pub(crate) mod pid;
+pub(crate) mod rejection;
+pub(crate) mod reply;
+pub(crate) mod request;
 
-pub use command::{Command, PayloadLimits};
-pub use document::{log_document, page_payload, LogDocument};
+pub(crate) use command::{Command, PayloadLimits};
+pub use document::page_payload;
+pub(crate) use document::{log_document, process_info_payload, LogDocument, ProcessInfoDocument};
 pub use header::{HeaderError, MessageType, RequestHeader};
-pub use infomodel::compact_json;
-pub use params::{ChParams, DateBound, QueryParams, SortOrder};
-pub use pid::{Pid, PidError};
-pub use rejection::{ExceededLimit, Rejection, RejectionReason};
-pub use reply::{
+pub(crate) use infomodel::compact_json;
+pub use jsonld::DuplicateProperty;
+pub(crate) use owner::check_owner_id;
+pub use params::{ChParams, QueryParams, SortOrder};
+pub use pid::Pid;
+pub use rejection::{Rejection, RejectionReason};
+pub(crate) use reply::{
     page_extra_headers, processed_header, rejection_header, reply_extra_headers, result_header,
     ReplyContext,
 };

@@ -12,10 +12,10 @@ use super::pid::{Pid, MAX_PID_LEN};
 use super::rejection::{bad_parameter, too_large, Rejection};
 use crate::idscp2::proto::app::HeaderEntry;
 
-pub const DEFAULT_PAGE_SIZE: u64 = 100;
+pub(crate) const DEFAULT_PAGE_SIZE: u64 = 100;
 /// Larger requested pages are lowered to this by default (`limits.max_page_size`), so one query
 /// cannot make the clearing house assemble an unbounded reply.
-pub const MAX_PAGE_SIZE: u64 = 1000;
+pub(crate) const MAX_PAGE_SIZE: u64 = 1000;
 const MS_PER_DAY: i64 = 86_400_000;
 /// How much of an over-long header name a rejection quotes.
 const QUOTED_NAME_LEN: usize = 64;
@@ -28,13 +28,13 @@ const QUOTED_NAME_LEN: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParamLimits {
     /// `limits.max_parameters`: extra headers per request, known or not.
-    pub max_parameters: usize,
+    pub(crate) max_parameters: usize,
     /// `limits.max_parameter_bytes`: bytes of one extra header's name plus value.
-    pub max_parameter_bytes: usize,
+    pub(crate) max_parameter_bytes: usize,
     /// `limits.max_pid_length`: at most [`MAX_PID_LEN`].
-    pub max_pid_length: usize,
+    pub(crate) max_pid_length: usize,
     /// `limits.max_page_size`: larger requested pages are lowered to this.
-    pub max_page_size: u64,
+    pub(crate) max_page_size: u64,
 }
 
 impl Default for ParamLimits {
@@ -49,19 +49,28 @@ impl Default for ParamLimits {
 }
 
 /// The parameters as sent (trimmed); validation happens when the command is read
-/// ([`Command::parse`](super::Command::parse)), because which parameters matter depends on the
-/// message type.
+/// (`Command::parse`), because which parameters matter depends on the message type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChParams {
+    /// `ch-ids-pid`: the process.
     pub pid: Option<String>,
+    /// `ch-ids-id`: one entry's document id.
     pub id: Option<String>,
     /// From `Content-Type`: the media type of the payload.
     pub content_type: Option<String>,
+    /// `ch-ids-page`: the page to read, from 1.
     pub page: Option<String>,
+    /// `ch-ids-size`: entries per page.
     pub size: Option<String>,
+    /// `ch-ids-sort`: `asc` or `desc`.
     pub sort: Option<String>,
+    /// `ch-ids-date_from`: the earliest entries to include.
     pub date_from: Option<String>,
+    /// `ch-ids-date_to`: the latest entries to include.
     pub date_to: Option<String>,
+    /// `ch-ids-operation`: what a RequestMessage or QueryMessage asks for besides its default
+    /// (`set-owners`, `info`; see [`Command`](super::Command)).
+    pub(crate) operation: Option<String>,
     /// The bounds `pid()` and `query()` check against: those the parameters were parsed with.
     limits: ParamLimits,
 }
@@ -76,6 +85,7 @@ enum Param {
     Sort,
     DateFrom,
     DateTo,
+    Operation,
 }
 
 impl Param {
@@ -94,6 +104,7 @@ impl Param {
             "sort" => Some(Self::Sort),
             "date-from" => Some(Self::DateFrom),
             "date-to" => Some(Self::DateTo),
+            "operation" => Some(Self::Operation),
             _ => None,
         }
     }
@@ -108,6 +119,7 @@ impl Param {
             Self::Sort => "ch-ids-sort",
             Self::DateFrom => "ch-ids-date_from",
             Self::DateTo => "ch-ids-date_to",
+            Self::Operation => "ch-ids-operation",
         }
     }
 }
@@ -171,6 +183,7 @@ impl ChParams {
             Param::Sort => &mut self.sort,
             Param::DateFrom => &mut self.date_from,
             Param::DateTo => &mut self.date_to,
+            Param::Operation => &mut self.operation,
         }
     }
 
@@ -245,7 +258,9 @@ fn date_bound(text: Option<&str>, param: Param) -> Result<Option<DateBound>, Rej
 /// Entry order by sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortOrder {
+    /// Oldest first.
     Asc,
+    /// Newest first.
     Desc,
 }
 
@@ -261,7 +276,7 @@ impl SortOrder {
     }
 
     /// The spelling used in `ch-ids-sort` and in the page payload's `order`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Asc => "asc",
             Self::Desc => "desc",
@@ -272,7 +287,7 @@ impl SortOrder {
 /// One end of a date window. A calendar day is a span, an instant a point: `date_from` takes
 /// the first millisecond of it and `date_to` the last, which makes whole days inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DateBound {
+pub(crate) enum DateBound {
     /// `YYYY-MM-DD`, a whole UTC day.
     Day(Date),
     /// An RFC 3339 date-time with any offset.
@@ -280,7 +295,7 @@ pub enum DateBound {
 }
 
 impl DateBound {
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         if let Some(day) = parse_day(text) {
             return Some(Self::Day(day));
         }
@@ -290,7 +305,7 @@ impl DateBound {
     }
 
     /// Unix milliseconds of the earliest instant in the bound.
-    pub fn first_ms(&self) -> i64 {
+    pub(crate) fn first_ms(&self) -> i64 {
         match self {
             Self::Day(day) => unix_ms(day.midnight().assume_utc()),
             Self::Instant(instant) => unix_ms(*instant),
@@ -298,7 +313,7 @@ impl DateBound {
     }
 
     /// Unix milliseconds of the latest instant in the bound.
-    pub fn last_ms(&self) -> i64 {
+    pub(crate) fn last_ms(&self) -> i64 {
         match self {
             Self::Day(_) => self.first_ms() + MS_PER_DAY - 1,
             Self::Instant(instant) => unix_ms(*instant),
@@ -334,17 +349,21 @@ fn parse_day(text: &str) -> Option<Date> {
 /// A validated page query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryParams {
+    /// The page, from 1.
     pub page: u64,
+    /// Entries per page, at most `limits.max_page_size`.
     pub size: u64,
     /// The client asked for more than `limits.max_page_size` and gets that many instead.
     pub size_lowered: bool,
+    /// The order of the entries.
     pub order: SortOrder,
     /// Inclusive lower bound on the entry timestamp, unix ms.
     pub from_ms: Option<i64>,
     /// Inclusive upper bound on the entry timestamp, unix ms.
     pub to_ms: Option<i64>,
-    /// The parameters as sent, echoed in the page payload.
+    /// The parameters as sent, echoed in the page payload: `ch-ids-date_from`.
     pub date_from_text: Option<String>,
+    /// `ch-ids-date_to` as sent.
     pub date_to_text: Option<String>,
 }
 

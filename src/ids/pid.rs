@@ -11,7 +11,7 @@ use std::fmt;
 use super::rejection::{bad_parameter, ExceededLimit, Rejection};
 
 /// The longest pid the protocol allows; `limits.max_pid_length` may lower it.
-pub const MAX_PID_LEN: usize = 255;
+pub(crate) const MAX_PID_LEN: usize = 255;
 /// The reference clearing house used this name for its own bookkeeping.
 const RESERVED_PID: &str = "default";
 
@@ -21,7 +21,7 @@ pub struct Pid(String);
 
 /// Why a text is not a pid. The messages name `ch-ids-pid`, the parameter a client sends it in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PidError {
+pub(crate) enum PidError {
     #[error("ch-ids-pid must be 1 to {max_len} characters of A-Z a-z 0-9 . _ : ~ - (limits.max_pid_length)")]
     Malformed { max_len: usize },
     #[error("ch-ids-pid \"default\" is reserved")]
@@ -45,7 +45,7 @@ impl From<PidError> for Rejection {
 impl Pid {
     /// `text` as a pid of at most `max_len` characters (`limits.max_pid_length`; anything above
     /// [`MAX_PID_LEN`] counts as that).
-    pub fn parse(text: &str, max_len: usize) -> Result<Pid, PidError> {
+    pub(crate) fn parse(text: &str, max_len: usize) -> Result<Pid, PidError> {
         let max_len = max_len.min(MAX_PID_LEN);
         let well_formed = (1..=max_len).contains(&text.len())
             && text
@@ -60,6 +60,7 @@ impl Pid {
         Ok(Pid(text.to_owned()))
     }
 
+    /// The process id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

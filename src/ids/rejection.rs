@@ -12,20 +12,29 @@ use super::infomodel::{compact_json, rfc3339_ms, IDS_CODE_NAMESPACE};
 /// The Infomodel rejection reasons the clearing house uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectionReason {
+    /// `BAD_PARAMETERS`: the request's parameters or payload cannot be accepted.
     BadParameters,
+    /// `MALFORMED_MESSAGE`: the message or its header cannot be read.
     MalformedMessage,
+    /// `MESSAGE_TYPE_NOT_SUPPORTED`: the clearing house does not handle this message type.
     MessageTypeNotSupported,
+    /// `NOT_AUTHENTICATED`: the token in the header does not identify the connection's peer.
     NotAuthenticated,
+    /// `NOT_AUTHORIZED`: the caller is not an owner of the process.
     NotAuthorized,
+    /// `NOT_FOUND`: no such process or entry.
     NotFound,
+    /// `TOO_MANY_RESULTS`: the reply would be larger than a reply may be.
     TooManyResults,
+    /// `TEMPORARILY_NOT_AVAILABLE`: try again later (a quota, or the store is unavailable).
     TemporarilyNotAvailable,
+    /// `INTERNAL_RECIPIENT_ERROR`: the clearing house failed to complete the request.
     InternalRecipientError,
 }
 
 impl RejectionReason {
     /// The code as it appears in `https://w3id.org/idsa/code/<CODE>`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::BadParameters => "BAD_PARAMETERS",
             Self::MalformedMessage => "MALFORMED_MESSAGE",
@@ -41,7 +50,7 @@ impl RejectionReason {
 
     /// The HTTP-style status the payload carries unless the handler knows better (e.g. 409 for
     /// an existing process).
-    pub fn default_status(&self) -> u16 {
+    pub(crate) fn default_status(&self) -> u16 {
         match self {
             Self::BadParameters
             | Self::MalformedMessage
@@ -55,7 +64,7 @@ impl RejectionReason {
         }
     }
 
-    pub fn uri(&self) -> String {
+    pub(crate) fn uri(&self) -> String {
         format!("{IDS_CODE_NAMESPACE}{}", self.code())
     }
 }
@@ -64,27 +73,29 @@ impl RejectionReason {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code} ({status}): {message}", code = .reason.code())]
 pub struct Rejection {
+    /// The Infomodel rejection reason.
     pub reason: RejectionReason,
-    pub status: u16,
+    pub(crate) status: u16,
+    /// What was wrong, for the person reading it.
     pub message: String,
     /// The configured bound or quota the request ran into, for clients that back off by it.
-    pub limit: Option<Box<ExceededLimit>>,
+    pub(crate) limit: Option<Box<ExceededLimit>>,
 }
 
 /// A bound (`limits.*`) or quota (`quotas.*`) a request exceeded, as the rejection payload's
 /// `limit` object: `{"setting": .., "value": .., "resets_at": .., "retry_after_ms": ..}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExceededLimit {
+pub(crate) struct ExceededLimit {
     /// The setting that holds the limit, e.g. `limits.max_owners` or `quotas.bytes_per_window`.
-    pub setting: &'static str,
+    pub(crate) setting: &'static str,
     /// The limit in force for this caller (a per-connector override where there is one).
-    pub value: u64,
+    pub(crate) value: u64,
     /// Quotas only: when the quota has room again, unix milliseconds (UTC).
-    pub resets_at_ms: Option<i64>,
+    pub(crate) resets_at_ms: Option<i64>,
 }
 
 impl Rejection {
-    pub fn new(reason: RejectionReason, status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: RejectionReason, status: u16, message: impl Into<String>) -> Self {
         Self {
             reason,
             status,
@@ -94,17 +105,17 @@ impl Rejection {
     }
 
     /// Names the bound or quota that caused the rejection in its payload.
-    pub fn exceeding(mut self, limit: ExceededLimit) -> Self {
+    pub(crate) fn exceeding(mut self, limit: ExceededLimit) -> Self {
         self.limit = Some(Box::new(limit));
         self
     }
 
-    pub fn with_default_status(reason: RejectionReason, message: impl Into<String>) -> Self {
+    pub(crate) fn with_default_status(reason: RejectionReason, message: impl Into<String>) -> Self {
         Self::new(reason, reason.default_status(), message)
     }
 
     /// The RejectionMessage payload: `{"status": .., "error": "<reason phrase>", "message": ..}`.
-    pub fn payload(&self) -> Vec<u8> {
+    pub(crate) fn payload(&self) -> Vec<u8> {
         let mut payload = json!({
             "status": self.status,
             "error": reason_phrase(self.status),
@@ -162,7 +173,11 @@ pub(crate) fn bad_parameter(message: impl Into<String>) -> Rejection {
 
 /// A request larger than a `limits.*` setting allows: BAD_PARAMETERS with status 413 and the
 /// setting named in the payload.
-pub fn too_large(setting: &'static str, value: usize, message: impl Into<String>) -> Rejection {
+pub(crate) fn too_large(
+    setting: &'static str,
+    value: usize,
+    message: impl Into<String>,
+) -> Rejection {
     Rejection::new(RejectionReason::BadParameters, 413, message).exceeding(ExceededLimit {
         setting,
         value: value as u64,

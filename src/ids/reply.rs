@@ -22,15 +22,15 @@ const AUTOGEN: &str = "https://w3id.org/idsa/autogen/";
 
 /// What the clearing house says about itself in every reply.
 #[derive(Debug, Clone, Copy)]
-pub struct ReplyContext<'a> {
+pub(crate) struct ReplyContext<'a> {
     /// The configured connector id (an IRI): issuer and sender of every reply.
-    pub connector_id: &'a str,
+    pub(crate) connector_id: &'a str,
     /// The clearing house's own DAT, when it has a DAPS.
-    pub own_dat: Option<&'a str>,
+    pub(crate) own_dat: Option<&'a str>,
 }
 
 /// `ids:MessageProcessedNotificationMessage`: create and log succeeded.
-pub fn processed_header(ctx: &ReplyContext, request: Option<&RequestHeader>) -> String {
+pub(crate) fn processed_header(ctx: &ReplyContext, request: Option<&RequestHeader>) -> String {
     compact_json(&Value::Object(reply_header(
         ctx,
         request,
@@ -40,7 +40,7 @@ pub fn processed_header(ctx: &ReplyContext, request: Option<&RequestHeader>) -> 
 }
 
 /// `ids:ResultMessage`: the answer to a query.
-pub fn result_header(ctx: &ReplyContext, request: Option<&RequestHeader>) -> String {
+pub(crate) fn result_header(ctx: &ReplyContext, request: Option<&RequestHeader>) -> String {
     compact_json(&Value::Object(reply_header(
         ctx,
         request,
@@ -51,7 +51,7 @@ pub fn result_header(ctx: &ReplyContext, request: Option<&RequestHeader>) -> Str
 
 /// `ids:RejectionMessage`. `request` is `None` when the request header itself was unreadable;
 /// the reply then cannot correlate.
-pub fn rejection_header(
+pub(crate) fn rejection_header(
     ctx: &ReplyContext,
     request: Option<&RequestHeader>,
     reason: RejectionReason,
@@ -128,13 +128,13 @@ fn autogen_id(autogen_name: &str) -> String {
 }
 
 /// Extra headers of every reply about a process.
-pub fn reply_extra_headers(pid: &str) -> Vec<HeaderEntry> {
+pub(crate) fn reply_extra_headers(pid: &str) -> Vec<HeaderEntry> {
     vec![entry("ch-ids-pid", pid.to_owned())]
 }
 
 /// Extra headers of a page reply: the effective paging (`ch-ids-size` shows a lowered size) and
 /// the total number of entries in the window.
-pub fn page_extra_headers(pid: &str, query: &QueryParams, total: u64) -> Vec<HeaderEntry> {
+pub(crate) fn page_extra_headers(pid: &str, query: &QueryParams, total: u64) -> Vec<HeaderEntry> {
     vec![
         entry("ch-ids-pid", pid.to_owned()),
         entry("ch-ids-page", query.page.to_string()),

@@ -7,12 +7,15 @@ use serde_json::Value;
 
 use super::header::MessageType;
 use super::infomodel::compact_json;
+use super::jsonld::{reference, single, IdsNames};
 use super::reply::message_header;
 use crate::idscp2::proto::app::IdsMessage;
 
 /// Who sends a request.
 pub struct RequestContext<'a> {
+    /// `ids:issuerConnector`: the sending connector's id.
     pub connector_id: &'a str,
+    /// `ids:senderAgent`: the agent the connector sends for.
     pub sender_agent: &'a str,
     /// The sender's DAT, placed into `ids:securityToken` as connectors do.
     pub security_token: Option<&'a str>,
@@ -39,38 +42,51 @@ pub fn request_header(ctx: &RequestContext, message_type: &MessageType) -> Strin
 /// A reply as a client reads it.
 #[derive(Debug, Clone)]
 pub struct Reply {
-    /// The header's `@type`, e.g. `ids:ResultMessage`.
+    /// The header's `@type` in the prefixed form, e.g. `ids:ResultMessage`, whichever JSON-LD
+    /// spelling the peer wrote it in (another namespace's type is kept as sent).
     pub message_type: String,
     /// For a RejectionMessage, the reason code (`NOT_FOUND`, ...).
     pub rejection_reason: Option<String>,
     /// The `@id` of the request this answers.
     pub correlation: Option<String>,
+    /// The whole reply header.
     pub header: Value,
-    pub payload: Bytes,
-    pub extra_headers: Vec<(String, String)>,
+    pub(crate) payload: Bytes,
+    pub(crate) extra_headers: Vec<(String, String)>,
 }
 
+/// A reply whose header cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("the reply header is not an Infomodel message: {0}")]
 pub struct ReplyError(String);
 
 impl Reply {
-    pub fn from_ids(message: &IdsMessage) -> Result<Reply, ReplyError> {
+    pub(crate) fn from_ids(message: &IdsMessage) -> Result<Reply, ReplyError> {
         let header: Value =
             serde_json::from_str(&message.header).map_err(|e| ReplyError(e.to_string()))?;
-        let message_type = header["@type"]
-            .as_str()
-            .ok_or_else(|| ReplyError("no @type".into()))?
-            .to_owned();
-        let reference = |value: &Value| {
-            value["@id"]
-                .as_str()
-                .or_else(|| value.as_str())
-                .map(str::to_owned)
+        let node = header
+            .as_object()
+            .ok_or_else(|| ReplyError("not a JSON object".into()))?;
+        let names = IdsNames::of(node);
+        let type_name = node
+            .get("@type")
+            .and_then(single)
+            .and_then(Value::as_str)
+            .ok_or_else(|| ReplyError("no @type".into()))?;
+        // Callers compare with the prefixed form, whichever spelling the peer chose.
+        let message_type = match names.term(type_name) {
+            Some(term) => format!("ids:{term}"),
+            None => type_name.to_owned(),
         };
-        let rejection_reason = reference(&header["ids:rejectionReason"])
+        let reference_of = |term: &str| -> Result<Option<String>, ReplyError> {
+            let value = names
+                .property(node, term)
+                .map_err(|e| ReplyError(e.to_string()))?;
+            Ok(value.and_then(reference))
+        };
+        let rejection_reason = reference_of("rejectionReason")?
             .map(|uri| uri.rsplit('/').next().unwrap_or_default().to_owned());
-        let correlation = reference(&header["ids:correlationMessage"]);
+        let correlation = reference_of("correlationMessage")?;
         Ok(Reply {
             message_type,
             rejection_reason,
@@ -85,6 +101,7 @@ impl Reply {
         })
     }
 
+    /// Whether this is a RejectionMessage.
     pub fn is_rejection(&self) -> bool {
         self.rejection_reason.is_some()
     }
@@ -94,6 +111,7 @@ impl Reply {
         serde_json::from_slice(&self.payload).ok()
     }
 
+    /// The value of the extra header `name` (case-insensitive), e.g. `ch-ids-total`.
     pub fn extra_header(&self, name: &str) -> Option<&str> {
         self.extra_headers
             .iter()
@@ -104,6 +122,8 @@ impl Reply {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::ids::{rejection_header, RejectionReason, ReplyContext, RequestHeader};
 
@@ -126,6 +146,26 @@ mod tests {
             assert_eq!(header.issuer_connector.as_deref(), Some(ctx.connector_id));
             assert_eq!(header.sender_agent.as_deref(), Some(ctx.sender_agent));
         }
+    }
+
+    #[test]
+    fn a_reply_in_another_spelling_reads_as_the_prefixed_one() {
+        let header = json!({
+            "@context": "https://w3id.org/idsa/contexts/context.jsonld",
+            "@type": ["https://w3id.org/idsa/core/RejectionMessage"],
+            "@id": "urn:reply:1",
+            "rejectionReason": {"@id": "https://w3id.org/idsa/code/NOT_FOUND"},
+            "https://w3id.org/idsa/core/correlationMessage": [{"@id": "urn:request:1"}],
+        });
+        let message = IdsMessage {
+            header: header.to_string(),
+            payload: Bytes::new(),
+            extra_headers: vec![],
+        };
+        let reply = Reply::from_ids(&message).unwrap();
+        assert_eq!(reply.message_type, "ids:RejectionMessage");
+        assert_eq!(reply.rejection_reason.as_deref(), Some("NOT_FOUND"));
+        assert_eq!(reply.correlation.as_deref(), Some("urn:request:1"));
     }
 
     #[test]

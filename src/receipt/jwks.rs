@@ -27,18 +27,9 @@ const _: () = {
 };
 
 impl Jwks {
+    /// The JWKS to publish: `current`'s key first, then the `retired` JWKs, each key once.
     pub fn new(current: &ReceiptSigner, retired: Vec<Value>) -> Self {
         Self::from_keys(std::iter::once(current.public_jwk()).chain(retired))
-    }
-
-    /// A JWKS from key files alone, the first being the current key; e.g. for the CLI, which
-    /// publishes keys without signing. Each file may be a private key or an SPKI public key.
-    pub fn from_public_pems(keys: &[(ReceiptAlgorithm, &[u8])]) -> Result<Self, ReceiptError> {
-        let keys = keys
-            .iter()
-            .map(|(algorithm, pem)| retired_jwk_from_pem(*algorithm, pem))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::from_keys(keys))
     }
 
     /// An operator listing the current key among the retired ones as well is harmless; the
@@ -53,7 +44,7 @@ impl Jwks {
         Self { keys: unique }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({"keys": self.keys})
     }
 
@@ -119,7 +110,7 @@ impl Jwks {
 
 /// The JWK of a retired key, from the file an operator kept: the old private key PEM or its
 /// SPKI public key PEM (`-----BEGIN PUBLIC KEY-----`).
-pub fn retired_jwk_from_pem(
+pub(crate) fn retired_jwk_from_pem(
     algorithm: ReceiptAlgorithm,
     pem: &[u8],
 ) -> Result<Value, ReceiptError> {
@@ -329,24 +320,21 @@ mod tests {
     }
 
     #[test]
-    fn jwks_from_public_pems_lists_current_first_without_duplicates() {
+    fn jwks_lists_current_first_without_duplicates() {
         let ec = ec_pem();
         let ed = KeyPair::generate_for(&PKCS_ED25519).unwrap();
-        let jwks = Jwks::from_public_pems(&[
-            (ReceiptAlgorithm::Es256, ec.as_bytes()),
-            (ReceiptAlgorithm::EdDsa, ed.public_key_pem().as_bytes()),
-            (ReceiptAlgorithm::Es256, ec.as_bytes()),
-        ])
-        .unwrap();
         let current = ReceiptSigner::from_pem(ReceiptAlgorithm::Es256, ec.as_bytes()).unwrap();
-        let keys = jwks.to_json()["keys"].as_array().unwrap().clone();
+        let retired = vec![
+            retired_jwk_from_pem(ReceiptAlgorithm::EdDsa, ed.public_key_pem().as_bytes()).unwrap(),
+            retired_jwk_from_pem(ReceiptAlgorithm::Es256, ec.as_bytes()).unwrap(),
+        ];
+        let keys = Jwks::new(&current, retired).to_json()["keys"]
+            .as_array()
+            .unwrap()
+            .clone();
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0], current.public_jwk());
         assert_eq!(keys[1]["crv"], json!("Ed25519"));
-        assert_eq!(
-            jwks,
-            Jwks::new(&current, vec![keys[1].clone(), current.public_jwk()])
-        );
     }
 
     #[test]

@@ -5,13 +5,13 @@
 //! logged and when, without trusting the operator's database. Keys rotate, receipts do not
 //! expire: the JWKS therefore keeps retired public keys next to the current one.
 //!
-//! - [`signer`]: the receipt key and signing.
+//! - `signer`: the receipt key and signing.
 //! - `key`: the key's public half, as a JWK named by its RFC 7638 thumbprint.
-//! - [`jwks`]: the published key set (current and retired keys), and verification.
+//! - `jwks`: the published key set (current and retired keys), and verification.
 
-pub mod jwks;
+pub(crate) mod jwks;
 mod key;
-pub mod signer;
+pub(crate) mod signer;
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,23 +21,28 @@ use base64::Engine as _;
 use ring::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
 
-pub use jwks::{retired_jwk_from_pem, Jwks};
+pub(crate) use jwks::retired_jwk_from_pem;
+pub use jwks::Jwks;
 pub use signer::ReceiptSigner;
 
 /// The JWS algorithms a receipt key may use. ES256 is the default because it is the fastest to
 /// sign; PS512 is what the reference clearing house used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ReceiptAlgorithm {
+    /// ECDSA on P-256 with SHA-256.
     #[default]
     Es256,
+    /// Ed25519.
     EdDsa,
+    /// RSASSA-PSS with SHA-512.
     Ps512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
     Rs256,
 }
 
 impl ReceiptAlgorithm {
     /// The JWS `alg` name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Es256 => "ES256",
             Self::EdDsa => "EdDSA",
@@ -80,13 +85,19 @@ impl FromStr for ReceiptAlgorithm {
 pub struct ReceiptClaims {
     /// The clearing house's connector id.
     pub iss: String,
+    /// When the receipt was signed, unix seconds.
     pub iat: i64,
+    /// The process the entry was logged to.
     pub process_id: String,
+    /// The entry's document id, for reading it back.
     pub document_id: String,
+    /// The entry's position in its process's chain, from 1.
     pub sequence: u64,
     /// Unix seconds, the reference's claim; `timestamp_ms` has the stored precision.
     pub timestamp: i64,
+    /// When the entry was stored, unix milliseconds.
     pub timestamp_ms: i64,
+    /// The connector that logged the entry.
     pub client_id: String,
     /// base64url (no padding) SHA-256 of the payload: the hash stands in for the payload itself.
     pub payload_hash: String,
@@ -94,6 +105,7 @@ pub struct ReceiptClaims {
     pub entry_hash: String,
     /// Lowercase hex.
     pub chain_hash: String,
+    /// The version of the clearing house that signed.
     pub clearing_house_version: String,
 }
 
@@ -104,46 +116,67 @@ pub fn payload_hash(payload: &[u8]) -> String {
 }
 
 /// The `payload_hash` claim of a payload whose SHA-256 is already known.
-pub fn payload_hash_claim(sha256: &[u8]) -> String {
+pub(crate) fn payload_hash_claim(sha256: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(sha256)
 }
 
+/// Why a receipt key cannot be used, or a receipt cannot be signed or verified.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiptError {
+    /// The algorithm name is not one of [`ReceiptAlgorithm`]'s.
     #[error("unknown receipt algorithm {0:?} (expected ES256, EdDSA, PS512 or RS256)")]
     UnknownAlgorithm(String),
+    /// The key file cannot be read as PEM.
     #[error("the key file is not valid PEM: {0}")]
     Pem(#[source] std::io::Error),
+    /// The key file has no PEM section with a key.
     #[error("the key file holds no key")]
     NoKey,
+    /// The key file holds something else than a key of the expected form.
     #[error("the key file holds {found}; expected {expected}")]
     KeyFormat {
+        /// What the file holds, e.g. "a certificate".
         found: &'static str,
+        /// What was expected instead.
         expected: &'static str,
     },
+    /// The key is not a key of the configured algorithm.
     #[error("the key does not fit {algorithm}: {reason}")]
     KeyMismatch {
+        /// The configured algorithm.
         algorithm: ReceiptAlgorithm,
+        /// Why the key does not fit it.
         reason: String,
     },
+    /// The signature could not be made.
     #[error("signing the receipt failed")]
     Signing,
+    /// The claims could not be encoded as JSON.
     #[error("encoding the receipt claims failed: {0}")]
     Claims(#[from] serde_json::Error),
+    /// The JWKS cannot be read, or a key in it cannot be used.
     #[error("not a usable JWKS: {0}")]
     InvalidJwks(String),
+    /// The receipt is not a JWT.
     #[error("not a well-formed receipt JWT: {0}")]
     Malformed(#[source] jsonwebtoken::errors::Error),
+    /// The receipt's header has no `kid` to find its key by.
     #[error("the receipt names no kid")]
     MissingKid,
+    /// No key of the JWKS has the receipt's `kid`.
     #[error("no published key has kid {0:?}")]
     UnknownKey(String),
+    /// The receipt's `alg` is not the algorithm its key is published for.
     #[error("the receipt claims {receipt_alg} but key {kid:?} is published for {key_algs}")]
     AlgorithmMismatch {
+        /// The receipt's `kid`.
         kid: String,
+        /// The receipt's `alg`.
         receipt_alg: String,
+        /// The algorithms the keys with that `kid` are published for.
         key_algs: String,
     },
+    /// The signature or the claims do not verify.
     #[error("the receipt does not verify: {0}")]
     Invalid(#[source] jsonwebtoken::errors::Error),
 }

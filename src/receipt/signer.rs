@@ -113,6 +113,7 @@ impl ReceiptSigner {
         })
     }
 
+    /// The algorithm receipts are signed with.
     pub fn algorithm(&self) -> ReceiptAlgorithm {
         self.algorithm
     }

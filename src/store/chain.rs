@@ -41,7 +41,7 @@
 //!
 //! # Verification
 //!
-//! [`ChainVerifier`] takes entries one by one in sequence order, in bounded memory, and names the
+//! `ChainVerifier` takes entries one by one in sequence order, in bounded memory, and names the
 //! first entry that does not verify; [`verify_chain`] runs it over a whole sequence of entries and
 //! tells a missing entry from one that appears later than it should. Entries cut off at the end
 //! are invisible to both: compare the returned [`ChainHead`] with the latest receipt.
@@ -58,17 +58,26 @@ const CHAIN_TAG: &[u8] = b"clearinghouse-chain-v1";
 /// and canonical bytes, so that a store can compute those before it serializes appends.
 #[derive(Debug, Clone, Copy)]
 pub struct EntryFields<'a> {
+    /// The process.
     pub pid: &'a str,
+    /// The entry's position in the chain, from 1.
     pub sequence: u64,
+    /// The entry's document id.
     pub document_id: &'a str,
+    /// When the entry was stored, unix milliseconds.
     pub timestamp_ms: i64,
+    /// The connector that logged the entry.
     pub client_id: &'a str,
+    /// The payload's media type.
     pub payload_type: &'a str,
+    /// [`payload_hash`] of the payload.
     pub payload_hash: &'a [u8; 32],
+    /// [`canonical_json`] of the IDS header.
     pub canonical_header: &'a [u8],
 }
 
 impl EntryFields<'_> {
+    /// The entry hash: SHA-256 over every field, each prefixed with its length.
     pub fn entry_hash(&self) -> [u8; 32] {
         let mut context = Context::new(&SHA256);
         for field in [
@@ -105,6 +114,7 @@ pub fn entry_hash(entry: &Entry) -> [u8; 32] {
     .entry_hash()
 }
 
+/// SHA-256 of a payload, as the entry hash covers it.
 pub fn payload_hash(payload: &[u8]) -> [u8; 32] {
     to_array(digest::digest(&SHA256, payload))
 }
@@ -135,7 +145,7 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
 
 /// [`canonical_json`] as the text it is: it is written from UTF-8 strings and ASCII only, so a
 /// store that keeps it as a string (MongoDB) needs no check that could fail.
-pub fn canonical_json_string(value: &Value) -> String {
+pub(crate) fn canonical_json_string(value: &Value) -> String {
     let mut out = String::new();
     write_canonical(value, &mut out);
     out
@@ -226,27 +236,39 @@ fn to_array(digest: digest::Digest) -> [u8; 32] {
 /// (sequence 0 and the genesis hash when there were no entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainHead {
+    /// The last entry's sequence number.
     pub sequence: u64,
+    /// The last entry's chain hash.
     pub chain_hash: [u8; 32],
 }
 
 /// What an entry adds to its process's chain, besides what the caller gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
+    /// The new entry's sequence number.
     pub sequence: u64,
+    /// The new entry's timestamp, unix milliseconds.
     pub timestamp_ms: i64,
+    /// The new entry's entry hash.
     pub entry_hash: [u8; 32],
+    /// The new entry's chain hash: the previous chain hash and this entry hash, hashed.
     pub chain_hash: [u8; 32],
 }
 
 /// The caller's part of an entry's hashed fields; the chain supplies sequence and timestamp.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkFields<'a> {
+    /// The process.
     pub pid: &'a str,
+    /// The entry's document id.
     pub document_id: &'a str,
+    /// The connector that logs the entry.
     pub client_id: &'a str,
+    /// The payload's media type.
     pub payload_type: &'a str,
+    /// [`payload_hash`] of the payload.
     pub payload_hash: &'a [u8; 32],
+    /// [`canonical_json`] of the IDS header.
     pub canonical_header: &'a [u8],
 }
 
@@ -304,44 +326,69 @@ pub(crate) fn append_link(
 /// The first entry that does not verify, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
+    /// An entry of another process is among the entries.
     #[error(
         "entry {sequence} ({document_id}) belongs to process {found_pid:?}, not {expected_pid:?}"
     )]
     OtherProcess {
+        /// The entry's sequence number.
         sequence: u64,
+        /// The entry's document id.
         document_id: String,
+        /// The process being verified.
         expected_pid: String,
+        /// The process the entry names.
         found_pid: String,
     },
+    /// An entry is missing: the next one present has a later sequence number.
     #[error("entry {sequence} is missing: the next entry present is {next_sequence} ({next_document_id})")]
     Missing {
+        /// The missing entry's sequence number.
         sequence: u64,
+        /// The sequence number of the entry found in its place.
         next_sequence: u64,
+        /// The document id of the entry found in its place.
         next_document_id: String,
     },
+    /// An entry is present, but out of place: it comes after entry `after`.
     #[error("entry {sequence} ({document_id}) is out of order: it comes after entry {after}")]
     Reordered {
+        /// The entry's sequence number.
         sequence: u64,
+        /// The entry's document id.
         document_id: String,
+        /// The sequence number of the entry it comes after.
         after: u64,
     },
+    /// An entry's content does not hash to its entry hash.
     #[error(
         "entry {sequence} ({document_id}) was modified: its content does not match its entry hash"
     )]
-    Modified { sequence: u64, document_id: String },
+    Modified {
+        /// The entry's sequence number.
+        sequence: u64,
+        /// The entry's document id.
+        document_id: String,
+    },
+    /// An entry's chain hash does not follow from the previous entry's.
     #[error("entry {sequence} ({document_id}) breaks the chain: its chain hash does not follow from the previous entry")]
-    ChainBroken { sequence: u64, document_id: String },
+    ChainBroken {
+        /// The entry's sequence number.
+        sequence: u64,
+        /// The entry's document id.
+        document_id: String,
+    },
 }
 
 /// Verifies one process's entries fed in sequence order, one at a time.
 #[derive(Debug, Clone)]
-pub struct ChainVerifier {
+pub(crate) struct ChainVerifier {
     pid: String,
     head: ChainHead,
 }
 
 impl ChainVerifier {
-    pub fn new(pid: &str) -> Self {
+    pub(crate) fn new(pid: &str) -> Self {
         Self {
             pid: pid.to_owned(),
             head: ChainHead {
@@ -353,7 +400,7 @@ impl ChainVerifier {
 
     /// Checks that `entry` is the next one and that both its hashes verify, then moves past it.
     /// After an error the verifier stays where it was.
-    pub fn push(&mut self, entry: &Entry) -> Result<(), ChainError> {
+    pub(crate) fn push(&mut self, entry: &Entry) -> Result<(), ChainError> {
         if entry.pid != self.pid {
             return Err(ChainError::OtherProcess {
                 sequence: entry.sequence,
@@ -398,7 +445,7 @@ impl ChainVerifier {
         Ok(())
     }
 
-    pub fn head(&self) -> ChainHead {
+    pub(crate) fn head(&self) -> ChainHead {
         self.head
     }
 }

@@ -22,17 +22,20 @@ use super::Entry;
 
 /// Entries whose payload is at least this large are prepared on an offload thread; smaller ones
 /// inline, where preparing costs less than the hand-over.
-pub const INLINE_PREPARATION_LIMIT: usize = 64 * 1024;
+pub(crate) const INLINE_PREPARATION_LIMIT: usize = 64 * 1024;
 
 /// What a caller asks to be logged; the store adds sequence, timestamp and hashes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEntry {
+    /// The process to append to.
     pub pid: String,
     /// A UUID v4 chosen by the caller; unique across all processes.
     pub document_id: String,
+    /// The connector that logs the entry.
     pub client_id: String,
     /// The IDS JSON-LD header, already stripped of its tokens by the caller.
     pub header: serde_json::Value,
+    /// The logged bytes.
     pub payload: Bytes,
     /// The payload's media type, `""` if none was given.
     pub payload_type: String,
@@ -40,7 +43,7 @@ pub struct NewEntry {
 
 impl NewEntry {
     /// Whether [`NewEntry::prepare`] costs less than handing it to another thread.
-    pub fn prepares_inline(&self) -> bool {
+    pub(crate) fn prepares_inline(&self) -> bool {
         self.payload.len() < INLINE_PREPARATION_LIMIT
     }
 
@@ -66,6 +69,7 @@ pub struct PreparedEntry {
 }
 
 impl PreparedEntry {
+    /// The entry as the caller asked for it.
     pub fn entry(&self) -> &NewEntry {
         &self.entry
     }

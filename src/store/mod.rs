@@ -10,9 +10,10 @@
 //! - `entry`: what a caller asks to log ([`NewEntry`]) and its one preparation
 //!   ([`PreparedEntry`]: payload hash and canonical header, computed once per request).
 //! - [`embedded`]: a single-file backend on redb with group commit.
-//! - [`mongodb`]: the production backend on MongoDB, shared by several clearing-house instances
+//! - `mongodb`: the production backend on MongoDB, shared by several clearing-house instances
 //!   (compare-and-swap on each process head, majority and journaled writes).
-//! - [`usage`]: per-connector usage counters behind the quotas, kept by both backends.
+//! - `owners`: owner changes, which are entries of their process's chain as well.
+//! - `usage`: per-connector usage counters behind the quotas, kept by both backends.
 //!
 //! Backends never see tokens or decide who may do what: callers strip the security tokens from
 //! the header and check ownership before they ask.
@@ -25,13 +26,15 @@ use futures::future::BoxFuture;
 pub mod chain;
 pub mod embedded;
 mod entry;
-pub mod mongodb;
+pub(crate) mod mongodb;
+mod owners;
 mod query;
-pub mod usage;
+pub(crate) mod usage;
 
 pub use embedded::EmbeddedStore;
-pub use entry::{NewEntry, PreparedEntry, INLINE_PREPARATION_LIMIT};
-pub use mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
+pub use entry::{NewEntry, PreparedEntry};
+pub use mongodb::{MongoConfig, MongoStore};
+pub use owners::{OwnerChange, OWNER_CHANGE_PAYLOAD_TYPE};
 pub use usage::{Usage, UsageStore};
 
 /// Now, in UTC milliseconds: the clock every backend stamps entries and processes with.
@@ -43,44 +46,68 @@ pub(crate) fn now_ms() -> i64 {
 /// A named log with the clients allowed to use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
+    /// The process id.
     pub pid: String,
+    /// The connector ids that may log to and read the process.
     pub owners: BTreeSet<String>,
+    /// When the process was created, UTC milliseconds.
     pub created_at_ms: i64,
+}
+
+/// A process and the state of its chain: what an owner's process-info query shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The process.
+    pub process: Process,
+    /// The latest entry's sequence (0 without entries, so also the number of entries) and
+    /// chain hash (the genesis hash without entries).
+    pub head: chain::ChainHead,
 }
 
 /// A stored log entry, as appended and as returned by every read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
+    /// The process the entry belongs to.
     pub pid: String,
     /// 1, 2, 3, ... per process, without gaps.
     pub sequence: u64,
+    /// A UUID v4, unique across all processes.
     pub document_id: String,
     /// UTC milliseconds; never smaller than the previous entry's of the same process.
     pub timestamp_ms: i64,
+    /// The connector that logged the entry.
     pub client_id: String,
+    /// The IDS JSON-LD header, without its tokens.
     pub header: serde_json::Value,
+    /// The logged bytes.
     pub payload: Bytes,
+    /// The payload's media type, `""` if none was given.
     pub payload_type: String,
-    /// See [`chain`] for how both hashes are computed.
+    /// The hash of the entry's content. See [`chain`] for how both hashes are computed.
     pub entry_hash: [u8; 32],
+    /// The hash that links the entry to the one before it.
     pub chain_hash: [u8; 32],
 }
 
 /// The order of a page, by sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
+    /// Oldest first.
     Asc,
+    /// Newest first.
     Desc,
 }
 
 /// One page of a process's entries, optionally restricted to a time range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageQuery {
+    /// The process.
     pub pid: String,
     /// 1-based.
     pub page: u64,
     /// At least 1; capping it is the caller's business.
     pub size: u64,
+    /// The order of the entries.
     pub order: Order,
     /// Inclusive lower bound on `timestamp_ms`.
     pub from_ms: Option<i64>,
@@ -95,6 +122,7 @@ pub struct PageQuery {
 /// The entries of one page and how many entries the whole query matches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
+    /// The page's entries, in the order asked for.
     pub entries: Vec<Entry>,
     /// Entries in the time range over all pages, so that clients know when they have everything.
     pub total: u64,
@@ -103,31 +131,59 @@ pub struct Page {
 /// Whether `create_process` made the process or found it already there (left unchanged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {
+    /// The process is new.
     Created(Process),
+    /// The process was there already.
     Exists(Process),
 }
 
+/// The entry a page stopped at because it would not fit [`PageQuery::max_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfitEntry {
+    /// The entry's sequence number.
+    pub sequence: u64,
+    /// The entry's document id.
+    pub document_id: String,
+}
+
+/// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No process has this pid.
     #[error("process {0:?} does not exist")]
     UnknownProcess(String),
+    /// An entry with this document id is stored already.
     #[error("document id {0:?} is already in use")]
     DuplicateDocument(String),
+    /// The query cannot be run as asked.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
-    /// The page's entries exceed [`PageQuery::max_bytes`].
+    /// The page's entries exceed [`PageQuery::max_bytes`]: the first `fitting` entries of the
+    /// page (in its order) fit, `first_unfit` is the one that does not, so that the caller can
+    /// be told how many to ask for, or which entry is too large on its own.
     #[error("the page holds more than {limit} bytes of entries")]
-    PageTooLarge { limit: usize },
+    PageTooLarge {
+        /// [`PageQuery::max_bytes`].
+        limit: usize,
+        /// How many entries of the page fit.
+        fitting: u64,
+        /// The first entry that does not.
+        first_unfit: UnfitEntry,
+    },
     /// The backend is down, timed out, or shutting down; retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// Stored data does not decode or contradicts itself; needs an operator.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+    /// An owner change found other owners than the ones it was decided on.
+    #[error("the owners of process {0:?} changed meanwhile")]
+    OwnersChanged(String),
     /// Concurrent writers kept winning the race for a process head (backends that use
     /// compare-and-swap across instances, such as MongoDB).
     #[error("conflicting concurrent update: {0}")]
     Conflict(String),
+    /// Reading or writing the store's files failed.
     #[error("store I/O failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -140,10 +196,19 @@ impl StoreError {
             StoreError::UnknownProcess(pid) => StoreError::UnknownProcess(pid.clone()),
             StoreError::DuplicateDocument(id) => StoreError::DuplicateDocument(id.clone()),
             StoreError::InvalidQuery(detail) => StoreError::InvalidQuery(detail.clone()),
-            StoreError::PageTooLarge { limit } => StoreError::PageTooLarge { limit: *limit },
+            StoreError::PageTooLarge {
+                limit,
+                fitting,
+                first_unfit,
+            } => StoreError::PageTooLarge {
+                limit: *limit,
+                fitting: *fitting,
+                first_unfit: first_unfit.clone(),
+            },
             StoreError::Unavailable(detail) => StoreError::Unavailable(detail.clone()),
             StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
             StoreError::Conflict(detail) => StoreError::Conflict(detail.clone()),
+            StoreError::OwnersChanged(pid) => StoreError::OwnersChanged(pid.clone()),
             StoreError::Io(error) => {
                 StoreError::Io(std::io::Error::new(error.kind(), error.to_string()))
             }
@@ -162,7 +227,19 @@ pub trait ProcessStore: Send + Sync + 'static {
         owners: &BTreeSet<String>,
     ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>>;
 
+    /// The process `pid`, if it exists.
     fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>>;
+
+    /// The process with the head of its chain, read fresh (never from a cache).
+    fn process_info(&self, pid: &str) -> BoxFuture<'_, Result<Option<ProcessInfo>, StoreError>>;
+
+    /// Atomically, as one write: appends `change.entry` as [`append`](Self::append) does and
+    /// replaces the process's owners with `change.owners`, so that the chain records every
+    /// owner change and no change happens without its entry. Fails with
+    /// [`StoreError::OwnersChanged`] (writing nothing) unless the owners are still
+    /// `change.previous`, so that a change decided on owners read earlier cannot undo one made
+    /// meanwhile; otherwise fails as `append` does.
+    fn change_owners(&self, change: OwnerChange) -> BoxFuture<'_, Result<Entry, StoreError>>;
 
     /// Atomically: assigns the next sequence (1, 2, 3, ... no gaps per process), the timestamp
     /// (now in UTC ms, but never earlier than the process's previous entry, so that timestamps

@@ -10,24 +10,24 @@ use super::{Order, PageQuery, StoreError};
 /// An inclusive, non-empty run of sequence numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SequenceRange {
-    pub first: u64,
-    pub last: u64,
+    pub(crate) first: u64,
+    pub(crate) last: u64,
 }
 
 impl SequenceRange {
     /// `None` when the run is empty (`first > last`).
-    pub fn new(first: u64, last: u64) -> Option<Self> {
+    pub(crate) fn new(first: u64, last: u64) -> Option<Self> {
         (first <= last).then_some(Self { first, last })
     }
 
     /// How many entries the run holds; sequences start at 1, so this cannot overflow.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.last - self.first + 1
     }
 
     /// The part of the run that `page` (1-based) of `size` entries shows in `order`, or `None`
     /// past the end. Both ends of the result are inclusive; a descending page starts at `last`.
-    pub fn page(&self, page: u64, size: u64, order: Order) -> Option<Self> {
+    pub(crate) fn page(&self, page: u64, size: u64, order: Order) -> Option<Self> {
         let skipped = page.checked_sub(1)?.checked_mul(size)?;
         let remaining = self.len().checked_sub(skipped).filter(|&left| left > 0)?;
         let shown = size.min(remaining);

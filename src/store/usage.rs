@@ -16,16 +16,16 @@ use super::StoreError;
 /// What one connector used in one window, or an amount to add to it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    pub processes: u64,
-    pub bytes: u64,
+    pub(crate) processes: u64,
+    pub(crate) bytes: u64,
 }
 
 impl Usage {
-    pub fn is_zero(&self) -> bool {
+    pub(crate) fn is_zero(&self) -> bool {
         self.processes == 0 && self.bytes == 0
     }
 
-    pub fn plus(self, other: Usage) -> Usage {
+    pub(crate) fn plus(self, other: Usage) -> Usage {
         Usage {
             processes: self.processes.saturating_add(other.processes),
             bytes: self.bytes.saturating_add(other.bytes),

@@ -3,7 +3,8 @@
 //!
 //! Inputs are generated with labels saying what they mean (this `@type` is missing, this pid has
 //! a forbidden character, this date is 2024-02-30), and the parser's answer is checked against
-//! the label, not against a copy of the parser. Free text and damaged JSON are thrown in too:
+//! the label, not against a copy of the parser. Headers spell the IDS names in one of their
+//! JSON-LD forms (`ids:X`, the full IRI, `X` under the IDS context), which read the same. Free text and damaged JSON are thrown in too:
 //! those must not panic, and whatever parses must read back the same from its own output.
 
 use clearinghouse::ids::params::ParamLimits;
@@ -52,13 +53,50 @@ fn run(budget: &Budget) -> Outcome {
 // ---------------------------------------------------------------------------------------------
 // The header.
 
+/// How a header spells the IDS names it uses.
+#[derive(Debug, Clone, Copy)]
+enum Spelling {
+    /// `ids:X`.
+    Prefix,
+    /// `https://w3id.org/idsa/core/X`.
+    FullIri,
+    /// `X` under the IDS context document.
+    Term,
+}
+
+impl Spelling {
+    fn name(self, term: &str) -> String {
+        match self {
+            Spelling::Prefix => format!("ids:{term}"),
+            Spelling::FullIri => format!("https://w3id.org/idsa/core/{term}"),
+            Spelling::Term => term.to_owned(),
+        }
+    }
+
+    /// A type name as generated (`ids:LogMessage`, or free text) in this spelling.
+    fn type_name(self, generated: &str) -> String {
+        match generated.strip_prefix("ids:") {
+            Some(term) => self.name(term),
+            None => generated.to_owned(),
+        }
+    }
+
+    fn context(self) -> Option<Value> {
+        matches!(self, Spelling::Term)
+            .then(|| json!("https://w3id.org/idsa/contexts/context.jsonld"))
+    }
+}
+
 /// A string-valued member as generated.
 #[derive(Debug, Clone)]
 enum Text {
     Missing,
     Empty,
     Str(String),
-    /// Not a string: a number, a list, an object, null.
+    /// A non-empty string as the only member of a list, which JSON-LD reads as the string
+    /// itself where a value is meant (not for `@id`, which is always a string).
+    Listed(String),
+    /// Neither: a number, another list, an object, null.
     NotString(Value),
 }
 
@@ -68,11 +106,21 @@ impl Text {
             Text::Missing => None,
             Text::Empty => Some(json!("")),
             Text::Str(text) => Some(json!(text)),
+            Text::Listed(text) => Some(json!([text])),
             Text::NotString(value) => Some(value.clone()),
         }
     }
 
+    /// The string a value means.
     fn given(&self) -> Option<&str> {
+        match self {
+            Text::Str(text) | Text::Listed(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The string an `@id` means.
+    fn given_bare(&self) -> Option<&str> {
         match self {
             Text::Str(text) => Some(text),
             _ => None,
@@ -98,7 +146,8 @@ impl Reference {
 
     fn expected(&self) -> Option<String> {
         match self {
-            Reference::Bare(text) | Reference::Node(text) => text.given().map(str::to_owned),
+            Reference::Bare(text) => text.given().map(str::to_owned),
+            Reference::Node(text) => text.given_bare().map(str::to_owned),
         }
     }
 }
@@ -114,12 +163,13 @@ enum Token {
 }
 
 impl Token {
-    fn value(&self) -> Option<Value> {
+    fn value(&self, spelling: Spelling) -> Option<Value> {
+        let value_key = spelling.name("tokenValue");
         match self {
             Token::Missing => None,
-            Token::NoValue => Some(json!({"@type": "ids:DynamicAttributeToken"})),
-            Token::Bare(text) => Some(json!({ "ids:tokenValue": text.value() })),
-            Token::Typed(text) => Some(json!({ "ids:tokenValue": { "@value": text.value() } })),
+            Token::NoValue => Some(json!({"@type": spelling.name("DynamicAttributeToken")})),
+            Token::Bare(text) => Some(json!({ value_key: text.value() })),
+            Token::Typed(text) => Some(json!({ value_key: { "@value": text.value() } })),
             Token::NotObject(value) => Some(value.clone()),
         }
     }
@@ -128,7 +178,8 @@ impl Token {
     fn expected(&self) -> Option<String> {
         match self {
             Token::Bare(Text::Empty) | Token::Typed(Text::Empty) => Some(String::new()),
-            Token::Bare(text) | Token::Typed(text) => text.given().map(str::to_owned),
+            Token::Bare(text) => text.given().map(str::to_owned),
+            Token::Typed(text) => text.given_bare().map(str::to_owned),
             _ => None,
         }
     }
@@ -136,6 +187,7 @@ impl Token {
 
 #[derive(Debug, Clone)]
 struct HeaderCase {
+    spelling: Spelling,
     message_type: Text,
     id: Text,
     issuer_connector: Reference,
@@ -148,13 +200,19 @@ struct HeaderCase {
     not_an_object: Option<Value>,
 }
 
+/// Members read, in every spelling but the full IRI (longer than any extra member's name).
 const KNOWN: &[&str] = &[
+    "@context",
     "@type",
     "@id",
     "ids:issuerConnector",
     "ids:senderAgent",
     "ids:securityToken",
     "ids:authorizationToken",
+    "issuerConnector",
+    "senderAgent",
+    "securityToken",
+    "authorizationToken",
 ];
 
 impl HeaderCase {
@@ -163,17 +221,33 @@ impl HeaderCase {
             return other.clone();
         }
         let mut object = Map::new();
+        let spelling = self.spelling;
+        let message_type = match &self.message_type {
+            Text::Str(name) => Some(json!(spelling.type_name(name))),
+            Text::Listed(name) => Some(json!([spelling.type_name(name)])),
+            other => other.value(),
+        };
         let members = [
-            ("@type", self.message_type.value()),
-            ("@id", self.id.value()),
-            ("ids:issuerConnector", self.issuer_connector.value()),
-            ("ids:senderAgent", self.sender_agent.value()),
-            ("ids:securityToken", self.security_token.value()),
-            ("ids:authorizationToken", self.authorization_token.clone()),
+            ("@context".to_owned(), spelling.context()),
+            ("@type".to_owned(), message_type),
+            ("@id".to_owned(), self.id.value()),
+            (
+                spelling.name("issuerConnector"),
+                self.issuer_connector.value(),
+            ),
+            (spelling.name("senderAgent"), self.sender_agent.value()),
+            (
+                spelling.name("securityToken"),
+                self.security_token.value(spelling),
+            ),
+            (
+                spelling.name("authorizationToken"),
+                self.authorization_token.clone(),
+            ),
         ];
         for (name, value) in members {
             if let Some(value) = value {
-                object.insert(name.to_owned(), value);
+                object.insert(name, value);
             }
         }
         for (name, value) in &self.extra {
@@ -183,15 +257,24 @@ impl HeaderCase {
     }
 }
 
+/// Neither a string nor a list whose only member is a string or a node.
 fn non_string() -> impl Strategy<Value = Value> {
-    json_value().prop_filter("not a string", |v| !v.is_string())
+    json_value().prop_filter("not a string", |v| match v {
+        Value::String(_) => false,
+        Value::Array(members) => {
+            !matches!(members.as_slice(), [Value::String(_) | Value::Object(_)])
+        }
+        _ => true,
+    })
 }
 
-fn text(strings: impl Strategy<Value = String>) -> impl Strategy<Value = Text> {
+fn text(strings: impl Strategy<Value = String> + Clone) -> impl Strategy<Value = Text> {
+    let non_empty = strings.prop_filter("not empty", |s| !s.is_empty());
     prop_oneof![
         1 => Just(Text::Missing),
         1 => Just(Text::Empty),
-        8 => strings.prop_filter("not empty", |s| !s.is_empty()).prop_map(Text::Str),
+        7 => non_empty.clone().prop_map(Text::Str),
+        1 => non_empty.prop_map(Text::Listed),
         1 => non_string().prop_map(Text::NotString),
     ]
 }
@@ -242,8 +325,9 @@ fn header_case() -> impl Strategy<Value = HeaderCase> {
         9 => Just(None),
         1 => json_value().prop_filter("not an object", |v| !v.is_object()).prop_map(Some),
     ];
+    let spelling = select(vec![Spelling::Prefix, Spelling::FullIri, Spelling::Term]);
     (
-        message_type,
+        (spelling, message_type),
         text(".{1,24}"),
         reference(),
         reference(),
@@ -254,7 +338,7 @@ fn header_case() -> impl Strategy<Value = HeaderCase> {
     )
         .prop_map(
             |(
-                message_type,
+                (spelling, message_type),
                 id,
                 issuer_connector,
                 sender_agent,
@@ -264,6 +348,7 @@ fn header_case() -> impl Strategy<Value = HeaderCase> {
                 not_an_object,
             )| {
                 HeaderCase {
+                    spelling,
                     message_type,
                     id,
                     issuer_connector,
@@ -294,7 +379,7 @@ fn check_header(case: &HeaderCase) -> Result<(), TestCaseError> {
         );
         return Ok(());
     };
-    let Some(id) = case.id.given() else {
+    let Some(id) = case.id.given_bare() else {
         prop_assert!(matches!(result, Err(HeaderError::MissingId)), "{result:?}");
         return Ok(());
     };
@@ -304,7 +389,7 @@ fn check_header(case: &HeaderCase) -> Result<(), TestCaseError> {
         "ids:RequestMessage" => MessageType::Request,
         "ids:LogMessage" => MessageType::Log,
         "ids:QueryMessage" => MessageType::Query,
-        other => MessageType::Other(other.to_owned()),
+        other => MessageType::Other(case.spelling.type_name(other)),
     };
     prop_assert_eq!(&header.message_type, &expected_type);
     prop_assert_eq!(&header.id, id);
@@ -318,6 +403,11 @@ fn check_header(case: &HeaderCase) -> Result<(), TestCaseError> {
         case.security_token.expected()
     );
     prop_assert_eq!(&header.raw, &json);
+    // Stored: everything but the tokens, in the spelling they were sent.
+    let mut expected = json.as_object().expect("a header is an object").clone();
+    expected.remove(&case.spelling.name("securityToken"));
+    expected.remove(&case.spelling.name("authorizationToken"));
+    prop_assert_eq!(header.stored_form(), Value::Object(expected));
     check_parsed_header(&header)
 }
 
@@ -345,16 +435,34 @@ fn check_parsed_header(header: &RequestHeader) -> Result<(), TestCaseError> {
         .map_err(|e| TestCaseError::fail(format!("a parsed header does not parse again: {e}")))?;
     prop_assert_eq!(&again, header);
     prop_assert!(!header.id.is_empty());
-    // What is stored keeps everything but the tokens.
+    // What is stored keeps everything but the tokens; whether a bare name is a token depends on
+    // the context, but the prefixed and full IRI forms always are.
     let stored = header.stored_form();
-    let mut expected = header
-        .raw
-        .as_object()
-        .expect("a header is an object")
-        .clone();
-    expected.remove("ids:securityToken");
-    expected.remove("ids:authorizationToken");
-    prop_assert_eq!(stored, Value::Object(expected));
+    let stored = stored.as_object().expect("a stored header is an object");
+    let raw = header.raw.as_object().expect("a header is an object");
+    let token_names: Vec<String> = ["securityToken", "authorizationToken"]
+        .into_iter()
+        .flat_map(|term| {
+            [Spelling::Prefix, Spelling::FullIri, Spelling::Term].map(|s| s.name(term))
+        })
+        .collect();
+    for (key, value) in raw {
+        if token_names.contains(key) {
+            let always_a_token = key.contains(':');
+            prop_assert!(
+                !(always_a_token && stored.contains_key(key)),
+                "{key} was stored"
+            );
+        } else {
+            prop_assert_eq!(
+                stored.get(key),
+                Some(value),
+                "{} was not stored as sent",
+                key
+            );
+        }
+    }
+    prop_assert!(stored.keys().all(|key| raw.contains_key(key)));
     Ok(())
 }
 

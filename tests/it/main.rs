@@ -8,6 +8,10 @@
 //!
 //! - [`support`]: the test PKIs, DAPS, servers and the binary driver these modules share.
 
+// A test binary has no public API: `pub` marks what its modules share (the package's
+// `unreachable_pub` lint is for the library).
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod audit;
@@ -16,8 +20,10 @@ mod cli_config;
 mod cli_e2e;
 mod cli_environment;
 mod cli_first_run;
+mod cli_large_entries;
 mod cli_metrics_help;
 mod cli_operator;
+mod cli_owners;
 mod cli_shutdown;
 mod cli_unprivileged;
 mod client_replies;
@@ -31,8 +37,10 @@ mod hostile_transport;
 mod idscp2_dat;
 mod idscp2_example;
 mod idscp2_transport;
+mod jsonld_spellings;
 mod mongodb_service;
 mod mongodb_store;
 mod pki_tls;
 mod store_contract;
+mod store_owners;
 mod transport_logs;

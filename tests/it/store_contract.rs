@@ -448,7 +448,7 @@ mod contract {
         };
         for order in [Order::Asc, Order::Desc] {
             match store.query(&budgeted(10, order, 5_000)).await {
-                Err(StoreError::PageTooLarge { limit: 5_000 }) => {}
+                Err(StoreError::PageTooLarge { limit: 5_000, .. }) => {}
                 other => panic!("expected PageTooLarge, got {other:?}"),
             }
             let fits = store.query(&budgeted(3, order, 5_000)).await.unwrap();

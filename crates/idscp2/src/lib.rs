@@ -132,7 +132,6 @@
 //! # fn main() {}
 //! ```
 
-#![deny(missing_docs)]
 // The overview above links the driver's modules, which a build without it lacks.
 #![cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
 

@@ -43,6 +43,18 @@ impl MetricNames {
             buffered_bytes: name("buffered_bytes"),
         }
     }
+
+    /// Every name, for an application that describes its metrics (help texts) or checks them.
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.connections_open,
+            &self.handshakes_pending,
+            &self.handshakes,
+            &self.connections_refused,
+            &self.transport_closes,
+            &self.buffered_bytes,
+        ]
+    }
 }
 
 impl Default for MetricNames {

@@ -30,7 +30,7 @@
 //! [`metrics`] shows the connectors nearest their limits on `/metrics`.
 
 mod bucket;
-pub mod metrics;
+pub(crate) mod metrics;
 mod sync;
 
 use std::collections::HashMap;
@@ -96,7 +96,7 @@ impl Rules {
 
 /// The quotas a connector can run into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quota {
+pub(crate) enum Quota {
     Requests,
     Processes,
     Bytes,
@@ -105,7 +105,7 @@ pub enum Quota {
 impl Quota {
     const ALL: [Quota; 3] = [Quota::Requests, Quota::Processes, Quota::Bytes];
 
-    pub fn setting(self) -> &'static str {
+    pub(crate) fn setting(self) -> &'static str {
         match self {
             Quota::Requests => "quotas.requests_per_second",
             Quota::Processes => "quotas.processes_per_window",
@@ -114,7 +114,7 @@ impl Quota {
     }
 
     /// The `quota` label on `/metrics`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Quota::Requests => "requests",
             Quota::Processes => "processes",
@@ -162,6 +162,7 @@ impl Account {
 }
 
 impl Quotas {
+    /// Quotas with `config`'s defaults and per-connector overrides, all counters empty.
     pub fn new(config: &QuotasConfig) -> Self {
         let defaults = Rules::new(
             config.requests_per_second,
@@ -209,7 +210,7 @@ impl Quotas {
     /// again, at most `quotas.max_hold_ms`. IDSCP2 is stop-and-wait, so a held connection sends
     /// nothing meanwhile, and a connector that ignores its quota costs a sleeping task per
     /// connection instead of a rejection per round trip.
-    pub fn hold(&self, rejection: &Rejection) -> Option<Duration> {
+    pub(crate) fn hold(&self, rejection: &Rejection) -> Option<Duration> {
         if rejection.status != QUOTA_STATUS {
             return None;
         }
@@ -281,7 +282,7 @@ impl Quotas {
     }
 
     /// Reserves one process creation of `connector`; given back unless [`Reservation::keep`].
-    pub fn reserve_process(&self, connector: &str) -> Result<Reservation, Rejection> {
+    pub(crate) fn reserve_process(&self, connector: &str) -> Result<Reservation, Rejection> {
         self.reserve(
             connector,
             Usage {

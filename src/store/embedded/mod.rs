@@ -1,8 +1,8 @@
 //! The embedded backend: one redb file, written by one thread with group commit.
 //!
 //! - this file: the store, its tables, and how [`ProcessStore`] maps onto them;
-//! - `writer`: the writer thread, which applies creations and appends in batches, one fsync'd
-//!   write transaction per batch (group commit), and why a receipt can rely on it;
+//! - `writer`: the writer thread, which applies creations, appends and owner changes in batches,
+//!   one fsync'd write transaction per batch (group commit), and why a receipt can rely on it;
 //! - `record`: the binary records of processes and entries;
 //! - `reads`: entries, pages, export runs and owned processes, read from snapshots;
 //! - `usage`: the quota counters.
@@ -34,7 +34,8 @@ use futures::future::BoxFuture;
 use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
 
 use super::{
-    CreateOutcome, Entry, Page, PageQuery, PreparedEntry, Process, ProcessStore, StoreError,
+    CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
+    ProcessStore, StoreError,
 };
 use writer::Writer;
 
@@ -124,6 +125,18 @@ impl ProcessStore for EmbeddedStore {
 
     fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
         Box::pin(self.writer.append(entry))
+    }
+
+    fn process_info(&self, pid: &str) -> BoxFuture<'_, Result<Option<ProcessInfo>, StoreError>> {
+        let pid = pid.to_owned();
+        self.read(move |transaction| {
+            let processes = transaction.open_table(PROCESSES)?;
+            Ok(record::read_head(&processes, &pid)?.map(|head| head.info(pid)))
+        })
+    }
+
+    fn change_owners(&self, change: OwnerChange) -> BoxFuture<'_, Result<Entry, StoreError>> {
+        Box::pin(self.writer.change_owners(change))
     }
 
     fn entry(

@@ -11,7 +11,7 @@ use redb::ReadTransaction;
 use super::record::{decode_entry, read_head};
 use super::{DOCUMENTS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
 use crate::store::query::{self, SequenceRange};
-use crate::store::{Entry, Order, Page, PageQuery, StoreError};
+use crate::store::{Entry, Order, Page, PageQuery, StoreError, UnfitEntry};
 
 /// The entry with this document id, if it belongs to `pid`.
 pub(super) fn entry(
@@ -91,12 +91,18 @@ pub(super) fn page(transaction: &ReadTransaction, query: &PageQuery) -> Result<P
         // A record is the entry's payload and header plus a few fixed fields, all of which a
         // reply carries too: past the budget, the reply would be past it as well.
         bytes = bytes.saturating_add(record.value().len());
+        let entry = decode_entry(pid, key.value().1, record.value())?;
         if bytes > query.max_bytes {
             return Err(StoreError::PageTooLarge {
                 limit: query.max_bytes,
+                fitting: page.len() as u64,
+                first_unfit: UnfitEntry {
+                    sequence: entry.sequence,
+                    document_id: entry.document_id,
+                },
             });
         }
-        page.push(decode_entry(pid, key.value().1, record.value())?);
+        page.push(entry);
     }
     if page.len() as u64 != window.len() {
         return Err(StoreError::Corrupt(format!(

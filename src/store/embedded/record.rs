@@ -19,8 +19,8 @@ use std::ops::Range;
 use bytes::Bytes;
 use redb::ReadableTable;
 
-use crate::store::chain::Link;
-use crate::store::{Entry, PreparedEntry, Process, StoreError};
+use crate::store::chain::{ChainHead, Link};
+use crate::store::{Entry, PreparedEntry, Process, ProcessInfo, StoreError};
 
 const RECORD_FORMAT: u8 = 1;
 
@@ -49,6 +49,17 @@ impl ProcessHead {
             pid,
             owners: self.owners,
             created_at_ms: self.created_at_ms,
+        }
+    }
+
+    pub(super) fn info(self, pid: String) -> ProcessInfo {
+        let head = ChainHead {
+            sequence: self.sequence,
+            chain_hash: self.chain_hash,
+        };
+        ProcessInfo {
+            process: self.process(pid),
+            head,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The embedded store's one writer: a thread that applies creations and appends in batches,
+//! The embedded store's one writer: a thread that applies creations, appends and owner changes
+//! (an append that also replaces the owners) in batches,
 //! one fsync'd write transaction per batch (group commit).
 //!
 //! A receipt may only be signed once its entry is on disk, so every commit is fsync'd
@@ -31,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::record::{encode_entry, read_head, ProcessHead};
 use super::{DOCUMENTS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
 use crate::store::chain::{self, ChainHead};
-use crate::store::{now_ms, CreateOutcome, Entry, PreparedEntry, StoreError};
+use crate::store::{now_ms, CreateOutcome, Entry, OwnerChange, PreparedEntry, StoreError};
 
 /// Most requests one write transaction takes; bounds the latency a batch adds to its first caller.
 const MAX_BATCH_REQUESTS: usize = 512;
@@ -117,6 +118,11 @@ impl Writer {
             .await
     }
 
+    pub(super) async fn change_owners(&self, change: OwnerChange) -> Result<Entry, StoreError> {
+        self.submit(|reply| WriteRequest::ChangeOwners { change, reply })
+            .await
+    }
+
     async fn submit<T>(
         &self,
         request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteRequest,
@@ -162,6 +168,10 @@ enum WriteRequest {
         entry: PreparedEntry,
         reply: oneshot::Sender<Result<Entry, StoreError>>,
     },
+    ChangeOwners {
+        change: OwnerChange,
+        reply: oneshot::Sender<Result<Entry, StoreError>>,
+    },
 }
 
 impl WriteRequest {
@@ -169,6 +179,7 @@ impl WriteRequest {
         match self {
             Self::Create { .. } => 0,
             Self::Append { entry, .. } => entry.entry().payload.len(),
+            Self::ChangeOwners { change, .. } => change.entry.entry().payload.len(),
         }
     }
 
@@ -182,6 +193,11 @@ impl WriteRequest {
                 result: append(tables, entry),
                 reply,
             },
+            // Answered like an append: with the entry that records the change.
+            Self::ChangeOwners { change, reply } => Applied::Append {
+                result: change_owners(tables, change),
+                reply,
+            },
         }
     }
 
@@ -189,7 +205,9 @@ impl WriteRequest {
         // A caller that gave up waiting has dropped its receiver; nobody is left to tell.
         match self {
             Self::Create { reply, .. } => drop(reply.send(Err(error.for_another_caller()))),
-            Self::Append { reply, .. } => drop(reply.send(Err(error.for_another_caller()))),
+            Self::Append { reply, .. } | Self::ChangeOwners { reply, .. } => {
+                drop(reply.send(Err(error.for_another_caller())))
+            }
         }
     }
 }
@@ -389,6 +407,33 @@ fn write_process(
 fn append(tables: &mut WriteTables<'_>, prepared: PreparedEntry) -> Result<Entry, Failure> {
     let (stored, head, record) = stamp(tables, prepared).map_err(Failure::Refused)?;
     write_entry(tables, &stored, &head, &record).map_err(Failure::Storage)?;
+    Ok(stored)
+}
+
+/// The entry of an owner change and the new owners, in the same transaction, both or neither.
+fn change_owners(tables: &mut WriteTables<'_>, change: OwnerChange) -> Result<Entry, Failure> {
+    let OwnerChange {
+        entry,
+        previous,
+        owners,
+    } = change;
+    let pid = entry.entry().pid.clone();
+    let current = read_head(&tables.processes, &pid)
+        .map_err(Failure::Refused)?
+        .ok_or_else(|| Failure::Refused(StoreError::UnknownProcess(pid.clone())))?;
+    if current.owners != previous {
+        return Err(Failure::Refused(StoreError::OwnersChanged(pid)));
+    }
+    let (stored, mut head, record) = stamp(tables, entry).map_err(Failure::Refused)?;
+    head.owners = owners;
+    let write = |tables: &mut WriteTables<'_>| -> Result<(), StoreError> {
+        write_entry(tables, &stored, &head, &record)?;
+        for removed in previous.difference(&head.owners) {
+            tables.owners.remove((removed.as_str(), pid.as_str()))?;
+        }
+        write_process(tables, &pid, &head)
+    };
+    write(tables).map_err(Failure::Storage)?;
     Ok(stored)
 }
 

@@ -26,7 +26,7 @@ use serde::Serialize;
 use super::documents::{to_i64, to_u64, EntryDocument, Head, ProcessDocument, SequenceOnly};
 use super::{MongoConfig, WriteAcknowledgment};
 use crate::store::query::SequenceRange;
-use crate::store::{Entry, Order, StoreError};
+use crate::store::{Entry, Order, StoreError, UnfitEntry};
 
 pub(super) const PROCESSES: &str = "processes";
 const ENTRIES: &str = "entries";
@@ -199,7 +199,14 @@ impl Collections {
                     bytes =
                         bytes.saturating_add(document.payload.bytes.len() + document.header.len());
                     if bytes > max_bytes {
-                        return Ok(Err(StoreError::PageTooLarge { limit: max_bytes }));
+                        return Ok(Err(StoreError::PageTooLarge {
+                            limit: max_bytes,
+                            fitting: documents.len() as u64,
+                            first_unfit: UnfitEntry {
+                                sequence: u64::try_from(document.sequence).unwrap_or_default(),
+                                document_id: document.document_id,
+                            },
+                        }));
                     }
                     documents.push(document);
                 }

@@ -25,6 +25,7 @@ use super::collections::{classify, timed_out, Collections, DUPLICATE_KEY, PROCES
 use super::documents::{binary, to_i64, EntryDocument, Head, ProcessDocument};
 use super::{backoff, APPEND_QUEUE};
 use crate::store::chain::{self, ChainHead, Link};
+use crate::store::owners::recorded_owners;
 use crate::store::{Entry, PreparedEntry, StoreError};
 
 /// The most appends one batch takes.
@@ -423,6 +424,8 @@ impl Committer {
             .read_after(pid, head.sequence, MAX_BATCH_ENTRIES)
             .await?;
         let mut adopted = head.clone();
+        // An orphaned owner change sets its owners as it is adopted (see `owners`).
+        let mut owners = None;
         for orphan in orphans {
             let orphan = orphan.decode()?;
             let verifies = orphan.sequence == adopted.sequence + 1
@@ -437,6 +440,9 @@ impl Committer {
             }
             if !verifies {
                 break;
+            }
+            if let Some(recorded) = recorded_owners(&orphan)? {
+                owners = Some(recorded);
             }
             adopted = Head {
                 pid: head.pid.clone(),
@@ -454,7 +460,15 @@ impl Committer {
             to = adopted.sequence,
             "moved a process head over entries their writer left behind"
         );
-        if self.collections.swap_heads(&[(&head, &adopted)]).await? == 1 {
+        let swapped = match &owners {
+            Some(owners) => {
+                self.collections
+                    .swap_head_and_owners(&head, &adopted, owners)
+                    .await?
+            }
+            None => self.collections.swap_heads(&[(&head, &adopted)]).await? == 1,
+        };
+        if swapped {
             Ok(adopted)
         } else {
             self.collections.read_head(pid).await
@@ -506,7 +520,7 @@ impl Collections {
     /// document (an insert the driver retried after a lost reply, which had succeeded), or, if
     /// another entry has the id, [`StoreError::DuplicateDocument`]. `false` means the sequence
     /// number was taken.
-    async fn is_own(&self, document: &EntryDocument) -> Result<bool, StoreError> {
+    pub(super) async fn is_own(&self, document: &EntryDocument) -> Result<bool, StoreError> {
         match self
             .read_entry(doc! { "_id": document.document_id.as_str() })
             .await?

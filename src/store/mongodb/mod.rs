@@ -61,8 +61,10 @@
 //! with the same document id gets [`StoreError::DuplicateDocument`] if the first try did store
 //! the entry.
 //!
-//! Processes never change once created (their owners are fixed), so each instance also keeps
-//! the process records it has read, and authorizing an append costs no read either.
+//! A process's owners change only through an owner change (`owners`), which is rare, so each
+//! instance also keeps the process records it has read for a second, and authorizing an append
+//! to a busy process costs no read either. An owner change made through this instance takes
+//! effect here at once; one made through another instance at most a second later.
 //!
 //! Multi-document transactions would give the same result with more round trips: concurrent
 //! transactions on one head fail with write conflicts and need the same retry loop, and they
@@ -96,13 +98,14 @@
 mod collections;
 mod committer;
 mod documents;
+mod owners;
 mod usage;
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
@@ -112,8 +115,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::chain;
 use super::query::{self, SequenceRange};
 use super::{
-    now_ms, CreateOutcome, Entry, Order, Page, PageQuery, PreparedEntry, Process, ProcessStore,
-    StoreError,
+    now_ms, CreateOutcome, Entry, Order, OwnerChange, Page, PageQuery, PreparedEntry, Process,
+    ProcessInfo, ProcessStore, StoreError,
 };
 use collections::{Collections, Insert};
 use committer::AppendRequest;
@@ -125,12 +128,15 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(2);
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
 /// Process records an instance keeps; past this many it forgets them all and reads again.
 const KNOWN_PROCESSES_LIMIT: usize = 100_000;
+/// How long an instance trusts a process record it read: an owner change made through another
+/// instance takes effect here at most this much later.
+const KNOWN_PROCESS_LIFETIME: Duration = Duration::from_secs(1);
 /// Appends that may wait for the committer; further callers wait to hand theirs over.
 const APPEND_QUEUE: usize = 4096;
 
 /// How many members of the replica set must have a write before MongoDB acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteAcknowledgment {
+pub(crate) enum WriteAcknowledgment {
     /// A majority (`w: "majority"`): acknowledged writes survive a failover. The default.
     Majority,
     /// This many members (`w: n`); fewer than a majority can be rolled back by a failover.
@@ -144,16 +150,16 @@ pub enum WriteAcknowledgment {
 pub struct MongoConfig {
     /// A `mongodb://` or `mongodb+srv://` connection string (hosts, credentials, TLS, replica
     /// set). Its write and read concern options are replaced by the ones below.
-    pub uri: String,
+    pub(crate) uri: String,
     /// The database holding the `processes` and `entries` collections.
-    pub database: String,
+    pub(crate) database: String,
     /// Bounds every database operation: server selection, connecting, waiting for the write
     /// concern, and the operation as a whole. Requests fail with [`StoreError::Unavailable`]
     /// once it runs out.
     pub timeout: Duration,
-    pub write_acknowledgment: WriteAcknowledgment,
+    pub(crate) write_acknowledgment: WriteAcknowledgment,
     /// Whether MongoDB acknowledges writes only once they are in its on-disk journal (`j: true`).
-    pub journal: bool,
+    pub(crate) journal: bool,
     /// How often one append may find its sequence number taken by a concurrent writer (or one
     /// creation its process created but not yet readable) before it gives up with
     /// [`StoreError::Conflict`]. At least 1.
@@ -179,8 +185,8 @@ pub struct MongoStore {
     collections: Collections,
     /// To this instance's committer, which owns every append.
     appends: mpsc::Sender<AppendRequest>,
-    /// Process records read so far: they never change once created.
-    known_processes: Mutex<HashMap<String, Process>>,
+    /// Process records read recently, with when they were read (see [`KNOWN_PROCESS_LIFETIME`]).
+    known_processes: Mutex<HashMap<String, (Process, Instant)>>,
     /// [`MongoConfig::max_append_attempts`], which also bounds how often a creation that lost
     /// a race reads the winner's process.
     max_attempts: u32,
@@ -242,8 +248,10 @@ impl MongoStore {
     }
 
     async fn known_process(&self, pid: &str) -> Result<Option<Process>, StoreError> {
-        if let Some(process) = self.known().get(pid) {
-            return Ok(Some(process.clone()));
+        if let Some((process, read_at)) = self.known().get(pid) {
+            if read_at.elapsed() < KNOWN_PROCESS_LIFETIME {
+                return Ok(Some(process.clone()));
+            }
         }
         let Some(document) = self.collections.read_process(pid).await? else {
             return Ok(None);
@@ -253,13 +261,18 @@ impl MongoStore {
         if known.len() >= KNOWN_PROCESSES_LIMIT {
             known.clear();
         }
-        known.insert(pid.to_owned(), process.clone());
+        known.insert(pid.to_owned(), (process.clone(), Instant::now()));
         Ok(Some(process))
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Process>> {
-        // The map is only ever inserted into or cleared: a panic elsewhere cannot leave it
-        // half-changed, so a poisoned lock is still good.
+    /// Makes the next [`ProcessStore::process`] read `pid` again: its owners changed.
+    fn forget_process(&self, pid: &str) {
+        self.known().remove(pid);
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Process, Instant)>> {
+        // The map is only ever inserted into, removed from or cleared: a panic elsewhere cannot
+        // leave it half-changed, so a poisoned lock is still good.
         self.known_processes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -407,6 +420,15 @@ impl ProcessStore for MongoStore {
 
     fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
         Box::pin(self.hand_to_committer(entry))
+    }
+
+    fn process_info(&self, pid: &str) -> BoxFuture<'_, Result<Option<ProcessInfo>, StoreError>> {
+        let pid = pid.to_owned();
+        Box::pin(async move { self.fresh_info(&pid).await })
+    }
+
+    fn change_owners(&self, change: OwnerChange) -> BoxFuture<'_, Result<Entry, StoreError>> {
+        Box::pin(self.change(change))
     }
 
     fn entry(

@@ -314,7 +314,13 @@ impl ClearingHouse {
         rejection: Rejection,
         pid: Option<String>,
     ) -> IdsMessage {
-        tracing::debug!(reason = rejection.reason.code(), message = %rejection.message, "request rejected");
+        // At info, so that an operator sees why a connector's requests fail; a request over its
+        // quota stays at debug, since a flooding peer would otherwise flood the log.
+        if rejection.status == 429 {
+            tracing::debug!(reason = rejection.reason.code(), detail = %rejection.message, "request rejected");
+        } else {
+            tracing::info!(reason = rejection.reason.code(), detail = %rejection.message, "request rejected");
+        }
         let dat = self.context_dat().await;
         let ctx = ReplyContext {
             connector_id: &self.connector_id,

@@ -16,7 +16,7 @@
 //!
 //! Every line of a connection is logged in its `connection` span: the peer's address from the
 //! start, its identity once its DAT is accepted. TLS handshakes that fail are warned about with
-//! their reason, rate-limited per reason ([`tls_failures`](super::tls_failures)).
+//! their reason, rate-limited per reason (`tls_failures`).
 //!
 //! Metrics: `{prefix}_connections_open`, `{prefix}_handshakes_pending`, `{prefix}_handshakes_total`
 //! and `{prefix}_connections_refused_total`, described in [`metric_names`](super::metric_names).

@@ -177,8 +177,25 @@ pub enum ReceiptError {
         key_algs: String,
     },
     /// The signature or the claims do not verify.
-    #[error("the receipt does not verify: {0}")]
+    #[error("{}", jwt_failure(.0))]
     Invalid(#[source] jsonwebtoken::errors::Error),
+}
+
+/// Why a receipt's signature or claims do not check out, in words rather than the JWT library's
+/// variant names.
+fn jwt_failure(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::InvalidSignature => {
+            "the signature does not match the published key it names (kid)".into()
+        }
+        ErrorKind::ExpiredSignature => "the receipt has expired".into(),
+        ErrorKind::ImmatureSignature => "the receipt is not valid yet".into(),
+        ErrorKind::InvalidAlgorithm => {
+            "the receipt's algorithm is not the one its key is published for".into()
+        }
+        _ => format!("the receipt is not valid: {error}"),
+    }
 }
 
 #[cfg(test)]

@@ -11,10 +11,7 @@ fn client(
     pki: &std::path::Path,
     args: &[&str],
 ) -> std::process::Output {
-    let mut all = client_args(server, pki, "connector-a");
-    all.extend(args.iter().map(|a| a.to_string()));
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    run(dir, &all)
+    run_client(dir, server, pki, "connector-a", args)
 }
 
 #[test]

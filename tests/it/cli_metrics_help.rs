@@ -8,10 +8,14 @@ fn every_metric_on_the_endpoint_has_help() {
     let serve = Serve::start(dir.path(), &[], &[]);
     let pki = dir.path().join("data/dev-pki");
     // Traffic, so that the request, store and handshake metrics exist.
-    let mut args = client_args(&serve.idscp2, &pki, "connector-a");
-    args.extend(["log", "--pid", "metrics", "--data", "x"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(run(dir.path(), &args));
+    let log = ["log", "--pid", "metrics", "--data", "x"];
+    ok(run_client(
+        dir.path(),
+        &serve.idscp2,
+        &pki,
+        "connector-a",
+        &log,
+    ));
 
     let (status, text) = serve.get("/metrics");
     assert_eq!(status, 200);

@@ -7,10 +7,8 @@ use std::path::Path;
 use crate::support::cli::*;
 
 fn client(serve: &Serve, pki: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = client_args(&serve.idscp2, pki, "connector-a");
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(pki.parent().unwrap().parent().unwrap(), &args)
+    let dir = pki.parent().unwrap().parent().unwrap();
+    run_client(dir, &serve.idscp2, pki, "connector-a", extra)
 }
 
 fn assert_usage(output: &std::process::Output, needles: &[&str]) {

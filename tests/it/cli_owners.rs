@@ -2,18 +2,10 @@
 //! `dev-pki` print the ids to name owners by, `client info` shows a process to its owners, and
 //! `client owners` changes them, recorded in the process's own chain with a receipt.
 
-use std::path::Path;
 use std::process::Output;
 
 use crate::support::cli::*;
 use serde_json::Value;
-
-fn client(dir: &Path, server: &str, pki: &Path, name: &str, args: &[&str]) -> Output {
-    let mut all = client_args(server, pki, name);
-    all.extend(args.iter().map(|a| a.to_string()));
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    run(dir, &all)
-}
 
 fn rejected(output: Output, reason: &str) -> String {
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
@@ -61,7 +53,7 @@ fn owners_read_a_process_and_change_its_owners_in_its_chain() {
     let server = serve.idscp2.as_str();
     let a = connector_id(&pki, "connector-a");
     let b = connector_id(&pki, "connector-b");
-    let cli = |name: &str, args: &[&str]| client(dir, server, &pki, name, args);
+    let cli = |name: &str, args: &[&str]| run_client(dir, server, &pki, name, args);
 
     ok(cli("connector-a", &["create", "--pid", "p1"]));
     let logged = json(cli(

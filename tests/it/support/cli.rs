@@ -294,6 +294,14 @@ pub fn client_args(server: &str, pki: &Path, name: &str) -> Vec<String> {
     ]
 }
 
+/// Runs `client` as the development client `name`, with `args` after the connection flags.
+pub fn run_client(dir: &Path, server: &str, pki: &Path, name: &str, args: &[&str]) -> Output {
+    let mut all = client_args(server, pki, name);
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    run(dir, &all)
+}
+
 /// The connector id the server sees for a development client certificate.
 pub fn connector_id(pki: &Path, name: &str) -> String {
     let identity = TlsIdentity::from_pem_files(

@@ -353,6 +353,10 @@ struct ScaleoutArgs {
     /// Processes, shared by both instances: every connection goes round all of them.
     #[arg(long, short = 'p', default_value_t = 16)]
     processes: usize,
+    /// Each instance logs to its own half of the processes instead (as if they were sharded by
+    /// process between the instances): no two instances ever append to one process.
+    #[arg(long)]
+    own_processes: bool,
     #[arg(long, short = 's', default_value_t = 256)]
     payload: usize,
     #[arg(long, default_value_t = 10.0)]
@@ -538,7 +542,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
     drop(store);
     if let Some(metrics) = metrics {
         for line in metrics.render().lines() {
-            if line.starts_with("clearinghouse_store_") {
+            if line.starts_with("clearinghouse_store_sequence_conflicts_total")
+                || line.starts_with("clearinghouse_store_appends_retried_total")
+            {
                 println!("metric {line}");
             }
         }
@@ -2313,8 +2319,14 @@ async fn run_scaleout(args: ScaleoutArgs) -> Result<()> {
         .collect();
     let loads: Vec<_> = clients
         .into_iter()
-        .map(|clients| {
-            let (pids, payload, window) = (pids.clone(), payload.clone(), window.clone());
+        .enumerate()
+        .map(|(instance, clients)| {
+            let pids: Vec<String> = if args.own_processes {
+                pids.iter().skip(instance).step_by(2).cloned().collect()
+            } else {
+                pids.clone()
+            };
+            let (payload, window) = (payload.clone(), window.clone());
             tokio::spawn(async move { log_until(clients, &pids, &payload, &window).await })
         })
         .collect();
@@ -2333,7 +2345,14 @@ async fn run_scaleout(args: ScaleoutArgs) -> Result<()> {
         cpu = cpu.zip(cpu_between(sampler.await?)).map(|(a, b)| a + b);
     }
     // The store's counters, summed over both instances, as the servers print them on shutdown.
-    let mut counters: BTreeMap<String, f64> = BTreeMap::new();
+    // A counter nothing incremented is not rendered at all: it starts at 0 here.
+    let mut counters: BTreeMap<String, f64> = [
+        "clearinghouse_store_sequence_conflicts_total",
+        "clearinghouse_store_appends_retried_total",
+    ]
+    .into_iter()
+    .map(|name| (name.to_owned(), 0.0))
+    .collect();
     let store_kind = instances[0].store.clone();
     for instance in instances {
         let instance = Arc::try_unwrap(instance).map_err(|_| anyhow!("target still shared"))?;
@@ -2363,8 +2382,14 @@ async fn run_scaleout(args: ScaleoutArgs) -> Result<()> {
     let measured = window.end - window.start;
     let label = args.common.label.clone().unwrap_or_else(|| {
         format!(
-            "scaleout 2 instances x c={} p={}",
-            args.connections, args.processes
+            "scaleout 2 instances x c={} p={}{}",
+            args.connections,
+            args.processes,
+            if args.own_processes {
+                " own processes"
+            } else {
+                " shared"
+            }
         )
     });
     let mut result = json!({
@@ -2595,7 +2620,7 @@ fn open_files_limit() -> Option<u64> {
 // ---- summarize -------------------------------------------------------------------------------
 
 /// The figures summarize takes the median of, with their column titles.
-const FIGURES: [(&str, &[&str]); 13] = [
+const FIGURES: [(&str, &[&str]); 15] = [
     ("per s", &["per_second"]),
     ("p50 ms", &["latency_ms", "p50"]),
     ("p95 ms", &["latency_ms", "p95"]),
@@ -2608,6 +2633,20 @@ const FIGURES: [(&str, &[&str]); 13] = [
     ("srv CPU µs/op", &["server_cpu_us_per_op"]),
     ("client CPU µs/op", &["client_cpu_us_per_op"]),
     ("srv KiB/conn", &["server_rss_kib_per_connection"]),
+    (
+        "seq. conflicts",
+        &[
+            "store_counters",
+            "clearinghouse_store_sequence_conflicts_total",
+        ],
+    ),
+    (
+        "appends retried",
+        &[
+            "store_counters",
+            "clearinghouse_store_appends_retried_total",
+        ],
+    ),
     ("errors", &["error_count"]),
 ];
 

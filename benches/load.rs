@@ -42,8 +42,10 @@ use clearinghouse::idscp2::ra::{RaRegistry, DUMMY2};
 use clearinghouse::idscp2::server::{Server, ServerConfig};
 use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
+use clearinghouse::store::sealing::{generate_kek_file, KekFile, Keyring};
 use clearinghouse::store::{
-    EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore, UsageStore,
+    EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore, Sealing,
+    UsageStore,
 };
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
@@ -423,9 +425,13 @@ fn main() -> Result<()> {
 
 async fn serve(args: ServerArgs) -> Result<()> {
     let pki = DevPki::open_or_generate(&args.dir, &DevPkiOptions::default())?;
+    let sealing = bench_sealing(&args.dir)?;
     let (store, usage): (Arc<dyn ProcessStore>, Arc<dyn UsageStore>) = match args.store {
         StoreKind::Embedded => {
-            let store = Arc::new(EmbeddedStore::open(args.dir.join(STORE_FILE))?);
+            let store = Arc::new(EmbeddedStore::open_with(
+                args.dir.join(STORE_FILE),
+                sealing,
+            )?);
             (store.clone(), store)
         }
         // The database comes from the environment, so that `run` passes it on to the server
@@ -435,7 +441,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 .context("--store mongodb needs CH_BENCH_MONGODB_URI")?;
             let database = std::env::var("CH_BENCH_MONGODB_DATABASE")
                 .unwrap_or_else(|_| "clearinghouse_bench".into());
-            let store = Arc::new(MongoStore::connect(MongoConfig::new(uri, database)).await?);
+            let config = MongoConfig::new(uri, database).with_sealing(sealing);
+            let store = Arc::new(MongoStore::connect(config).await?);
             (store.clone(), store)
         }
     };
@@ -465,6 +472,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         max_reply: reply_limit(DEFAULT_MAX_FRAME),
         limits: LimitsConfig::default(),
         quotas: quotas.clone(),
+        admins: Default::default(),
     });
     let identity = TlsIdentity::from_pem_files(&pki.server_cert(), &pki.server_key())?;
     let cas = tls::load_ca_file(&pki.ca_cert())?;
@@ -699,6 +707,24 @@ impl Target {
     fn server_rss_kib(&self) -> Option<u64> {
         self.server_pid.and_then(|pid| vm_rss_kib(&pid.to_string()))
     }
+}
+
+/// Encryption at rest for the server role: on when `CH_BENCH_ENCRYPT=1` (inherited by the
+/// server child of `run`), with a KEK in `dir` as `serve` keeps one beside the development PKI.
+fn bench_sealing(dir: &Path) -> Result<Sealing> {
+    if std::env::var("CH_BENCH_ENCRYPT").as_deref() != Ok("1") {
+        return Ok(Sealing::disabled());
+    }
+    let file = dir.join("store-kek.hex");
+    if !file.exists() {
+        generate_kek_file(&file)?;
+    }
+    let keyring = Keyring::load(&[KekFile {
+        id: "bench".into(),
+        file,
+        active: true,
+    }])?;
+    Ok(Sealing::with_keyring(keyring))
 }
 
 async fn spawn_server(

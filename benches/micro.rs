@@ -163,6 +163,7 @@ fn entry() -> Entry {
         payload_type: "application/json".into(),
         entry_hash: [0; 32],
         chain_hash: [0; 32],
+        protection: clearinghouse::store::Protection::Plaintext,
     }
 }
 

@@ -29,6 +29,7 @@ mod cli_unprivileged;
 mod client_replies;
 mod crash_durability;
 mod daps_support_selftest;
+mod encryption;
 mod fair_use;
 mod foreign_certificates;
 mod golden;

@@ -790,3 +790,33 @@ mod fair_use_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod encryption_tests {
+    use super::*;
+
+    #[test]
+    fn outside_development_mode_encryption_is_a_choice_the_operator_makes() {
+        let mut config = Config::default();
+        config.dat.mode = DatMode::Daps;
+        config.dat.daps_url = "https://daps.test".into();
+        config.dat.token_url = "https://daps.test/token".into();
+        config.tls.certificate = "server.crt".into();
+        config.tls.private_key = "server.key".into();
+        config.tls.ca_certificates = "ca.crt".into();
+        config.receipt.key = "receipt.key".into();
+        let refusal = config.validate().unwrap_err().to_string();
+        assert!(refusal.starts_with("store.encryption.keys"), "{refusal}");
+        assert!(refusal.contains("store.encryption.enabled = false"), "{refusal}");
+
+        config.store.encryption.enabled = EncryptionSwitch::Off;
+        config.validate().unwrap();
+        config.store.encryption.enabled = EncryptionSwitch::Unset;
+        config.store.encryption.keys = vec![KekSetting {
+            id: "k".into(),
+            file: "k.key".into(),
+            active: false,
+        }];
+        config.validate().unwrap();
+    }
+}

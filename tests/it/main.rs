@@ -30,6 +30,7 @@ mod client_replies;
 mod crash_durability;
 mod daps_support_selftest;
 mod encryption;
+mod encryption_keys;
 mod fair_use;
 mod foreign_certificates;
 mod golden;

@@ -807,7 +807,10 @@ mod encryption_tests {
         config.receipt.key = "receipt.key".into();
         let refusal = config.validate().unwrap_err().to_string();
         assert!(refusal.starts_with("store.encryption.keys"), "{refusal}");
-        assert!(refusal.contains("store.encryption.enabled = false"), "{refusal}");
+        assert!(
+            refusal.contains("store.encryption.enabled = false"),
+            "{refusal}"
+        );
 
         config.store.encryption.enabled = EncryptionSwitch::Off;
         config.validate().unwrap();

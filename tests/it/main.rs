@@ -31,6 +31,7 @@ mod crash_durability;
 mod daps_support_selftest;
 mod encryption;
 mod encryption_keys;
+mod erasure;
 mod fair_use;
 mod foreign_certificates;
 mod golden;

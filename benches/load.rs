@@ -129,6 +129,10 @@ struct ServerArgs {
     /// Payload bytes of each prefilled entry.
     #[arg(long, default_value_t = 256)]
     prefill_payload: usize,
+    /// Create this many processes (`proc-0`, `proc-1`, ...) before listening, e.g. to time
+    /// `clearinghouse keys rewrap` on them.
+    #[arg(long, default_value_t = 0)]
+    prefill_processes: u64,
     /// Receipt algorithm; ES256 uses the development PKI's receipt key, others need --receipt-key.
     #[arg(long, default_value = "ES256")]
     receipt_alg: String,
@@ -448,6 +452,21 @@ async fn serve(args: ServerArgs) -> Result<()> {
     };
     if let Some(pid) = &args.prefill_pid {
         prefill(&*store, &pki, pid, args.prefill, args.prefill_payload).await?;
+    }
+    if args.prefill_processes > 0 {
+        let started = Instant::now();
+        let owners = [CLIENT.to_owned()].into_iter().collect();
+        let created: Vec<_> = stream::iter(0..args.prefill_processes)
+            .map(|n| store.create_process(&format!("proc-{n}"), &owners))
+            .buffer_unordered(1024)
+            .collect()
+            .await;
+        created.into_iter().collect::<Result<Vec<_>, _>>()?;
+        eprintln!(
+            "prefill: {} processes in {:.1} s",
+            args.prefill_processes,
+            started.elapsed().as_secs_f64()
+        );
     }
     let algorithm: ReceiptAlgorithm = args.receipt_alg.parse()?;
     let key_path = match (&args.receipt_key, algorithm) {

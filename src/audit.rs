@@ -12,6 +12,11 @@
 //! reveals nothing the decrypted content beside it does not), or `"erased"` (the process was
 //! erased: `header` is null and `payload` empty, and only the entry's link can be checked).
 //! Lines without `content` (exports made before encryption) are plaintext.
+//!
+//! A receipt is checked against its entry claim by claim; for an erased entry the
+//! `payload_hash` claim cannot be (the payload is gone, and the store never kept a plain hash of
+//! it): the connector that logged the payload holds it, and the entry and chain hashes, which
+//! are checked, still bind the receipt to its place in the chain.
 
 use std::io::{BufRead, Write};
 

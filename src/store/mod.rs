@@ -14,6 +14,11 @@
 //!   (compare-and-swap on each process head, majority and journaled writes).
 //! - `owners`: owner changes, which are entries of their process's chain as well.
 //! - `usage`: per-connector usage counters behind the quotas, kept by both backends.
+//! - [`sealing`]: encryption at rest: per-process data keys wrapped by KEKs, sealed payloads
+//!   and headers, erasure by destroying a data key. Backends seal as they write (inside their
+//!   single writer, since the sequence is part of what a ciphertext is bound to) and open as
+//!   they read, so callers see plaintext entries and, for an erased process, entries whose
+//!   [`Entry::protection`] says their content is gone.
 //!
 //! Backends never see tokens or decide who may do what: callers strip the security tokens from
 //! the header and check ownership before they ask.

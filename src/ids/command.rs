@@ -841,6 +841,18 @@ mod tests {
     }
 
     #[test]
+    fn an_erase_operation_on_a_request_names_the_process() {
+        let erase = parse(
+            "ids:RequestMessage",
+            &[("ch-ids-pid", "p-1"), ("ch-ids-operation", "erase")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(erase, Command::Erase { pid: pid("p-1") });
+        assert!(parse("ids:RequestMessage", &[("ch-ids-operation", "erase")], b"").is_err());
+    }
+
+    #[test]
     fn an_info_operation_on_a_query_asks_for_the_process() {
         let info = parse(
             "ids:QueryMessage",

@@ -81,60 +81,7 @@ impl EmbeddedStore {
             writer,
         })
     }
-}
 
-/// Re-wraps, in one write transaction, the data keys among the first `limit` processes after
-/// `after` that a KEK other than the active one wraps. redb runs one write transaction at a
-/// time, so this waits for the writer's batch and the writer for this.
-fn rewrap(
-    database: &Database,
-    sealing: &Sealing,
-    after: Option<&str>,
-    limit: usize,
-) -> Result<RewrapBatch, StoreError> {
-    {
-        let transaction = database.begin_write()?;
-        let mut batch = RewrapBatch {
-            examined: 0,
-            rewrapped: 0,
-            last_pid: None,
-        };
-        {
-            let mut processes = transaction.open_table(PROCESSES)?;
-            let mut rewrapped = Vec::new();
-            {
-                let range = match after {
-                    Some(after) => processes.range::<&str>((
-                        std::ops::Bound::Excluded(after),
-                        std::ops::Bound::Unbounded,
-                    ))?,
-                    None => processes.range::<&str>(..)?,
-                };
-                for item in range.take(limit) {
-                    let (pid, record) = item?;
-                    let pid = pid.value().to_owned();
-                    let mut head = record::ProcessHead::decode(&pid, record.value())?;
-                    batch.examined += 1;
-                    if let KeyState::Wrapped(key) = &head.keys {
-                        if let Some(new_key) = sealing.rewrap(&pid, key)? {
-                            head.keys = KeyState::Wrapped(new_key);
-                            rewrapped.push((pid.clone(), head.encode()));
-                        }
-                    }
-                    batch.last_pid = Some(pid);
-                }
-            }
-            for (pid, record) in &rewrapped {
-                processes.insert(pid.as_str(), record.as_slice())?;
-            }
-            batch.rewrapped = rewrapped.len() as u64;
-        }
-        transaction.commit()?;
-        Ok(batch)
-    }
-}
-
-impl EmbeddedStore {
     /// Write transactions committed by the writer so far (each one fsync): with group commit,
     /// usually far fewer than the appends and creations they carried.
     pub fn commits(&self) -> u64 {
@@ -274,6 +221,56 @@ impl ProcessStore for EmbeddedStore {
             read.await
         })
     }
+}
+
+/// Re-wraps, in one write transaction, the data keys among the first `limit` processes after
+/// `after` that a KEK other than the active one wraps. redb runs one write transaction at a
+/// time, so this waits for the writer's batch and the writer for this.
+fn rewrap(
+    database: &Database,
+    sealing: &Sealing,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<RewrapBatch, StoreError> {
+    let transaction = database.begin_write()?;
+    let mut batch = RewrapBatch {
+        examined: 0,
+        rewrapped: 0,
+        last_pid: None,
+    };
+    {
+        let mut processes = transaction.open_table(PROCESSES)?;
+        let mut rewrapped = Vec::new();
+        {
+            let range = match after {
+                Some(after) => processes.range::<&str>((
+                    std::ops::Bound::Excluded(after),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => processes.range::<&str>(..)?,
+            };
+            for item in range.take(limit) {
+                let (pid, record) = item?;
+                let pid = pid.value().to_owned();
+                let mut head = record::ProcessHead::decode(&pid, record.value())?;
+                batch.examined += 1;
+                if let KeyState::Wrapped(key) = &head.keys {
+                    if let Some(new_key) = sealing.rewrap(&pid, key)? {
+                        head.keys = KeyState::Wrapped(new_key);
+                        rewrapped.push((pid.clone(), head.encode()));
+                    }
+                }
+                batch.last_pid = Some(pid);
+            }
+        }
+        // Written after the scan: a table cannot be changed while it is being iterated.
+        for (pid, record) in &rewrapped {
+            processes.insert(pid.as_str(), record.as_slice())?;
+        }
+        batch.rewrapped = rewrapped.len() as u64;
+    }
+    transaction.commit()?;
+    Ok(batch)
 }
 
 /// Sorts redb's errors into what a caller can act on.

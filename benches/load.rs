@@ -42,8 +42,10 @@ use clearinghouse::idscp2::ra::{RaRegistry, DUMMY2};
 use clearinghouse::idscp2::server::{Server, ServerConfig};
 use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
+use clearinghouse::store::sealing::{generate_kek_file, KekFile, Keyring};
 use clearinghouse::store::{
-    EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore, UsageStore,
+    EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore, Sealing,
+    UsageStore,
 };
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
@@ -127,6 +129,10 @@ struct ServerArgs {
     /// Payload bytes of each prefilled entry.
     #[arg(long, default_value_t = 256)]
     prefill_payload: usize,
+    /// Create this many processes (`proc-0`, `proc-1`, ...) before listening, e.g. to time
+    /// `clearinghouse keys rewrap` on them.
+    #[arg(long, default_value_t = 0)]
+    prefill_processes: u64,
     /// Receipt algorithm; ES256 uses the development PKI's receipt key, others need --receipt-key.
     #[arg(long, default_value = "ES256")]
     receipt_alg: String,
@@ -471,9 +477,13 @@ async fn serve(args: ServerArgs) -> Result<()> {
         None
     };
     let pki = DevPki::open_or_generate(&args.dir, &DevPkiOptions::default())?;
+    let sealing = bench_sealing(&args.dir)?;
     let (store, usage): (Arc<dyn ProcessStore>, Arc<dyn UsageStore>) = match args.store {
         StoreKind::Embedded => {
-            let store = Arc::new(EmbeddedStore::open(args.dir.join(STORE_FILE))?);
+            let store = Arc::new(EmbeddedStore::open_with(
+                args.dir.join(STORE_FILE),
+                sealing,
+            )?);
             (store.clone(), store)
         }
         // The database comes from the environment, so that `run` passes it on to the server
@@ -486,12 +496,28 @@ async fn serve(args: ServerArgs) -> Result<()> {
                 None => std::env::var("CH_BENCH_MONGODB_DATABASE")
                     .unwrap_or_else(|_| "clearinghouse_bench".into()),
             };
-            let store = Arc::new(MongoStore::connect(MongoConfig::new(uri, database)).await?);
+            let config = MongoConfig::new(uri, database).with_sealing(sealing);
+            let store = Arc::new(MongoStore::connect(config).await?);
             (store.clone(), store)
         }
     };
     if let Some(pid) = &args.prefill_pid {
         prefill(&*store, &pki, pid, args.prefill, args.prefill_payload).await?;
+    }
+    if args.prefill_processes > 0 {
+        let started = Instant::now();
+        let owners = [CLIENT.to_owned()].into_iter().collect();
+        let created: Vec<_> = stream::iter(0..args.prefill_processes)
+            .map(|n| store.create_process(&format!("proc-{n}"), &owners))
+            .buffer_unordered(1024)
+            .collect()
+            .await;
+        created.into_iter().collect::<Result<Vec<_>, _>>()?;
+        eprintln!(
+            "prefill: {} processes in {:.1} s",
+            args.prefill_processes,
+            started.elapsed().as_secs_f64()
+        );
     }
     let algorithm: ReceiptAlgorithm = args.receipt_alg.parse()?;
     let key_path = match (&args.receipt_key, algorithm) {
@@ -516,6 +542,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         max_reply: reply_limit(DEFAULT_MAX_FRAME),
         limits: LimitsConfig::default(),
         quotas: quotas.clone(),
+        admins: Default::default(),
     });
     let identity = TlsIdentity::from_pem_files(&pki.server_cert(), &pki.server_key())?;
     let cas = tls::load_ca_file(&pki.ca_cert())?;
@@ -775,6 +802,24 @@ impl Target {
     fn server_rss_kib(&self) -> Option<u64> {
         self.server_pid.and_then(|pid| vm_rss_kib(&pid.to_string()))
     }
+}
+
+/// Encryption at rest for the server role: on when `CH_BENCH_ENCRYPT=1` (inherited by the
+/// server child of `run`), with a KEK in `dir` as `serve` keeps one beside the development PKI.
+fn bench_sealing(dir: &Path) -> Result<Sealing> {
+    if std::env::var("CH_BENCH_ENCRYPT").as_deref() != Ok("1") {
+        return Ok(Sealing::disabled());
+    }
+    let file = dir.join("store-kek.hex");
+    if !file.exists() {
+        generate_kek_file(&file)?;
+    }
+    let keyring = Keyring::load(&[KekFile {
+        id: "bench".into(),
+        file,
+        active: true,
+    }])?;
+    Ok(Sealing::with_keyring(keyring))
 }
 
 async fn spawn_server(

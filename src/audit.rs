@@ -5,6 +5,18 @@
 //! cover (payload in standard base64, hashes in lowercase hex), so that anyone holding an export
 //! and the JWKS can recompute every entry hash and chain hash (see [`crate::store::chain`]) and
 //! check them against the receipts they were given.
+//!
+//! Each line says how its entry was stored in `content`: `"plaintext"` (entry hash version 1:
+//! written before encryption, or with it off), `"encrypted"` (version 2; the line carries the
+//! process's `commitment_key` in hex, which recomputing a version 2 entry hash needs and which
+//! reveals nothing the decrypted content beside it does not), or `"erased"` (the process was
+//! erased: `header` is null and `payload` empty, and only the entry's link can be checked).
+//! Lines without `content` (exports made before encryption) are plaintext.
+//!
+//! A receipt is checked against its entry claim by claim; for an erased entry the
+//! `payload_hash` claim cannot be (the payload is gone, and the store never kept a plain hash of
+//! it): the connector that logged the payload holds it, and the entry and chain hashes, which
+//! are checked, still bind the receipt to its place in the chain.
 
 use std::io::{BufRead, Write};
 
@@ -14,8 +26,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::receipt::{Jwks, ReceiptClaims, ReceiptError};
-use crate::store::chain::{verify_chain, ChainError, ChainHead, ChainVerifier};
-use crate::store::{Entry, ProcessStore, StoreError};
+use crate::store::chain::{verify_entries, ChainError, ChainHead, ChainVerifier};
+use crate::store::{Entry, ProcessStore, Protection, StoreError};
 
 /// Entries fetched from the store per round trip while exporting or verifying.
 const BATCH: usize = 1000;
@@ -62,11 +74,30 @@ pub struct ExportedEntry {
     pub(crate) payload_type: String,
     pub(crate) entry_hash: String,
     pub(crate) chain_hash: String,
+    /// `plaintext`, `encrypted` or `erased`; absent in exports made before encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) content: Option<String>,
+    /// Hex; encrypted entries only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) commitment_key: Option<String>,
 }
+
+const PLAINTEXT: &str = "plaintext";
+const ENCRYPTED: &str = "encrypted";
+const ERASED: &str = "erased";
 
 impl From<&Entry> for ExportedEntry {
     fn from(entry: &Entry) -> Self {
+        let (content, commitment_key) = match &entry.protection {
+            Protection::Plaintext => (PLAINTEXT, None),
+            Protection::Encrypted { commitment_key } => {
+                (ENCRYPTED, Some(hex::encode(commitment_key)))
+            }
+            Protection::Erased => (ERASED, None),
+        };
         ExportedEntry {
+            content: Some(content.to_owned()),
+            commitment_key,
             pid: entry.pid.clone(),
             sequence: entry.sequence,
             document_id: entry.document_id.clone(),
@@ -89,7 +120,31 @@ impl TryFrom<ExportedEntry> for Entry {
             let bytes = hex::decode(text).map_err(|e| format!("{name} is not hex: {e}"))?;
             <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| format!("{name} is not 32 bytes"))
         };
+        let protection = match (line.content.as_deref(), &line.commitment_key) {
+            (None | Some(PLAINTEXT), None) => Protection::Plaintext,
+            (Some(ENCRYPTED), Some(key)) => Protection::Encrypted {
+                commitment_key: hash("commitment_key", key)?,
+            },
+            // An erased entry carries no content: a line that says "erased" cannot pass off
+            // content whose hash is not checked.
+            (Some(ERASED), None) if line.header.is_null() && line.payload.is_empty() => {
+                Protection::Erased
+            }
+            (Some(ERASED), None) => {
+                return Err("an erased entry must have a null header and an empty payload".into())
+            }
+            (Some(ENCRYPTED), None) => {
+                return Err("an encrypted entry needs its commitment_key".into())
+            }
+            (_, Some(_)) => return Err("only an encrypted entry has a commitment_key".into()),
+            (Some(other), None) => {
+                return Err(format!(
+                    "content {other:?} is none of \"plaintext\", \"encrypted\", \"erased\""
+                ))
+            }
+        };
         Ok(Entry {
+            protection,
             entry_hash: hash("entry_hash", &line.entry_hash)?,
             chain_hash: hash("chain_hash", &line.chain_hash)?,
             payload: Bytes::from(
@@ -150,14 +205,33 @@ pub fn read_export(input: impl BufRead) -> impl Iterator<Item = Result<Entry, Au
     })
 }
 
+/// What a verified chain showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The last entry's sequence and chain hash.
+    pub head: ChainHead,
+    /// Runs of entries (first and last sequence) whose process was erased: their links verify,
+    /// their content can no longer be checked.
+    pub erased: Vec<(u64, u64)>,
+}
+
+impl Verified {
+    fn of(verifier: &ChainVerifier) -> Self {
+        Self {
+            head: verifier.head(),
+            erased: verifier.erased().to_vec(),
+        }
+    }
+}
+
 /// Verifies the chain of an export of `pid`, naming the first entry that does not verify.
-pub fn verify_export(pid: &str, input: impl BufRead) -> Result<ChainHead, AuditError> {
+pub fn verify_export(pid: &str, input: impl BufRead) -> Result<Verified, AuditError> {
     let entries: Vec<Entry> = read_export(input).collect::<Result<_, _>>()?;
-    Ok(verify_chain(pid, entries)?)
+    Ok(Verified::of(&verify_entries(pid, entries)?))
 }
 
 /// Verifies the chain of `pid` straight from the store, in bounded batches.
-pub async fn verify_store(store: &dyn ProcessStore, pid: &str) -> Result<ChainHead, AuditError> {
+pub async fn verify_store(store: &dyn ProcessStore, pid: &str) -> Result<Verified, AuditError> {
     let mut verifier = ChainVerifier::new(pid);
     let mut next = 1;
     loop {
@@ -167,7 +241,7 @@ pub async fn verify_store(store: &dyn ProcessStore, pid: &str) -> Result<ChainHe
         }
         match batch.last() {
             Some(last) if batch.len() == BATCH => next = last.sequence + 1,
-            _ => return Ok(verifier.head()),
+            _ => return Ok(Verified::of(&verifier)),
         }
     }
 }
@@ -189,7 +263,9 @@ pub fn verify_receipt(
             ("client_id", claims.client_id == entry.client_id),
             (
                 "payload_hash",
-                claims.payload_hash == crate::receipt::payload_hash(&entry.payload),
+                // An erased entry's payload is gone; the connector keeps what the claim hashes.
+                entry.protection == Protection::Erased
+                    || claims.payload_hash == crate::receipt::payload_hash(&entry.payload),
             ),
             (
                 "entry_hash",

@@ -165,6 +165,14 @@ impl ClearingHouseClient {
         self.request(MessageType::Request, headers, payload).await
     }
 
+    /// `ids:RequestMessage` with `ch-ids-operation: erase`: an admin erases the content of
+    /// `pid` for good; the reply names who erased it and when.
+    pub async fn erase(&mut self, pid: &str) -> Result<Reply, RequestError> {
+        let headers = vec![pid_header(pid), header("ch-ids-operation", "erase")];
+        self.request(MessageType::Request, headers, Bytes::new())
+            .await
+    }
+
     /// `ids:QueryMessage` for the one entry `id` of `pid`.
     pub async fn get(&mut self, pid: &str, id: &str) -> Result<Reply, RequestError> {
         let headers = vec![pid_header(pid), header("ch-ids-id", id)];

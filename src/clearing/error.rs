@@ -17,6 +17,8 @@ pub(crate) enum ClearingError {
     Refused(#[from] Rejection),
     #[error("the caller is not an owner of process {0:?}")]
     NotAnOwner(Pid),
+    #[error("only connectors listed in admin.identities may erase processes")]
+    NotAnAdmin,
     #[error("process {0:?} already exists")]
     ProcessExists(Pid),
     #[error("process {0:?} does not exist")]
@@ -46,8 +48,18 @@ impl From<ClearingError> for Rejection {
         let message = error.to_string();
         match error {
             ClearingError::Refused(rejection) => rejection,
-            ClearingError::NotAnOwner(_) => {
+            ClearingError::NotAnOwner(_) | ClearingError::NotAnAdmin => {
                 Rejection::with_default_status(RejectionReason::NotAuthorized, message)
+            }
+            // 410 Gone: the process is there, but takes nothing any more.
+            ClearingError::Store(StoreError::Erased { .. }) => {
+                Rejection::new(RejectionReason::BadParameters, 410, message)
+            }
+            ClearingError::Store(StoreError::NotErasable(_)) => {
+                Rejection::new(RejectionReason::BadParameters, 409, message)
+            }
+            ClearingError::Store(StoreError::UnknownProcess(_)) => {
+                Rejection::with_default_status(RejectionReason::NotFound, message)
             }
             ClearingError::ProcessExists(_) => {
                 Rejection::new(RejectionReason::BadParameters, 409, message)

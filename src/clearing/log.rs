@@ -100,10 +100,9 @@ impl ClearingHouse {
                 }
             }
         };
-        if process.owners.contains(client_id) {
-            Ok(())
-        } else {
-            Err(ClearingError::NotAnOwner(pid.clone()))
+        if !process.owners.contains(client_id) {
+            return Err(ClearingError::NotAnOwner(pid.clone()));
         }
+        super::owners::refuse_erased(&process.content, pid)
     }
 }

@@ -17,8 +17,8 @@ use futures::future::BoxFuture;
 
 use crate::ids::MessageType;
 use crate::store::{
-    CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
-    ProcessStore, StoreError,
+    CreateOutcome, Entry, Erasure, OwnerChange, Page, PageQuery, PreparedEntry, Process,
+    ProcessInfo, ProcessStore, RewrapBatch, StoreError,
 };
 
 pub(super) fn message_type(message_type: &MessageType) -> &'static str {
@@ -113,5 +113,21 @@ impl ProcessStore for MeteredStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         timed("ping", self.0.ping())
+    }
+
+    fn erase(&self, pid: &str, by: &str) -> BoxFuture<'_, Result<Erasure, StoreError>> {
+        timed("erase", self.0.erase(pid, by))
+    }
+
+    fn data_key_keks(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StoreError>> {
+        timed("data_key_keks", self.0.data_key_keks())
+    }
+
+    fn rewrap_data_keys(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RewrapBatch, StoreError>> {
+        timed("rewrap_data_keys", self.0.rewrap_data_keys(after, limit))
     }
 }

@@ -21,6 +21,7 @@
 //! before the payload is parsed and before the store is asked anything.
 
 mod create;
+mod erase;
 mod error;
 mod log;
 mod metering;
@@ -30,6 +31,7 @@ mod query;
 pub(crate) mod quota;
 mod request;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -77,6 +79,8 @@ pub struct ClearingHouse {
     param_limits: ParamLimits,
     payload_limits: PayloadLimits,
     quotas: Arc<Quotas>,
+    /// `admin.identities`: the connectors that may erase processes.
+    admins: BTreeSet<String>,
 }
 
 /// What a [`ClearingHouse`] is made of.
@@ -100,6 +104,8 @@ pub struct ClearingHouseConfig {
     pub limits: LimitsConfig,
     /// Per-connector quotas; shared with their store sync and `/metrics`.
     pub quotas: Arc<Quotas>,
+    /// The connector ids that may erase processes (`admin.identities`).
+    pub admins: BTreeSet<String>,
 }
 
 /// Room kept for a reply's header and extra headers next to its payload.
@@ -128,6 +134,7 @@ impl ClearingHouse {
             },
             limits: config.limits,
             quotas: config.quotas,
+            admins: config.admins,
         }
     }
 
@@ -180,6 +187,7 @@ impl ClearingHouse {
                 owners,
                 stored_header,
             } => self.set_owners(caller, pid, owners, stored_header).await,
+            Command::Erase { pid } => self.erase(caller, pid).await,
         }?;
         if outcome.payload.len() > self.max_reply {
             return Err(ClearingError::ReplyTooLarge {

@@ -20,7 +20,7 @@ use crate::ids::{
     compact_json, process_info_payload, reply_extra_headers, Pid, ProcessInfoDocument,
 };
 use crate::receipt::payload_hash_claim;
-use crate::store::OwnerChange;
+use crate::store::{OwnerChange, ProcessContent, StoreError};
 
 impl ClearingHouse {
     pub(super) async fn process_info(
@@ -34,12 +34,21 @@ impl ClearingHouse {
         if !info.process.owners.contains(caller.client_id()) {
             return Err(ClearingError::NotAnOwner(pid));
         }
+        let (content, erasure) = match &info.process.content {
+            ProcessContent::Plaintext => ("plaintext", None),
+            ProcessContent::Encrypted => ("encrypted", None),
+            ProcessContent::Erased(erasure) => {
+                ("erased", Some((erasure.by.as_str(), erasure.at_ms)))
+            }
+        };
         let payload = process_info_payload(&ProcessInfoDocument {
             pid: pid.as_str(),
             owners: info.process.owners.iter().map(String::as_str).collect(),
             created_at_ms: info.process.created_at_ms,
             head_sequence: info.head.sequence,
             head_chain_hash: &info.head.chain_hash,
+            content,
+            erasure,
         });
         Ok(Outcome {
             kind: ReplyKind::Result,
@@ -68,6 +77,7 @@ impl ClearingHouse {
         if !process.owners.contains(caller.client_id()) {
             return Err(ClearingError::NotAnOwner(pid));
         }
+        refuse_erased(&process.content, &pid)?;
         let change = OwnerChange::new(
             pid.as_str(),
             Uuid::new_v4().to_string(),
@@ -83,5 +93,17 @@ impl ClearingHouse {
         reservation.keep();
         tracing::info!(pid = %pid, by = caller.client_id(), sequence = entry.sequence, "owners changed");
         self.receipt(entry, payload_hash).await
+    }
+}
+
+/// An erased process takes no more entries; refused before any work, as the store would.
+pub(super) fn refuse_erased(content: &ProcessContent, pid: &Pid) -> Result<(), ClearingError> {
+    match content {
+        ProcessContent::Erased(erasure) => Err(ClearingError::Store(StoreError::Erased {
+            pid: pid.to_string(),
+            by: erasure.by.clone(),
+            at_ms: erasure.at_ms,
+        })),
+        _ => Ok(()),
     }
 }

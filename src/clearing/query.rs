@@ -11,7 +11,7 @@ use crate::ids::{
     compact_json, log_document, page_extra_headers, page_payload, reply_extra_headers, LogDocument,
     Pid, QueryParams, Rejection, SortOrder,
 };
-use crate::store::{Entry, Order, PageQuery, UnfitEntry};
+use crate::store::{Entry, Order, PageQuery, Protection, UnfitEntry};
 
 impl ClearingHouse {
     pub(super) async fn query_one(
@@ -102,5 +102,6 @@ pub fn entry_document(entry: &Entry) -> Result<Value, Rejection> {
         client_id: &entry.client_id,
         entry_hash: &entry.entry_hash,
         chain_hash: &entry.chain_hash,
+        erased: entry.protection == Protection::Erased,
     })
 }

@@ -212,6 +212,13 @@ enum Request {
         #[arg(long)]
         raw: bool,
     },
+    /// Erase a process's content for good (admins only: admin.identities); prints who and when.
+    #[command(after_help = EXIT_CODES)]
+    Erase {
+        /// The process id: 1 to 255 characters of A-Z a-z 0-9 . _ : ~ -
+        #[arg(long, value_parser = pid)]
+        pid: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -377,6 +384,12 @@ async fn perform(client: &mut ClearingHouseClient, request: Request) -> anyhow::
         Request::Owners { pid, owners, raw } => {
             let reply = accepted(client.set_owners(&pid, &owners).await?)?;
             print_receipt(&reply, raw)
+        }
+        Request::Erase { pid } => {
+            let reply = accepted(client.erase(&pid).await?)?;
+            let erased = reply.json().context("the result is not JSON")?;
+            println!("{}", serde_json::to_string_pretty(&erased)?);
+            Ok(())
         }
     }
 }

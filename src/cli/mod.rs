@@ -9,6 +9,7 @@ mod client;
 mod dev_pki;
 mod export;
 mod jwks;
+mod keys;
 mod logging;
 pub mod report;
 mod serve;
@@ -61,6 +62,9 @@ enum Command {
     /// Print the connector id (SKI:keyid:AKI) the clearing house derives for a certificate.
     #[command(after_help = EXIT_CODES)]
     Whoami(whoami::WhoamiArgs),
+    /// Encryption at rest: generate a KEK, re-wrap data keys after a rotation, erase a process.
+    #[command(after_help = EXIT_CODES)]
+    Keys(keys::KeysArgs),
 }
 
 /// Where the configuration comes from, for the subcommands that read it.
@@ -139,6 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DevPki(args) => dev_pki::run(args),
         Command::Jwks(args) => jwks::run(args),
         Command::Whoami(args) => whoami::run(args),
+        Command::Keys(args) => keys::run(args).await,
     }
 }
 

@@ -75,7 +75,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let dat = setup::dat_drivers(&config, &files, &identity)?;
     let endpoint = setup::endpoint(&config, &dat)?;
     let (signer, jwks) = setup::receipts(&config, &files)?;
-    let (store, usage) = setup::stores(&config).await?;
+    let (store, usage) = setup::stores(&config, true).await?;
 
     let server = Server::bind(
         &config.server.listen,
@@ -124,6 +124,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_reply: crate::clearing::reply_limit(config.idscp2.max_frame),
         limits: config.limits.clone(),
         quotas: quotas.clone(),
+        admins: config.admin.identities.iter().cloned().collect(),
     }));
     let (stop_ops, mut ops_stopped) = watch::channel(false);
     let ops_task = tokio::spawn(ops::serve(

@@ -2,12 +2,13 @@
 //! receipt signer and JWKS, and the store. Everything is loaded and checked here, before
 //! anything listens, and every failure is a [`ConfigError`] naming the setting to fix.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::report::one_line;
-use crate::config::{or_default, Config, ConfigError, DatMode, StoreBackend};
+use crate::config::{or_default, Config, ConfigError, DatMode, EncryptionSwitch, StoreBackend};
 use crate::devpki::{DevPki, DevPkiOptions};
 use crate::idscp2::budget::{BudgetError, MemoryLimits};
 use crate::idscp2::dat::{
@@ -19,7 +20,8 @@ use crate::idscp2::ra::{RaRegistry, RaRole};
 use crate::idscp2::tls::{self, PeerCertificate, TlsError, TlsIdentity};
 use crate::receipt::{retired_jwk_from_pem, Jwks, ReceiptSigner};
 use crate::store::mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
-use crate::store::{EmbeddedStore, ProcessStore, UsageStore};
+use crate::store::sealing::{generate_kek_file, KekFile, Keyring};
+use crate::store::{EmbeddedStore, ProcessStore, Sealing, UsageStore};
 
 /// The TLS and receipt files in use, defaults filled in.
 pub(crate) struct Files {
@@ -267,15 +269,69 @@ pub(crate) fn receipts(
     Ok((Arc::new(signer), jwks))
 }
 
-/// Opens the configured store and checks that it answers: the one place a backend is chosen.
-pub(crate) async fn store(config: &Config) -> Result<Arc<dyn ProcessStore>, ConfigError> {
-    Ok(stores(config).await?.0)
+/// The store's encryption as configured: the KEK files read and checked, or, in development
+/// mode without KEK files, the development KEK beside the development PKI (generated when
+/// `generate` is set and it does not exist yet, i.e. by `serve`).
+pub(crate) fn sealing(config: &Config, generate: bool) -> Result<Sealing, ConfigError> {
+    let encryption = &config.store.encryption;
+    let setting = |reason: String| ConfigError::setting("store.encryption.keys", reason);
+    if encryption.enabled == EncryptionSwitch::Off {
+        tracing::warn!(
+            "store.encryption.enabled = false: new processes are stored in the clear; anyone              with a copy of the store reads their payloads and headers"
+        );
+        return Ok(Sealing::disabled());
+    }
+    let files: Vec<KekFile> = if encryption.keys.is_empty() {
+        // `Config::validate` allows this in development mode only.
+        let file = config.dev_kek_file();
+        if !file.exists() {
+            if !generate {
+                return Ok(Sealing::disabled());
+            }
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| setting(format!("{}: {e}", dir.display())))?;
+            }
+            generate_kek_file(&file).map_err(|e| {
+                setting(format!(
+                    "cannot write the development KEK {}: {e}",
+                    file.display()
+                ))
+            })?;
+        }
+        vec![KekFile {
+            id: "development".to_owned(),
+            file,
+            active: true,
+        }]
+    } else {
+        encryption
+            .keys
+            .iter()
+            .map(|kek| KekFile {
+                id: kek.id.clone(),
+                file: kek.file.clone(),
+                active: kek.active,
+            })
+            .collect()
+    };
+    let keyring = Keyring::load(&files).map_err(|e| setting(e.to_string()))?;
+    Ok(Sealing::with_keyring(keyring))
 }
 
-/// The configured store, and the same backend's usage counters for the quotas.
+/// Opens the configured store and checks that it answers: the one place a backend is chosen.
+pub(crate) async fn store(config: &Config) -> Result<Arc<dyn ProcessStore>, ConfigError> {
+    Ok(stores(config, false).await?.0)
+}
+
+/// The configured store, and the same backend's usage counters for the quotas; `generate` as
+/// for [`sealing`].
 pub(crate) async fn stores(
     config: &Config,
+    generate: bool,
 ) -> Result<(Arc<dyn ProcessStore>, Arc<dyn UsageStore>), ConfigError> {
+    let sealing = sealing(config, generate)?;
+    let configured_keks = sealing.kek_ids();
     let (store, usage): (Arc<dyn ProcessStore>, Arc<dyn UsageStore>) = match config.store.backend {
         StoreBackend::Embedded => {
             let path = config.store_path();
@@ -285,7 +341,7 @@ pub(crate) async fn stores(
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| setting(e.to_string()))?;
             }
-            let store = Arc::new(EmbeddedStore::open(&path).map_err(|e| {
+            let store = Arc::new(EmbeddedStore::open_with(&path, sealing).map_err(|e| {
                 let reason = one_line(&e);
                 // redb's lock: another process (usually `serve`) has the file open.
                 if reason.contains("already open") {
@@ -316,7 +372,8 @@ pub(crate) async fn stores(
                 write_acknowledgment,
                 journal: mongo.journal,
                 ..MongoConfig::new(&mongo.uri, &mongo.database)
-            };
+            }
+            .with_sealing(sealing);
             let store = Arc::new(
                 MongoStore::connect(settings)
                     .await
@@ -332,7 +389,37 @@ pub(crate) async fn stores(
             format!("{}: not usable: {e}", config.store_path().display()),
         ),
     })?;
+    check_keks(store.as_ref(), &configured_keks).await?;
     Ok((store, usage))
+}
+
+/// Refuses a store whose data keys are wrapped by KEKs that are not configured: it could not
+/// read those processes, and a later `keys rewrap` could not move them.
+async fn check_keks(
+    store: &dyn ProcessStore,
+    configured: &BTreeSet<String>,
+) -> Result<(), ConfigError> {
+    let setting = |reason: String| ConfigError::setting("store.encryption.keys", reason);
+    let referenced = store.data_key_keks().await.map_err(|e| {
+        setting(format!(
+            "cannot list the KEKs of the store's data keys: {e}"
+        ))
+    })?;
+    let missing: Vec<&String> = referenced
+        .iter()
+        .filter(|id| !configured.contains(*id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(setting(match configured.is_empty() {
+        true => format!(
+            "the store holds encrypted processes (data keys wrapped by KEK {missing:?}), but encryption is off or has no KEK; configure their KEK files"
+        ),
+        false => format!(
+            "the store holds data keys wrapped by KEK {missing:?}, which is not configured; add its file (keep it until `clearinghouse keys rewrap` has moved every data key to the active KEK)"
+        ),
+    }))
 }
 
 /// MongoDB did not answer at start: one line with the address (credentials hidden) and the

@@ -12,7 +12,7 @@ use super::{setup, Failure, StoreConfigArgs, EXIT_CODES};
 use crate::audit::{self, AuditError};
 use crate::receipt::Jwks;
 use crate::store::chain::verify_chain;
-use crate::store::Entry;
+use crate::store::{Entry, ProcessContent};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct VerifyArgs {
@@ -127,20 +127,27 @@ async fn verify_process(
     export: Option<PathBuf>,
     config: &StoreConfigArgs,
 ) -> anyhow::Result<()> {
-    let head = match export {
+    let mut erasure = None;
+    let verified = match export {
         Some(path) => audit::verify_export(pid, open(&path)?),
         None => {
             let config = config.load_for_tool()?;
             let store = setup::store(&config).await?;
+            if let Some(process) = store.process(pid).await? {
+                if let ProcessContent::Erased(erased) = process.content {
+                    erasure = Some(erased);
+                }
+            }
             audit::verify_store(store.as_ref(), pid).await
         }
     };
-    let head = head.map_err(|e| match e {
+    let verified = verified.map_err(|e| match e {
         AuditError::Chain(_) | AuditError::Export { .. } => {
             anyhow::Error::from(Failure::Verification(format!("process {pid}: {e}")))
         }
         other => other.into(),
     })?;
+    let head = verified.head;
     let entries = if head.sequence == 1 {
         "entry"
     } else {
@@ -151,6 +158,23 @@ async fn verify_process(
         head.sequence,
         hex::encode(head.chain_hash)
     );
+    if let Some(erasure) = erasure {
+        println!(
+            "process {pid} was erased by {} at {}",
+            erasure.by,
+            crate::ids::rfc3339_of_ms(erasure.at_ms)
+        );
+    }
+    for (first, last) in &verified.erased {
+        let which = if first == last {
+            format!("entry {first}")
+        } else {
+            format!("entries {first} to {last}")
+        };
+        println!(
+            "content of {which} can no longer be checked: the process was erased; their links in the chain verify"
+        );
+    }
     Ok(())
 }
 

@@ -16,7 +16,7 @@ mod settings;
 use std::path::{Path, PathBuf};
 
 pub(crate) use settings::{
-    or_default, Config, DatMode, LogConfig, LogFormat, MongoConfig, StoreBackend,
+    or_default, Config, DatMode, EncryptionSwitch, LogConfig, LogFormat, MongoConfig, StoreBackend,
 };
 pub use settings::{LimitsConfig, QuotaOverride, QuotasConfig};
 

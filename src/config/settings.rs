@@ -29,6 +29,15 @@ pub(crate) struct Config {
     pub(crate) log: LogConfig,
     pub(crate) limits: LimitsConfig,
     pub(crate) quotas: QuotasConfig,
+    pub(crate) admin: AdminConfig,
+}
+
+/// `[admin]`: operators' connectors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct AdminConfig {
+    /// Connector ids that may erase processes (`ch-ids-operation: erase`).
+    pub(crate) identities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,6 +201,72 @@ pub(crate) struct StoreConfig {
     /// The embedded store's file; empty: `<data_dir>/clearinghouse.redb`.
     pub(crate) path: PathBuf,
     pub(crate) mongodb: MongoConfig,
+    pub(crate) encryption: EncryptionConfig,
+}
+
+/// `[store.encryption]`: encryption at rest (see `store::sealing`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct EncryptionConfig {
+    pub(crate) enabled: EncryptionSwitch,
+    /// `[{ id, file, active }]`: the KEK files; with more than one, exactly one `active = true`.
+    pub(crate) keys: Vec<KekSetting>,
+}
+
+/// One `store.encryption.keys` item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KekSetting {
+    pub(crate) id: String,
+    pub(crate) file: PathBuf,
+    #[serde(default)]
+    pub(crate) active: bool,
+}
+
+/// `store.encryption.enabled`: `true`, `false`, or not set (`""`): on in development mode, and
+/// outside it an error unless KEK files are configured, so that nobody runs a production store
+/// in the clear without having said so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum EncryptionSwitch {
+    #[default]
+    Unset,
+    On,
+    Off,
+}
+
+impl Serialize for EncryptionSwitch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            // A string in the defaults, so that `CH_STORE_ENCRYPTION_ENABLED` takes any text and
+            // the deserializer below says what is wrong with it.
+            Self::Unset => serializer.serialize_str(""),
+            Self::On => serializer.serialize_bool(true),
+            Self::Off => serializer.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EncryptionSwitch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bool(true) => Ok(Self::On),
+            Raw::Bool(false) => Ok(Self::Off),
+            Raw::Text(text) => match text.trim() {
+                "" => Ok(Self::Unset),
+                "true" => Ok(Self::On),
+                "false" => Ok(Self::Off),
+                other => Err(serde::de::Error::custom(format!(
+                    "{other:?} is neither true nor false"
+                ))),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -503,7 +578,54 @@ impl Config {
                 required_path("dat.token_file", &self.dat.token_file)?;
                 self.production_files()
             }
+        }?;
+        // Last: in production, what the DAT settings lack is the first thing to fix.
+        self.validate_encryption()
+    }
+
+    /// What can be told without reading the KEK files, which `cli::setup` reads.
+    fn validate_encryption(&self) -> Result<(), ConfigError> {
+        let encryption = &self.store.encryption;
+        let mut ids = std::collections::BTreeSet::new();
+        for kek in &encryption.keys {
+            if kek.id.trim().is_empty() || kek.file.as_os_str().is_empty() {
+                return Err(ConfigError::setting(
+                    "store.encryption.keys",
+                    "every key needs an id and a file",
+                ));
+            }
+            if !ids.insert(kek.id.as_str()) {
+                return Err(ConfigError::setting(
+                    "store.encryption.keys",
+                    format!("KEK id {:?} appears more than once", kek.id),
+                ));
+            }
         }
+        let active = encryption.keys.iter().filter(|kek| kek.active).count();
+        if encryption.keys.len() > 1 && active != 1 {
+            return Err(ConfigError::setting(
+                "store.encryption.keys",
+                format!(
+                    "exactly one of the {} keys must be marked active = true ({active} are)",
+                    encryption.keys.len()
+                ),
+            ));
+        }
+        if encryption.keys.is_empty()
+            && encryption.enabled != EncryptionSwitch::Off
+            && self.dat.mode != DatMode::Development
+        {
+            return Err(ConfigError::setting(
+                "store.encryption.keys",
+                "is required outside dat.mode = \"development\": name KEK files, or set store.encryption.enabled = false to keep new processes in the clear",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where the development KEK lives (generated on first run), beside the development PKI.
+    pub(crate) fn dev_kek_file(&self) -> PathBuf {
+        self.dev_pki_dir().join("store-kek.hex")
     }
 
     fn validate_handshake_limits(&self) -> Result<(), ConfigError> {
@@ -690,6 +812,39 @@ mod fair_use_tests {
         config.idscp2.ack_delay_ms = 50;
         config.validate().unwrap();
         config.idscp2.ack_delay_ms = 0;
+        config.validate().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod encryption_tests {
+    use super::*;
+
+    #[test]
+    fn outside_development_mode_encryption_is_a_choice_the_operator_makes() {
+        let mut config = Config::default();
+        config.dat.mode = DatMode::Daps;
+        config.dat.daps_url = "https://daps.test".into();
+        config.dat.token_url = "https://daps.test/token".into();
+        config.tls.certificate = "server.crt".into();
+        config.tls.private_key = "server.key".into();
+        config.tls.ca_certificates = "ca.crt".into();
+        config.receipt.key = "receipt.key".into();
+        let refusal = config.validate().unwrap_err().to_string();
+        assert!(refusal.starts_with("store.encryption.keys"), "{refusal}");
+        assert!(
+            refusal.contains("store.encryption.enabled = false"),
+            "{refusal}"
+        );
+
+        config.store.encryption.enabled = EncryptionSwitch::Off;
+        config.validate().unwrap();
+        config.store.encryption.enabled = EncryptionSwitch::Unset;
+        config.store.encryption.keys = vec![KekSetting {
+            id: "k".into(),
+            file: "k.key".into(),
+            active: false,
+        }];
         config.validate().unwrap();
     }
 }

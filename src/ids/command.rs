@@ -18,6 +18,9 @@
 //!   existing process. The change is an entry of the process's chain (payload type
 //!   `application/vnd.clearinghouse.owners+json`, see `store::owners`) and is answered with
 //!   its receipt, like a log. That payload type is reserved: a LogMessage cannot carry it.
+//! - `ids:RequestMessage` + `ch-ids-operation: erase` ([`Command::Erase`]): an admin
+//!   (`admin.identities`) erases the content of a process for good by destroying its data key
+//!   (see `store::sealing`); answered with a ResultMessage `{"pid", "erasure": {"by", "at"}}`.
 //!
 //! Any other operation, or one on a LogMessage, is refused with BAD_PARAMETERS.
 
@@ -62,11 +65,14 @@ pub(crate) enum Command {
         /// The request header as it is stored with the entry that records the change.
         stored_header: Value,
     },
+    /// `ids:RequestMessage` with `ch-ids-operation: erase`: destroy the process's data key.
+    Erase { pid: Pid },
 }
 
 /// `ch-ids-operation` values.
 const INFO: &str = "info";
 const SET_OWNERS: &str = "set-owners";
+const ERASE: &str = "erase";
 
 /// Bounds on a command's payload, checked before the payload is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +97,13 @@ impl Command {
         match &header.message_type {
             MessageType::Request if operation.is_none() => create(params, payload, limits),
             MessageType::Request if is(SET_OWNERS) => set_owners(header, params, payload, limits),
+            MessageType::Request if is(ERASE) => Ok(Command::Erase { pid: params.pid()? }),
             MessageType::Log if operation.is_none() => log(header, params, payload, limits),
             MessageType::Query if operation.is_none() => query(params),
             MessageType::Query if is(INFO) => Ok(Command::ProcessInfo { pid: params.pid()? }),
             MessageType::Request | MessageType::Log | MessageType::Query => {
                 Err(bad_parameter(format!(
-                    "ch-ids-operation {:?} is not known for this message type; send {SET_OWNERS:?} with ids:RequestMessage or {INFO:?} with ids:QueryMessage",
+                    "ch-ids-operation {:?} is not known for this message type; send {SET_OWNERS:?} or {ERASE:?} with ids:RequestMessage or {INFO:?} with ids:QueryMessage",
                     operation.unwrap_or_default(),
                 )))
             }
@@ -606,7 +613,8 @@ mod tests {
             | Command::QueryPage { pid: read, .. }
             | Command::QueryOne { pid: read, .. }
             | Command::ProcessInfo { pid: read }
-            | Command::SetOwners { pid: read, .. }) = command;
+            | Command::SetOwners { pid: read, .. }
+            | Command::Erase { pid: read }) = command;
             assert_eq!(read, pid("p-1"), "{type_name}");
         }
     }
@@ -833,6 +841,18 @@ mod tests {
     }
 
     #[test]
+    fn an_erase_operation_on_a_request_names_the_process() {
+        let erase = parse(
+            "ids:RequestMessage",
+            &[("ch-ids-pid", "p-1"), ("ch-ids-operation", "erase")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(erase, Command::Erase { pid: pid("p-1") });
+        assert!(parse("ids:RequestMessage", &[("ch-ids-operation", "erase")], b"").is_err());
+    }
+
+    #[test]
     fn an_info_operation_on_a_query_asks_for_the_process() {
         let info = parse(
             "ids:QueryMessage",
@@ -891,7 +911,7 @@ mod tests {
     #[test]
     fn unknown_operations_and_operations_on_logs_are_refused() {
         let message = |operation: &str| {
-            format!("ch-ids-operation \"{operation}\" is not known for this message type; send \"set-owners\" with ids:RequestMessage or \"info\" with ids:QueryMessage")
+            format!("ch-ids-operation \"{operation}\" is not known for this message type; send \"set-owners\" or \"erase\" with ids:RequestMessage or \"info\" with ids:QueryMessage")
         };
         for (type_name, operation) in [
             ("ids:RequestMessage", "info"),

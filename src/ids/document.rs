@@ -33,6 +33,9 @@ pub(crate) struct LogDocument<'a> {
     pub(crate) client_id: &'a str,
     pub(crate) entry_hash: &'a [u8],
     pub(crate) chain_hash: &'a [u8],
+    /// The process was erased: header and payload are gone, and the document says so with
+    /// `"erased": true` (and an empty payload).
+    pub(crate) erased: bool,
 }
 
 /// The entry as an `ids:LogMessage` document. Fails only for a timestamp outside the years
@@ -81,6 +84,9 @@ pub(crate) fn log_document(entry: &LogDocument) -> Result<Value, Rejection> {
     document.insert("client_id".into(), entry.client_id.into());
     document.insert("entry_hash".into(), hex::encode(entry.entry_hash).into());
     document.insert("chain_hash".into(), hex::encode(entry.chain_hash).into());
+    if entry.erased {
+        document.insert("erased".into(), true.into());
+    }
     Ok(Value::Object(document))
 }
 
@@ -179,25 +185,39 @@ pub(crate) struct ProcessInfoDocument<'a> {
     /// The latest entry's sequence: also the number of entries, owner changes included.
     pub(crate) head_sequence: u64,
     pub(crate) head_chain_hash: &'a [u8],
+    /// `plaintext`, `encrypted` or `erased`.
+    pub(crate) content: &'a str,
+    /// Who erased the process and when (UTC ms), if it was.
+    pub(crate) erasure: Option<(&'a str, i64)>,
 }
 
-/// `{"pid", "owners", "created_at", "entries", "head": {"sequence", "chain_hash"}}`, the chain
-/// hash in hex as in receipts: a client compares it with its latest receipt's.
+/// UTC milliseconds as RFC 3339 with milliseconds; empty outside the years -9999..=9999.
+pub(crate) fn rfc3339_of_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(rfc3339_ms)
+        .unwrap_or_default()
+}
+
+/// `{"pid", "owners", "created_at", "entries", "head": {"sequence", "chain_hash"}, "content",
+/// "erasure": {"by", "at"}}`, the chain hash in hex as in receipts: a client compares it with
+/// its latest receipt's; `erasure` only for an erased process, so auditors see who erased it
+/// and when.
 pub(crate) fn process_info_payload(info: &ProcessInfoDocument) -> Value {
-    let created_at =
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(info.created_at_ms) * 1_000_000)
-            .map(rfc3339_ms)
-            .unwrap_or_default();
-    json!({
+    let mut payload = json!({
         "pid": info.pid,
         "owners": info.owners,
-        "created_at": created_at,
+        "created_at": rfc3339_of_ms(info.created_at_ms),
         "entries": info.head_sequence,
         "head": {
             "sequence": info.head_sequence,
             "chain_hash": hex::encode(info.head_chain_hash),
         },
-    })
+        "content": info.content,
+    });
+    if let Some((by, at_ms)) = info.erasure {
+        payload["erasure"] = json!({ "by": by, "at": rfc3339_of_ms(at_ms) });
+    }
+    payload
 }
 
 #[cfg(test)]
@@ -219,6 +239,7 @@ mod tests {
             client_id: "AA:BB:keyid:CC:DD",
             entry_hash: &HASH_A,
             chain_hash: &HASH_B,
+            erased: false,
         }
     }
 

@@ -32,7 +32,9 @@ pub(crate) mod request;
 
 pub(crate) use command::{Command, PayloadLimits};
 pub use document::page_payload;
-pub(crate) use document::{log_document, process_info_payload, LogDocument, ProcessInfoDocument};
+pub(crate) use document::{
+    log_document, process_info_payload, rfc3339_of_ms, LogDocument, ProcessInfoDocument,
+};
 pub use header::{HeaderError, MessageType, RequestHeader};
 pub(crate) use infomodel::compact_json;
 pub use jsonld::DuplicateProperty;

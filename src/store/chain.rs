@@ -30,6 +30,34 @@
 //!   (This is Rust's `{:e}` format; it is spelled out because serde_json's own float output has
 //!   changed between releases, and a hash must not.)
 //!
+//! # Entry hash, version 2 (encrypted processes)
+//!
+//! Version 1 lets anyone holding an entry hash confirm a guessed payload: hash the guess, hash
+//! the (guessable) other fields, compare. An encrypted process (see
+//! [`sealing`](super::sealing)) must not leak that, so its entries are hashed as
+//!
+//! `entry_hash = SHA-256(F(tag2) || F(pid) || F(sequence) || F(document_id) || F(timestamp_ms) ||
+//! F(client_id) || F(payload_type) || F(commitment))`, with `tag2` the 22 ASCII bytes
+//! `clearinghouse-entry-v2` and
+//!
+//! `commitment = HMAC-SHA256(commitment_key, F(SHA-256(payload)) || F(header))`,
+//!
+//! everything else as in version 1. The commitment key is derived from the process's data key
+//! (HKDF-SHA256, see `sealing`), so without it the entry hash reveals nothing about the content,
+//! and with it (an export carries it, as `commitment_key`) an auditor recomputes every hash from
+//! the plaintext as before. Committing to the plaintext under a key, rather than hashing the
+//! ciphertext, was chosen because it keeps what the chain proves about the *content*: an
+//! auditor with an export checks the payload and header themselves, not merely bytes that the
+//! clearing house says decrypt to them. The price is that after erasure (the data key, hence
+//! the commitment key, destroyed) an entry's content can no longer be checked: its stored entry
+//! hash is taken as it is, and the chain still proves that no entry was added, removed,
+//! reordered or had its hash changed. The verifier says which entries that applies to.
+//!
+//! Each entry carries its own version (an encrypted entry is version 2, a plaintext one
+//! version 1), and the chain hash below is the same for both, so a process's genesis hash does
+//! not depend on whether it is encrypted and stores written before encryption keep verifying
+//! byte for byte. Together, versions 1 and 2 are the encoding `clearinghouse-chain-v2`.
+//!
 //! # Chain hash
 //!
 //! `chain_hash(0) = SHA-256("clearinghouse-chain-v1" || pid)` (plain concatenation of the ASCII
@@ -47,11 +75,14 @@
 //! are invisible to both: compare the returned [`ChainHead`] with the latest receipt.
 
 use ring::digest::{self, Context, SHA256};
+use ring::hmac;
 use serde_json::{Number, Value};
 
+use super::sealing::{ProcessKeys, Protection};
 use super::{now_ms, Entry, PreparedEntry, StoreError};
 
 const ENTRY_TAG: &[u8] = b"clearinghouse-entry-v1";
+const ENTRY_TAG_V2: &[u8] = b"clearinghouse-entry-v2";
 const CHAIN_TAG: &[u8] = b"clearinghouse-chain-v1";
 
 /// The hashed fields of an entry, with the payload and header already reduced to their digest
@@ -79,39 +110,80 @@ pub struct EntryFields<'a> {
 impl EntryFields<'_> {
     /// The entry hash: SHA-256 over every field, each prefixed with its length.
     pub fn entry_hash(&self) -> [u8; 32] {
+        self.hash_with(ENTRY_TAG, &[self.payload_hash, self.canonical_header])
+    }
+
+    /// The version 2 entry hash: the content enters only through `commitment` (see
+    /// [`content_commitment`]); `payload_hash` and `canonical_header` are not used.
+    pub fn entry_hash_v2(&self, commitment: &[u8; 32]) -> [u8; 32] {
+        self.hash_with(ENTRY_TAG_V2, &[commitment])
+    }
+
+    fn hash_with(&self, tag: &[u8], content: &[&[u8]]) -> [u8; 32] {
         let mut context = Context::new(&SHA256);
-        for field in [
-            ENTRY_TAG,
+        let fields: [&[u8]; 7] = [
+            tag,
             self.pid.as_bytes(),
             &self.sequence.to_be_bytes(),
             self.document_id.as_bytes(),
             &self.timestamp_ms.to_be_bytes(),
             self.client_id.as_bytes(),
             self.payload_type.as_bytes(),
-            self.payload_hash,
-            self.canonical_header,
-        ] {
-            // usize to u64 never truncates on the 32- and 64-bit targets Rust supports.
-            context.update(&(field.len() as u64).to_be_bytes());
-            context.update(field);
+        ];
+        for field in fields.iter().chain(content) {
+            update_field(&mut context, field);
         }
         to_array(context.finish())
     }
 }
 
-/// Recomputes the entry hash of a stored entry from its content.
-pub fn entry_hash(entry: &Entry) -> [u8; 32] {
-    EntryFields {
+fn update_field(context: &mut Context, field: &[u8]) {
+    // usize to u64 never truncates on the 32- and 64-bit targets Rust supports.
+    context.update(&(field.len() as u64).to_be_bytes());
+    context.update(field);
+}
+
+/// `HMAC-SHA256(key, F(payload_hash) || F(canonical_header))`: what a version 2 entry hash
+/// commits to content with.
+pub fn content_commitment(
+    key: &hmac::Key,
+    payload_hash: &[u8; 32],
+    canonical_header: &[u8],
+) -> [u8; 32] {
+    let mut context = hmac::Context::with_key(key);
+    for field in [&payload_hash[..], canonical_header] {
+        context.update(&(field.len() as u64).to_be_bytes());
+        context.update(field);
+    }
+    let mut commitment = [0u8; 32];
+    commitment.copy_from_slice(context.sign().as_ref());
+    commitment
+}
+
+/// Recomputes the entry hash of a stored entry from its content, in the entry's version; `None`
+/// for an erased entry, whose content is gone.
+pub fn entry_hash(entry: &Entry) -> Option<[u8; 32]> {
+    let payload_hash = payload_hash(&entry.payload);
+    let canonical_header = canonical_json(&entry.header);
+    let fields = EntryFields {
         pid: &entry.pid,
         sequence: entry.sequence,
         document_id: &entry.document_id,
         timestamp_ms: entry.timestamp_ms,
         client_id: &entry.client_id,
         payload_type: &entry.payload_type,
-        payload_hash: &payload_hash(&entry.payload),
-        canonical_header: &canonical_json(&entry.header),
+        payload_hash: &payload_hash,
+        canonical_header: &canonical_header,
+    };
+    match &entry.protection {
+        Protection::Plaintext => Some(fields.entry_hash()),
+        Protection::Encrypted { commitment_key } => {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, commitment_key);
+            let commitment = content_commitment(&key, &payload_hash, &canonical_header);
+            Some(fields.entry_hash_v2(&commitment))
+        }
+        Protection::Erased => None,
     }
-    .entry_hash()
 }
 
 /// SHA-256 of a payload, as the entry hash covers it.
@@ -270,6 +342,8 @@ pub struct LinkFields<'a> {
     pub payload_hash: &'a [u8; 32],
     /// [`canonical_json`] of the IDS header.
     pub canonical_header: &'a [u8],
+    /// For an encrypted process, its commitment key: the entry is hashed as version 2.
+    pub commitment_key: Option<&'a hmac::Key>,
 }
 
 /// The link an append adds after `head`, whose latest entry is stamped `head_timestamp_ms`: the
@@ -285,7 +359,7 @@ pub fn next_link(
 ) -> Option<Link> {
     let sequence = head.sequence.checked_add(1)?;
     let timestamp_ms = now_ms.max(head_timestamp_ms);
-    let entry_hash = EntryFields {
+    let entry_fields = EntryFields {
         pid: fields.pid,
         sequence,
         document_id: fields.document_id,
@@ -294,8 +368,15 @@ pub fn next_link(
         payload_type: fields.payload_type,
         payload_hash: fields.payload_hash,
         canonical_header: fields.canonical_header,
-    }
-    .entry_hash();
+    };
+    let entry_hash = match fields.commitment_key {
+        None => entry_fields.entry_hash(),
+        Some(key) => entry_fields.entry_hash_v2(&content_commitment(
+            key,
+            fields.payload_hash,
+            fields.canonical_header,
+        )),
+    };
     Some(Link {
         sequence,
         timestamp_ms,
@@ -309,13 +390,16 @@ pub fn next_link(
 ///
 /// Both backends append through this, while they hold whatever serializes their appends (the
 /// embedded writer thread, the MongoDB committer), so that they compute the same chain from the
-/// same prepared fields and refuse an exhausted process the same way.
+/// same prepared fields and refuse an exhausted process the same way. `keys` are the process's
+/// content keys when it is encrypted (version 2), `None` for a plaintext process (version 1).
 pub(crate) fn append_link(
     head: &ChainHead,
     head_timestamp_ms: i64,
     entry: &PreparedEntry,
+    keys: Option<&ProcessKeys>,
 ) -> Result<Link, StoreError> {
-    next_link(head, head_timestamp_ms, now_ms(), entry.link_fields()).ok_or_else(|| {
+    let fields = entry.link_fields(keys.map(ProcessKeys::commitment));
+    next_link(head, head_timestamp_ms, now_ms(), fields).ok_or_else(|| {
         StoreError::Corrupt(format!(
             "process {} has no sequence numbers left",
             entry.entry().pid
@@ -385,6 +469,8 @@ pub enum ChainError {
 pub(crate) struct ChainVerifier {
     pid: String,
     head: ChainHead,
+    /// Runs of erased entries (first, last), whose content could not be checked.
+    erased: Vec<(u64, u64)>,
 }
 
 impl ChainVerifier {
@@ -395,6 +481,7 @@ impl ChainVerifier {
                 sequence: 0,
                 chain_hash: genesis_hash(pid),
             },
+            erased: Vec::new(),
         }
     }
 
@@ -424,7 +511,8 @@ impl ChainVerifier {
                 after: self.head.sequence,
             });
         }
-        let recomputed = entry_hash(entry);
+        // An erased entry's content is gone: only its link can be checked.
+        let recomputed = entry_hash(entry).unwrap_or(entry.entry_hash);
         if recomputed != entry.entry_hash {
             return Err(ChainError::Modified {
                 sequence: entry.sequence,
@@ -442,11 +530,23 @@ impl ChainVerifier {
             sequence: entry.sequence,
             chain_hash: chained,
         };
+        if entry.protection == Protection::Erased {
+            match self.erased.last_mut() {
+                Some((_, last)) if *last + 1 == entry.sequence => *last = entry.sequence,
+                _ => self.erased.push((entry.sequence, entry.sequence)),
+            }
+        }
         Ok(())
     }
 
     pub(crate) fn head(&self) -> ChainHead {
         self.head
+    }
+
+    /// The runs of entries (first and last sequence) verified by their links only, because
+    /// their process was erased.
+    pub(crate) fn erased(&self) -> &[(u64, u64)] {
+        &self.erased
     }
 }
 
@@ -458,6 +558,15 @@ pub fn verify_chain(
     pid: &str,
     entries: impl IntoIterator<Item = Entry>,
 ) -> Result<ChainHead, ChainError> {
+    verify_entries(pid, entries).map(|verifier| verifier.head())
+}
+
+/// [`verify_chain`], returning the verifier that went through the entries (for what it saw
+/// besides the head: [`ChainVerifier::erased`]).
+pub(crate) fn verify_entries(
+    pid: &str,
+    entries: impl IntoIterator<Item = Entry>,
+) -> Result<ChainVerifier, ChainError> {
     let mut verifier = ChainVerifier::new(pid);
     let mut entries = entries.into_iter();
     while let Some(entry) = entries.next() {
@@ -488,7 +597,7 @@ pub fn verify_chain(
             Err(error) => return Err(error),
         }
     }
-    Ok(verifier.head())
+    Ok(verifier)
 }
 
 #[cfg(test)]
@@ -524,8 +633,9 @@ mod tests {
                     payload_type: "text/plain".to_owned(),
                     entry_hash: [0; 32],
                     chain_hash: [0; 32],
+                    protection: Protection::Plaintext,
                 };
-                entry.entry_hash = entry_hash(&entry);
+                entry.entry_hash = entry_hash(&entry).unwrap();
                 entry.chain_hash = chain_hash(&previous, &entry.entry_hash);
                 previous = entry.chain_hash;
                 entry
@@ -546,6 +656,7 @@ mod tests {
             payload_type: "".to_owned(),
             entry_hash: [0; 32],
             chain_hash: [0; 32],
+            protection: Protection::Plaintext,
         };
         let mut expected = Vec::new();
         expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 22]);
@@ -562,11 +673,11 @@ mod tests {
             "{\"a\":[true,null,\"x\\\"\\n\\u0001é/\"],\"b\":1,\"c\":-5e-1}".as_bytes(),
         ));
 
-        assert_eq!(entry_hash(&entry), sha256(&expected));
+        assert_eq!(entry_hash(&entry), Some(sha256(&expected)));
         // The same digest computed outside Rust (Python hashlib over the bytes above), so that a
         // change to both the encoder and this test's byte layout cannot go unnoticed.
         assert_eq!(
-            hex::encode(entry_hash(&entry)),
+            hex::encode(entry_hash(&entry).unwrap()),
             "0b91afa73d351aab71f1c5cc40fb34f7458ff56f17472b1266713ceba6ed333b"
         );
     }
@@ -677,7 +788,7 @@ mod tests {
                 payload_type: "text/plain".to_owned(),
             }
             .prepare();
-            let link = append_link(&head, head_timestamp_ms, &prepared).unwrap();
+            let link = append_link(&head, head_timestamp_ms, &prepared, None).unwrap();
             assert_eq!(
                 (
                     link.sequence,
@@ -696,7 +807,7 @@ mod tests {
                 sequence: link.sequence,
                 chain_hash: link.chain_hash,
             };
-            stored.push(prepared.into_stored(&link));
+            stored.push(prepared.into_stored(&link, None));
         }
         assert_eq!(verify_chain("p-vector", stored), Ok(head));
     }
@@ -716,7 +827,7 @@ mod tests {
             sequence: u64::MAX,
             chain_hash: [0; 32],
         };
-        match append_link(&head, 0, &prepared) {
+        match append_link(&head, 0, &prepared, None) {
             Err(StoreError::Corrupt(detail)) => assert!(detail.contains("p-full"), "{detail}"),
             other => panic!("expected Corrupt, got {other:?}"),
         }
@@ -763,7 +874,7 @@ mod tests {
     fn a_rehashed_modification_breaks_the_chain() {
         let mut entries = chain_of("p-1", 3);
         entries[1].header = json!({"forged": true});
-        entries[1].entry_hash = entry_hash(&entries[1]);
+        entries[1].entry_hash = entry_hash(&entries[1]).unwrap();
         assert_eq!(
             verify_chain("p-1", entries),
             Err(ChainError::ChainBroken {
@@ -841,6 +952,135 @@ mod tests {
                 document_id: "doc-2".to_owned(),
                 expected_pid: "p-1".to_owned(),
                 found_pid: "p-2".to_owned()
+            })
+        );
+    }
+
+    /// The version 2 encoding to the byte, against digests computed outside Rust (Python's
+    /// hmac and hashlib over the documented bytes).
+    #[test]
+    fn entry_hash_v2_matches_the_documented_encoding() {
+        let entry = Entry {
+            pid: "p".to_owned(),
+            sequence: 1,
+            document_id: "d".to_owned(),
+            timestamp_ms: -2,
+            client_id: "c".to_owned(),
+            header: json!({"b": 1, "c": -0.5, "a": [true, null, "x\"\n\u{1}é/"]}),
+            payload: Bytes::from_static(b"x"),
+            payload_type: "".to_owned(),
+            entry_hash: [0; 32],
+            chain_hash: [0; 32],
+            protection: Protection::Encrypted {
+                commitment_key: [0x42; 32],
+            },
+        };
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[0x42; 32]);
+        let commitment = content_commitment(&key, &sha256(b"x"), &canonical_json(&entry.header));
+        assert_eq!(
+            hex::encode(commitment),
+            "3d6b31ee7d5feff57d7929926a5a2e3e070b9433fb73f005dd78a96604508a41"
+        );
+        let mut expected = field(b"clearinghouse-entry-v2");
+        expected.extend_from_slice(&field(b"p"));
+        expected.extend_from_slice(&field(&1u64.to_be_bytes()));
+        expected.extend_from_slice(&field(b"d"));
+        expected.extend_from_slice(&field(&(-2i64).to_be_bytes()));
+        expected.extend_from_slice(&field(b"c"));
+        expected.extend_from_slice(&field(b""));
+        expected.extend_from_slice(&field(&commitment));
+        assert_eq!(entry_hash(&entry), Some(sha256(&expected)));
+        assert_eq!(
+            hex::encode(entry_hash(&entry).unwrap()),
+            "ad24c358a77ca091b2fa08287d554f2ae39c6ab392029b708e62b4d16d79e8cc"
+        );
+        // Without the key, a guessed payload cannot be confirmed: the v1 hash of the same
+        // fields, which anyone can compute, is not it.
+        let mut plain = entry.clone();
+        plain.protection = Protection::Plaintext;
+        assert_ne!(entry_hash(&plain), entry_hash(&entry));
+    }
+
+    /// What `append_link` computes for an encrypted process with data key `[5; 32]`, recorded
+    /// when version 2 was introduced, so that encrypted stores and their exports go on verifying.
+    #[test]
+    fn append_link_chains_version_2_as_recorded() {
+        let keys = crate::store::sealing::test_keys([5; 32]);
+        let head = ChainHead {
+            sequence: 0,
+            chain_hash: genesis_hash("p-v2"),
+        };
+        let prepared = crate::store::NewEntry {
+            pid: "p-v2".to_owned(),
+            document_id: "doc-1".to_owned(),
+            client_id: "client-a".to_owned(),
+            header: json!({"@type": "ids:LogMessage", "marker": "secret"}),
+            payload: Bytes::from_static(b"yes"),
+            payload_type: "text/plain".to_owned(),
+        }
+        .prepare();
+        let link = append_link(&head, 4_102_444_800_000, &prepared, Some(&keys)).unwrap();
+        assert_eq!(
+            (hex::encode(link.entry_hash), hex::encode(link.chain_hash)),
+            (V2_ENTRY_HASH.to_owned(), V2_CHAIN_HASH.to_owned())
+        );
+        let stored = prepared.into_stored(&link, Some(&keys));
+        assert_eq!(entry_hash(&stored), Some(link.entry_hash));
+        assert_eq!(
+            verify_chain("p-v2", [stored]).map(|head| head.chain_hash),
+            Ok(link.chain_hash)
+        );
+    }
+
+    // Also computed outside Rust, from the documented derivation (Python's hmac and hashlib:
+    // HKDF-SHA256 of the data key, the commitment, the entry hash, the chain hash).
+    const V2_ENTRY_HASH: &str = "773223dda6ba57c546c6d9507cd96ddec572730362f1c9defb1a1b5f1263f50d";
+    const V2_CHAIN_HASH: &str = "adc8aa9b65866c3b1e910b7fad241c058701ec89c4aa037fa288c5449d3642f2";
+
+    #[test]
+    fn erased_entries_verify_by_their_links_and_are_named() {
+        let mut entries = chain_of("p-1", 4);
+        for entry in &mut entries[1..3] {
+            entry.protection = Protection::Erased;
+            entry.payload = Bytes::new();
+            entry.header = Value::Null;
+        }
+        let mut verifier = ChainVerifier::new("p-1");
+        for entry in &entries {
+            verifier.push(entry).unwrap();
+        }
+        assert_eq!(verifier.head().chain_hash, entries[3].chain_hash);
+        assert_eq!(verifier.erased(), &[(2, 3)]);
+
+        // A changed entry hash still breaks the chain where the content cannot be checked.
+        entries[1].entry_hash[0] ^= 1;
+        assert_eq!(
+            verify_chain("p-1", entries),
+            Err(ChainError::ChainBroken {
+                sequence: 2,
+                document_id: "doc-2".to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn an_encrypted_entry_under_another_commitment_key_is_named() {
+        let mut entries = chain_of("p-1", 1);
+        let key = [8u8; 32];
+        entries[0].protection = Protection::Encrypted {
+            commitment_key: key,
+        };
+        entries[0].entry_hash = entry_hash(&entries[0]).unwrap();
+        entries[0].chain_hash = chain_hash(&genesis_hash("p-1"), &entries[0].entry_hash);
+        assert!(verify_chain("p-1", entries.clone()).is_ok());
+        entries[0].protection = Protection::Encrypted {
+            commitment_key: [9u8; 32],
+        };
+        assert_eq!(
+            verify_chain("p-1", entries),
+            Err(ChainError::Modified {
+                sequence: 1,
+                document_id: "doc-1".to_owned()
             })
         );
     }

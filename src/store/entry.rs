@@ -18,6 +18,7 @@
 use bytes::Bytes;
 
 use super::chain::{self, Link, LinkFields};
+use super::sealing::{ProcessKeys, Protection};
 use super::Entry;
 
 /// Entries whose payload is at least this large are prepared on an offload thread; smaller ones
@@ -84,8 +85,12 @@ impl PreparedEntry {
         &self.canonical_header
     }
 
-    /// The caller's part of the entry's hashed fields.
-    pub(crate) fn link_fields(&self) -> LinkFields<'_> {
+    /// The caller's part of the entry's hashed fields; `commitment_key` for an encrypted
+    /// process.
+    pub(crate) fn link_fields<'a>(
+        &'a self,
+        commitment_key: Option<&'a ring::hmac::Key>,
+    ) -> LinkFields<'a> {
         LinkFields {
             pid: &self.entry.pid,
             document_id: &self.entry.document_id,
@@ -93,11 +98,13 @@ impl PreparedEntry {
             payload_type: &self.entry.payload_type,
             payload_hash: &self.payload_sha256,
             canonical_header: self.canonical_header.as_bytes(),
+            commitment_key,
         }
     }
 
-    /// The entry as stored once `link` (computed from this entry) joined it to the chain.
-    pub(crate) fn into_stored(self, link: &Link) -> Entry {
+    /// The entry as stored once `link` (computed from this entry, with `keys` when its process
+    /// is encrypted) joined it to the chain.
+    pub(crate) fn into_stored(self, link: &Link, keys: Option<&ProcessKeys>) -> Entry {
         let NewEntry {
             pid,
             document_id,
@@ -117,6 +124,12 @@ impl PreparedEntry {
             payload_type,
             entry_hash: link.entry_hash,
             chain_hash: link.chain_hash,
+            protection: match keys {
+                Some(keys) => Protection::Encrypted {
+                    commitment_key: keys.commitment_key(),
+                },
+                None => Protection::Plaintext,
+            },
         }
     }
 }
@@ -148,7 +161,7 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(prepared.canonical_header(), r#"{"a":"é\n","b":[1,5e-1]}"#);
-        let fields = prepared.link_fields();
+        let fields = prepared.link_fields(None);
         assert_eq!(fields.payload_hash, prepared.payload_sha256());
         assert_eq!(
             fields.canonical_header,
@@ -161,9 +174,9 @@ mod tests {
             sequence: 0,
             chain_hash: chain::genesis_hash("p-1"),
         };
-        let link = chain::append_link(&head, 0, &prepared).unwrap();
-        let stored = prepared.into_stored(&link);
-        assert_eq!(chain::entry_hash(&stored), link.entry_hash);
+        let link = chain::append_link(&head, 0, &prepared, None).unwrap();
+        let stored = prepared.into_stored(&link, None);
+        assert_eq!(chain::entry_hash(&stored), Some(link.entry_hash));
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   (compare-and-swap on each process head, majority and journaled writes).
 //! - `owners`: owner changes, which are entries of their process's chain as well.
 //! - `usage`: per-connector usage counters behind the quotas, kept by both backends.
+//! - [`sealing`]: encryption at rest: per-process data keys wrapped by KEKs, sealed payloads
+//!   and headers, erasure by destroying a data key. Backends seal as they write (inside their
+//!   single writer, since the sequence is part of what a ciphertext is bound to) and open as
+//!   they read, so callers see plaintext entries and, for an erased process, entries whose
+//!   [`Entry::protection`] says their content is gone.
 //!
 //! Backends never see tokens or decide who may do what: callers strip the security tokens from
 //! the header and check ownership before they ask.
@@ -29,12 +34,14 @@ mod entry;
 pub(crate) mod mongodb;
 mod owners;
 mod query;
+pub mod sealing;
 pub(crate) mod usage;
 
 pub use embedded::EmbeddedStore;
 pub use entry::{NewEntry, PreparedEntry};
 pub use mongodb::{MongoConfig, MongoStore};
 pub use owners::{OwnerChange, OWNER_CHANGE_PAYLOAD_TYPE};
+pub use sealing::{Erasure, KeyState, Protection, Sealing};
 pub use usage::{Usage, UsageStore};
 
 /// Now, in UTC milliseconds: the clock every backend stamps entries and processes with.
@@ -52,6 +59,29 @@ pub struct Process {
     pub owners: BTreeSet<String>,
     /// When the process was created, UTC milliseconds.
     pub created_at_ms: i64,
+    /// Whether its entries are encrypted (it has a data key), and whether it was erased.
+    pub content: ProcessContent,
+}
+
+/// How a process's content is kept (see [`sealing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessContent {
+    /// In the clear: created before encryption, or with it off.
+    Plaintext,
+    /// Sealed under the process's data key.
+    Encrypted,
+    /// The data key was destroyed: entries are kept, their content is gone for good.
+    Erased(Erasure),
+}
+
+impl ProcessContent {
+    pub(crate) fn of(state: &KeyState) -> Self {
+        match state {
+            KeyState::Plaintext => Self::Plaintext,
+            KeyState::Wrapped(_) => Self::Encrypted,
+            KeyState::Erased(erasure) => Self::Erased(erasure.clone()),
+        }
+    }
 }
 
 /// A process and the state of its chain: what an owner's process-info query shows.
@@ -87,6 +117,8 @@ pub struct Entry {
     pub entry_hash: [u8; 32],
     /// The hash that links the entry to the one before it.
     pub chain_hash: [u8; 32],
+    /// Whether the content was stored encrypted, and whether it is still there (erasure).
+    pub protection: Protection,
 }
 
 /// The order of a page, by sequence number.
@@ -186,6 +218,27 @@ pub enum StoreError {
     /// Reading or writing the store's files failed.
     #[error("store I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The process was erased: it takes no more entries.
+    #[error("process {pid:?} was erased by {by} at {at_ms} (UTC ms); it takes no more entries")]
+    Erased {
+        /// The process.
+        pid: String,
+        /// Who erased it.
+        by: String,
+        /// When, UTC milliseconds.
+        at_ms: i64,
+    },
+    /// The process's data key cannot be unwrapped with the configured KEKs.
+    #[error("process {pid:?}: {reason}")]
+    MissingKek {
+        /// The process.
+        pid: String,
+        /// Which KEK, and why.
+        reason: String,
+    },
+    /// Erasure asked of a process that has no data key to destroy.
+    #[error("process {0:?} is stored in plaintext (it was created before encryption or with it off): it has no data key to destroy")]
+    NotErasable(String),
 }
 
 impl StoreError {
@@ -209,6 +262,16 @@ impl StoreError {
             StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
             StoreError::Conflict(detail) => StoreError::Conflict(detail.clone()),
             StoreError::OwnersChanged(pid) => StoreError::OwnersChanged(pid.clone()),
+            StoreError::Erased { pid, by, at_ms } => StoreError::Erased {
+                pid: pid.clone(),
+                by: by.clone(),
+                at_ms: *at_ms,
+            },
+            StoreError::MissingKek { pid, reason } => StoreError::MissingKek {
+                pid: pid.clone(),
+                reason: reason.clone(),
+            },
+            StoreError::NotErasable(pid) => StoreError::NotErasable(pid.clone()),
             StoreError::Io(error) => {
                 StoreError::Io(std::io::Error::new(error.kind(), error.to_string()))
             }
@@ -277,4 +340,35 @@ pub trait ProcessStore: Send + Sync + 'static {
 
     /// Succeeds when the backend can serve reads and writes (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Erases the content of `pid` for good by destroying its data key (see [`sealing`]), and
+    /// records `by` and the time in its place, in one write. Entries, their hashes and the chain
+    /// stay; reads return the entries with their content withheld, and appends are refused with
+    /// [`StoreError::Erased`]. Erasing an erased process returns its first erasure unchanged.
+    /// Fails with [`StoreError::NotErasable`] for a plaintext process.
+    fn erase(&self, pid: &str, by: &str) -> BoxFuture<'_, Result<Erasure, StoreError>>;
+
+    /// The ids of the KEKs that wrap the store's data keys, so that startup can refuse a store
+    /// whose keys it could not unwrap.
+    fn data_key_keks(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StoreError>>;
+
+    /// Looks at up to `limit` processes in pid order after `after` and re-wraps under the active
+    /// KEK the data keys among them that another KEK wraps. Entries are not touched. Callers
+    /// continue after [`RewrapBatch::last_pid`] until it is `None`.
+    fn rewrap_data_keys(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RewrapBatch, StoreError>>;
+}
+
+/// What one call of [`ProcessStore::rewrap_data_keys`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrapBatch {
+    /// Processes looked at.
+    pub examined: u64,
+    /// Data keys re-wrapped.
+    pub rewrapped: u64,
+    /// The last pid looked at; `None` when there were no more.
+    pub last_pid: Option<String>,
 }

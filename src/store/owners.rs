@@ -112,8 +112,8 @@ mod tests {
             sequence: 0,
             chain_hash: chain::genesis_hash("p-1"),
         };
-        let link = chain::append_link(&head, 0, change.entry()).unwrap();
-        let entry = change.entry.clone().into_stored(&link);
+        let link = chain::append_link(&head, 0, change.entry(), None).unwrap();
+        let entry = change.entry.clone().into_stored(&link, None);
         assert_eq!(recorded_owners(&entry).unwrap(), Some(set(&["a", "b"])));
         let payload: Value = serde_json::from_slice(&entry.payload).unwrap();
         assert_eq!(

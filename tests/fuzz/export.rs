@@ -20,7 +20,7 @@ use bytes::Bytes;
 use clearinghouse::audit::{read_export, verify_export, verify_receipt, ExportedEntry};
 use clearinghouse::receipt::{payload_hash, Jwks, ReceiptAlgorithm, ReceiptClaims, ReceiptSigner};
 use clearinghouse::store::chain::{canonical_json, genesis_hash, next_link, ChainHead, LinkFields};
-use clearinghouse::store::Entry;
+use clearinghouse::store::{Entry, Protection};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -219,6 +219,7 @@ fn chained(pid: &str, specs: &[EntrySpec]) -> Vec<Entry> {
             payload_type: &spec.payload_type,
             payload_hash: &payload_digest,
             canonical_header: &header,
+            commitment_key: None,
         };
         let link = next_link(
             &head,
@@ -243,6 +244,7 @@ fn chained(pid: &str, specs: &[EntrySpec]) -> Vec<Entry> {
             payload_type: spec.payload_type.clone(),
             entry_hash: link.entry_hash,
             chain_hash: link.chain_hash,
+            protection: Protection::Plaintext,
         });
     }
     entries
@@ -370,7 +372,7 @@ fn check(keys: &Keys, case: Case) -> Result<(), TestCaseError> {
         .collect::<String>();
     let head = verify_export(&pid, Cursor::new(genuine.as_bytes()))
         .map_err(|e| TestCaseError::fail(format!("the genuine export does not verify: {e}")))?;
-    prop_assert_eq!(head, head_of(&pid, &entries));
+    prop_assert_eq!(head.head, head_of(&pid, &entries));
     for (receipt, entry) in receipts.iter().zip(&entries) {
         let claims = verify_receipt(&keys.jwks, receipt, Some(entry))
             .map_err(|e| TestCaseError::fail(format!("a genuine receipt does not verify: {e}")))?;
@@ -383,7 +385,7 @@ fn check(keys: &Keys, case: Case) -> Result<(), TestCaseError> {
         let read: Vec<Entry> = read_export(Cursor::new(&export))
             .collect::<Result<_, _>>()
             .map_err(|e| TestCaseError::fail(format!("verified but does not read: {e}")))?;
-        let verified = head.sequence as usize;
+        let verified = head.head.sequence as usize;
         prop_assert!(
             verified <= entries.len(),
             "verified {verified} entries of {}",
@@ -394,7 +396,7 @@ fn check(keys: &Keys, case: Case) -> Result<(), TestCaseError> {
             &entries[..verified],
             "a damaged export verified with other content"
         );
-        prop_assert_eq!(head, head_of(&pid, &entries[..verified]));
+        prop_assert_eq!(head.head, head_of(&pid, &entries[..verified]));
     }
 
     // As `verify receipt --export` does: each receipt against the entry with its document id.
@@ -453,7 +455,7 @@ fn check_garbage(
         .is_ok_and(|text| text.lines().all(|l| l.trim().is_empty()));
     if let Ok(head) = verify_export("p", Cursor::new(export)) {
         prop_assert!(blank, "garbage verified as an export");
-        prop_assert_eq!(head.sequence, 0);
+        prop_assert_eq!(head.head.sequence, 0);
     }
     prop_assert!(
         keys.jwks.verify(receipt).is_err(),

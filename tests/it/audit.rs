@@ -43,7 +43,7 @@ async fn export(store: &dyn ProcessStore) -> Vec<String> {
 }
 
 fn verify_lines(lines: &[String]) -> Result<u64, AuditError> {
-    verify_export(PID, Cursor::new(lines.join("\n"))).map(|head| head.sequence)
+    verify_export(PID, Cursor::new(lines.join("\n"))).map(|verified| verified.head.sequence)
 }
 
 #[tokio::test]
@@ -52,7 +52,11 @@ async fn an_export_verifies_and_its_receipts_match_its_entries() {
     let lines = export(ch.store.as_ref()).await;
     assert_eq!(verify_lines(&lines).unwrap(), 4);
     assert_eq!(
-        verify_store(ch.store.as_ref(), PID).await.unwrap().sequence,
+        verify_store(ch.store.as_ref(), PID)
+            .await
+            .unwrap()
+            .head
+            .sequence,
         4
     );
     for receipt in &receipts {
@@ -122,7 +126,9 @@ async fn verify_after(
         tx.commit().unwrap();
     }
     let store = EmbeddedStore::open(&path).unwrap();
-    let result = verify_store(&store, PID).await.map(|head| head.sequence);
+    let result = verify_store(&store, PID)
+        .await
+        .map(|verified| verified.head.sequence);
     drop(data);
     result
 }

@@ -15,7 +15,7 @@ use clearinghouse::audit::verify_store;
 use clearinghouse::receipt::Jwks;
 use clearinghouse::store::{MongoConfig, MongoStore, ProcessStore};
 
-use crate::support::cli::{dev_pki, library_client, Serve};
+use crate::support::cli::{dev_pki, dev_sealing, library_client, Serve};
 use crate::support::mongo::{required_env, serve_env, OwnServer, TestDatabase};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,9 +62,9 @@ async fn two_server_processes_on_one_database_keep_one_chain_per_process() {
         "one gapless sequence across both instances"
     );
 
-    let store = db.instance().await;
+    let store = db.instance_with(dev_sealing(dir.path())).await;
     let head = verify_store(store.as_ref(), "shared").await.unwrap();
-    assert_eq!(head.sequence, expected.len() as u64);
+    assert_eq!(head.head.sequence, expected.len() as u64);
     for serve in [first, second] {
         let (status, log) = tokio::task::spawn_blocking(move || serve.terminate())
             .await
@@ -162,7 +162,7 @@ async fn a_database_outage_is_reported_and_survived() {
 
     // Every receipt the service issued has its entry, and the chain holds.
     let jwks = Jwks::parse(serve.get("/.well-known/jwks.json").1.as_bytes()).unwrap();
-    let mut config = MongoConfig::new(&uri, "outage");
+    let mut config = MongoConfig::new(&uri, "outage").with_sealing(dev_sealing(dir.path()));
     config.timeout = Duration::from_secs(20);
     let store = MongoStore::connect(config).await.unwrap();
     let receipts = observed.receipts.lock().unwrap().clone();

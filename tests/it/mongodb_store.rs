@@ -84,6 +84,7 @@ fn orphan_after(previous: &Entry, chain_onto: [u8; 32]) -> (Entry, Document) {
         payload_type: "text/plain".to_owned(),
         entry_hash: [0; 32],
         chain_hash: [0; 32],
+        protection: clearinghouse::store::Protection::Plaintext,
     };
     entry.entry_hash = EntryFields {
         pid: &entry.pid,

@@ -225,6 +225,7 @@ fn orphaned(change: &OwnerChange, head: &ChainHead, head_timestamp_ms: i64) -> D
         payload_type: &entry.payload_type,
         payload_hash: prepared.payload_sha256(),
         canonical_header: prepared.canonical_header().as_bytes(),
+        commitment_key: None,
     };
     let link = chain::next_link(head, head_timestamp_ms, head_timestamp_ms + 1, fields).unwrap();
     doc! {

@@ -31,11 +31,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::sealing::{Erasure, KeyState, Sealing};
 use super::{
     CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
-    ProcessStore, StoreError,
+    ProcessStore, RewrapBatch, StoreError,
 };
 use writer::Writer;
 
@@ -53,6 +54,7 @@ const OWNERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("owners")
 /// A [`ProcessStore`] in one redb file.
 pub struct EmbeddedStore {
     database: Arc<Database>,
+    sealing: Arc<Sealing>,
     /// Dropped with the store: the writer finishes what is queued and the file is closed.
     writer: Writer,
 }
@@ -60,14 +62,24 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens the store at `path`, creating the file if it does not exist, and starts its writer.
     /// Blocks on disk I/O (and on recovery after a crash): call it at startup, not on a hot path.
+    /// New processes are plaintext, and encrypted ones cannot be read: see [`Self::open_with`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::start(Database::create(path)?)
+        Self::open_with(path, Sealing::disabled())
     }
 
-    fn start(database: Database) -> Result<Self, StoreError> {
+    /// [`Self::open`], encrypting new processes and reading encrypted ones with `sealing`.
+    pub fn open_with(path: impl AsRef<Path>, sealing: Sealing) -> Result<Self, StoreError> {
+        Self::start(Database::create(path)?, Arc::new(sealing))
+    }
+
+    fn start(database: Database, sealing: Arc<Sealing>) -> Result<Self, StoreError> {
         let database = Arc::new(database);
-        let writer = Writer::start(&database)?;
-        Ok(Self { database, writer })
+        let writer = Writer::start(&database, &sealing)?;
+        Ok(Self {
+            database,
+            sealing,
+            writer,
+        })
     }
 
     /// Write transactions committed by the writer so far (each one fsync): with group commit,
@@ -123,6 +135,30 @@ impl ProcessStore for EmbeddedStore {
         })
     }
 
+    fn erase(&self, pid: &str, by: &str) -> BoxFuture<'_, Result<Erasure, StoreError>> {
+        Box::pin(self.writer.erase(pid.to_owned(), by.to_owned()))
+    }
+
+    fn data_key_keks(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StoreError>> {
+        self.read(reads::data_key_keks)
+    }
+
+    fn rewrap_data_keys(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RewrapBatch, StoreError>> {
+        let database = Arc::clone(&self.database);
+        let sealing = Arc::clone(&self.sealing);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                rewrap(&database, &sealing, after.as_deref(), limit.max(1))
+            })
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("rewrap task failed: {error}")))?
+        })
+    }
+
     fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
         Box::pin(self.writer.append(entry))
     }
@@ -146,12 +182,14 @@ impl ProcessStore for EmbeddedStore {
     ) -> BoxFuture<'_, Result<Option<Entry>, StoreError>> {
         let pid = pid.to_owned();
         let document_id = document_id.to_owned();
-        self.read(move |transaction| reads::entry(transaction, &pid, &document_id))
+        let sealing = Arc::clone(&self.sealing);
+        self.read(move |transaction| reads::entry(transaction, &sealing, &pid, &document_id))
     }
 
     fn query(&self, query: &PageQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
         let query = query.clone();
-        self.read(move |transaction| reads::page(transaction, &query))
+        let sealing = Arc::clone(&self.sealing);
+        self.read(move |transaction| reads::page(transaction, &sealing, &query))
     }
 
     fn processes_of(&self, client_id: &str) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
@@ -166,7 +204,10 @@ impl ProcessStore for EmbeddedStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
         let pid = pid.to_owned();
-        self.read(move |transaction| reads::entries_from(transaction, &pid, from_sequence, limit))
+        let sealing = Arc::clone(&self.sealing);
+        self.read(move |transaction| {
+            reads::entries_from(transaction, &sealing, &pid, from_sequence, limit)
+        })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -180,6 +221,56 @@ impl ProcessStore for EmbeddedStore {
             read.await
         })
     }
+}
+
+/// Re-wraps, in one write transaction, the data keys among the first `limit` processes after
+/// `after` that a KEK other than the active one wraps. redb runs one write transaction at a
+/// time, so this waits for the writer's batch and the writer for this.
+fn rewrap(
+    database: &Database,
+    sealing: &Sealing,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<RewrapBatch, StoreError> {
+    let transaction = database.begin_write()?;
+    let mut batch = RewrapBatch {
+        examined: 0,
+        rewrapped: 0,
+        last_pid: None,
+    };
+    {
+        let mut processes = transaction.open_table(PROCESSES)?;
+        let mut rewrapped = Vec::new();
+        {
+            let range = match after {
+                Some(after) => processes.range::<&str>((
+                    std::ops::Bound::Excluded(after),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => processes.range::<&str>(..)?,
+            };
+            for item in range.take(limit) {
+                let (pid, record) = item?;
+                let pid = pid.value().to_owned();
+                let mut head = record::ProcessHead::decode(&pid, record.value())?;
+                batch.examined += 1;
+                if let KeyState::Wrapped(key) = &head.keys {
+                    if let Some(new_key) = sealing.rewrap(&pid, key)? {
+                        head.keys = KeyState::Wrapped(new_key);
+                        rewrapped.push((pid.clone(), head.encode()));
+                    }
+                }
+                batch.last_pid = Some(pid);
+            }
+        }
+        // Written after the scan: a table cannot be changed while it is being iterated.
+        for (pid, record) in &rewrapped {
+            processes.insert(pid.as_str(), record.as_slice())?;
+        }
+        batch.rewrapped = rewrapped.len() as u64;
+    }
+    transaction.commit()?;
+    Ok(batch)
 }
 
 /// Sorts redb's errors into what a caller can act on.

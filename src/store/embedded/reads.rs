@@ -6,16 +6,31 @@
 //! entries one by one: a time range becomes a run of sequence numbers with two lookups in
 //! `entry_times` (see [`crate::store::query`]), and the page is a range scan of `entries`.
 
-use redb::ReadTransaction;
+use redb::{ReadTransaction, ReadableTable};
 
-use super::record::{decode_entry, read_head};
+use super::record::{decode_entry, read_head, ProcessHead};
 use super::{DOCUMENTS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
 use crate::store::query::{self, SequenceRange};
+use crate::store::sealing::{EntryKeys, KeyState, Sealing};
 use crate::store::{Entry, Order, Page, PageQuery, StoreError, UnfitEntry};
+
+/// The head of `pid` and how its entries are read.
+fn keyed_head(
+    transaction: &ReadTransaction,
+    sealing: &Sealing,
+    pid: &str,
+) -> Result<(ProcessHead, EntryKeys), StoreError> {
+    let processes = transaction.open_table(PROCESSES)?;
+    let head =
+        read_head(&processes, pid)?.ok_or_else(|| StoreError::UnknownProcess(pid.to_owned()))?;
+    let keys = sealing.entry_keys(pid, &head.keys)?;
+    Ok((head, keys))
+}
 
 /// The entry with this document id, if it belongs to `pid`.
 pub(super) fn entry(
     transaction: &ReadTransaction,
+    sealing: &Sealing,
     pid: &str,
     document_id: &str,
 ) -> Result<Option<Entry>, StoreError> {
@@ -24,22 +39,25 @@ pub(super) fn entry(
         Some(location) if location.value().0 == pid => location.value().1,
         _ => return Ok(None),
     };
+    let (_, keys) = keyed_head(transaction, sealing, pid)?;
     let entries = transaction.open_table(ENTRIES)?;
     let record = entries.get((pid, sequence))?.ok_or_else(|| {
         StoreError::Corrupt(format!(
             "document {document_id} is indexed as {pid}/{sequence}, which does not exist"
         ))
     })?;
-    decode_entry(pid, sequence, record.value()).map(Some)
+    decode_entry(pid, sequence, record.value(), &keys).map(Some)
 }
 
 /// One page of entries; see [`crate::store::ProcessStore::query`].
-pub(super) fn page(transaction: &ReadTransaction, query: &PageQuery) -> Result<Page, StoreError> {
+pub(super) fn page(
+    transaction: &ReadTransaction,
+    sealing: &Sealing,
+    query: &PageQuery,
+) -> Result<Page, StoreError> {
     query::validate(query)?;
     let pid = query.pid.as_str();
-    let processes = transaction.open_table(PROCESSES)?;
-    let head =
-        read_head(&processes, pid)?.ok_or_else(|| StoreError::UnknownProcess(pid.to_owned()))?;
+    let (head, keys) = keyed_head(transaction, sealing, pid)?;
     let empty = Page {
         entries: Vec::new(),
         total: 0,
@@ -91,7 +109,7 @@ pub(super) fn page(transaction: &ReadTransaction, query: &PageQuery) -> Result<P
         // A record is the entry's payload and header plus a few fixed fields, all of which a
         // reply carries too: past the budget, the reply would be past it as well.
         bytes = bytes.saturating_add(record.value().len());
-        let entry = decode_entry(pid, key.value().1, record.value())?;
+        let entry = decode_entry(pid, key.value().1, record.value(), &keys)?;
         if bytes > query.max_bytes {
             return Err(StoreError::PageTooLarge {
                 limit: query.max_bytes,
@@ -137,20 +155,33 @@ pub(super) fn processes_of(
 /// Up to `limit` entries of `pid` from `from_sequence` on, ascending.
 pub(super) fn entries_from(
     transaction: &ReadTransaction,
+    sealing: &Sealing,
     pid: &str,
     from_sequence: u64,
     limit: usize,
 ) -> Result<Vec<Entry>, StoreError> {
-    let processes = transaction.open_table(PROCESSES)?;
-    if read_head(&processes, pid)?.is_none() {
-        return Err(StoreError::UnknownProcess(pid.to_owned()));
-    }
+    let (_, keys) = keyed_head(transaction, sealing, pid)?;
     let end = from_sequence.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
     let entries = transaction.open_table(ENTRIES)?;
     let mut found = Vec::new();
     for item in entries.range((pid, from_sequence)..(pid, end))? {
         let (key, record) = item?;
-        found.push(decode_entry(pid, key.value().1, record.value())?);
+        found.push(decode_entry(pid, key.value().1, record.value(), &keys)?);
     }
     Ok(found)
+}
+
+/// The ids of the KEKs that wrap data keys, from every process record.
+pub(super) fn data_key_keks(
+    transaction: &ReadTransaction,
+) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    let processes = transaction.open_table(PROCESSES)?;
+    let mut keks = std::collections::BTreeSet::new();
+    for item in processes.iter()? {
+        let (pid, record) = item?;
+        if let KeyState::Wrapped(key) = ProcessHead::decode(pid.value(), record.value())?.keys {
+            keks.insert(key.kek_id);
+        }
+    }
+    Ok(keks)
 }

@@ -3,12 +3,17 @@
 //!
 //! Records are a compact binary encoding rather than JSON, so that payloads of several MiB are
 //! stored as they are (no base64) and read back without copying twice. Both start with a format
-//! byte (1), then fixed-width fields (integers big-endian, hashes as 32 raw bytes), then
+//! byte, then fixed-width fields (integers big-endian, hashes as 32 raw bytes), then
 //! variable-width fields each prefixed by its byte length as a big-endian u64:
 //! - entry record: format, timestamp_ms (i64), entry_hash, chain_hash, document_id, client_id,
-//!   payload_type, canonical header JSON, payload (pid and sequence are the key);
+//!   payload_type, header, payload (pid and sequence are the key). Format 1: header and payload
+//!   in the clear (the header as canonical JSON); format 2: both sealed (see
+//!   [`sealing`](crate::store::sealing)).
 //! - process record: format, created_at_ms (i64), head sequence (u64), head timestamp_ms (i64),
-//!   head chain hash, number of owners (u64), then each owner.
+//!   head chain hash, number of owners (u64), then each owner. Format 2 adds the key state: one
+//!   byte, 1 for a wrapped data key (then the KEK id and the wrapped key as fields), 2 for an
+//!   erased one (then the erasure time, i64, and who erased it as a field). Format 1 is a
+//!   plaintext process, as every process was before encryption.
 //!
 //! Both the writer and the reads decode records, and a record that does not decode means the
 //! file was damaged, so every decoding failure is [`StoreError::Corrupt`] naming the record.
@@ -20,9 +25,17 @@ use bytes::Bytes;
 use redb::ReadableTable;
 
 use crate::store::chain::{ChainHead, Link};
-use crate::store::{Entry, PreparedEntry, Process, ProcessInfo, StoreError};
+use crate::store::sealing::{
+    EntryKeys, Erasure, Field, KeyState, Place, ProcessKeys, Protection, WrappedKey,
+};
+use crate::store::{Entry, PreparedEntry, Process, ProcessContent, ProcessInfo, StoreError};
 
-const RECORD_FORMAT: u8 = 1;
+/// Plaintext entries and processes without a data key.
+const PLAIN_FORMAT: u8 = 1;
+/// Sealed entries, and processes with a key state.
+const SEALED_FORMAT: u8 = 2;
+const KEY_WRAPPED: u8 = 1;
+const KEY_ERASED: u8 = 2;
 
 pub(super) fn read_head(
     processes: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -41,6 +54,7 @@ pub(super) struct ProcessHead {
     pub(super) sequence: u64,
     pub(super) timestamp_ms: i64,
     pub(super) chain_hash: [u8; 32],
+    pub(super) keys: KeyState,
 }
 
 impl ProcessHead {
@@ -49,6 +63,7 @@ impl ProcessHead {
             pid,
             owners: self.owners,
             created_at_ms: self.created_at_ms,
+            content: ProcessContent::of(&self.keys),
         }
     }
 
@@ -64,7 +79,11 @@ impl ProcessHead {
     }
 
     pub(super) fn encode(&self) -> Vec<u8> {
-        let mut record = vec![RECORD_FORMAT];
+        let format = match self.keys {
+            KeyState::Plaintext => PLAIN_FORMAT,
+            _ => SEALED_FORMAT,
+        };
+        let mut record = vec![format];
         record.extend_from_slice(&self.created_at_ms.to_be_bytes());
         record.extend_from_slice(&self.sequence.to_be_bytes());
         record.extend_from_slice(&self.timestamp_ms.to_be_bytes());
@@ -73,11 +92,24 @@ impl ProcessHead {
         for owner in &self.owners {
             put_field(&mut record, owner.as_bytes());
         }
+        match &self.keys {
+            KeyState::Plaintext => {}
+            KeyState::Wrapped(key) => {
+                record.push(KEY_WRAPPED);
+                put_field(&mut record, key.kek_id.as_bytes());
+                put_field(&mut record, &key.wrapped);
+            }
+            KeyState::Erased(erasure) => {
+                record.push(KEY_ERASED);
+                record.extend_from_slice(&erasure.at_ms.to_be_bytes());
+                put_field(&mut record, erasure.by.as_bytes());
+            }
+        }
         record
     }
 
     pub(super) fn decode(pid: &str, record: &[u8]) -> Result<Self, StoreError> {
-        let mut reader = RecordReader::new(record, RecordName::Process(pid))?;
+        let (mut reader, format) = RecordReader::new(record, RecordName::Process(pid))?;
         let created_at_ms = reader.i64()?;
         let sequence = reader.u64()?;
         let timestamp_ms = reader.i64()?;
@@ -87,6 +119,29 @@ impl ProcessHead {
             let owner = reader.field()?;
             owners.insert(reader.string(owner)?);
         }
+        let keys = match format {
+            PLAIN_FORMAT => KeyState::Plaintext,
+            _ => match reader.array::<1>()? {
+                [KEY_WRAPPED] => {
+                    let kek_id = reader.field()?;
+                    let kek_id = reader.string(kek_id)?;
+                    let wrapped = reader.field()?;
+                    KeyState::Wrapped(WrappedKey {
+                        kek_id,
+                        wrapped: record[wrapped].to_vec(),
+                    })
+                }
+                [KEY_ERASED] => {
+                    let at_ms = reader.i64()?;
+                    let by = reader.field()?;
+                    KeyState::Erased(Erasure {
+                        by: reader.string(by)?,
+                        at_ms,
+                    })
+                }
+                [other] => return Err(reader.corrupt(&format!("unknown key state {other}"))),
+            },
+        };
         reader.finish()?;
         Ok(Self {
             owners,
@@ -94,14 +149,43 @@ impl ProcessHead {
             sequence,
             timestamp_ms,
             chain_hash,
+            keys,
         })
     }
 }
 
-/// The record of `prepared` once `link` joined it to the chain.
-pub(super) fn encode_entry(prepared: &PreparedEntry, link: &Link) -> Vec<u8> {
+/// The record of `prepared` once `link` joined it to the chain; sealed when `sealing` gives the
+/// process's keys (and the random source for the nonces).
+pub(super) fn encode_entry(
+    prepared: &PreparedEntry,
+    link: &Link,
+    sealing: Option<(&ProcessKeys, &ring::rand::SystemRandom)>,
+) -> Vec<u8> {
     let entry = prepared.entry();
-    let canonical_header = prepared.canonical_header().as_bytes();
+    let place = Place {
+        pid: &entry.pid,
+        sequence: link.sequence,
+        document_id: &entry.document_id,
+    };
+    let sealed = sealing.map(|(keys, random)| {
+        (
+            keys.seal(
+                random,
+                place,
+                Field::Header,
+                prepared.canonical_header().as_bytes(),
+            ),
+            keys.seal(random, place, Field::Payload, &entry.payload),
+        )
+    });
+    let (format, canonical_header, payload): (u8, &[u8], &[u8]) = match &sealed {
+        Some((header, payload)) => (SEALED_FORMAT, header, payload),
+        None => (
+            PLAIN_FORMAT,
+            prepared.canonical_header().as_bytes(),
+            &entry.payload,
+        ),
+    };
     let mut record = Vec::with_capacity(
         1 + 8
             + 32
@@ -111,9 +195,9 @@ pub(super) fn encode_entry(prepared: &PreparedEntry, link: &Link) -> Vec<u8> {
             + entry.client_id.len()
             + entry.payload_type.len()
             + canonical_header.len()
-            + entry.payload.len(),
+            + payload.len(),
     );
-    record.push(RECORD_FORMAT);
+    record.push(format);
     record.extend_from_slice(&link.timestamp_ms.to_be_bytes());
     record.extend_from_slice(&link.entry_hash);
     record.extend_from_slice(&link.chain_hash);
@@ -121,14 +205,20 @@ pub(super) fn encode_entry(prepared: &PreparedEntry, link: &Link) -> Vec<u8> {
     put_field(&mut record, entry.client_id.as_bytes());
     put_field(&mut record, entry.payload_type.as_bytes());
     put_field(&mut record, canonical_header);
-    put_field(&mut record, &entry.payload);
+    put_field(&mut record, payload);
     record
 }
 
-pub(super) fn decode_entry(pid: &str, sequence: u64, record: &[u8]) -> Result<Entry, StoreError> {
+/// The entry a record holds; `keys` are how its process's entries are read.
+pub(super) fn decode_entry(
+    pid: &str,
+    sequence: u64,
+    record: &[u8],
+    keys: &EntryKeys,
+) -> Result<Entry, StoreError> {
     // One copy out of the database; the payload is then a slice of it rather than a second copy.
     let record = Bytes::copy_from_slice(record);
-    let mut reader = RecordReader::new(&record, RecordName::Entry(pid, sequence))?;
+    let (mut reader, format) = RecordReader::new(&record, RecordName::Entry(pid, sequence))?;
     let timestamp_ms = reader.i64()?;
     let entry_hash = reader.hash()?;
     let chain_hash = reader.hash()?;
@@ -139,10 +229,49 @@ pub(super) fn decode_entry(pid: &str, sequence: u64, record: &[u8]) -> Result<En
     let payload_type = reader.field()?;
     let payload_type = reader.string(payload_type)?;
     let header = reader.field()?;
-    let header = serde_json::from_slice(&record[header])
-        .map_err(|error| reader.corrupt(&format!("header is not JSON: {error}")))?;
     let payload = reader.field()?;
     reader.finish()?;
+    let place = Place {
+        pid,
+        sequence,
+        document_id: &document_id,
+    };
+    let (header, payload, protection) = match (format, keys) {
+        (PLAIN_FORMAT, _) => (
+            record.slice(header),
+            record.slice(payload),
+            Protection::Plaintext,
+        ),
+        (_, EntryKeys::Erased) => (Bytes::new(), Bytes::new(), Protection::Erased),
+        (_, EntryKeys::Plaintext) => {
+            return Err(reader.corrupt("is sealed, but its process has no data key"))
+        }
+        (_, EntryKeys::Keys(keys)) => {
+            let open = |field: Field, range: Range<usize>| {
+                keys.open(place, field, &record[range]).ok_or_else(|| {
+                    reader.corrupt(&format!(
+                        "({document_id}) its {} does not decrypt: it was modified, or moved from another entry or process",
+                        match field {
+                            Field::Header => "header",
+                            Field::Payload => "payload",
+                        }
+                    ))
+                })
+            };
+            (
+                Bytes::from(open(Field::Header, header)?),
+                Bytes::from(open(Field::Payload, payload)?),
+                Protection::Encrypted {
+                    commitment_key: keys.commitment_key(),
+                },
+            )
+        }
+    };
+    let header = match protection {
+        Protection::Erased => serde_json::Value::Null,
+        _ => serde_json::from_slice(&header)
+            .map_err(|error| reader.corrupt(&format!("header is not JSON: {error}")))?,
+    };
     Ok(Entry {
         pid: pid.to_owned(),
         sequence,
@@ -150,10 +279,11 @@ pub(super) fn decode_entry(pid: &str, sequence: u64, record: &[u8]) -> Result<En
         timestamp_ms,
         client_id,
         header,
-        payload: record.slice(payload),
+        payload,
         payload_type,
         entry_hash,
         chain_hash,
+        protection,
     })
 }
 
@@ -186,17 +316,16 @@ struct RecordReader<'a> {
 }
 
 impl<'a> RecordReader<'a> {
-    fn new(record: &'a [u8], name: RecordName<'a>) -> Result<Self, StoreError> {
+    /// A reader past the format byte, and the format.
+    fn new(record: &'a [u8], name: RecordName<'a>) -> Result<(Self, u8), StoreError> {
         let mut reader = Self {
             record,
             position: 0,
             name,
         };
-        let format = reader.array::<1>()?;
-        if format == [RECORD_FORMAT] {
-            Ok(reader)
-        } else {
-            Err(reader.corrupt(&format!("unknown record format {}", format[0])))
+        match reader.array::<1>()? {
+            [format @ (PLAIN_FORMAT | SEALED_FORMAT)] => Ok((reader, format)),
+            [other] => Err(reader.corrupt(&format!("unknown record format {other}"))),
         }
     }
 
@@ -246,7 +375,7 @@ impl<'a> RecordReader<'a> {
             .map_err(|_| self.corrupt("text field is not UTF-8"))
     }
 
-    fn finish(self) -> Result<(), StoreError> {
+    fn finish(&self) -> Result<(), StoreError> {
         if self.position == self.record.len() {
             Ok(())
         } else {
@@ -284,11 +413,33 @@ mod tests {
     #[test]
     fn an_entry_record_round_trips() {
         let (prepared, link) = sample_entry();
-        let record = encode_entry(&prepared, &link);
+        let record = encode_entry(&prepared, &link, None);
         assert_eq!(
-            decode_entry("p-1", 7, &record).unwrap(),
-            prepared.into_stored(&link)
+            decode_entry("p-1", 7, &record, &EntryKeys::Plaintext).unwrap(),
+            prepared.clone().into_stored(&link, None)
         );
+
+        let keys = std::sync::Arc::new(crate::store::sealing::test_keys([1; 32]));
+        let random = ring::rand::SystemRandom::new();
+        let sealed = encode_entry(&prepared, &link, Some((&keys, &random)));
+        assert!(!sealed.windows(8).any(|w| w == b"LogMessa"));
+        let read = decode_entry("p-1", 7, &sealed, &EntryKeys::Keys(keys.clone())).unwrap();
+        assert_eq!(read, prepared.clone().into_stored(&link, Some(&keys)));
+        let erased = decode_entry("p-1", 7, &sealed, &EntryKeys::Erased).unwrap();
+        assert_eq!(
+            (erased.payload.len(), erased.protection, erased.entry_hash),
+            (0, Protection::Erased, link.entry_hash)
+        );
+        // Under another sequence (the record moved), the content does not open.
+        match decode_entry("p-1", 8, &sealed, &EntryKeys::Keys(keys)) {
+            Err(StoreError::Corrupt(detail)) => {
+                assert!(
+                    detail.contains("p-1/8") && detail.contains("does not decrypt"),
+                    "{detail}"
+                )
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
     }
 
     #[test]
@@ -299,9 +450,33 @@ mod tests {
             sequence: 42,
             timestamp_ms: 1_700_000_000_000,
             chain_hash: [9; 32],
+            keys: KeyState::Plaintext,
         };
         let decoded = ProcessHead::decode("p", &head.encode()).unwrap();
         assert_eq!(decoded.owners, head.owners);
+        for keys in [
+            KeyState::Wrapped(WrappedKey {
+                kek_id: "k".into(),
+                wrapped: vec![1, 2, 3],
+            }),
+            KeyState::Erased(Erasure {
+                by: "admin".into(),
+                at_ms: 5,
+            }),
+        ] {
+            let keyed = ProcessHead {
+                keys: keys.clone(),
+                owners: head.owners.clone(),
+                created_at_ms: head.created_at_ms,
+                sequence: head.sequence,
+                timestamp_ms: head.timestamp_ms,
+                chain_hash: head.chain_hash,
+            };
+            assert_eq!(
+                ProcessHead::decode("p", &keyed.encode()).unwrap().keys,
+                keys
+            );
+        }
         assert_eq!(
             (
                 decoded.created_at_ms,
@@ -316,14 +491,14 @@ mod tests {
     #[test]
     fn damaged_records_are_reported_as_corrupt() {
         let (prepared, link) = sample_entry();
-        let record = encode_entry(&prepared, &link);
+        let record = encode_entry(&prepared, &link, None);
         let truncated = &record[..record.len() - 1];
         let mut extended = record.clone();
         extended.push(0);
         let mut unknown_format = record.clone();
         unknown_format[0] = 99;
         for damaged in [truncated, &extended[..], &unknown_format[..], &[][..]] {
-            match decode_entry("p-1", 7, damaged) {
+            match decode_entry("p-1", 7, damaged, &EntryKeys::Plaintext) {
                 Err(StoreError::Corrupt(detail)) => assert!(detail.contains("p-1/7"), "{detail}"),
                 other => panic!("expected Corrupt, got {other:?}"),
             }

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::record::{encode_entry, read_head, ProcessHead};
 use super::{DOCUMENTS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
 use crate::store::chain::{self, ChainHead};
+use crate::store::sealing::{EntryKeys, Erasure, KeyState, Sealing};
 use crate::store::{now_ms, CreateOutcome, Entry, OwnerChange, PreparedEntry, StoreError};
 
 /// Most requests one write transaction takes; bounds the latency a batch adds to its first caller.
@@ -61,7 +62,10 @@ struct WriterHealth {
 impl Writer {
     /// Creates every table (read transactions fail on tables that were never created) and
     /// starts the writer thread.
-    pub(super) fn start(database: &Arc<Database>) -> Result<Self, StoreError> {
+    pub(super) fn start(
+        database: &Arc<Database>,
+        sealing: &Arc<Sealing>,
+    ) -> Result<Self, StoreError> {
         let transaction = database.begin_write()?;
         WriteTables::open(&transaction)?;
         transaction.commit()?;
@@ -73,7 +77,8 @@ impl Writer {
             .spawn({
                 let database = Arc::clone(database);
                 let health = Arc::clone(&health);
-                move || run_writer(&database, queue, &health)
+                let sealing = Arc::clone(sealing);
+                move || run_writer(&database, &sealing, queue, &health)
             })?;
         Ok(Self {
             requests: Some(requests),
@@ -120,6 +125,11 @@ impl Writer {
 
     pub(super) async fn change_owners(&self, change: OwnerChange) -> Result<Entry, StoreError> {
         self.submit(|reply| WriteRequest::ChangeOwners { change, reply })
+            .await
+    }
+
+    pub(super) async fn erase(&self, pid: String, by: String) -> Result<Erasure, StoreError> {
+        self.submit(|reply| WriteRequest::Erase { pid, by, reply })
             .await
     }
 
@@ -172,30 +182,39 @@ enum WriteRequest {
         change: OwnerChange,
         reply: oneshot::Sender<Result<Entry, StoreError>>,
     },
+    Erase {
+        pid: String,
+        by: String,
+        reply: oneshot::Sender<Result<Erasure, StoreError>>,
+    },
 }
 
 impl WriteRequest {
     fn payload_bytes(&self) -> usize {
         match self {
-            Self::Create { .. } => 0,
+            Self::Create { .. } | Self::Erase { .. } => 0,
             Self::Append { entry, .. } => entry.entry().payload.len(),
             Self::ChangeOwners { change, .. } => change.entry.entry().payload.len(),
         }
     }
 
-    fn apply(self, tables: &mut WriteTables<'_>) -> Applied {
+    fn apply(self, tables: &mut WriteTables<'_>, sealing: &Sealing) -> Applied {
         match self {
             Self::Create { pid, owners, reply } => Applied::Create {
-                result: create(tables, pid, owners),
+                result: create(tables, sealing, pid, owners),
                 reply,
             },
             Self::Append { entry, reply } => Applied::Append {
-                result: append(tables, entry),
+                result: append(tables, sealing, entry),
                 reply,
             },
             // Answered like an append: with the entry that records the change.
             Self::ChangeOwners { change, reply } => Applied::Append {
-                result: change_owners(tables, change),
+                result: change_owners(tables, sealing, change),
+                reply,
+            },
+            Self::Erase { pid, by, reply } => Applied::Erase {
+                result: erase(tables, sealing, pid, by),
                 reply,
             },
         }
@@ -208,6 +227,7 @@ impl WriteRequest {
             Self::Append { reply, .. } | Self::ChangeOwners { reply, .. } => {
                 drop(reply.send(Err(error.for_another_caller())))
             }
+            Self::Erase { reply, .. } => drop(reply.send(Err(error.for_another_caller()))),
         }
     }
 }
@@ -238,6 +258,10 @@ enum Applied {
         result: Result<Entry, Failure>,
         reply: oneshot::Sender<Result<Entry, StoreError>>,
     },
+    Erase {
+        result: Result<Erasure, Failure>,
+        reply: oneshot::Sender<Result<Erasure, StoreError>>,
+    },
 }
 
 impl Applied {
@@ -250,6 +274,10 @@ impl Applied {
             | Self::Append {
                 result: Err(Failure::Storage(error)),
                 ..
+            }
+            | Self::Erase {
+                result: Err(Failure::Storage(error)),
+                ..
             } => Some(error),
             _ => None,
         }
@@ -259,6 +287,7 @@ impl Applied {
         match self {
             Self::Create { result, reply } => drop(reply.send(result.map_err(Failure::into_error))),
             Self::Append { result, reply } => drop(reply.send(result.map_err(Failure::into_error))),
+            Self::Erase { result, reply } => drop(reply.send(result.map_err(Failure::into_error))),
         }
     }
 
@@ -271,11 +300,17 @@ impl Applied {
         match self {
             Self::Create { result, reply } => drop(reply.send(Err(own_or(result.err())))),
             Self::Append { result, reply } => drop(reply.send(Err(own_or(result.err())))),
+            Self::Erase { result, reply } => drop(reply.send(Err(own_or(result.err())))),
         }
     }
 }
 
-fn run_writer(database: &Database, mut queue: mpsc::Receiver<WriteRequest>, health: &WriterHealth) {
+fn run_writer(
+    database: &Database,
+    sealing: &Sealing,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    health: &WriterHealth,
+) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch_bytes = first.payload_bytes();
         let mut batch = vec![first];
@@ -288,13 +323,18 @@ fn run_writer(database: &Database, mut queue: mpsc::Receiver<WriteRequest>, heal
                 Err(_) => break,
             }
         }
-        write_batch(database, batch, health);
+        write_batch(database, sealing, batch, health);
     }
 }
 
 /// Writes one batch in one transaction, then records the outcome in `health` before answering
 /// the callers, so that a caller who got an answer sees the store's state after it.
-fn write_batch(database: &Database, batch: Vec<WriteRequest>, health: &WriterHealth) {
+fn write_batch(
+    database: &Database,
+    sealing: &Sealing,
+    batch: Vec<WriteRequest>,
+    health: &WriterHealth,
+) {
     let transaction = match database.begin_write() {
         Ok(transaction) => transaction,
         Err(error) => return fail_all(batch, &error.into(), health),
@@ -307,7 +347,7 @@ fn write_batch(database: &Database, batch: Vec<WriteRequest>, health: &WriterHea
     let mut unapplied = batch.into_iter();
     let mut abandoned = None;
     for request in unapplied.by_ref() {
-        let done = request.apply(&mut tables);
+        let done = request.apply(&mut tables, sealing);
         abandoned = done.storage_failure().map(StoreError::for_another_caller);
         applied.push(done);
         if abandoned.is_some() {
@@ -373,6 +413,7 @@ impl<'txn> WriteTables<'txn> {
 
 fn create(
     tables: &mut WriteTables<'_>,
+    sealing: &Sealing,
     pid: String,
     owners: BTreeSet<String>,
 ) -> Result<CreateOutcome, Failure> {
@@ -387,6 +428,7 @@ fn create(
         // The first entry is never dated before its process.
         timestamp_ms: now,
         chain_hash: chain::genesis_hash(&pid),
+        keys: sealing.new_process(&pid),
     };
     write_process(tables, &pid, &head).map_err(Failure::Storage)?;
     Ok(CreateOutcome::Created(head.process(pid)))
@@ -404,14 +446,22 @@ fn write_process(
     Ok(())
 }
 
-fn append(tables: &mut WriteTables<'_>, prepared: PreparedEntry) -> Result<Entry, Failure> {
-    let (stored, head, record) = stamp(tables, prepared).map_err(Failure::Refused)?;
+fn append(
+    tables: &mut WriteTables<'_>,
+    sealing: &Sealing,
+    prepared: PreparedEntry,
+) -> Result<Entry, Failure> {
+    let (stored, head, record) = stamp(tables, sealing, prepared).map_err(Failure::Refused)?;
     write_entry(tables, &stored, &head, &record).map_err(Failure::Storage)?;
     Ok(stored)
 }
 
 /// The entry of an owner change and the new owners, in the same transaction, both or neither.
-fn change_owners(tables: &mut WriteTables<'_>, change: OwnerChange) -> Result<Entry, Failure> {
+fn change_owners(
+    tables: &mut WriteTables<'_>,
+    sealing: &Sealing,
+    change: OwnerChange,
+) -> Result<Entry, Failure> {
     let OwnerChange {
         entry,
         previous,
@@ -424,7 +474,7 @@ fn change_owners(tables: &mut WriteTables<'_>, change: OwnerChange) -> Result<En
     if current.owners != previous {
         return Err(Failure::Refused(StoreError::OwnersChanged(pid)));
     }
-    let (stored, mut head, record) = stamp(tables, entry).map_err(Failure::Refused)?;
+    let (stored, mut head, record) = stamp(tables, sealing, entry).map_err(Failure::Refused)?;
     head.owners = owners;
     let write = |tables: &mut WriteTables<'_>| -> Result<(), StoreError> {
         write_entry(tables, &stored, &head, &record)?;
@@ -441,11 +491,17 @@ fn change_owners(tables: &mut WriteTables<'_>, change: OwnerChange) -> Result<En
 /// the entry, the process's new head and the entry's record.
 fn stamp(
     tables: &WriteTables<'_>,
+    sealing: &Sealing,
     prepared: PreparedEntry,
 ) -> Result<(Entry, ProcessHead, Vec<u8>), StoreError> {
     let pid = prepared.entry().pid.as_str();
     let mut head = read_head(&tables.processes, pid)?
         .ok_or_else(|| StoreError::UnknownProcess(pid.to_owned()))?;
+    let keys = match sealing.entry_keys(pid, &head.keys)? {
+        EntryKeys::Plaintext => None,
+        EntryKeys::Keys(keys) => Some(keys),
+        EntryKeys::Erased => return Err(erased(pid, &head.keys)),
+    };
     let document_id = prepared.entry().document_id.as_str();
     if tables.documents.get(document_id)?.is_some() {
         return Err(StoreError::DuplicateDocument(document_id.to_owned()));
@@ -454,12 +510,54 @@ fn stamp(
         sequence: head.sequence,
         chain_hash: head.chain_hash,
     };
-    let link = chain::append_link(&chain_head, head.timestamp_ms, &prepared)?;
+    let link = chain::append_link(&chain_head, head.timestamp_ms, &prepared, keys.as_deref())?;
     head.sequence = link.sequence;
     head.timestamp_ms = link.timestamp_ms;
     head.chain_hash = link.chain_hash;
-    let record = encode_entry(&prepared, &link);
-    Ok((prepared.into_stored(&link), head, record))
+    let record = encode_entry(
+        &prepared,
+        &link,
+        keys.as_deref().map(|keys| (keys, sealing.random())),
+    );
+    Ok((prepared.into_stored(&link, keys.as_deref()), head, record))
+}
+
+fn erased(pid: &str, state: &KeyState) -> StoreError {
+    match state {
+        KeyState::Erased(erasure) => StoreError::Erased {
+            pid: pid.to_owned(),
+            by: erasure.by.clone(),
+            at_ms: erasure.at_ms,
+        },
+        _ => StoreError::Corrupt(format!("process {pid} is erased and is not")),
+    }
+}
+
+/// Replaces the data key of `pid` with the record of its erasure.
+fn erase(
+    tables: &mut WriteTables<'_>,
+    sealing: &Sealing,
+    pid: String,
+    by: String,
+) -> Result<Erasure, Failure> {
+    let mut head = read_head(&tables.processes, &pid)
+        .map_err(Failure::Refused)?
+        .ok_or_else(|| Failure::Refused(StoreError::UnknownProcess(pid.clone())))?;
+    let erasure = match &head.keys {
+        KeyState::Erased(erasure) => return Ok(erasure.clone()),
+        KeyState::Plaintext => return Err(Failure::Refused(StoreError::NotErasable(pid))),
+        KeyState::Wrapped(_) => Erasure {
+            by,
+            at_ms: now_ms(),
+        },
+    };
+    head.keys = KeyState::Erased(erasure.clone());
+    tables
+        .processes
+        .insert(pid.as_str(), head.encode().as_slice())
+        .map_err(|error| Failure::Storage(error.into()))?;
+    sealing.forget(&pid);
+    Ok(erasure)
 }
 
 fn write_entry(
@@ -538,7 +636,7 @@ mod tests {
             failing: Arc::clone(&failing),
         };
         let database = redb::Builder::new().create_with_backend(disk).unwrap();
-        let store = EmbeddedStore::start(database).unwrap();
+        let store = EmbeddedStore::start(database, Arc::new(Sealing::disabled())).unwrap();
         let owners: BTreeSet<String> = ["a".to_owned()].into();
         store.create_process("p-1", &owners).await.unwrap();
         store.ping().await.unwrap();

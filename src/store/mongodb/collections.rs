@@ -13,7 +13,9 @@
 //! configured timeout ([`bounded`]), and the driver's errors are sorted into what a caller can
 //! act on ([`classify`]).
 
+use std::collections::BTreeSet;
 use std::future::{Future, IntoFuture};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -23,10 +25,13 @@ use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern,
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Serialize;
 
-use super::documents::{to_i64, to_u64, EntryDocument, Head, ProcessDocument, SequenceOnly};
+use super::documents::{
+    to_i64, to_u64, DataKeyDocument, EntryDocument, Head, ProcessDocument, SequenceOnly,
+};
 use super::{MongoConfig, WriteAcknowledgment};
 use crate::store::query::SequenceRange;
-use crate::store::{Entry, Order, StoreError, UnfitEntry};
+use crate::store::sealing::{EntryKeys, KeyState, Sealing};
+use crate::store::{Entry, Order, RewrapBatch, StoreError, UnfitEntry};
 
 pub(super) const PROCESSES: &str = "processes";
 const ENTRIES: &str = "entries";
@@ -42,6 +47,8 @@ pub(super) struct Collections {
     pub(super) timeout: Duration,
     /// As configured; commands sent with `run_command` must name it themselves.
     pub(super) write_concern: WriteConcern,
+    /// Seals new entries and opens stored ones.
+    pub(super) sealing: Arc<Sealing>,
 }
 
 impl Collections {
@@ -78,6 +85,7 @@ impl Collections {
             database,
             timeout,
             write_concern,
+            sealing: Arc::clone(&config.sealing),
         };
         collections.create_indexes().await?;
         collections.create_usage_index().await?;
@@ -154,9 +162,87 @@ impl Collections {
 
     pub(super) async fn read_head(&self, pid: &str) -> Result<Head, StoreError> {
         match self.read_process(pid).await? {
-            Some(process) => process.head.decode(pid),
+            Some(process) => Ok(process.decode()?.1),
             None => Err(StoreError::UnknownProcess(pid.to_owned())),
         }
+    }
+
+    /// The ids of the KEKs wrapping data keys, with one `$group`.
+    pub(super) async fn data_key_keks(&self) -> Result<BTreeSet<String>, StoreError> {
+        let groups: Vec<Document> = self
+            .bounded("listing the KEKs of data keys", async {
+                self.processes
+                    .aggregate([
+                        doc! { "$match": { "data_key": { "$exists": true } } },
+                        doc! { "$group": { "_id": "$data_key.kek" } },
+                    ])
+                    .max_time(self.timeout)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        groups
+            .iter()
+            .map(|group| {
+                group.get_str("_id").map(str::to_owned).map_err(|_| {
+                    StoreError::Corrupt("a process's data_key.kek is not a string".to_owned())
+                })
+            })
+            .collect()
+    }
+
+    /// See [`crate::store::ProcessStore::rewrap_data_keys`]: each key is replaced only if it is
+    /// still the one read (a compare-and-swap on the wrapped bytes), so that an erasure or
+    /// another rewrap meanwhile wins.
+    pub(super) async fn rewrap(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<RewrapBatch, StoreError> {
+        let filter = match &after {
+            Some(after) => doc! { "_id": { "$gt": after.as_str() } },
+            None => doc! {},
+        };
+        let documents: Vec<ProcessDocument> = self
+            .bounded("reading processes to rewrap", async {
+                self.processes
+                    .find(filter)
+                    .sort(doc! { "_id": 1 })
+                    .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .max_time(self.timeout)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        let mut batch = RewrapBatch {
+            examined: documents.len() as u64,
+            rewrapped: 0,
+            last_pid: documents.last().map(|document| document.pid.clone()),
+        };
+        for document in documents {
+            let (process, head) = document.decode()?;
+            let KeyState::Wrapped(key) = &head.keys else {
+                continue;
+            };
+            let Some(new_key) = self.sealing.rewrap(&process.pid, key)? else {
+                continue;
+            };
+            let old = DataKeyDocument::new(key);
+            let new = DataKeyDocument::new(&new_key);
+            let result = self
+                .bounded(
+                    "rewrapping a data key",
+                    self.processes.update_one(
+                        doc! { "_id": process.pid.as_str(), "data_key.wrapped": old.wrapped },
+                        doc! { "$set": { "data_key": { "kek": new.kek, "wrapped": new.wrapped } } },
+                    ),
+                )
+                .await?;
+            batch.rewrapped += result.modified_count;
+        }
+        Ok(batch)
     }
 
     pub(super) async fn read_entry(
@@ -176,6 +262,7 @@ impl Collections {
         range: SequenceRange,
         order: Order,
         max_bytes: usize,
+        keys: &EntryKeys,
     ) -> Result<Vec<Entry>, StoreError> {
         let direction = match order {
             Order::Asc => 1,
@@ -196,8 +283,7 @@ impl Collections {
                 let mut documents = Vec::new();
                 let mut bytes = 0usize;
                 while let Some(document) = cursor.try_next().await? {
-                    bytes =
-                        bytes.saturating_add(document.payload.bytes.len() + document.header.len());
+                    bytes = bytes.saturating_add(document.stored_bytes());
                     if bytes > max_bytes {
                         return Ok(Err(StoreError::PageTooLarge {
                             limit: max_bytes,
@@ -219,7 +305,10 @@ impl Collections {
                 range.first, range.last
             )));
         }
-        documents.into_iter().map(EntryDocument::decode).collect()
+        documents
+            .into_iter()
+            .map(|document| document.decode(keys))
+            .collect()
     }
 
     /// The sequence of the first (`direction` 1) or last (-1) entry of `pid` matching

@@ -21,6 +21,7 @@
 //! database get in each other's way.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
@@ -32,6 +33,7 @@ use super::documents::{binary, to_i64, EntryDocument, Head, ProcessDocument};
 use super::{backoff, APPEND_QUEUE};
 use crate::store::chain::{self, ChainHead, Link};
 use crate::store::owners::recorded_owners;
+use crate::store::sealing::{EntryKeys, KeyState, ProcessKeys};
 use crate::store::{Entry, PreparedEntry, StoreError};
 
 /// Metric: entries refused because their sequence number was taken by another writer.
@@ -82,6 +84,8 @@ struct Pending {
     request: AppendRequest,
     /// Rounds in which this append lost its sequence number to another writer.
     lost: u32,
+    /// The process's content keys, when it is encrypted, as the current round planned with.
+    keys: Option<Arc<ProcessKeys>>,
 }
 
 impl Pending {
@@ -100,14 +104,19 @@ impl Pending {
     }
 
     /// The entry document this append becomes as `link`.
-    fn document(&self, link: &Link) -> Result<EntryDocument, StoreError> {
-        EntryDocument::new(&self.request.prepared, link)
+    fn document(
+        &self,
+        link: &Link,
+        random: &ring::rand::SystemRandom,
+    ) -> Result<EntryDocument, StoreError> {
+        let sealing = self.keys.as_deref().map(|keys| (keys, random));
+        EntryDocument::new(&self.request.prepared, link, sealing)
     }
 
     fn acknowledge(self, link: &Link) {
         let AppendRequest { prepared, reply } = self.request;
         // The caller may have given up meanwhile; the entry is stored all the same.
-        let _ = reply.send(Ok(prepared.into_stored(link)));
+        let _ = reply.send(Ok(prepared.into_stored(link, self.keys.as_deref())));
     }
 }
 
@@ -135,13 +144,18 @@ impl Committer {
             let mut batch = vec![Pending {
                 request: first,
                 lost: 0,
+                keys: None,
             }];
             let mut bytes = batch[0].bytes();
             while batch.len() < MAX_BATCH_ENTRIES && bytes < MAX_BATCH_BYTES {
                 let Ok(request) = requests.try_recv() else {
                     break;
                 };
-                let pending = Pending { request, lost: 0 };
+                let pending = Pending {
+                    request,
+                    lost: 0,
+                    keys: None,
+                };
                 bytes += pending.bytes();
                 batch.push(pending);
             }
@@ -168,7 +182,7 @@ impl Committer {
         let mut heads: HashMap<String, Head> = HashMap::new();
         let mut planned = Vec::with_capacity(pending.len());
         let mut documents = Vec::with_capacity(pending.len());
-        for append in pending {
+        for mut append in pending {
             let Some(head) = heads
                 .get(append.pid())
                 .or_else(|| self.heads.get(append.pid()))
@@ -176,6 +190,18 @@ impl Committer {
             else {
                 // `with_known_heads` answered it already; never here.
                 continue;
+            };
+            append.keys = match self.collections.sealing.entry_keys(&head.pid, &head.keys) {
+                Ok(EntryKeys::Plaintext) => None,
+                Ok(EntryKeys::Keys(keys)) => Some(keys),
+                Ok(EntryKeys::Erased) => {
+                    append.answer(Err(erased(&head)));
+                    continue;
+                }
+                Err(error) => {
+                    append.answer(Err(error));
+                    continue;
+                }
             };
             let chain_head = ChainHead {
                 sequence: head.sequence,
@@ -185,6 +211,7 @@ impl Committer {
                 &chain_head,
                 head.timestamp_ms,
                 &append.request.prepared,
+                append.keys.as_deref(),
             ) {
                 Ok(link) => link,
                 Err(error) => {
@@ -192,7 +219,7 @@ impl Committer {
                     continue;
                 }
             };
-            match append.document(&link) {
+            match append.document(&link, self.collections.sealing.random()) {
                 Ok(document) => documents.push(document),
                 Err(error) => {
                     append.answer(Err(error));
@@ -375,6 +402,8 @@ impl Committer {
             let outcome = match current.get(&pid) {
                 None if all_moved => Ok(head_move.to),
                 Some(head) if head.sequence >= head_move.to.sequence => Ok(head.clone()),
+                // Erased meanwhile: the entries stay orphans, sealed under a destroyed key.
+                Some(head) if matches!(head.keys, KeyState::Erased(_)) => Err(erased(head)),
                 found => Err(StoreError::Corrupt(format!(
                     "process {pid} head is at sequence {} and did not move over the entries just stored up to {}",
                     found.map_or(0, |head| head.sequence),
@@ -439,10 +468,11 @@ impl Committer {
         let mut adopted = head.clone();
         // An orphaned owner change sets its owners as it is adopted (see `owners`).
         let mut owners = None;
+        let keys = self.collections.sealing.entry_keys(pid, &head.keys)?;
         for orphan in orphans {
-            let orphan = orphan.decode()?;
+            let orphan = orphan.decode(&keys)?;
             let verifies = orphan.sequence == adopted.sequence + 1
-                && chain::entry_hash(&orphan) == orphan.entry_hash
+                && chain::entry_hash(&orphan) == Some(orphan.entry_hash)
                 && chain::chain_hash(&adopted.chain_hash, &orphan.entry_hash) == orphan.chain_hash
                 && orphan.timestamp_ms >= adopted.timestamp_ms;
             if !verifies && adopted == head {
@@ -462,6 +492,7 @@ impl Committer {
                 sequence: orphan.sequence,
                 chain_hash: orphan.chain_hash,
                 timestamp_ms: orphan.timestamp_ms,
+                keys: head.keys.clone(),
             };
         }
         if adopted == head {
@@ -497,7 +528,20 @@ impl Head {
             sequence: link.sequence,
             chain_hash: link.chain_hash,
             timestamp_ms: link.timestamp_ms,
+            keys: self.keys.clone(),
         }
+    }
+}
+
+/// What an append to the erased process of `head` gets.
+pub(super) fn erased(head: &Head) -> StoreError {
+    match &head.keys {
+        KeyState::Erased(erasure) => StoreError::Erased {
+            pid: head.pid.clone(),
+            by: erasure.by.clone(),
+            at_ms: erasure.at_ms,
+        },
+        _ => StoreError::Corrupt(format!("process {} is erased and is not", head.pid)),
     }
 }
 
@@ -568,6 +612,8 @@ impl Collections {
                 "_id": from.pid.as_str(),
                 "head.sequence": to_i64(from.sequence)?,
                 "head.chain_hash": binary(from.chain_hash.to_vec()),
+                // An erased process takes no more entries, whatever a writer remembered.
+                "erasure": { "$exists": false },
             });
             pids.push(Bson::String(from.pid.clone()));
             heads.push(Bson::Document(doc! {

@@ -104,7 +104,7 @@ mod usage;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -114,13 +114,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain;
 use super::query::{self, SequenceRange};
+use super::sealing::{EntryKeys, Erasure, KeyState, Sealing};
 use super::{
     now_ms, CreateOutcome, Entry, Order, OwnerChange, Page, PageQuery, PreparedEntry, Process,
-    ProcessInfo, ProcessStore, StoreError,
+    ProcessInfo, ProcessStore, RewrapBatch, StoreError,
 };
 use collections::{Collections, Insert};
 use committer::AppendRequest;
-use documents::{binary, to_u64, HeadDocument, PidOnly, ProcessDocument};
+use documents::{binary, to_u64, DataKeyDocument, HeadDocument, PidOnly, ProcessDocument};
 
 /// The first retry waits up to this long; each further one up to twice as long as the last.
 const FIRST_BACKOFF: Duration = Duration::from_millis(2);
@@ -164,6 +165,8 @@ pub struct MongoConfig {
     /// creation its process created but not yet readable) before it gives up with
     /// [`StoreError::Conflict`]. At least 1.
     pub max_append_attempts: u32,
+    /// Encryption of new processes, and the keys to read encrypted ones (off by default).
+    pub(crate) sealing: Arc<Sealing>,
 }
 
 impl MongoConfig {
@@ -176,6 +179,16 @@ impl MongoConfig {
             write_acknowledgment: WriteAcknowledgment::Majority,
             journal: true,
             max_append_attempts: 64,
+            sealing: Arc::new(Sealing::disabled()),
+        }
+    }
+
+    /// The same configuration, encrypting new processes and reading encrypted ones with
+    /// `sealing`.
+    pub fn with_sealing(self, sealing: Sealing) -> Self {
+        Self {
+            sealing: Arc::new(sealing),
+            ..self
         }
     }
 }
@@ -213,6 +226,10 @@ impl MongoStore {
         owners: &BTreeSet<String>,
     ) -> Result<CreateOutcome, StoreError> {
         let now = now_ms();
+        let data_key = match self.collections.sealing.new_process(pid) {
+            KeyState::Wrapped(key) => Some(DataKeyDocument::new(&key)),
+            _ => None,
+        };
         let document = ProcessDocument {
             pid: pid.to_owned(),
             owners: owners.iter().cloned().collect(),
@@ -223,6 +240,8 @@ impl MongoStore {
                 // The first entry is never dated before its process.
                 timestamp: DateTime::from_millis(now),
             },
+            data_key,
+            erasure: None,
         };
         let collections = &self.collections;
         for attempt in 1..=self.max_attempts {
@@ -297,7 +316,7 @@ impl MongoStore {
         };
         // An entry the head does not cover is not in the log yet.
         let head = match collections.read_process(pid).await? {
-            Some(process) => process.head.decode(pid)?,
+            Some(process) => process.decode()?.1,
             None => {
                 return Err(StoreError::Corrupt(format!(
                     "entry {document_id} belongs to process {pid}, which does not exist"
@@ -307,7 +326,50 @@ impl MongoStore {
         if to_u64(found.sequence)? > head.sequence {
             return Ok(None);
         }
-        found.decode().map(Some)
+        found.decode(&self.entry_keys(&head)?).map(Some)
+    }
+
+    fn entry_keys(&self, head: &documents::Head) -> Result<EntryKeys, StoreError> {
+        self.collections.sealing.entry_keys(&head.pid, &head.keys)
+    }
+
+    async fn erase_process(&self, pid: &str, by: &str) -> Result<Erasure, StoreError> {
+        let collections = &self.collections;
+        let erasure = Erasure {
+            by: by.to_owned(),
+            at_ms: now_ms(),
+        };
+        // One update: the key goes and the erasure is recorded together, or neither.
+        let result = collections
+            .bounded(
+                "erasing a process",
+                collections.processes.update_one(
+                    doc! { "_id": pid, "data_key": { "$exists": true } },
+                    doc! {
+                        "$unset": { "data_key": "" },
+                        "$set": { "erasure": {
+                            "by": by,
+                            "at": DateTime::from_millis(erasure.at_ms),
+                        } },
+                    },
+                ),
+            )
+            .await?;
+        self.forget_process(pid);
+        collections.sealing.forget(pid);
+        if result.matched_count == 1 {
+            return Ok(erasure);
+        }
+        let Some(document) = collections.read_process(pid).await? else {
+            return Err(StoreError::UnknownProcess(pid.to_owned()));
+        };
+        match document.decode()?.1.keys {
+            KeyState::Erased(first) => Ok(first),
+            KeyState::Plaintext => Err(StoreError::NotErasable(pid.to_owned())),
+            KeyState::Wrapped(_) => Err(StoreError::Conflict(format!(
+                "process {pid} changed while it was being erased; erase it again"
+            ))),
+        }
     }
 
     async fn page(&self, query: &PageQuery) -> Result<Page, StoreError> {
@@ -349,8 +411,9 @@ impl MongoStore {
         };
         let entries = match matched.page(query.page, query.size, query.order) {
             Some(window) => {
+                let keys = self.entry_keys(&head)?;
                 collections
-                    .read_run(pid, window, query.order, query.max_bytes)
+                    .read_run(pid, window, query.order, query.max_bytes, &keys)
                     .await?
             }
             None => Vec::new(),
@@ -374,8 +437,9 @@ impl MongoStore {
         };
         match SequenceRange::new(from_sequence.max(1), last) {
             Some(range) => {
+                let keys = self.entry_keys(&head)?;
                 self.collections
-                    .read_run(pid, range, Order::Asc, usize::MAX)
+                    .read_run(pid, range, Order::Asc, usize::MAX, &keys)
                     .await
             }
             None => Ok(Vec::new()),
@@ -459,6 +523,27 @@ impl ProcessStore for MongoStore {
     ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
         let pid = pid.to_owned();
         Box::pin(async move { self.run_from(&pid, from_sequence, limit).await })
+    }
+
+    fn erase(&self, pid: &str, by: &str) -> BoxFuture<'_, Result<Erasure, StoreError>> {
+        let pid = pid.to_owned();
+        let by = by.to_owned();
+        Box::pin(async move { self.erase_process(&pid, &by).await })
+    }
+
+    fn data_key_keks(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StoreError>> {
+        Box::pin(self.collections.data_key_keks())
+    }
+
+    fn rewrap_data_keys(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RewrapBatch, StoreError>> {
+        Box::pin(async move {
+            let batch = self.collections.rewrap(after, limit.max(1)).await?;
+            Ok(batch)
+        })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

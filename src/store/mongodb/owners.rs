@@ -22,9 +22,11 @@ use std::collections::BTreeSet;
 use mongodb::bson::{doc, DateTime};
 
 use super::collections::{Collections, Insert};
+use super::committer::erased;
 use super::documents::{binary, to_i64, EntryDocument, Head};
 use super::{backoff, MongoStore};
 use crate::store::chain::{self, ChainHead};
+use crate::store::sealing::EntryKeys;
 use crate::store::{Entry, OwnerChange, ProcessInfo, StoreError};
 
 impl MongoStore {
@@ -57,8 +59,21 @@ impl MongoStore {
                 sequence: head.sequence,
                 chain_hash: head.chain_hash,
             };
-            let link = chain::append_link(&chain_head, head.timestamp_ms, &change.entry)?;
-            let entry = EntryDocument::new(&change.entry, &link)?;
+            let keys = match collections.sealing.entry_keys(&pid, &head.keys)? {
+                EntryKeys::Plaintext => None,
+                EntryKeys::Keys(keys) => Some(keys),
+                EntryKeys::Erased => return Err(erased(&head)),
+            };
+            let link = chain::append_link(
+                &chain_head,
+                head.timestamp_ms,
+                &change.entry,
+                keys.as_deref(),
+            )?;
+            let sealing = keys
+                .as_deref()
+                .map(|keys| (keys, collections.sealing.random()));
+            let entry = EntryDocument::new(&change.entry, &link, sealing)?;
             let stored = match collections.insert(&collections.entries, &entry).await? {
                 Insert::Done => true,
                 Insert::DuplicateKey => collections.is_own(&entry).await?,
@@ -73,6 +88,7 @@ impl MongoStore {
                 sequence: link.sequence,
                 chain_hash: link.chain_hash,
                 timestamp_ms: link.timestamp_ms,
+                keys: head.keys.clone(),
             };
             if !collections
                 .swap_head_and_owners(&head, &to, &change.owners)
@@ -88,7 +104,7 @@ impl MongoStore {
                 }
             }
             self.forget_process(&pid);
-            return Ok(change.entry.into_stored(&link));
+            return Ok(change.entry.into_stored(&link, keys.as_deref()));
         }
         Err(StoreError::Conflict(format!(
             "gave up changing the owners of process {pid} after {} attempts: other writers kept taking the next sequence number",
@@ -110,6 +126,7 @@ impl Collections {
             "_id": from.pid.as_str(),
             "head.sequence": to_i64(from.sequence)?,
             "head.chain_hash": binary(from.chain_hash.to_vec()),
+            "erasure": { "$exists": false },
         };
         let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
         let update = doc! { "$set": {

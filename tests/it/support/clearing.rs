@@ -241,6 +241,7 @@ pub fn clearing_house_with_quotas(
         max_reply: limits.max_reply,
         quotas,
         limits: limits.request,
+        admins: Default::default(),
     })
 }
 

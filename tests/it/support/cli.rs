@@ -354,3 +354,16 @@ pub async fn library_client(server: &str, pki: &Path, name: &str) -> ClearingHou
         Duration::from_secs(30),
     )
 }
+
+/// The encryption `serve` in `dir` uses in development mode: the KEK it generated beside the
+/// development PKI, so that a test can open the store it wrote.
+pub fn dev_sealing(dir: &Path) -> clearinghouse::store::Sealing {
+    use clearinghouse::store::sealing::{KekFile, Keyring};
+    let keyring = Keyring::load(&[KekFile {
+        id: "development".into(),
+        file: dir.join("data/dev-pki/store-kek.hex"),
+        active: true,
+    }])
+    .unwrap();
+    clearinghouse::store::Sealing::with_keyring(keyring)
+}

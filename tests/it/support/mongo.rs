@@ -58,6 +58,12 @@ impl TestDatabase {
         Arc::new(MongoStore::connect(self.config()).await.unwrap())
     }
 
+    /// [`Self::instance`], encrypting and decrypting with `sealing`.
+    pub async fn instance_with(&self, sealing: clearinghouse::store::Sealing) -> Arc<MongoStore> {
+        let config = self.config().with_sealing(sealing);
+        Arc::new(MongoStore::connect(config).await.unwrap())
+    }
+
     /// The database as an operator (or an intruder) sees it, past the store.
     pub async fn raw(&self) -> mongodb::Database {
         mongodb::Client::with_uri_str(&self.uri)

@@ -2412,10 +2412,10 @@ async fn run_scaleout(args: ScaleoutArgs) -> Result<()> {
     let store = MongoStore::connect(MongoConfig::new(uri.clone(), database.clone())).await?;
     let mut entries = 0;
     for pid in &pids {
-        let head = clearinghouse::audit::verify_store(&store, pid)
+        let verified = clearinghouse::audit::verify_store(&store, pid)
             .await
             .with_context(|| format!("the chain of {pid} does not verify"))?;
-        entries += head.sequence;
+        entries += verified.head.sequence;
     }
     drop(store);
     mongodb::Client::with_uri_str(&uri)

@@ -6,6 +6,8 @@
 //! - [`ids`]: the IDS message layer: request headers and `ch-ids-*` parameters in, reply headers,
 //!   rejections and query documents out.
 //! - [`store`]: processes and their hash-chained entries, embedded (redb) or on MongoDB.
+//! - [`understand`]: DSP and IDS messages recognised in entries, and each process's transfers and
+//!   contracts as both parties recorded them (a derived, reproducible view).
 //! - [`receipt`]: receipts signed as JWTs, and the JWKS that lets anyone verify them offline.
 //! - [`clearing`]: the clearing house: one handler per message type, authorization, receipts.
 //! - [`client`]: the clearing-house client used by the CLI, the tests and the load generator.
@@ -44,3 +46,4 @@ pub mod idscp2;
 mod ops;
 pub mod receipt;
 pub mod store;
+pub mod understand;

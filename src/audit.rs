@@ -4,7 +4,9 @@
 //! An export is JSON Lines, one entry per line in sequence order, with every field the hashes
 //! cover (payload in standard base64, hashes in lowercase hex), so that anyone holding an export
 //! and the JWKS can recompute every entry hash and chain hash (see [`crate::store::chain`]) and
-//! check them against the receipts they were given.
+//! check them against the receipts they were given. The same entries give the view of the
+//! process that the clearing house answers `ch-ids-view` queries with ([`view_of_export`]), so
+//! an auditor can rebuild it offline and compare.
 
 use std::io::{BufRead, Write};
 
@@ -16,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::receipt::{Jwks, ReceiptClaims, ReceiptError};
 use crate::store::chain::{verify_chain, ChainError, ChainHead, ChainVerifier};
 use crate::store::{Entry, ProcessStore, StoreError};
+use crate::understand::ProcessView;
 
 /// Entries fetched from the store per round trip while exporting or verifying.
 const BATCH: usize = 1000;
@@ -154,6 +157,16 @@ pub fn read_export(input: impl BufRead) -> impl Iterator<Item = Result<Entry, Au
 pub fn verify_export(pid: &str, input: impl BufRead) -> Result<ChainHead, AuditError> {
     let entries: Vec<Entry> = read_export(input).collect::<Result<_, _>>()?;
     Ok(verify_chain(pid, entries)?)
+}
+
+/// The view of the process an export holds, folded entry by entry as the clearing house folds
+/// them (one entry in memory at a time, besides the view).
+pub fn view_of_export(input: impl BufRead) -> Result<ProcessView, AuditError> {
+    let mut view = ProcessView::default();
+    for entry in read_export(input) {
+        view.apply(&entry?);
+    }
+    Ok(view)
 }
 
 /// Verifies the chain of `pid` straight from the store, in bounded batches.

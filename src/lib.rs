@@ -33,7 +33,7 @@
 //! - checking what it wrote: [`audit`], [`store::chain`], [`receipt::Jwks`];
 //! - setting things up: [`devpki`], and the [`config`] sections the tests set in code;
 //! - what the benchmarks time: the hot paths in [`ids`], [`clearing::Offload`],
-//!   [`clearing::Quotas`].
+//!   [`clearing::Quotas`], [`clearing::current_view`].
 
 pub mod audit;
 pub mod clearing;

@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use crate::ids::MessageType;
 use crate::store::{
     CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
-    ProcessStore, StoreError,
+    ProcessStore, SavedView, StoreError,
 };
 
 pub(super) fn message_type(message_type: &MessageType) -> &'static str {
@@ -113,5 +113,13 @@ impl ProcessStore for MeteredStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         timed("ping", self.0.ping())
+    }
+
+    fn saved_view(&self, pid: &str) -> BoxFuture<'_, Result<Option<SavedView>, StoreError>> {
+        timed("saved_view", self.0.saved_view(pid))
+    }
+
+    fn save_view(&self, pid: &str, view: SavedView) -> BoxFuture<'_, Result<(), StoreError>> {
+        timed("save_view", self.0.save_view(pid, view))
     }
 }

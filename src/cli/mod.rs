@@ -14,6 +14,7 @@ pub mod report;
 mod serve;
 pub(crate) mod setup;
 mod verify;
+mod view_table;
 mod whoami;
 
 use std::path::PathBuf;

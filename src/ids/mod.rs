@@ -38,7 +38,7 @@ pub use header::{HeaderError, MessageType, RequestHeader};
 pub(crate) use infomodel::{compact_json, rfc3339_ms};
 pub use jsonld::DuplicateProperty;
 pub(crate) use owner::check_owner_id;
-pub use params::{ChParams, QueryParams, SortOrder};
+pub use params::{ChParams, QueryParams, SortOrder, ViewKind, DIRECTION_PROPERTY};
 pub use pid::Pid;
 pub use rejection::{Rejection, RejectionReason};
 pub(crate) use reply::{

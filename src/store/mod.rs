@@ -14,6 +14,8 @@
 //!   (compare-and-swap on each process head, majority and journaled writes).
 //! - `owners`: owner changes, which are entries of their process's chain as well.
 //! - `usage`: per-connector usage counters behind the quotas, kept by both backends.
+//! - `views`: derived views of a process (its transfers and contracts), saved so that a query
+//!   folds only the entries that arrived since.
 //!
 //! Backends never see tokens or decide who may do what: callers strip the security tokens from
 //! the header and check ownership before they ask.
@@ -30,12 +32,14 @@ pub(crate) mod mongodb;
 mod owners;
 mod query;
 pub(crate) mod usage;
+mod views;
 
 pub use embedded::EmbeddedStore;
 pub use entry::{NewEntry, PreparedEntry};
 pub use mongodb::{MongoConfig, MongoStore};
 pub use owners::{OwnerChange, OWNER_CHANGE_PAYLOAD_TYPE};
 pub use usage::{Usage, UsageStore};
+pub use views::SavedView;
 
 /// Now, in UTC milliseconds: the clock every backend stamps entries and processes with.
 pub(crate) fn now_ms() -> i64 {
@@ -277,4 +281,11 @@ pub trait ProcessStore: Send + Sync + 'static {
 
     /// Succeeds when the backend can serve reads and writes (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The view of `pid` saved last (see `views`), if any.
+    fn saved_view(&self, pid: &str) -> BoxFuture<'_, Result<Option<SavedView>, StoreError>>;
+
+    /// Saves `view` for `pid` unless the saved one reaches as far or further. Not durable by
+    /// itself (a view is derived; a lost one is folded again).
+    fn save_view(&self, pid: &str, view: SavedView) -> BoxFuture<'_, Result<(), StoreError>>;
 }

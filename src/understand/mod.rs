@@ -32,11 +32,10 @@ mod view;
 pub use dsp::{TransferMessage, TransferMessageKind};
 pub use ids_message::IdsMessage;
 pub use node::{MAX_MEMBERS, MAX_MEMBER_BYTES, MAX_RECOGNIZED_BYTES, MAX_TEXT_CHARS};
-pub use render::{ViewKind, ViewPage};
+pub use render::ViewPage;
 pub use transition::{sender, transition, Side, TransferState, Transition};
 pub use view::{
-    Direction, ProcessView, DIRECTION_HEADER, MAX_CONTRACTS, MAX_EVENTS, MAX_FINDINGS, MAX_PARTIES,
-    MAX_TRANSFERS,
+    Direction, ProcessView, MAX_CONTRACTS, MAX_EVENTS, MAX_FINDINGS, MAX_PARTIES, MAX_TRANSFERS,
 };
 
 /// A message recognised in a payload.

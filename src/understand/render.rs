@@ -19,33 +19,7 @@ use time::OffsetDateTime;
 
 use super::dsp::TransferMessageKind;
 use super::view::{Contract, Finding, ProcessView, Transfer};
-use crate::ids::rfc3339_ms;
-
-/// Which part of a process's view a query asks for (`ch-ids-view`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ViewKind {
-    /// `transfers`: the DSP transfer processes.
-    Transfers,
-    /// `contracts`: the agreements and what was requested under them.
-    Contracts,
-}
-
-impl ViewKind {
-    /// The `ch-ids-view` value.
-    pub fn name(self) -> &'static str {
-        match self {
-            ViewKind::Transfers => "transfers",
-            ViewKind::Contracts => "contracts",
-        }
-    }
-
-    /// The view a `ch-ids-view` value names.
-    pub fn parse(name: &str) -> Option<Self> {
-        [ViewKind::Transfers, ViewKind::Contracts]
-            .into_iter()
-            .find(|kind| kind.name() == name)
-    }
-}
+use crate::ids::{rfc3339_ms, ViewKind};
 
 /// One page of a view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //!
 //! Both parties' stories: each identity that logs a transfer message has its own record of the
 //! transfer (side and state). Logging a message claims to have *sent* it, unless the entry says
-//! it records a message *received* ([`DIRECTION_HEADER`] in the stored header). A message only
+//! it records a message *received* ([`DIRECTION_PROPERTY`] in the stored header). A message only
 //! one side sends (a request: the consumer; a start: the provider) fixes the logger's side the
 //! first time; a later claim of the other side, or of a side another identity holds, is a
 //! wrong-side finding and does not move the record. See [`super::transition`] for the states.
@@ -25,11 +25,9 @@ use super::dsp::{TransferMessage, TransferMessageKind};
 use super::ids_message::IdsMessage;
 use super::transition::{sender, transition, Side, TransferState, Transition};
 use super::{recognize, Recognized};
+use crate::ids::DIRECTION_PROPERTY;
 use crate::store::Entry;
 
-/// The header property that says a logged message was received, not sent:
-/// `"ch-ids-direction": "received"` (set from the LogMessage's `ch-ids-direction` parameter).
-pub const DIRECTION_HEADER: &str = "ch-ids-direction";
 /// Transfers one process's view keeps.
 pub const MAX_TRANSFERS: usize = 20_000;
 /// Contracts one process's view keeps.
@@ -57,7 +55,7 @@ impl Direction {
     /// The direction an entry's stored header declares.
     pub fn of_header(header: &serde_json::Value) -> Self {
         match header
-            .get(DIRECTION_HEADER)
+            .get(DIRECTION_PROPERTY)
             .and_then(serde_json::Value::as_str)
         {
             Some("received") => Direction::Received,
@@ -460,5 +458,170 @@ impl Transfer {
                 from: record.state,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::ids::ViewKind;
+    use crate::understand::ViewPage;
+
+    const CONSUMER: &str = "consumer-id";
+    const PROVIDER: &str = "provider-id";
+
+    /// Folds messages logged as `(logger, received, payload)`, in order.
+    fn fold(messages: &[(&str, bool, Value)]) -> ProcessView {
+        let mut view = ProcessView::default();
+        for (index, (client_id, received, payload)) in messages.iter().enumerate() {
+            let mut header = json!({"@type": "ids:LogMessage"});
+            if *received {
+                header[DIRECTION_PROPERTY] = Value::from("received");
+            }
+            view.apply(&Entry {
+                pid: "p".into(),
+                sequence: index as u64 + 1,
+                document_id: format!("d{index}"),
+                timestamp_ms: 1_000 + index as i64,
+                client_id: (*client_id).into(),
+                header,
+                payload: Bytes::from(payload.to_string()),
+                payload_type: "application/json".into(),
+                entry_hash: [0; 32],
+                chain_hash: [0; 32],
+            });
+        }
+        view
+    }
+
+    fn message(kind: &str, consumer_pid: &str) -> Value {
+        json!({"@type": format!("dspace:{kind}"), "dspace:consumerPid": consumer_pid,
+               "dspace:providerPid": "urn:p"})
+    }
+
+    fn transfers(view: &ProcessView) -> Value {
+        view.render(ViewPage {
+            kind: ViewKind::Transfers,
+            page: 1,
+            size: 100,
+        })
+    }
+
+    #[test]
+    fn each_party_keeps_its_own_record() {
+        let view = fold(&[
+            (CONSUMER, false, message("TransferRequestMessage", "c1")),
+            (PROVIDER, true, message("TransferRequestMessage", "c1")),
+            (PROVIDER, false, message("TransferStartMessage", "c1")),
+        ]);
+        let transfer = &transfers(&view)["transfers"][0];
+        // The consumer has not logged the start yet: the records differ.
+        assert_eq!(transfer["state"], Value::Null);
+        assert_eq!(transfer["parties"][0]["state"], "REQUESTED");
+        assert_eq!(transfer["parties"][1]["state"], "STARTED");
+        assert_eq!(transfer["parties"][1]["side"], "provider");
+        assert_eq!(transfer["findings"], json!([]));
+    }
+
+    #[test]
+    fn two_identities_claiming_one_side_is_a_wrong_side() {
+        let view = fold(&[
+            (CONSUMER, false, message("TransferRequestMessage", "c1")),
+            (PROVIDER, false, message("TransferRequestMessage", "c1")),
+        ]);
+        let transfer = &transfers(&view)["transfers"][0];
+        assert_eq!(transfer["findings"][0]["kind"], "wrong_side");
+        let detail = transfer["findings"][0]["detail"].as_str().unwrap();
+        assert!(detail.contains(CONSUMER), "{detail}");
+    }
+
+    #[test]
+    fn a_transition_without_a_request_is_illegal() {
+        let view = fold(&[(PROVIDER, false, message("TransferStartMessage", "c1"))]);
+        let finding = &transfers(&view)["transfers"][0]["findings"][0];
+        assert_eq!(finding["kind"], "illegal_transition");
+        assert_eq!(
+            finding["detail"],
+            "TransferStartMessage is not allowed in state (no request)"
+        );
+    }
+
+    #[test]
+    fn entries_out_of_order_are_not_folded() {
+        let mut view = fold(&[(CONSUMER, false, message("TransferRequestMessage", "c1"))]);
+        let before = view.clone();
+        let mut again = Entry {
+            pid: "p".into(),
+            sequence: 1,
+            document_id: "d".into(),
+            timestamp_ms: 0,
+            client_id: CONSUMER.into(),
+            header: json!({}),
+            payload: Bytes::from(message("TransferRequestMessage", "c1").to_string()),
+            payload_type: String::new(),
+            entry_hash: [0; 32],
+            chain_hash: [0; 32],
+        };
+        view.apply(&again);
+        again.sequence = 3;
+        view.apply(&again);
+        assert_eq!(view, before);
+    }
+
+    #[test]
+    fn bounds_count_what_does_not_fit() {
+        let mut messages = vec![(CONSUMER, false, message("TransferRequestMessage", "c1"))];
+        messages.extend((0..MAX_EVENTS + 3).map(|_| {
+            (
+                CONSUMER,
+                false,
+                json!({"@type": "dspace:TransferError", "dspace:consumerPid": "c1"}),
+            )
+        }));
+        messages.push((CONSUMER, false, json!({"@type": "dspace:TransferError"})));
+        let view = fold(&messages);
+        let transfer = &view.transfers["c1"];
+        assert_eq!(transfer.timeline.len(), MAX_EVENTS);
+        assert_eq!(transfer.omitted_events, 4);
+        assert_eq!(view.unplaced, 1, "no consumerPid");
+
+        let mut view = ProcessView::default();
+        for n in 0..=MAX_TRANSFERS {
+            view.entries_seen = n as u64;
+            view.apply(&Entry {
+                pid: "p".into(),
+                sequence: n as u64 + 1,
+                document_id: String::new(),
+                timestamp_ms: 0,
+                client_id: CONSUMER.into(),
+                header: json!({}),
+                payload: Bytes::from(
+                    message("TransferRequestMessage", &format!("c{n}")).to_string(),
+                ),
+                payload_type: String::new(),
+                entry_hash: [0; 32],
+                chain_hash: [0; 32],
+            });
+        }
+        assert_eq!(view.transfers.len(), MAX_TRANSFERS);
+        assert_eq!(view.unplaced, 1);
+    }
+
+    #[test]
+    fn a_view_decodes_to_itself() {
+        let view = fold(&[
+            (CONSUMER, false, message("TransferRequestMessage", "c1")),
+            (PROVIDER, false, message("TransferStartMessage", "c1")),
+            (
+                CONSUMER,
+                false,
+                json!({"@type": "ids:ArtifactRequestMessage", "ids:transferContract": "urn:a"}),
+            ),
+        ]);
+        assert_eq!(ProcessView::decode(&view.encode()), Some(view));
+        assert_eq!(ProcessView::decode(b"not a view"), None);
     }
 }

@@ -11,7 +11,8 @@
 //! - `documents`: the process and entry documents, and how they encode and decode;
 //! - `collections`: connecting, the indexes, and every bounded read and write;
 //! - `committer`: the task that runs the append protocol for one instance;
-//! - `usage`: the quota counters.
+//! - `usage`: the quota counters;
+//! - `views`: the saved views of processes (collection `views`).
 //!
 //! # Appending
 //!
@@ -100,6 +101,7 @@ mod committer;
 mod documents;
 mod owners;
 mod usage;
+mod views;
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -116,7 +118,7 @@ use super::chain;
 use super::query::{self, SequenceRange};
 use super::{
     now_ms, CreateOutcome, Entry, Order, OwnerChange, Page, PageQuery, PreparedEntry, Process,
-    ProcessInfo, ProcessStore, StoreError,
+    ProcessInfo, ProcessStore, SavedView, StoreError,
 };
 use collections::{Collections, Insert};
 use committer::AppendRequest;
@@ -459,6 +461,16 @@ impl ProcessStore for MongoStore {
     ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
         let pid = pid.to_owned();
         Box::pin(async move { self.run_from(&pid, from_sequence, limit).await })
+    }
+
+    fn saved_view(&self, pid: &str) -> BoxFuture<'_, Result<Option<SavedView>, StoreError>> {
+        let pid = pid.to_owned();
+        Box::pin(async move { self.read_saved_view(&pid).await })
+    }
+
+    fn save_view(&self, pid: &str, view: SavedView) -> BoxFuture<'_, Result<(), StoreError>> {
+        let pid = pid.to_owned();
+        Box::pin(async move { self.write_saved_view(&pid, view).await })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -39,10 +39,7 @@ impl ProcessView {
             ViewKind::Transfers => {
                 let mut transfers: Vec<(&String, &Transfer)> = self.transfers.iter().collect();
                 transfers.sort_by_key(|(_, t)| t.first);
-                let findings: usize = transfers
-                    .iter()
-                    .map(|(_, t)| self.findings_of(t).len())
-                    .sum();
+                let findings: usize = transfers.iter().map(|(_, t)| self.count_findings(t)).sum();
                 let rows = paged(&transfers, page)
                     .iter()
                     .map(|(consumer_pid, transfer)| self.transfer_json(consumer_pid, transfer))
@@ -127,6 +124,33 @@ impl ProcessView {
         })
     }
 
+    /// How many findings [`Self::findings_of`] gives, without writing them.
+    fn count_findings(&self, transfer: &Transfer) -> usize {
+        transfer.findings.len()
+            + usize::from(self.has_unmatched_completion(transfer).is_some())
+            + usize::from(self.has_unknown_agreement(transfer).is_some())
+    }
+
+    /// The one completion of a transfer in which only one party logged one.
+    fn has_unmatched_completion(&self, transfer: &Transfer) -> Option<(u64, u32)> {
+        let mut completions = transfer
+            .records
+            .iter()
+            .filter_map(|r| Some((r.completion?, r.party)));
+        let first = completions.next()?;
+        completions.next().is_none().then_some(first)
+    }
+
+    /// The agreement a transfer refers to, when no entry recorded it.
+    fn has_unknown_agreement<'t>(&self, transfer: &'t Transfer) -> Option<&'t String> {
+        let agreement_id = transfer.agreement_id.as_ref()?;
+        let recorded = self
+            .contracts
+            .get(agreement_id)
+            .is_some_and(|c| c.agreed.is_some());
+        (!recorded).then_some(agreement_id)
+    }
+
     /// The transfer's findings: those found while folding, and those that need the whole
     /// process.
     fn findings_of(&self, transfer: &Transfer) -> Vec<Value> {
@@ -135,32 +159,21 @@ impl ProcessView {
             .iter()
             .map(|finding| self.finding_json(finding))
             .collect();
-        let completions: Vec<_> = transfer
-            .records
-            .iter()
-            .filter_map(|r| Some((r.completion?, r.party)))
-            .collect();
-        if let [(sequence, party)] = completions.as_slice() {
+        if let Some((sequence, party)) = self.has_unmatched_completion(transfer) {
             findings.push(json!({
                 "kind": "unmatched_completion",
                 "sequence": sequence,
-                "logged_by": self.client(*party),
+                "logged_by": self.client(party),
                 "detail": "a completion logged by one party with no matching record from the other",
             }));
         }
-        if let Some(agreement_id) = &transfer.agreement_id {
-            let recorded = self
-                .contracts
-                .get(agreement_id)
-                .is_some_and(|c| c.agreed.is_some());
-            if !recorded {
-                findings.push(json!({
-                    "kind": "unknown_agreement",
-                    "sequence": transfer.first,
-                    "agreement_id": agreement_id,
-                    "detail": format!("the transfer refers to agreement {agreement_id}, which no entry of the process recorded"),
-                }));
-            }
+        if let Some(agreement_id) = self.has_unknown_agreement(transfer) {
+            findings.push(json!({
+                "kind": "unknown_agreement",
+                "sequence": transfer.first,
+                "agreement_id": agreement_id,
+                "detail": format!("the transfer refers to agreement {agreement_id}, which no entry of the process recorded"),
+            }));
         }
         findings
     }

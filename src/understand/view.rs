@@ -224,6 +224,14 @@ impl ProcessView {
         self.entries_seen
     }
 
+    /// How many records the view holds (transfers, contracts and their events): a measure of
+    /// its memory, about 100 bytes each.
+    pub fn records(&self) -> usize {
+        let transfers: usize = self.transfers.values().map(|t| 1 + t.timeline.len()).sum();
+        let contracts: usize = self.contracts.values().map(|c| 1 + c.messages.len()).sum();
+        transfers + contracts
+    }
+
     /// Folds in `entry`, which must be the entry after [`Self::entries_seen`] (others are
     /// ignored, so that folding a batch twice changes nothing).
     pub fn apply(&mut self, entry: &Entry) {

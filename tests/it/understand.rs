@@ -601,3 +601,35 @@ async fn offline_rebuild_equals_the_live_view() {
     ));
     assert!(offline_table.contains("wrong_side"), "{offline_table}");
 }
+
+/// Both stores keep the saved view that reaches furthest, whatever order saves arrive in.
+async fn saved_views_keep_the_furthest(store: Arc<dyn clearinghouse::store::ProcessStore>) {
+    use clearinghouse::store::SavedView;
+    let view = |entries_seen: u64| SavedView {
+        entries_seen,
+        bytes: format!("view at {entries_seen}").into_bytes(),
+    };
+    assert_eq!(store.saved_view("p-views").await.unwrap(), None);
+    store.save_view("p-views", view(5)).await.unwrap();
+    assert_eq!(store.saved_view("p-views").await.unwrap(), Some(view(5)));
+    store.save_view("p-views", view(3)).await.unwrap();
+    store.save_view("p-views", view(5)).await.unwrap();
+    assert_eq!(store.saved_view("p-views").await.unwrap(), Some(view(5)));
+    store.save_view("p-views", view(9)).await.unwrap();
+    assert_eq!(store.saved_view("p-views").await.unwrap(), Some(view(9)));
+    assert_eq!(store.saved_view("p-other").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn saved_views_in_both_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded =
+        clearinghouse::store::EmbeddedStore::open(dir.path().join("views.redb")).unwrap();
+    saved_views_keep_the_furthest(Arc::new(embedded)).await;
+    let Some(database) = TestDatabase::new() else {
+        eprintln!("note: CH_TEST_MONGODB_URI not set; skipping the MongoDB run");
+        return;
+    };
+    saved_views_keep_the_furthest(database.instance().await).await;
+    database.drop_database().await;
+}

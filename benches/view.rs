@@ -110,15 +110,34 @@ async fn query(store: &Arc<dyn ProcessStore>, cache: &ViewCache) -> Duration {
     started.elapsed()
 }
 
-fn report(case: &str, mut times: Vec<Duration>) {
+/// This process's CPU time so far (user + system), from /proc (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold blanks) start at the state, field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15; clock ticks are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn report(case: &str, mut times: Vec<Duration>, cpu: f64) {
+    let cpu_per_query = cpu / times.len() as f64;
     times.sort();
     let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
     println!(
-        "{case:22} n={:5} p50={:8.2} ms p99={:8.2} ms max={:8.2} ms",
+        "{case:22} n={:5} p50={:8.2} ms p99={:8.2} ms max={:8.2} ms cpu/query={:8.2} ms",
         times.len(),
         at(0.5).as_secs_f64() * 1e3,
         at(0.99).as_secs_f64() * 1e3,
-        times[times.len() - 1].as_secs_f64() * 1e3
+        times[times.len() - 1].as_secs_f64() * 1e3,
+        cpu_per_query * 1e3
     );
 }
 
@@ -151,24 +170,30 @@ async fn main() {
 
     let cache = ViewCache::default();
     let dyn_store: Arc<dyn ProcessStore> = store.clone();
-    report("first fold", vec![query(&dyn_store, &cache).await]);
+    let cpu = cpu_seconds();
+    let first = query(&dyn_store, &cache).await;
+    report("first fold", vec![first], cpu_seconds() - cpu);
     let mut steady = Vec::new();
+    let cpu = cpu_seconds();
     for _ in 0..1000 {
         steady.push(query(&dyn_store, &cache).await);
     }
-    report("steady", steady);
+    report("steady", steady, cpu_seconds() - cpu);
+    // CPU here includes the appends.
     let mut catching_up = Vec::new();
+    let cpu = cpu_seconds();
     for round in 0..100 {
         let first = TRANSFERS + round * 10;
         append(&store, first..first + 10).await;
         catching_up.push(query(&dyn_store, &cache).await);
     }
-    report("100 new entries", catching_up);
+    report("100 new entries", catching_up, cpu_seconds() - cpu);
     // Let the last background save finish, as a restart would find it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut from_saved = Vec::new();
+    let cpu = cpu_seconds();
     for _ in 0..20 {
         from_saved.push(query(&dyn_store, &ViewCache::default()).await);
     }
-    report("from the saved view", from_saved);
+    report("from the saved view", from_saved, cpu_seconds() - cpu);
 }

@@ -66,6 +66,17 @@ impl ViewCache {
         Arc::clone(&self.saving)
     }
 
+    fn take(&self, pid: &str) -> Option<(Arc<ProcessView>, u64)> {
+        let mut views = self
+            .views
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let taken = views.by_pid.remove(pid)?;
+        views.order.retain(|cached| cached != pid);
+        views.records -= taken.0.records();
+        Some(taken)
+    }
+
     fn get(&self, pid: &str) -> Option<(Arc<ProcessView>, u64)> {
         let views = self
             .views
@@ -141,20 +152,22 @@ pub async fn current_view(
     pid: &str,
     head: u64,
 ) -> Result<Arc<ProcessView>, StoreError> {
-    let (view, saved) = match cache.get(pid) {
+    if let Some((view, _)) = cache.get(pid) {
+        if view.entries_seen() >= head {
+            return Ok(view);
+        }
+    }
+    // Taken out of the cache while it is folded, so that folding does not copy it (unless a
+    // query still renders it); a query meanwhile starts from the saved view.
+    let (view, saved) = match cache.take(pid) {
         Some(cached) => cached,
         None => {
-            let view = Arc::new(saved_view(store.as_ref(), pid).await?);
+            let view = saved_view(store.as_ref(), pid).await?;
             // The store holds a view this far (or none: 0).
             let saved = view.entries_seen();
-            cache.put(pid, Arc::clone(&view), saved);
-            (view, saved)
+            (Arc::new(view), saved)
         }
     };
-    if view.entries_seen() >= head {
-        return Ok(view);
-    }
-    // One copy per query that folds anything, whatever the number of batches.
     let mut folding = Arc::unwrap_or_clone(view);
     while folding.entries_seen() < head {
         let batch = store

@@ -37,14 +37,19 @@ impl ProcessView {
     pub fn render(&self, page: ViewPage) -> Value {
         let (total, rows, extra) = match page.kind {
             ViewKind::Transfers => {
-                let mut transfers: Vec<(&String, &Transfer)> = self.transfers.iter().collect();
-                transfers.sort_by_key(|(_, t)| t.first);
-                let findings: usize = transfers.iter().map(|(_, t)| self.count_findings(t)).sum();
-                let rows = paged(&transfers, page)
+                let findings: usize = self
+                    .transfers
+                    .values()
+                    .map(|t| self.count_findings(t))
+                    .sum();
+                let rows = paged(&self.transfer_order, page)
                     .iter()
-                    .map(|(consumer_pid, transfer)| self.transfer_json(consumer_pid, transfer))
+                    .filter_map(|consumer_pid| {
+                        let transfer = self.transfers.get(consumer_pid)?;
+                        Some(self.transfer_json(consumer_pid, transfer))
+                    })
                     .collect::<Vec<_>>();
-                (transfers.len(), rows, json!({ "findings": findings }))
+                (self.transfers.len(), rows, json!({ "findings": findings }))
             }
             ViewKind::Contracts => {
                 let mut contracts: Vec<(&String, &Contract)> = self.contracts.iter().collect();

@@ -78,6 +78,10 @@ pub struct ProcessView {
     pub(crate) parties: Vec<String>,
     #[serde(rename = "t")]
     pub(crate) transfers: BTreeMap<String, Transfer>,
+    /// The transfers' consumerPids in the order they first appeared: the view's order, kept
+    /// so that a page is read without sorting every transfer.
+    #[serde(rename = "to")]
+    pub(crate) transfer_order: Vec<String>,
     #[serde(rename = "c")]
     pub(crate) contracts: BTreeMap<String, Contract>,
     /// Recognised messages the view could not place: no `consumerPid`, or over a bound.
@@ -289,6 +293,9 @@ impl ProcessView {
         if !self.transfers.contains_key(&consumer_pid) && self.transfers.len() >= MAX_TRANSFERS {
             self.unplaced += 1;
             return;
+        }
+        if !self.transfers.contains_key(&consumer_pid) {
+            self.transfer_order.push(consumer_pid.clone());
         }
         let transfer = self
             .transfers

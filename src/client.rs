@@ -20,7 +20,8 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::ids::{
-    request_header, MessageType, Reply, ReplyError, RequestContext, RequestHeader, ViewKind,
+    request_header_with_id, MessageType, Reply, ReplyError, RequestContext, RequestHeader,
+    ViewKind,
 };
 use crate::idscp2::client::ClientError;
 use crate::idscp2::connection::Connection;
@@ -225,20 +226,30 @@ impl ClearingHouseClient {
             sender_agent: &self.connector_id,
             security_token: token.as_deref(),
         };
+        let (header, id) = request_header_with_id(&ctx, &message_type);
         let message = IdsMessage {
-            header: request_header(&ctx, &message_type),
+            header,
             payload,
             extra_headers,
         };
-        self.exchange(AppLayerMessage {
+        let message = AppLayerMessage {
             message: Some(app_layer_message::Message::IdsMessage(message)),
-        })
-        .await
+        };
+        self.correlated_exchange(message, Some(id)).await
     }
 
     /// Sends a prepared application message and reads the IDS reply to it.
     pub async fn exchange(&mut self, message: AppLayerMessage) -> Result<Reply, RequestError> {
         let id = correlation_id(&message);
+        self.correlated_exchange(message, id).await
+    }
+
+    /// [`Self::exchange`] for a message whose header has the `@id` `id`.
+    async fn correlated_exchange(
+        &mut self,
+        message: AppLayerMessage,
+        id: Option<String>,
+    ) -> Result<Reply, RequestError> {
         let unanswered = &mut self.timed_out_unanswered;
         let result = self
             .connection

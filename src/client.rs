@@ -20,8 +20,7 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::ids::{
-    request_header_with_id, MessageType, Reply, ReplyError, RequestContext, RequestHeader,
-    ViewKind,
+    request_header_with_id, MessageType, Reply, ReplyError, RequestContext, RequestHeader, ViewKind,
 };
 use crate::idscp2::client::ClientError;
 use crate::idscp2::connection::Connection;

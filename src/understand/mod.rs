@@ -20,7 +20,7 @@
 //!   process (an unmatched completion, an unknown agreement).
 //!
 //! The room knows the store's [`Entry`](crate::store::Entry) and the JSON-LD spellings of
-//! [`crate::ids::jsonld`]; nothing above them.
+//! `ids::jsonld`; nothing above them.
 
 mod dsp;
 mod ids_message;

@@ -264,6 +264,10 @@ struct LogArgs {
     /// Payload bytes per message.
     #[arg(long, short = 's', default_value_t = 256)]
     payload: usize,
+    /// `opaque` JSON, or `dsp`: a Dataspace Protocol TransferStartMessage the clearing house
+    /// recognises (padded to --payload bytes).
+    #[arg(long, value_enum, default_value = "opaque")]
+    payload_kind: PayloadKind,
     /// Measured seconds (after --warmup).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -912,6 +916,12 @@ fn bench_header(message_type: MessageType, token: Option<&str>) -> String {
 }
 
 /// A JSON payload of exactly `size` bytes (at least `{"d":""}`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PayloadKind {
+    Opaque,
+    Dsp,
+}
+
 fn payload_of(size: usize) -> Bytes {
     let filler = size.saturating_sub(8);
     Bytes::from(format!("{{\"d\":\"{}\"}}", "x".repeat(filler)))
@@ -1129,7 +1139,13 @@ async fn run_log(args: LogArgs) -> Result<()> {
     });
     futures::future::try_join_all(creations).await?;
 
-    let payload = payload_of(args.payload);
+    let payload = match args.payload_kind {
+        PayloadKind::Opaque => payload_of(args.payload),
+        PayloadKind::Dsp => Bytes::from(format!(
+            r#"{{"@context":["https://w3id.org/dspace/2024/1/context.json"],"@type":"dspace:TransferStartMessage","dspace:consumerPid":"urn:uuid:c","dspace:providerPid":"urn:uuid:p","pad":"{}"}}"#,
+            "x".repeat(args.payload.saturating_sub(170))
+        )),
+    };
     let (window, budget) = match args.messages {
         Some(count) => (
             Window::after(0.0, 1e6),

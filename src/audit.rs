@@ -17,6 +17,10 @@
 //! `payload_hash` claim cannot be (the payload is gone, and the store never kept a plain hash of
 //! it): the connector that logged the payload holds it, and the entry and chain hashes, which
 //! are checked, still bind the receipt to its place in the chain.
+//!
+//! The same entries give the view of the
+//! process that the clearing house answers `ch-ids-view` queries with ([`view_of_export`]), so
+//! an auditor can rebuild it offline and compare.
 
 use std::io::{BufRead, Write};
 
@@ -28,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::receipt::{Jwks, ReceiptClaims, ReceiptError};
 use crate::store::chain::{verify_entries, ChainError, ChainHead, ChainVerifier};
 use crate::store::{Entry, ProcessStore, Protection, StoreError};
+use crate::understand::ProcessView;
 
 /// Entries fetched from the store per round trip while exporting or verifying.
 const BATCH: usize = 1000;
@@ -228,6 +233,16 @@ impl Verified {
 pub fn verify_export(pid: &str, input: impl BufRead) -> Result<Verified, AuditError> {
     let entries: Vec<Entry> = read_export(input).collect::<Result<_, _>>()?;
     Ok(Verified::of(&verify_entries(pid, entries)?))
+}
+
+/// The view of the process an export holds, folded entry by entry as the clearing house folds
+/// them (one entry in memory at a time, besides the view).
+pub fn view_of_export(input: impl BufRead) -> Result<ProcessView, AuditError> {
+    let mut view = ProcessView::default();
+    for entry in read_export(input) {
+        view.apply(&entry?);
+    }
+    Ok(view)
 }
 
 /// Verifies the chain of `pid` straight from the store, in bounded batches.

@@ -20,7 +20,7 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::ids::{
-    request_header_with_id, MessageType, Reply, ReplyError, RequestContext, RequestHeader,
+    request_header_with_id, MessageType, Reply, ReplyError, RequestContext, RequestHeader, ViewKind,
 };
 use crate::idscp2::client::ClientError;
 use crate::idscp2::connection::Connection;
@@ -111,11 +111,44 @@ impl ClearingHouseClient {
         payload: Bytes,
         content_type: Option<&str>,
     ) -> Result<Reply, RequestError> {
+        self.log_message(pid, payload, content_type, false).await
+    }
+
+    /// `ids:LogMessage` for a message we `received` (`ch-ids-direction: received`) or sent.
+    pub async fn log_message(
+        &mut self,
+        pid: &str,
+        payload: Bytes,
+        content_type: Option<&str>,
+        received: bool,
+    ) -> Result<Reply, RequestError> {
         let mut headers = vec![pid_header(pid)];
         if let Some(content_type) = content_type {
             headers.push(header("Content-Type", content_type));
         }
+        if received {
+            headers.push(header("ch-ids-direction", "received"));
+        }
         self.request(MessageType::Log, headers, payload).await
+    }
+
+    /// `ids:QueryMessage` with `ch-ids-view`: a page of `pid`'s transfers or contracts.
+    pub async fn view(
+        &mut self,
+        pid: &str,
+        view: ViewKind,
+        page: Option<u64>,
+        size: Option<u64>,
+    ) -> Result<Reply, RequestError> {
+        let mut headers = vec![pid_header(pid), header("ch-ids-view", view.name())];
+        if let Some(page) = page {
+            headers.push(header("ch-ids-page", &page.to_string()));
+        }
+        if let Some(size) = size {
+            headers.push(header("ch-ids-size", &size.to_string()));
+        }
+        self.request(MessageType::Query, headers, Bytes::new())
+            .await
     }
 
     /// `ids:QueryMessage` for a page of `pid`.

@@ -6,6 +6,8 @@
 //! - [`ids`]: the IDS message layer: request headers and `ch-ids-*` parameters in, reply headers,
 //!   rejections and query documents out.
 //! - [`store`]: processes and their hash-chained entries, embedded (redb) or on MongoDB.
+//! - [`understand`]: DSP and IDS messages recognised in entries, and each process's transfers and
+//!   contracts as both parties recorded them (a derived, reproducible view).
 //! - [`receipt`]: receipts signed as JWTs, and the JWKS that lets anyone verify them offline.
 //! - [`clearing`]: the clearing house: one handler per message type, authorization, receipts.
 //! - [`client`]: the clearing-house client used by the CLI, the tests and the load generator.
@@ -31,7 +33,7 @@
 //! - checking what it wrote: [`audit`], [`store::chain`], [`receipt::Jwks`];
 //! - setting things up: [`devpki`], and the [`config`] sections the tests set in code;
 //! - what the benchmarks time: the hot paths in [`ids`], [`clearing::Offload`],
-//!   [`clearing::Quotas`].
+//!   [`clearing::Quotas`], [`clearing::current_view`].
 
 pub mod audit;
 pub mod clearing;
@@ -44,3 +46,4 @@ pub mod idscp2;
 mod ops;
 pub mod receipt;
 pub mod store;
+pub mod understand;

@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use crate::ids::MessageType;
 use crate::store::{
     CreateOutcome, Entry, Erasure, OwnerChange, Page, PageQuery, PreparedEntry, Process,
-    ProcessInfo, ProcessStore, RewrapBatch, StoreError,
+    ProcessInfo, ProcessStore, RewrapBatch, SavedView, StoreError,
 };
 
 pub(super) fn message_type(message_type: &MessageType) -> &'static str {
@@ -129,5 +129,13 @@ impl ProcessStore for MeteredStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<RewrapBatch, StoreError>> {
         timed("rewrap_data_keys", self.0.rewrap_data_keys(after, limit))
+    }
+
+    fn saved_view(&self, pid: &str) -> BoxFuture<'_, Result<Option<SavedView>, StoreError>> {
+        timed("saved_view", self.0.saved_view(pid))
+    }
+
+    fn save_view(&self, pid: &str, view: SavedView) -> BoxFuture<'_, Result<(), StoreError>> {
+        timed("save_view", self.0.save_view(pid, view))
     }
 }

@@ -5,7 +5,7 @@
 //! `crate::ids::command`), has the caller admitted (`ClearingHouse::admit`) and calls
 //! `ClearingHouse::execute`, which hands the command to its handler: `create`
 //! (RequestMessage), `log` (LogMessage), `query` (QueryMessage), `owners` (a process's owners
-//! and head, and owner changes). What can go wrong there becomes
+//! and head, and owner changes), `view` (a process's transfers and contracts, `ch-ids-view`). What can go wrong there becomes
 //! a [`Rejection`] in one place (`error.rs`); the door renders the `Outcome` or the rejection in
 //! its own framing.
 //!
@@ -30,6 +30,7 @@ mod owners;
 mod query;
 pub(crate) mod quota;
 mod request;
+mod view;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub use offload::{Offload, OffloadError};
 pub use query::entry_document;
 pub use quota::{Quotas, Reservation};
 pub(crate) use request::{Caller, Outcome, ReplyKind};
+pub use view::{current_view, ViewCache};
 
 /// The default upper bound of a logged payload: 4 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024;
@@ -81,6 +83,8 @@ pub struct ClearingHouse {
     quotas: Arc<Quotas>,
     /// `admin.identities`: the connectors that may erase processes.
     admins: BTreeSet<String>,
+    /// The process views folded last (`view`).
+    views: view::ViewCache,
 }
 
 /// What a [`ClearingHouse`] is made of.
@@ -135,6 +139,7 @@ impl ClearingHouse {
             limits: config.limits,
             quotas: config.quotas,
             admins: config.admins,
+            views: view::ViewCache::default(),
         }
     }
 
@@ -182,6 +187,9 @@ impl ClearingHouse {
             Command::QueryPage { pid, spec } => self.query_page(caller, pid, spec).await,
             Command::QueryOne { pid, id } => self.query_one(caller, pid, id).await,
             Command::ProcessInfo { pid } => self.process_info(caller, pid).await,
+            Command::QueryView { pid, view, spec } => {
+                self.query_view(caller, pid, view, spec).await
+            }
             Command::SetOwners {
                 pid,
                 owners,

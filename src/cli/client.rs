@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::time::timeout;
 use tracing::warn;
 
+use super::view_table::{print_view, ViewArg};
 use super::Failure;
 use super::EXIT_CODES;
 use crate::client::{ClearingHouseClient, QueryOptions};
@@ -149,6 +150,10 @@ enum Request {
         /// Print only the receipt JWT instead of JSON with its decoded claims
         #[arg(long)]
         raw: bool,
+        /// Whether we sent the logged message or received it (ch-ids-direction), for the
+        /// clearing house's transfer view
+        #[arg(long, value_enum, default_value = "sent")]
+        direction: DirectionArg,
     },
     /// Query a page of a process (ids:QueryMessage), or every page with --all.
     #[command(after_help = EXIT_CODES)]
@@ -174,6 +179,10 @@ enum Request {
         /// Follow every page (progress on stderr)
         #[arg(long, conflicts_with = "page")]
         all: bool,
+        /// Instead of entries, a page of what the clearing house understood of them: the
+        /// Dataspace Protocol transfers (state, both parties' records, findings) or the contracts
+        #[arg(long, value_enum, conflicts_with_all = ["sort", "from", "to", "all"])]
+        view: Option<ViewArg>,
         /// How to print the entries: a table of shortened fields, or the server's JSON
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
@@ -219,6 +228,12 @@ enum Request {
         #[arg(long, value_parser = pid)]
         pid: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DirectionArg {
+    Sent,
+    Received,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -276,7 +291,7 @@ fn owner(text: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OutputFormat {
+pub(super) enum OutputFormat {
     Table,
     Json,
 }
@@ -327,10 +342,28 @@ async fn perform(client: &mut ClearingHouseClient, request: Request) -> anyhow::
             file,
             content_type,
             raw,
+            direction,
         } => {
             let payload = payload(data, file)?;
-            let reply = accepted(client.log(&pid, payload, content_type.as_deref()).await?)?;
+            let received = direction == DirectionArg::Received;
+            let reply = accepted(
+                client
+                    .log_message(&pid, payload, content_type.as_deref(), received)
+                    .await?,
+            )?;
             print_receipt(&reply, raw)
+        }
+        Request::Query {
+            pid,
+            page,
+            size,
+            view: Some(view),
+            format,
+            ..
+        } => {
+            let reply = accepted(client.view(&pid, view.kind(), page, size).await?)?;
+            let page = reply.json().context("the result is not JSON")?;
+            print_view(&page, view.kind(), format == OutputFormat::Json)
         }
         Request::Query {
             pid,
@@ -340,6 +373,7 @@ async fn perform(client: &mut ClearingHouseClient, request: Request) -> anyhow::
             from,
             to,
             all,
+            view: None,
             format,
         } => {
             let options = QueryOptions {
@@ -693,14 +727,14 @@ const COLUMNS: [(&str, usize, Shorten); 6] = [
 ];
 
 #[derive(Debug, Clone, Copy)]
-enum Shorten {
+pub(super) enum Shorten {
     End,
     Middle,
     /// An RFC 3339 timestamp to the second.
     Seconds,
 }
 
-fn shorten(text: &str, width: usize, how: Shorten) -> String {
+pub(super) fn shorten(text: &str, width: usize, how: Shorten) -> String {
     let chars: Vec<char> = text.chars().collect();
     if let Shorten::Seconds = how {
         // 2026-12-03T12:16:08.219Z -> 2026-12-03T12:16:08Z

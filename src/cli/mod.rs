@@ -15,6 +15,7 @@ pub mod report;
 mod serve;
 pub(crate) mod setup;
 mod verify;
+mod view_table;
 mod whoami;
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
-//! `clearinghouse verify receipt | chain`: what an auditor runs, trusting nothing but the JWKS
-//! and the entries in hand. A receipt or chain that does not verify exits with code 3 and names
-//! the receipt or the first entry at fault.
+//! `clearinghouse verify receipt | chain | view`: what an auditor runs, trusting nothing but the
+//! JWKS and the entries in hand. A receipt or chain that does not verify exits with code 3 and
+//! names the receipt or the first entry at fault. `verify view` rebuilds a process's transfer or
+//! contract view from an export, as `client query --view` shows it live.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -8,11 +9,14 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use super::client::OutputFormat;
+use super::view_table::{print_view, ViewArg};
 use super::{setup, Failure, StoreConfigArgs, EXIT_CODES};
 use crate::audit::{self, AuditError};
 use crate::receipt::Jwks;
 use crate::store::chain::verify_chain;
 use crate::store::{Entry, ProcessContent};
+use crate::understand::ViewPage;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct VerifyArgs {
@@ -47,6 +51,19 @@ enum What {
         #[command(flatten)]
         config: StoreConfigArgs,
     },
+    /// Rebuild a process's view (its transfers or contracts) from an export, all of it on one page.
+    #[command(after_help = EXIT_CODES)]
+    View {
+        /// An export (JSON Lines) of the process
+        #[arg(long, value_name = "FILE")]
+        export: PathBuf,
+        /// Which view
+        #[arg(long, value_enum, default_value = "transfers")]
+        view: ViewArg,
+        /// A table with the findings in words, or the JSON a `ch-ids-view` query returns
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
 }
 
 pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
@@ -62,6 +79,21 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
             export,
             config,
         } => verify_process(&pid, export, &config).await,
+        What::View {
+            export,
+            view,
+            format,
+        } => {
+            let kind = view.kind();
+            let folded = audit::view_of_export(open(&export)?)
+                .map_err(|e| Failure::Verification(e.to_string()))?;
+            let page = folded.render(ViewPage {
+                kind,
+                page: 1,
+                size: u64::MAX,
+            });
+            print_view(&page, kind, format == OutputFormat::Json)
+        }
     }
 }
 

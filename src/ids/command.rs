@@ -23,6 +23,17 @@
 //!   (see `store::sealing`); answered with a ResultMessage `{"pid", "erasure": {"by", "at"}}`.
 //!
 //! Any other operation, or one on a LogMessage, is refused with BAD_PARAMETERS.
+//!
+//! Two more parameters let connectors use what the clearing house understands of their
+//! messages (see `understand`):
+//! - `ids:QueryMessage` + `ch-ids-view: transfers | contracts` ([`Command::QueryView`]): one
+//!   page (`ch-ids-page`, `ch-ids-size`) of the process's Dataspace Protocol transfers or of its
+//!   contracts, as a ResultMessage with the JSON `understand::render` describes; for owners
+//!   only, refused as a query is.
+//! - `ids:LogMessage` + `ch-ids-direction: sent | received`: whether the caller sent the logged
+//!   message (the default) or received it. `received` is recorded in the stored header as the
+//!   property `"ch-ids-direction": "received"`, so that the entry says it and the view can be
+//!   rebuilt from the entries alone; any other value is BAD_PARAMETERS.
 
 use std::collections::BTreeSet;
 
@@ -31,7 +42,7 @@ use serde_json::Value;
 
 use super::header::{MessageType, RequestHeader};
 use super::owner::{check_owner_id, OwnerIdError};
-use super::params::{ChParams, QueryParams};
+use super::params::{ChParams, QueryParams, ViewKind, DIRECTION_PROPERTY};
 use super::pid::Pid;
 use super::rejection::{bad_parameter, too_large, Rejection, RejectionReason};
 use crate::store::OWNER_CHANGE_PAYLOAD_TYPE;
@@ -55,6 +66,12 @@ pub(crate) enum Command {
     QueryPage { pid: Pid, spec: QueryParams },
     /// `ids:QueryMessage` with `ch-ids-id`: one entry by its document id.
     QueryOne { pid: Pid, id: String },
+    /// `ids:QueryMessage` with `ch-ids-view`: one page of a view of the process.
+    QueryView {
+        pid: Pid,
+        view: ViewKind,
+        spec: QueryParams,
+    },
     /// `ids:QueryMessage` with `ch-ids-operation: info`: the process itself.
     ProcessInfo { pid: Pid },
     /// `ids:RequestMessage` with `ch-ids-operation: set-owners`: replace the owners (never
@@ -189,17 +206,41 @@ fn log(
             ),
         ));
     }
+    let mut stored_header = header.stored_form();
+    match params.direction.as_deref() {
+        None | Some("sent") => {}
+        Some("received") => {
+            if let Some(header) = stored_header.as_object_mut() {
+                header.insert(DIRECTION_PROPERTY.to_owned(), Value::from("received"));
+            }
+        }
+        Some(_) => return Err(bad_parameter("ch-ids-direction must be sent or received")),
+    }
     Ok(Command::Log {
         pid,
         payload_type,
         payload,
-        stored_header: header.stored_form(),
+        stored_header,
     })
 }
 
 /// With `ch-ids-id` the paging parameters are not read: one entry has no page.
 fn query(params: &ChParams) -> Result<Command, Rejection> {
     let pid = params.pid()?;
+    if let Some(view) = &params.view {
+        if params.id.is_some() {
+            return Err(bad_parameter(
+                "ch-ids-view and ch-ids-id cannot be sent together",
+            ));
+        }
+        let view = ViewKind::parse(view)
+            .ok_or_else(|| bad_parameter("ch-ids-view must be transfers or contracts"))?;
+        return Ok(Command::QueryView {
+            pid,
+            view,
+            spec: params.query()?,
+        });
+    }
     Ok(match &params.id {
         Some(id) => Command::QueryOne {
             pid,
@@ -379,6 +420,80 @@ mod tests {
         )
         .unwrap();
         assert_eq!(no_owners_key, bare);
+    }
+
+    #[test]
+    fn a_view_query_names_its_view_and_pages() {
+        let command = parse(
+            "ids:QueryMessage",
+            &[
+                ("ch-ids-pid", "p-1"),
+                ("ch-ids-view", "Transfers"),
+                ("ch-ids-size", "5"),
+            ],
+            b"",
+        )
+        .unwrap();
+        let Command::QueryView {
+            pid: read,
+            view,
+            spec,
+        } = command
+        else {
+            panic!("{command:?}");
+        };
+        assert_eq!(
+            (read, view, spec.size),
+            (pid("p-1"), ViewKind::Transfers, 5)
+        );
+        assert_rejected(
+            parse(
+                "ids:QueryMessage",
+                &[("ch-ids-pid", "p-1"), ("ch-ids-view", "all")],
+                b"",
+            ),
+            BAD,
+            400,
+            "ch-ids-view must be transfers or contracts",
+        );
+        assert_rejected(
+            parse(
+                "ids:QueryMessage",
+                &[
+                    ("ch-ids-pid", "p-1"),
+                    ("ch-ids-view", "contracts"),
+                    ("ch-ids-id", "d"),
+                ],
+                b"",
+            ),
+            BAD,
+            400,
+            "ch-ids-view and ch-ids-id cannot be sent together",
+        );
+    }
+
+    #[test]
+    fn a_received_message_is_recorded_in_the_stored_header() {
+        let stored = |direction: &[(&str, &str)]| {
+            let mut pairs = vec![("ch-ids-pid", "p-1")];
+            pairs.extend_from_slice(direction);
+            match parse("ids:LogMessage", &pairs, b"x") {
+                Ok(Command::Log { stored_header, .. }) => Ok(stored_header),
+                Ok(other) => panic!("{other:?}"),
+                Err(rejection) => Err(rejection),
+            }
+        };
+        let received = stored(&[("ch-ids-direction", "received")]).unwrap();
+        assert_eq!(received[DIRECTION_PROPERTY], "received");
+        let sent = stored(&[("ch-ids-direction", "sent")]).unwrap();
+        assert_eq!(sent, stored(&[]).unwrap());
+        assert!(sent.get(DIRECTION_PROPERTY).is_none());
+        assert_rejected(
+            stored(&[("ch-ids-direction", "both")]).map(|_| Command::ProcessInfo { pid: pid("p") }),
+            BAD,
+            400,
+            "ch-ids-direction must be sent or received",
+        );
     }
 
     #[test]
@@ -612,6 +727,7 @@ mod tests {
             | Command::Log { pid: read, .. }
             | Command::QueryPage { pid: read, .. }
             | Command::QueryOne { pid: read, .. }
+            | Command::QueryView { pid: read, .. }
             | Command::ProcessInfo { pid: read }
             | Command::SetOwners { pid: read, .. }
             | Command::Erase { pid: read }) = command;

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::infomodel::{
     ids_context, rfc3339_ms, xsd_date_time_stamp, IDS_NAMESPACE, MODEL_VERSION,
 };
-use super::jsonld::{context_declares_ids_prefix, IdsNames};
+use super::jsonld::{context_declares_ids_prefix, Names};
 use super::params::QueryParams;
 use super::rejection::{Rejection, RejectionReason};
 
@@ -54,7 +54,7 @@ pub(crate) fn log_document(entry: &LogDocument) -> Result<Value, Rejection> {
             })?;
 
     let mut document = entry.header.as_object().cloned().unwrap_or_default();
-    let names = IdsNames::of(&document);
+    let names = Names::of(&document);
     document.insert("@type".into(), "ids:LogMessage".into());
     declare_ids_prefix(&mut document);
     document.entry("@id").or_insert_with(|| {

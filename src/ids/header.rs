@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::jsonld::{literal, reference, single, DuplicateProperty, IdsNames};
+use super::jsonld::{literal, reference, single, DuplicateProperty, Names};
 use super::rejection::{Rejection, RejectionReason};
 
 const SECURITY_TOKEN: &str = "securityToken";
@@ -27,7 +27,7 @@ pub enum MessageType {
 }
 
 impl MessageType {
-    fn from_type(type_name: &str, names: &IdsNames) -> Self {
+    fn from_type(type_name: &str, names: &Names) -> Self {
         match names.term(type_name) {
             Some("RequestMessage") => Self::Request,
             Some("LogMessage") => Self::Log,
@@ -88,7 +88,7 @@ impl RequestHeader {
     pub fn parse(header: &str) -> Result<Self, HeaderError> {
         let raw: Value = serde_json::from_str(header)?;
         let object = raw.as_object().ok_or(HeaderError::NotAnObject)?;
-        let names = IdsNames::of(object);
+        let names = Names::of(object);
         let message_type = object
             .get("@type")
             .and_then(single)
@@ -132,7 +132,7 @@ impl RequestHeader {
     pub fn stored_form(&self) -> Value {
         let mut stored = self.raw.clone();
         if let Some(object) = stored.as_object_mut() {
-            let names = IdsNames::of(object);
+            let names = Names::of(object);
             names.remove(object, SECURITY_TOKEN);
             names.remove(object, AUTHORIZATION_TOKEN);
         }

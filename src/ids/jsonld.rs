@@ -1,5 +1,9 @@
-//! The JSON-LD spellings of IDS names: what lets the clearing house read a header whatever
-//! equivalent form its sender chose, without a JSON-LD processor.
+//! The JSON-LD spellings of IDS names (and of the other vocabularies the clearing house reads,
+//! such as the Dataspace Protocol's): what lets the clearing house read a header or a logged
+//! message whatever equivalent form its sender chose, without a JSON-LD processor.
+//!
+//! Everything below is said of the IDS vocabulary; a [`Vocabulary`] names another namespace,
+//! its usual prefix and its published context documents, and [`Names`] reads it the same way.
 //!
 //! The Java Infomodel serializer writes `ids:LogMessage` under `{"ids": "https://w3id.org/idsa/core/"}`,
 //! but the same message may be written with full IRIs, with bare terms under the IDS context, or
@@ -34,12 +38,41 @@ use super::infomodel::IDS_NAMESPACE;
 const IDS_PREFIX: &str = "ids";
 const IDS_CONTEXT_DOCUMENTS: &str = "https://w3id.org/idsa/contexts/";
 
-/// How a node's `@context` lets IDS names be spelled.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct IdsNames {
-    /// Prefixes besides `ids` bound to the IDS namespace by the inline context.
+/// A namespace whose names [`Names`] reads in every spelling.
+#[derive(Debug)]
+pub(crate) struct Vocabulary {
+    /// The namespace IRI, ending in `/` or `#`.
+    pub(crate) namespace: &'static str,
+    /// The prefix its senders use, always read even without a `@context` binding it.
+    pub(crate) prefix: &'static str,
+    /// Whether a `@context` URL is one of its published context documents, which make bare
+    /// terms its terms.
+    pub(crate) is_context_document: fn(&str) -> bool,
+}
+
+/// A namespace is its IRI.
+impl PartialEq for Vocabulary {
+    fn eq(&self, other: &Self) -> bool {
+        self.namespace == other.namespace
+    }
+}
+
+impl Eq for Vocabulary {}
+
+/// The IDS Information Model.
+pub(crate) static IDS: Vocabulary = Vocabulary {
+    namespace: IDS_NAMESPACE,
+    prefix: IDS_PREFIX,
+    is_context_document: is_ids_context_document,
+};
+
+/// How a node's `@context` lets the names of one vocabulary be spelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Names {
+    vocabulary: &'static Vocabulary,
+    /// Prefixes besides the usual one bound to the namespace by the inline context.
     prefixes: Vec<String>,
-    /// Whether a bare term is an IDS term.
+    /// Whether a bare term is a term of the vocabulary.
     bare_terms: bool,
 }
 
@@ -56,11 +89,24 @@ pub struct DuplicateProperty {
     pub second: String,
 }
 
-impl IdsNames {
-    /// The spellings the `@context` of `node` allows.
+impl Names {
+    /// The spellings of IDS names the `@context` of `node` allows.
     pub(crate) fn of(node: &Map<String, Value>) -> Self {
-        let mut names = Self::default();
-        match node.get("@context") {
+        Self::of_vocabulary(&IDS, node)
+    }
+
+    /// The spellings of `vocabulary`'s names the `@context` of `node` allows.
+    pub(crate) fn of_vocabulary(
+        vocabulary: &'static Vocabulary,
+        node: &Map<String, Value>,
+    ) -> Self {
+        Self::of_context(vocabulary, node.get("@context"))
+    }
+
+    /// The spellings a `@context` value (`None`: no context) allows.
+    pub(crate) fn of_context(vocabulary: &'static Vocabulary, context: Option<&Value>) -> Self {
+        let mut names = Self::none(vocabulary);
+        match context {
             Some(Value::Array(contexts)) => contexts.iter().for_each(|c| names.add_context(c)),
             Some(context) => names.add_context(context),
             None => {}
@@ -70,7 +116,9 @@ impl IdsNames {
 
     fn add_context(&mut self, context: &Value) {
         match context {
-            Value::String(url) if is_ids_context_document(url) => self.bare_terms = true,
+            Value::String(url) if (self.vocabulary.is_context_document)(url) => {
+                self.bare_terms = true
+            }
             Value::Object(definitions) => {
                 for (term, definition) in definitions {
                     let iri = match definition {
@@ -78,10 +126,10 @@ impl IdsNames {
                         Value::Object(expanded) => expanded.get("@id").and_then(Value::as_str),
                         _ => None,
                     };
-                    if iri != Some(IDS_NAMESPACE) {
+                    if iri != Some(self.vocabulary.namespace) {
                         continue;
                     }
-                    if term == "@vocab" || term == IDS_PREFIX {
+                    if term == "@vocab" || term == self.vocabulary.prefix {
                         self.bare_terms = true;
                     } else if !term.starts_with('@') && !term.contains(':') {
                         self.prefixes.push(term.clone());
@@ -92,13 +140,22 @@ impl IdsNames {
         }
     }
 
-    /// The IDS term `name` spells (`LogMessage` for `ids:LogMessage` and its equivalents), or
-    /// `None` when it names something outside the IDS namespace.
+    /// No spellings but the usual prefix and the full IRI: a node without a `@context`.
+    pub(crate) fn none(vocabulary: &'static Vocabulary) -> Self {
+        Self {
+            vocabulary,
+            prefixes: Vec::new(),
+            bare_terms: false,
+        }
+    }
+
+    /// The term `name` spells (`LogMessage` for `ids:LogMessage` and its equivalents), or
+    /// `None` when it names something outside the vocabulary's namespace.
     pub(crate) fn term<'a>(&self, name: &'a str) -> Option<&'a str> {
-        let term = if let Some(term) = name.strip_prefix(IDS_NAMESPACE) {
+        let term = if let Some(term) = name.strip_prefix(self.vocabulary.namespace) {
             term
         } else if let Some((prefix, term)) = name.split_once(':') {
-            if prefix != IDS_PREFIX && !self.prefixes.iter().any(|p| p == prefix) {
+            if prefix != self.vocabulary.prefix && !self.prefixes.iter().any(|p| p == prefix) {
                 return None;
             }
             term
@@ -111,7 +168,7 @@ impl IdsNames {
         is_term.then_some(term)
     }
 
-    /// The value of the IDS property `term` of `node`, whichever spelling its key uses.
+    /// The value of the property `term` of `node`, whichever spelling its key uses.
     pub(crate) fn property<'v>(
         &self,
         node: &'v Map<String, Value>,
@@ -131,7 +188,7 @@ impl IdsNames {
         Ok(found.map(|(_, value)| value))
     }
 
-    /// Removes the IDS property `term` from `node` in every spelling.
+    /// Removes the property `term` from `node` in every spelling.
     pub(crate) fn remove(&self, node: &mut Map<String, Value>, term: &str) {
         let keys: Vec<String> = self.keys_of(node, term).map(|(k, _)| k.clone()).collect();
         for key in keys {
@@ -139,7 +196,7 @@ impl IdsNames {
         }
     }
 
-    /// Whether `node` has the IDS property `term` in any spelling.
+    /// Whether `node` has the property `term` in any spelling.
     pub(crate) fn has(&self, node: &Map<String, Value>, term: &str) -> bool {
         self.keys_of(node, term).next().is_some()
     }
@@ -215,14 +272,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn names(context: Value) -> IdsNames {
+    fn names(context: Value) -> Names {
         let node = json!({ "@context": context });
-        IdsNames::of(node.as_object().unwrap())
+        Names::of(node.as_object().unwrap())
     }
 
     #[test]
     fn the_prefix_and_the_full_iri_are_always_ids_terms() {
-        let none = IdsNames::default();
+        let none = Names::none(&IDS);
         assert_eq!(none.term("ids:LogMessage"), Some("LogMessage"));
         assert_eq!(
             none.term("https://w3id.org/idsa/core/LogMessage"),

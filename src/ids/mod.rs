@@ -15,14 +15,15 @@
 //! - `reply`: reply headers and extra headers.
 //! - `document`: stored entries as `ids:LogMessage` documents, and the page payload.
 //! - `request`: the client side: request headers, and reading replies.
-//! - `jsonld`: the JSON-LD spellings of IDS names, read without a JSON-LD processor.
+//! - `jsonld`: the JSON-LD spellings of IDS names (and of other vocabularies: `understand` reads
+//!   the Dataspace Protocol's with it), read without a JSON-LD processor.
 //! - `infomodel`: the vocabulary all of them share: namespaces, date literals, JSON text.
 
 pub(crate) mod command;
 pub(crate) mod document;
 pub(crate) mod header;
 mod infomodel;
-mod jsonld;
+pub(crate) mod jsonld;
 pub(crate) mod owner;
 pub mod params;
 pub(crate) mod pid;
@@ -36,10 +37,10 @@ pub(crate) use document::{
     log_document, process_info_payload, rfc3339_of_ms, LogDocument, ProcessInfoDocument,
 };
 pub use header::{HeaderError, MessageType, RequestHeader};
-pub(crate) use infomodel::compact_json;
+pub(crate) use infomodel::{compact_json, rfc3339_ms};
 pub use jsonld::DuplicateProperty;
 pub(crate) use owner::check_owner_id;
-pub use params::{ChParams, QueryParams, SortOrder};
+pub use params::{ChParams, QueryParams, SortOrder, ViewKind, DIRECTION_PROPERTY};
 pub use pid::Pid;
 pub use rejection::{Rejection, RejectionReason};
 pub(crate) use reply::{

@@ -71,6 +71,11 @@ pub struct ChParams {
     /// `ch-ids-operation`: what a RequestMessage or QueryMessage asks for besides its default
     /// (`set-owners`, `info`; see [`Command`](super::Command)).
     pub(crate) operation: Option<String>,
+    /// `ch-ids-view`: a QueryMessage asks for a view of the process instead of its entries.
+    pub(crate) view: Option<String>,
+    /// `ch-ids-direction`: a LogMessage records a message the caller `sent` (the default) or
+    /// `received`.
+    pub(crate) direction: Option<String>,
     /// The bounds `pid()` and `query()` check against: those the parameters were parsed with.
     limits: ParamLimits,
 }
@@ -86,6 +91,8 @@ enum Param {
     DateFrom,
     DateTo,
     Operation,
+    View,
+    Direction,
 }
 
 impl Param {
@@ -105,6 +112,8 @@ impl Param {
             "date-from" => Some(Self::DateFrom),
             "date-to" => Some(Self::DateTo),
             "operation" => Some(Self::Operation),
+            "view" => Some(Self::View),
+            "direction" => Some(Self::Direction),
             _ => None,
         }
     }
@@ -120,6 +129,8 @@ impl Param {
             Self::DateFrom => "ch-ids-date_from",
             Self::DateTo => "ch-ids-date_to",
             Self::Operation => "ch-ids-operation",
+            Self::View => "ch-ids-view",
+            Self::Direction => "ch-ids-direction",
         }
     }
 }
@@ -184,6 +195,8 @@ impl ChParams {
             Param::DateFrom => &mut self.date_from,
             Param::DateTo => &mut self.date_to,
             Param::Operation => &mut self.operation,
+            Param::View => &mut self.view,
+            Param::Direction => &mut self.direction,
         }
     }
 
@@ -254,6 +267,36 @@ fn date_bound(text: Option<&str>, param: Param) -> Result<Option<DateBound>, Rej
     })
     .transpose()
 }
+
+/// Which view of a process a query asks for with `ch-ids-view` (see `understand`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewKind {
+    /// `transfers`: the Dataspace Protocol transfer processes.
+    Transfers,
+    /// `contracts`: the agreements and what was requested under them.
+    Contracts,
+}
+
+impl ViewKind {
+    /// The `ch-ids-view` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewKind::Transfers => "transfers",
+            ViewKind::Contracts => "contracts",
+        }
+    }
+
+    /// The view a `ch-ids-view` value names.
+    pub fn parse(name: &str) -> Option<Self> {
+        [ViewKind::Transfers, ViewKind::Contracts]
+            .into_iter()
+            .find(|kind| kind.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// The stored header's property that records a LogMessage's `ch-ids-direction: received`, so
+/// that the entry itself says it (and a view rebuilt from an export reads it too).
+pub const DIRECTION_PROPERTY: &str = "ch-ids-direction";
 
 /// Entry order by sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

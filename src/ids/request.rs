@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::header::MessageType;
 use super::infomodel::compact_json;
-use super::jsonld::{reference, single, IdsNames};
+use super::jsonld::{reference, single, Names};
 use super::reply::message_header;
 use crate::idscp2::proto::app::IdsMessage;
 
@@ -81,7 +81,7 @@ impl Reply {
         let node = header
             .as_object()
             .ok_or_else(|| ReplyError("not a JSON object".into()))?;
-        let names = IdsNames::of(node);
+        let names = Names::of(node);
         let type_name = node
             .get("@type")
             .and_then(single)

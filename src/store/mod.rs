@@ -19,6 +19,8 @@
 //!   single writer, since the sequence is part of what a ciphertext is bound to) and open as
 //!   they read, so callers see plaintext entries and, for an erased process, entries whose
 //!   [`Entry::protection`] says their content is gone.
+//! - `views`: derived views of a process (its transfers and contracts), saved so that a query
+//!   folds only the entries that arrived since.
 //!
 //! Backends never see tokens or decide who may do what: callers strip the security tokens from
 //! the header and check ownership before they ask.
@@ -36,6 +38,7 @@ mod owners;
 mod query;
 pub mod sealing;
 pub(crate) mod usage;
+mod views;
 
 pub use embedded::EmbeddedStore;
 pub use entry::{NewEntry, PreparedEntry};
@@ -43,6 +46,7 @@ pub use mongodb::{MongoConfig, MongoStore};
 pub use owners::{OwnerChange, OWNER_CHANGE_PAYLOAD_TYPE};
 pub use sealing::{Erasure, KeyState, Protection, Sealing};
 pub use usage::{Usage, UsageStore};
+pub use views::SavedView;
 
 /// Now, in UTC milliseconds: the clock every backend stamps entries and processes with.
 pub(crate) fn now_ms() -> i64 {
@@ -360,6 +364,13 @@ pub trait ProcessStore: Send + Sync + 'static {
         after: Option<String>,
         limit: usize,
     ) -> BoxFuture<'_, Result<RewrapBatch, StoreError>>;
+
+    /// The view of `pid` saved last (see `views`), if any.
+    fn saved_view(&self, pid: &str) -> BoxFuture<'_, Result<Option<SavedView>, StoreError>>;
+
+    /// Saves `view` for `pid` unless the saved one reaches as far or further. Not durable by
+    /// itself (a view is derived; a lost one is folded again).
+    fn save_view(&self, pid: &str, view: SavedView) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// What one call of [`ProcessStore::rewrap_data_keys`] did.

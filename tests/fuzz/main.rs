@@ -11,6 +11,7 @@
 //! - [`ids`]: the IDS request header and the `ch-ids-*` parameters.
 //! - [`dat`]: DAT verification against a DAPS key set.
 //! - [`export`]: exports, chains and receipts as an auditor verifies them.
+//! - [`understand`]: messages recognised in logged payloads, and the view folded from them.
 
 // A test binary has no public API: `pub` marks what its modules share (the package's
 // `unreachable_pub` lint is for the library).
@@ -24,6 +25,7 @@ mod ids;
 mod json;
 mod mutate;
 mod runner;
+mod understand;
 
 fn main() -> std::process::ExitCode {
     runner::main(&[
@@ -32,5 +34,6 @@ fn main() -> std::process::ExitCode {
         ids::TARGET,
         dat::TARGET,
         export::TARGET,
+        understand::TARGET,
     ])
 }

@@ -48,3 +48,4 @@ mod signing_overload;
 mod store_contract;
 mod store_owners;
 mod transport_logs;
+mod understand;

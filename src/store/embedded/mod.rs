@@ -5,7 +5,8 @@
 //!   one fsync'd write transaction per batch (group commit), and why a receipt can rely on it;
 //! - `record`: the binary records of processes and entries;
 //! - `reads`: entries, pages, export runs and owned processes, read from snapshots;
-//! - `usage`: the quota counters.
+//! - `usage`: the quota counters;
+//! - `views`: the saved views of processes.
 //!
 //! Writes go through the one writer, so sequences and chain hashes need no locking. Reads run in
 //! read transactions on tokio's blocking pool. redb gives them a snapshot, so they never wait for
@@ -23,7 +24,8 @@
 //! - `documents`: document id -> (pid, sequence);
 //! - `entry_times`: (pid, timestamp_ms, sequence) -> (), for time ranges;
 //! - `owners`: (client id, pid) -> (), for [`ProcessStore::processes_of`];
-//! - `usage`: the quota counters, written outside the writer thread.
+//! - `usage`: the quota counters, written outside the writer thread;
+//! - `views`: pid -> saved view, written outside the writer thread.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -36,13 +38,14 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefi
 use super::sealing::{Erasure, KeyState, Sealing};
 use super::{
     CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
-    ProcessStore, RewrapBatch, StoreError,
+    ProcessStore, RewrapBatch, SavedView, StoreError,
 };
 use writer::Writer;
 
 mod reads;
 mod record;
 mod usage;
+mod views;
 mod writer;
 
 const PROCESSES: TableDefinition<&str, &[u8]> = TableDefinition::new("processes");
@@ -208,6 +211,14 @@ impl ProcessStore for EmbeddedStore {
         self.read(move |transaction| {
             reads::entries_from(transaction, &sealing, &pid, from_sequence, limit)
         })
+    }
+
+    fn saved_view(&self, pid: &str) -> BoxFuture<'_, Result<Option<SavedView>, StoreError>> {
+        self.read_saved_view(pid)
+    }
+
+    fn save_view(&self, pid: &str, view: SavedView) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write_saved_view(pid, view)
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

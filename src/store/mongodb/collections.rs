@@ -361,7 +361,7 @@ pub(super) fn timed_out(timeout: Duration, what: &str) -> StoreError {
     StoreError::Unavailable(format!("MongoDB did not finish {what} within {timeout:?}"))
 }
 
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+pub(super) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     match &*error.kind {
         ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
         ErrorKind::Command(command) => command.code == DUPLICATE_KEY,

@@ -11,7 +11,8 @@
 //! - `documents`: the process and entry documents, and how they encode and decode;
 //! - `collections`: connecting, the indexes, and every bounded read and write;
 //! - `committer`: the task that runs the append protocol for one instance;
-//! - `usage`: the quota counters.
+//! - `usage`: the quota counters;
+//! - `views`: the saved views of processes (collection `views`).
 //!
 //! # Appending
 //!
@@ -100,6 +101,7 @@ mod committer;
 mod documents;
 mod owners;
 mod usage;
+mod views;
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -117,7 +119,7 @@ use super::query::{self, SequenceRange};
 use super::sealing::{EntryKeys, Erasure, KeyState, Sealing};
 use super::{
     now_ms, CreateOutcome, Entry, Order, OwnerChange, Page, PageQuery, PreparedEntry, Process,
-    ProcessInfo, ProcessStore, RewrapBatch, StoreError,
+    ProcessInfo, ProcessStore, RewrapBatch, SavedView, StoreError,
 };
 use collections::{Collections, Insert};
 use committer::AppendRequest;
@@ -544,6 +546,16 @@ impl ProcessStore for MongoStore {
             let batch = self.collections.rewrap(after, limit.max(1)).await?;
             Ok(batch)
         })
+    }
+
+    fn saved_view(&self, pid: &str) -> BoxFuture<'_, Result<Option<SavedView>, StoreError>> {
+        let pid = pid.to_owned();
+        Box::pin(async move { self.read_saved_view(&pid).await })
+    }
+
+    fn save_view(&self, pid: &str, view: SavedView) -> BoxFuture<'_, Result<(), StoreError>> {
+        let pid = pid.to_owned();
+        Box::pin(async move { self.write_saved_view(&pid, view).await })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -19,9 +19,12 @@ use tracing::info;
 use super::client::DEFAULT_SERVER_NAME;
 use super::{logging, setup, StoreConfigArgs};
 use crate::clearing::{ClearingHouse, ClearingHouseConfig, Quotas};
-use crate::config::{ConfigError, DatMode, LogFormat};
+use crate::config::{Config, ConfigError, DatMode, LogFormat};
 use crate::devpki::DevPki;
+use crate::http::{self, ClientAuth, HttpDoorConfig, HttpServer};
+use crate::idscp2::endpoint::Endpoint;
 use crate::idscp2::server::{Server, ServerConfig};
+use crate::idscp2::tls::{self, TlsIdentity};
 use crate::ops::{self, OpsState};
 
 /// A client of the default development PKI, used in the printed example command.
@@ -37,6 +40,9 @@ pub(crate) struct ServeArgs {
     /// Overrides ops.listen
     #[arg(long, value_name = "ADDR")]
     ops_listen: Option<String>,
+    /// Overrides http.listen: serve IDS-Multipart over HTTPS there too
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
     /// Overrides log.format
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
@@ -55,6 +61,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut overrides = Vec::new();
     overrides.extend(args.listen.map(|v| ("server.listen", v)));
     overrides.extend(args.ops_listen.map(|v| ("ops.listen", v)));
+    overrides.extend(args.http_listen.map(|v| ("http.listen", v)));
     overrides.extend(args.log_level.map(|v| ("log.level", v)));
     overrides.extend(args.log_format.map(|format| {
         let format = match format {
@@ -77,6 +84,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (signer, jwks) = setup::receipts(&config, &files)?;
     let (store, usage) = setup::stores(&config).await?;
 
+    let http_server = match config.http.enabled() {
+        true => Some(http_door(&config, &files, &identity, &dat, &endpoint).await?),
+        false => None,
+    };
     let server = Server::bind(
         &config.server.listen,
         ServerConfig {
@@ -101,10 +112,17 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    info!(%idscp2_addr, %ops_addr, %connector_id, store = %backend, "clearing house ready");
+    let http_addr = match &http_server {
+        Some(server) => Some(server.local_addr().context("no local address")?),
+        None => None,
+    };
+    info!(%idscp2_addr, %ops_addr, ?http_addr, %connector_id, store = %backend, "clearing house ready");
     // Parsable lines on stdout, for scripts and tests that let the port be chosen.
     println!("clearinghouse: IDSCP2 listening on {idscp2_addr}");
     println!("clearinghouse: operations endpoint on http://{ops_addr}");
+    if let Some(http_addr) = http_addr {
+        println!("clearinghouse: IDS-Multipart listening on https://{http_addr}");
+    }
     if config.dat.mode == DatMode::Development {
         print_try_it(idscp2_addr, &files);
     }
@@ -139,14 +157,28 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     ));
 
+    // One shutdown for both doors: each stops accepting and finishes the requests it has.
+    let (stop_doors, doors_stopped) = watch::channel(false);
+    let http_task = http_server.map(|http| {
+        let mut stopped = doors_stopped.clone();
+        tokio::spawn(http.run(service.clone(), async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    });
     server
         .run(service, async move {
             tokio::select! {
                 _ = terminate.recv() => info!("SIGTERM received"),
                 _ = interrupt.recv() => info!("SIGINT received"),
             }
+            let _ = stop_doors.send(true);
         })
         .await;
+    if let Some(http_task) = http_task {
+        if let Err(e) = http_task.await {
+            tracing::warn!(error = %e, "HTTPS door task failed");
+        }
+    }
     let _ = stop_ops.send(true);
     match ops_task.await {
         Ok(Ok(())) => {}
@@ -165,6 +197,43 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(store);
     info!("store closed; bye");
     Ok(())
+}
+
+/// The HTTPS door on `http.listen`, with the IDSCP2 listener's certificate and CAs, its DAT
+/// verifier and its memory budget.
+async fn http_door(
+    config: &Config,
+    files: &setup::Files,
+    identity: &TlsIdentity,
+    dat: &setup::DatDrivers,
+    endpoint: &Endpoint,
+) -> anyhow::Result<HttpServer> {
+    let development = config.dat.mode == DatMode::Development;
+    // Development mode has no DATs to verify: the client certificate is the identity.
+    let client_auth = match development {
+        true => ClientAuth::Required,
+        false => config.http.client_auth,
+    };
+    if client_auth == ClientAuth::Optional {
+        tracing::warn!(
+            "http.client_auth = \"optional\": an HTTPS client without a certificate is \
+             identified by its DAT alone, which is then a bearer token for its lifetime"
+        );
+    }
+    let cas = tls::load_ca_file(&files.ca_certificates)
+        .map_err(|e| ConfigError::setting("tls.ca_certificates", e))?;
+    let tls = http::server_tls(identity, &cas, client_auth)
+        .map_err(|e| ConfigError::setting("tls.certificate", e))?;
+    let door = HttpDoorConfig {
+        tls,
+        limits: config.http.limits(),
+        budget: endpoint.budget.clone(),
+        verifier: dat.verifier.clone(),
+        token_required: !development,
+    };
+    Ok(HttpServer::bind(&config.http.listen, door)
+        .await
+        .map_err(|e| ConfigError::setting("http.listen", format!("cannot listen: {e}")))?)
 }
 
 /// The exact command that talks to this server with a development client certificate, when

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::http::HttpConfig;
 use super::ConfigError;
 use crate::clearing::DEFAULT_MAX_PAYLOAD;
 use crate::ids::params::ParamLimits;
@@ -29,6 +30,7 @@ pub(crate) struct Config {
     pub(crate) log: LogConfig,
     pub(crate) limits: LimitsConfig,
     pub(crate) quotas: QuotasConfig,
+    pub(crate) http: HttpConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -471,6 +473,7 @@ impl Config {
         }
         self.limits.validate(self.idscp2.max_frame)?;
         self.quotas.validate()?;
+        self.http.validate(self.server.connection_buffer_bytes)?;
         self.receipt_algorithm()?;
         for (index, retired) in self.receipt.retired_keys.iter().enumerate() {
             retired.algorithm.parse::<ReceiptAlgorithm>().map_err(|e| {

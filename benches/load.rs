@@ -806,6 +806,7 @@ fn error_kind(error: &RequestError) -> String {
     match error {
         RequestError::Transport(e) => client_error_kind(e),
         RequestError::Reply(_) | RequestError::NotIdsMessage => "bad-reply".into(),
+        RequestError::Https(_) => "https".into(),
     }
 }
 

@@ -55,7 +55,7 @@
 //! keep-alive and pipelining (answered in order); HTTP/1.0 clients are answered and closed.
 
 mod caller;
-mod multipart;
+pub(crate) mod multipart;
 mod route;
 
 use std::convert::Infallible;

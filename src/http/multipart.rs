@@ -1,5 +1,5 @@
 //! The `multipart/form-data` of IDS-Multipart: reading a request's `header` and `payload`
-//! parts (with `multer`), and writing a reply's.
+//! parts (with `multer`), and writing a reply's. The client reads replies with the same reader.
 //!
 //! Parsing is multer's; this room only decides which parts count. Writing a reply is two parts
 //! with a fresh boundary, too little to warrant a crate.
@@ -15,11 +15,11 @@ pub(super) const MAX_PARTS: usize = 8;
 
 /// What a request body holds: the IDS header, and the payload with its media type.
 #[derive(Debug)]
-pub(super) struct Parts {
-    pub(super) header: String,
-    pub(super) payload: Bytes,
+pub(crate) struct Parts {
+    pub(crate) header: String,
+    pub(crate) payload: Bytes,
     /// The `Content-Type` of the payload part, if it had one.
-    pub(super) payload_type: Option<String>,
+    pub(crate) payload_type: Option<String>,
 }
 
 fn malformed(message: impl Into<String>) -> Rejection {
@@ -27,7 +27,7 @@ fn malformed(message: impl Into<String>) -> Rejection {
 }
 
 /// The boundary of a `multipart/form-data` body; anything else is refused with 415.
-pub(super) fn boundary(content_type: Option<&str>) -> Result<String, Rejection> {
+pub(crate) fn boundary(content_type: Option<&str>) -> Result<String, Rejection> {
     let unsupported = |detail: String| {
         Rejection::new(
             RejectionReason::MalformedMessage,
@@ -49,7 +49,7 @@ pub(super) fn boundary(content_type: Option<&str>) -> Result<String, Rejection> 
 
 /// Reads the parts of `body` (already bounded and received in full): exactly one `header`, at
 /// most one `payload`, at most [`MAX_PARTS`] parts in all; parts of other names are ignored.
-pub(super) async fn read(body: Vec<Bytes>, boundary: String) -> Result<Parts, Rejection> {
+pub(crate) async fn read(body: Vec<Bytes>, boundary: String) -> Result<Parts, Rejection> {
     let chunks = stream::iter(body.into_iter().map(Ok::<_, std::convert::Infallible>));
     let mut multipart = multer::Multipart::new(chunks, boundary);
     let mut header = None;

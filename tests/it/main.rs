@@ -44,3 +44,4 @@ mod pki_tls;
 mod store_contract;
 mod store_owners;
 mod transport_logs;
+mod two_doors;

@@ -18,6 +18,8 @@ pub(super) struct HttpCaller<'a> {
     /// Whether the header must carry a DAT: not in development mode, where the certificate
     /// names the caller (and is then required by TLS).
     pub(super) token_required: bool,
+    /// Why the request's parameters cannot be used: answered once the header is read.
+    pub(super) refused: Option<&'a Rejection>,
 }
 
 impl Door for HttpCaller<'_> {
@@ -26,6 +28,9 @@ impl Door for HttpCaller<'_> {
         _house: &ClearingHouse,
         header: &RequestHeader,
     ) -> Result<String, Rejection> {
+        if let Some(rejection) = self.refused {
+            return Err(rejection.clone());
+        }
         if header.message_type != self.route_type {
             let sent = match &header.message_type {
                 MessageType::Request => "ids:RequestMessage",

@@ -300,6 +300,8 @@ async fn handle(state: &ConnectionState, request: Request<Incoming>) -> Response
 /// What [`HttpCaller`] needs of the request, owned, so that the body can be read meanwhile.
 struct RouteCaller {
     route: route::Route,
+    /// Why the request's parameters cannot be used, if they cannot.
+    refused: Option<Rejection>,
 }
 
 impl RouteCaller {
@@ -310,6 +312,7 @@ impl RouteCaller {
             certificate: state.certificate.as_ref(),
             verifier: &state.shared.config.verifier,
             token_required: state.shared.config.token_required,
+            refused: self.refused.as_ref(),
         }
     }
 }
@@ -367,19 +370,23 @@ async fn read_request(
             )
         })??;
     let read = multipart::read(chunks, boundary).await?;
-    let extra_headers = route::extra_headers(
+    // Refused parameters are answered like any other, correlated with the header.
+    let (extra_headers, refused) = match route::extra_headers(
         &route,
         parts.uri.query(),
         &parts.headers,
         read.payload_type,
         state.shared.house.param_limits(),
-    )?;
+    ) {
+        Ok(extra_headers) => (extra_headers, None),
+        Err(rejection) => (Vec::new(), Some(rejection)),
+    };
     let message = IdsMessage {
         header: read.header,
         payload: read.payload,
         extra_headers,
     };
-    Ok((RouteCaller { route }, message, held))
+    Ok((RouteCaller { route, refused }, message, held))
 }
 
 fn body_too_large(max_body: usize) -> Rejection {
@@ -414,11 +421,23 @@ async fn receive(
         if received > max_body {
             return Err(body_too_large(max_body));
         }
+        // More than the connection may ever hold would wait for room that never comes.
+        let share = state.budget.share() / 2;
+        let over_share = || {
+            too_large(
+                "server.connection_buffer_bytes",
+                share,
+                format!("the body exceeds the {share} bytes one connection may hold (half of server.connection_buffer_bytes)"),
+            )
+        };
+        if received > share {
+            return Err(over_share());
+        }
         let reservation = state
             .budget
             .reserve(2 * chunk.len())
             .await
-            .map_err(|_| body_too_large(max_body))?;
+            .map_err(|_| over_share())?;
         held.push(reservation);
         chunks.push(chunk);
     }

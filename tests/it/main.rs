@@ -33,6 +33,7 @@ mod fair_use;
 mod foreign_certificates;
 mod golden;
 mod hostile_handshake;
+mod hostile_https;
 mod hostile_transport;
 mod idscp2_dat;
 mod idscp2_example;

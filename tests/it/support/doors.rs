@@ -8,7 +8,7 @@ use std::time::Duration;
 use clearinghouse::client::{ClearingHouseClient, MultipartConfig, MultipartTransport};
 use clearinghouse::http::{server_tls, ClientAuth, HttpDoorConfig, HttpLimits, HttpServer};
 use clearinghouse::idscp2::dat::{DatIssuer, DatVerifier, DevelopmentVerifier};
-use clearinghouse::idscp2::endpoint::Endpoint;
+use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
 use clearinghouse::idscp2::server::{Server, ServerConfig};
 use clearinghouse::idscp2::tls::load_ca_file;
 use clearinghouse::receipt::Jwks;
@@ -38,6 +38,8 @@ pub struct DoorOptions {
     pub client_auth: ClientAuth,
     /// `None`: development mode (the client certificate names the caller).
     pub verifier: Option<Arc<dyn DatVerifier>>,
+    /// The IDSCP2 settings, whose memory bound the HTTPS door shares.
+    pub settings: Settings,
 }
 
 impl Default for DoorOptions {
@@ -52,6 +54,7 @@ impl Default for DoorOptions {
             },
             client_auth: ClientAuth::Required,
             verifier: None,
+            settings: test_settings(),
         }
     }
 }
@@ -90,7 +93,7 @@ impl TwoDoors {
             verifier.clone(),
             options.limits,
         ));
-        let endpoint: Endpoint = dev_endpoint(test_settings());
+        let endpoint: Endpoint = dev_endpoint(options.settings);
         let cas = load_ca_file(&pki.ca_cert()).unwrap();
         let identity = clearinghouse::idscp2::tls::TlsIdentity::from_pem_files(
             &pki.server_cert(),

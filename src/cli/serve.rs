@@ -1,10 +1,10 @@
-//! `clearinghouse serve`: loads and checks the whole configuration, then serves IDSCP2 and the
-//! operations endpoint until SIGTERM or SIGINT.
+//! `clearinghouse serve`: loads and checks the whole configuration, then serves IDSCP2 (and, with
+//! `http.listen`, IDS-Multipart over HTTPS) and the operations endpoint until SIGTERM or SIGINT.
 //!
-//! Shutdown order matters for the receipts promise: the IDSCP2 server stops accepting, lets each
-//! connection finish the request it is working on and closes it with USER_SHUTDOWN; only then is
-//! the last handle on the store dropped, which for the embedded store waits for its writer thread
-//! to commit what it holds.
+//! Shutdown order matters for the receipts promise: both doors stop accepting at the same signal
+//! and let each connection finish the request it is working on (IDSCP2 closes with
+//! USER_SHUTDOWN); only when both are done is the last handle on the store dropped, which for the
+//! embedded store waits for its writer thread to commit what it holds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -113,10 +113,13 @@ mod tests {
         config.validate(32 << 20).unwrap_err().to_string()
     }
 
+    /// A change to a valid configuration, and the setting its refusal must name.
+    type Case = (fn(&mut HttpConfig), &'static str);
+
     #[test]
     fn settings_are_checked_and_named() {
         HttpConfig::default().validate(0).unwrap();
-        let cases: [(fn(&mut HttpConfig), &str); 5] = [
+        let cases: [Case; 5] = [
             (|c| c.listen = "8443".into(), "http.listen"),
             (|c| c.max_body_bytes = 0, "http.max_body_bytes"),
             (|c| c.max_body_bytes = 17 << 20, "http.max_body_bytes"),

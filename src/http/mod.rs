@@ -129,7 +129,7 @@ pub struct HttpDoorConfig {
 }
 
 /// The TLS configuration of the HTTPS door: our certificate (the IDSCP2 listener's), TLS 1.2 or
-/// 1.3, HTTP/1.1 by ALPN, client certificates from `client_cas` asked for or required.
+/// 1.3, HTTP/1.1 or 1.0 by ALPN, client certificates from `client_cas` asked for or required.
 pub fn server_tls(
     identity: &TlsIdentity,
     client_cas: &[rustls::pki_types::CertificateDer<'static>],
@@ -151,7 +151,8 @@ pub fn server_tls(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // A client that offers ALPN must find its protocol, or rustls refuses the handshake.
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -79,7 +79,7 @@ impl TwoDoors {
     pub async fn start_with(options: DoorOptions) -> TwoDoors {
         let pki = TestPki::new();
         let data = tempfile::tempdir().unwrap();
-        let store = Arc::new(EmbeddedStore::open(&data.path().join("ch.redb")).unwrap());
+        let store = Arc::new(EmbeddedStore::open(data.path().join("ch.redb")).unwrap());
         let signer = receipt_signer(&pki);
         let jwks = Jwks::new(&signer, vec![]);
         let development = options.verifier.is_none();

@@ -20,6 +20,7 @@ mod cli_config;
 mod cli_e2e;
 mod cli_environment;
 mod cli_first_run;
+mod cli_https;
 mod cli_large_entries;
 mod cli_metrics_help;
 mod cli_operator;

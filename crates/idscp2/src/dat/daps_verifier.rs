@@ -734,6 +734,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unbound_dat_passes_every_check_but_the_certificate() {
+        let (verifier, _dir) = verifier();
+        let other = "ab".repeat(32);
+        let token = sign(&with("transportCertsSha256", json!([other])));
+        let dat = verifier.verify_unbound(token.as_bytes()).await.unwrap();
+        assert_eq!(dat.subject, valid_claims()["sub"]);
+        let expired = sign(&with("exp", json!(1_000_000_000)));
+        let err = verifier
+            .verify_unbound(expired.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DatError::Expired), "{err}");
+        let issuer = sign(&with("iss", json!("https://other.example")));
+        let err = verifier
+            .verify_unbound(issuer.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DatError::IssuerMismatch { .. }), "{err}");
+        let err = crate::dat::DevelopmentVerifier::new()
+            .verify_unbound(token.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DatError::CertificateRequired), "{err}");
+    }
+
+    #[tokio::test]
     async fn rejects_a_dat_for_another_certificate() {
         let other = "ab".repeat(32);
         let err = verify_claims(&with("transportCertsSha256", json!([other])))

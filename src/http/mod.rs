@@ -241,6 +241,11 @@ async fn serve_connection(
     mut stopped: watch::Receiver<bool>,
 ) {
     let limits = shared.config.limits;
+    // A reply is one small write after the request's last: Nagle would hold it for the
+    // client's delayed ACK.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
     let tls = match tokio::time::timeout(limits.read_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

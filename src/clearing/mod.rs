@@ -9,12 +9,14 @@
 //! a [`Rejection`] in one place (`error.rs`); the door renders the `Outcome` or the rejection in
 //! its own framing.
 //!
-//! The first door is IDSCP2: [`ClearingHouse`] is the [`Service`] the IDSCP2 server hands every
-//! application message to. It reads the IDS header and the `ch-ids-*` parameters,
-//! authenticates the caller by the identity the transport verified (the DAT `sub`, bound to the
-//! TLS certificate), and answers with an IdsMessage. Every failure becomes a typed
-//! RejectionMessage; nothing a peer sends ends the connection or reaches a panic. `metering`
-//! counts every answer and times every store call.
+//! Both doors go through `ClearingHouse::answer` (`door.rs`), which reads the IDS header, asks
+//! the door who sent it (a `Door`), admits the caller, reads the `ch-ids-*` parameters and the
+//! command, runs it and renders the reply. The first door is IDSCP2: [`ClearingHouse`] is the
+//! [`Service`] the IDSCP2 server hands every application message to, and the caller is the
+//! identity the transport verified (the DAT `sub`, bound to the TLS certificate). The second is
+//! IDS-Multipart over HTTPS (`crate::http`), whose caller is the DAT in the header. Every
+//! failure becomes a typed RejectionMessage; nothing a peer sends ends the connection or reaches
+//! a panic. `metering` counts every answer and times every store call.
 //!
 //! Fair use: every size a peer controls is bounded by a `limits.*` setting, checked before the
 //! thing it bounds is parsed, and every request counts against its connector's `quota`, checked

@@ -2,9 +2,9 @@
 //!
 //! Behind it is the same [`ClearingHouse`] as behind IDSCP2: each request becomes the
 //! [`IdsMessage`] an IDSCP2 peer would have sent (IDS header, `ch-ids-*` extra headers, payload)
-//! and goes through [`ClearingHouse::answer`], so the same request makes the same entry, the
+//! and goes through `ClearingHouse::answer`, so the same request makes the same entry, the
 //! same receipt and the same rejection through either door. This room only speaks HTTP:
-//! routes, reading the body within its bounds, who the caller is ([`caller`]), and writing the
+//! routes, reading the body within its bounds, who the caller is (`caller`), and writing the
 //! reply.
 //!
 //! - `route`: the four routes, and the parameters from path, URL query and HTTP headers.
@@ -26,7 +26,7 @@
 //!   and a part named `payload`. The payload part's `Content-Type` is the payload's media
 //!   type; the IDS Messaging Services send `text/plain` or `application/json`. Clients send
 //!   nothing else, but may add a filename or a charset; parts of other names are ignored here
-//!   (at most [`MAX_PARTS`](multipart::MAX_PARTS) parts).
+//!   (at most `multipart::MAX_PARTS` parts).
 //! - The DAT travels only in the header: `ids:securityToken` is an `ids:DynamicAttributeToken`
 //!   whose `ids:tokenValue` is the JWT. There is no `Authorization` header.
 //! - Success: the clients check the status only: 201 Created after a log or a create (the

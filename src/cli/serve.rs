@@ -124,7 +124,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("clearinghouse: IDS-Multipart listening on https://{http_addr}");
     }
     if config.dat.mode == DatMode::Development {
-        print_try_it(idscp2_addr, &files);
+        print_try_it(idscp2_addr, http_addr, &files);
     }
 
     let quotas = Arc::new(Quotas::new(&config.quotas));
@@ -240,7 +240,7 @@ async fn http_door(
 /// there is one that works: the server must trust the development CA (so that it accepts the
 /// client certificate) and present the development server certificate (so that the development
 /// CA verifies it); otherwise what to use instead.
-fn print_try_it(addr: SocketAddr, files: &setup::Files) {
+fn print_try_it(addr: SocketAddr, https: Option<SocketAddr>, files: &setup::Files) {
     let Some(pki) = &files.dev_pki else {
         return;
     };
@@ -260,7 +260,7 @@ fn print_try_it(addr: SocketAddr, files: &setup::Files) {
         );
         return;
     };
-    let host = match addr.ip() {
+    let reachable = |addr: SocketAddr| match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => {
             SocketAddr::new([127, 0, 0, 1].into(), addr.port())
         }
@@ -269,6 +269,7 @@ fn print_try_it(addr: SocketAddr, files: &setup::Files) {
         }
         _ => addr,
     };
+    let host = reachable(addr);
     // The client checks the name it is given (default `localhost`) against the certificate.
     let names = pki.server_names().unwrap_or_default();
     let host_ip = host.ip().to_string();
@@ -286,13 +287,22 @@ fn print_try_it(addr: SocketAddr, files: &setup::Files) {
     let program = std::env::args()
         .next()
         .unwrap_or_else(|| "clearinghouse".to_owned());
-    println!("clearinghouse: development mode; try:");
-    println!(
-        "  {program} client log --server {host}{server_name} --ca {} --cert {} --key {} --pid demo --data 'hello'",
+    let credentials = format!(
+        "--ca {} --cert {} --key {}",
         pki.ca_cert().display(),
         pki.client_cert(&client).display(),
         pki.client_key(&client).display(),
     );
+    println!("clearinghouse: development mode; try:");
+    println!(
+        "  {program} client log --server {host}{server_name} {credentials} --pid demo --data 'hello'"
+    );
+    if let Some(https) = https {
+        let https = reachable(https);
+        println!(
+            "  {program} client log --transport multipart --server {https}{server_name} {credentials} --pid demo --data 'hello'"
+        );
+    }
 }
 
 /// `connector-a` when the PKI has it, else the first client with both files.

@@ -135,6 +135,12 @@ struct ServerArgs {
     receipt_alg: String,
     #[arg(long)]
     receipt_key: Option<PathBuf>,
+    /// The MongoDB database (default: CH_BENCH_MONGODB_DATABASE, else clearinghouse_bench).
+    #[arg(long)]
+    database: Option<String>,
+    /// Record the store's conflict counters and print them (`metric NAME VALUE`) on shutdown.
+    #[arg(long)]
+    store_metrics: bool,
     #[command(flatten)]
     quotas: QuotaArgs,
     /// The door served: IDSCP2, or IDS-Multipart over HTTPS.
@@ -203,6 +209,10 @@ enum Scenario {
     /// Fair use: a well-behaved connector's log throughput alone, then while another connector
     /// (connector-b) sends as fast as it can and is throttled by its request quota.
     Throttled(ThrottledArgs),
+    /// Two clearing-house instances on one MongoDB database (CH_BENCH_MONGODB_URI, a fresh
+    /// database per run), each with its own connections, logging to the same processes; then
+    /// every chain is verified.
+    Scaleout(ScaleoutArgs),
 }
 
 #[derive(Args, Clone)]
@@ -273,6 +283,16 @@ struct LogArgs {
     /// The spawned server checks every quota (with limits never reached).
     #[arg(long)]
     quotas: bool,
+    /// The spawned server's receipt algorithm (ES256, EdDSA, PS512, RS256).
+    #[arg(long)]
+    receipt_alg: Option<String>,
+    /// The spawned server's receipt key (PKCS#8 PEM); needed for every algorithm but ES256.
+    #[arg(long)]
+    receipt_key: Option<PathBuf>,
+    /// The machine's signing limit in signatures per second (`openssl speed` × cores), to
+    /// report the throughput as a share of it.
+    #[arg(long)]
+    signing_limit: Option<f64>,
 }
 
 #[derive(Args)]
@@ -326,6 +346,28 @@ struct ThrottledArgs {
     #[arg(long, short = 's', default_value_t = 256)]
     payload: usize,
     /// Measured seconds of each phase (after --warmup).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+}
+
+#[derive(Args)]
+struct ScaleoutArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections per instance.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    connections: usize,
+    /// Processes, shared by both instances: every connection goes round all of them.
+    #[arg(long, short = 'p', default_value_t = 16)]
+    processes: usize,
+    /// Each instance logs to its own half of the processes instead (as if they were sharded by
+    /// process between the instances): no two instances ever append to one process.
+    #[arg(long)]
+    own_processes: bool,
+    #[arg(long, short = 's', default_value_t = 256)]
+    payload: usize,
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     #[arg(long, default_value_t = 2.0)]
@@ -431,6 +473,12 @@ fn main() -> Result<()> {
 // ---- server role -----------------------------------------------------------------------------
 
 async fn serve(args: ServerArgs) -> Result<()> {
+    // Only when asked: a recorder makes every metric the server records cost something.
+    let metrics = if args.store_metrics {
+        Some(metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?)
+    } else {
+        None
+    };
     let pki = DevPki::open_or_generate(&args.dir, &DevPkiOptions::default())?;
     let (store, usage): (Arc<dyn ProcessStore>, Arc<dyn UsageStore>) = match args.store {
         StoreKind::Embedded => {
@@ -442,8 +490,11 @@ async fn serve(args: ServerArgs) -> Result<()> {
         StoreKind::Mongodb => {
             let uri = std::env::var("CH_BENCH_MONGODB_URI")
                 .context("--store mongodb needs CH_BENCH_MONGODB_URI")?;
-            let database = std::env::var("CH_BENCH_MONGODB_DATABASE")
-                .unwrap_or_else(|_| "clearinghouse_bench".into());
+            let database = match &args.database {
+                Some(database) => database.clone(),
+                None => std::env::var("CH_BENCH_MONGODB_DATABASE")
+                    .unwrap_or_else(|_| "clearinghouse_bench".into()),
+            };
             let store = Arc::new(MongoStore::connect(MongoConfig::new(uri, database)).await?);
             (store.clone(), store)
         }
@@ -512,6 +563,15 @@ async fn serve(args: ServerArgs) -> Result<()> {
     quota_sync.abort();
     let _ = quota_sync.await;
     drop(store);
+    if let Some(metrics) = metrics {
+        for line in metrics.render().lines() {
+            if line.starts_with("clearinghouse_store_sequence_conflicts_total")
+                || line.starts_with("clearinghouse_store_appends_retried_total")
+            {
+                println!("metric {line}");
+            }
+        }
+    }
     Ok(())
 }
 
@@ -645,17 +705,31 @@ struct Target {
 
 struct ServerChild {
     child: tokio::process::Child,
+    /// The rest of the server's stdout: what it prints on shutdown.
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
 }
 
 impl ServerChild {
     /// Closing stdin asks the server to shut down gracefully; SIGKILL if it takes too long.
-    async fn stop(mut self) {
+    /// Returns the lines the server printed meanwhile.
+    async fn stop(mut self) -> Vec<String> {
         drop(self.child.stdin.take());
-        let waited = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        let mut printed = Vec::new();
+        let stdout = async {
+            while let Ok(Some(line)) = self.stdout.next_line().await {
+                printed.push(line);
+            }
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(60), async {
+            stdout.await;
+            self.child.wait().await
+        })
+        .await;
         if waited.is_err() {
             eprintln!("server did not stop within 60 s; killing it");
             let _ = self.child.kill().await;
         }
+        printed
     }
 }
 
@@ -739,9 +813,11 @@ impl Target {
         }
     }
 
-    async fn close(self) {
-        if let Some(child) = self.child {
-            child.stop().await;
+    /// Stops the spawned server, if any; returns what it printed on shutdown.
+    async fn close(self) -> Vec<String> {
+        match self.child {
+            Some(child) => child.stop().await,
+            None => Vec::new(),
         }
     }
 
@@ -787,7 +863,14 @@ async fn spawn_server(
         bail!("unexpected first line from the server: {line:?}");
     };
     let pid = pid.parse()?;
-    Ok((addr.to_owned(), pid, ServerChild { child }))
+    Ok((
+        addr.to_owned(),
+        pid,
+        ServerChild {
+            child,
+            stdout: lines,
+        },
+    ))
 }
 
 /// A fixed token in every request header, shaped and sized like a DAPS DAT.
@@ -948,7 +1031,15 @@ fn sample_server(
     start: Instant,
     end: Option<Instant>,
 ) -> tokio::task::JoinHandle<(Option<Duration>, Option<Duration>)> {
-    let pid = target.server_pid;
+    sample_cpu(target.server_pid, start, end)
+}
+
+/// CPU time of process `pid` at `start` and `end`, read by a task of its own.
+fn sample_cpu(
+    pid: Option<u32>,
+    start: Instant,
+    end: Option<Instant>,
+) -> tokio::task::JoinHandle<(Option<Duration>, Option<Duration>)> {
     tokio::spawn(async move {
         tokio::time::sleep_until(start.into()).await;
         let before = pid.and_then(process_cpu);
@@ -975,6 +1066,7 @@ async fn run(args: RunArgs) -> Result<()> {
         Scenario::Idle(args) => run_idle(args).await,
         Scenario::Hostile(args) => run_hostile(args).await,
         Scenario::Throttled(args) => run_throttled(args).await,
+        Scenario::Scaleout(args) => run_scaleout(args).await,
     }
 }
 
@@ -1004,11 +1096,16 @@ async fn run_log(args: LogArgs) -> Result<()> {
     if args.connections == 0 || args.processes == 0 {
         bail!("--connections and --processes must be at least 1");
     }
-    let server_args = if args.quotas {
-        vec!["--quotas".to_owned()]
-    } else {
-        vec![]
-    };
+    let mut server_args = Vec::new();
+    if args.quotas {
+        server_args.push("--quotas".to_owned());
+    }
+    if let Some(alg) = &args.receipt_alg {
+        server_args.extend(["--receipt-alg".to_owned(), alg.clone()]);
+    }
+    if let Some(key) = &args.receipt_key {
+        server_args.extend(["--receipt-key".to_owned(), key.display().to_string()]);
+    }
     let target = Arc::new(Target::open(&args.common, &server_args).await?);
     let token = Arc::new(FixedToken(Bytes::from(realistic_dat(
         args.common.token_bytes,
@@ -1052,6 +1149,11 @@ async fn run_log(args: LogArgs) -> Result<()> {
     let window = Arc::new(window);
     let sampler = sample_server(
         &target,
+        window.start,
+        budget.is_none().then_some(window.end),
+    );
+    let own_sampler = sample_cpu(
+        Some(std::process::id()),
         window.start,
         budget.is_none().then_some(window.end),
     );
@@ -1146,13 +1248,23 @@ async fn run_log(args: LogArgs) -> Result<()> {
         tally.merge(task.await?);
     }
     let finished = Instant::now();
-    let (measured, cpu) = match budget {
+    let (measured, cpu, own_cpu) = match budget {
         Some(_) => {
             let before = sampler.await?.0;
             let after = target.server_cpu();
-            (finished - window.start, cpu_between((before, after)))
+            let own_before = own_sampler.await?.0;
+            let own_after = process_cpu(std::process::id());
+            (
+                finished - window.start,
+                cpu_between((before, after)),
+                cpu_between((own_before, own_after)),
+            )
         }
-        None => (window.end - window.start, cpu_between(sampler.await?)),
+        None => (
+            window.end - window.start,
+            cpu_between(sampler.await?),
+            cpu_between(own_sampler.await?),
+        ),
     };
     let label = args.common.label.clone().unwrap_or_else(|| {
         format!(
@@ -1166,9 +1278,26 @@ async fn run_log(args: LogArgs) -> Result<()> {
             args.payload,
             args.rate.map(|r| format!(" rate={r}")).unwrap_or_default(),
             if args.quotas { " quotas" } else { "" }
-        )
+        ) + &args
+            .receipt_alg
+            .as_ref()
+            .map(|alg| format!(" {alg}"))
+            .unwrap_or_default()
     });
     let mut result = report(&label, "log", &target, &tally, measured, cpu);
+    let completed = tally.latency.len();
+    if let Some(own_cpu) = own_cpu.filter(|_| completed > 0) {
+        result["client_cpu_us_per_op"] = json!(own_cpu.as_secs_f64() * 1e6 / completed as f64);
+    }
+    let per_second = completed as f64 / measured.as_secs_f64();
+    if args.rate.is_none() && completed > 0 {
+        // Little's law for a closed loop: every connection always has one request in flight.
+        result["littles_law_mean_ms"] = json!(args.connections as f64 / per_second * 1000.0);
+    }
+    if let Some(limit) = args.signing_limit {
+        result["signing_limit_per_s"] = json!(limit);
+        result["signing_limit_percent"] = json!(per_second / limit * 100.0);
+    }
     result["connections"] = json!(args.connections);
     result["processes"] = json!(args.processes);
     result["payload_bytes"] = json!(args.payload);
@@ -1252,6 +1381,21 @@ fn print_result(result: &Value, as_json: bool) {
         f(get(&["server_cpu_seconds"]), 2),
         f(get(&["server_cpu_us_per_op"]), 1)
     );
+    if let Some(client) = get(&["client_cpu_us_per_op"]) {
+        println!("  load generator CPU: {client:.1} µs per operation");
+    }
+    if let Some(little) = get(&["littles_law_mean_ms"]) {
+        println!(
+            "  mean latency {} ms; Little's law: {little:.3} ms",
+            f(get(&["latency_ms", "mean"]), 3)
+        );
+    }
+    if let Some(limit) = get(&["signing_limit_per_s"]) {
+        println!(
+            "  signing limit {limit:.0} /s: {}%",
+            f(get(&["signing_limit_percent"]), 1)
+        );
+    }
     if let Some(rss) = get(&["server_rss_kib_per_connection"]) {
         println!(
             "  server RSS: {} -> {} KiB, {:.1} KiB per connection",
@@ -2141,21 +2285,27 @@ async fn run_hostile(args: HostileArgs) -> Result<()> {
 }
 
 /// Logs on every client until `window` ends, counting what falls inside it; hands the clients back.
+/// Client `c` goes round `pids` starting at `pids[c]`.
 async fn log_until(
     clients: Vec<ClearingHouseClient>,
-    pid: &str,
+    pids: &[String],
     payload: &Bytes,
     window: &Arc<Window>,
 ) -> Result<(Vec<ClearingHouseClient>, Tally)> {
+    let pids: Arc<[String]> = pids.into();
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|mut client| {
-            let (pid, payload, window) = (pid.to_owned(), payload.clone(), window.clone());
+        .enumerate()
+        .map(|(c, mut client)| {
+            let (pids, payload, window) = (pids.clone(), payload.clone(), window.clone());
             tokio::spawn(async move {
                 let mut tally = Tally::new();
+                let mut next = c;
                 while Instant::now() < window.end {
+                    let pid = &pids[next % pids.len()];
+                    next += 1;
                     let started = Instant::now();
-                    let reply = client.log(&pid, payload.clone(), None).await;
+                    let reply = client.log(pid, payload.clone(), None).await;
                     let done = Instant::now();
                     if !window.contains(started, done) {
                         continue;
@@ -2182,6 +2332,158 @@ async fn log_until(
         tally.merge(one);
     }
     Ok((clients, tally))
+}
+
+async fn run_scaleout(args: ScaleoutArgs) -> Result<()> {
+    if args.connections == 0 || args.processes == 0 {
+        bail!("--connections and --processes must be at least 1");
+    }
+    let uri =
+        std::env::var("CH_BENCH_MONGODB_URI").context("scaleout needs CH_BENCH_MONGODB_URI")?;
+    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let database = format!("scaleout_{run_id}");
+    // Both instances share one development PKI, so that one identity owns every process.
+    let temp = tempfile::Builder::new().prefix("ch-bench-").tempdir()?;
+    let mut common = args.common.clone();
+    common.store = StoreKind::Mongodb;
+    common.dir = Some(temp.path().to_path_buf());
+    let server_args = [
+        "--database".to_owned(),
+        database.clone(),
+        "--store-metrics".to_owned(),
+    ];
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        instances.push(Arc::new(Target::open(&common, &server_args).await?));
+    }
+    let token = Arc::new(FixedToken(Bytes::from(realistic_dat(common.token_bytes))));
+    let pids: Vec<String> = (0..args.processes)
+        .map(|k| format!("bench-{run_id}-{k}"))
+        .collect();
+    let mut clients = Vec::new();
+    for instance in &instances {
+        clients.push(connect_many(instance, &token, args.connections, 64).await?);
+    }
+    for pid in &pids {
+        let reply = clients[0][0].create(pid, &[]).await?;
+        check_reply(&reply, "ids:MessageProcessedNotificationMessage")
+            .map_err(|e| anyhow!("creating {pid}: {e}"))?;
+    }
+    let payload = payload_of(args.payload);
+    let window = Arc::new(Window::after(args.warmup, args.duration));
+    let samplers: Vec<_> = instances
+        .iter()
+        .map(|instance| sample_server(instance, window.start, Some(window.end)))
+        .collect();
+    let loads: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(instance, clients)| {
+            let pids: Vec<String> = if args.own_processes {
+                pids.iter().skip(instance).step_by(2).cloned().collect()
+            } else {
+                pids.clone()
+            };
+            let (payload, window) = (payload.clone(), window.clone());
+            tokio::spawn(async move { log_until(clients, &pids, &payload, &window).await })
+        })
+        .collect();
+    let mut tally = Tally::new();
+    let mut per_instance = Vec::new();
+    for load in loads {
+        let (clients, one) = load.await??;
+        per_instance.push(one.latency.len() as f64 / args.duration);
+        tally.merge(one);
+        for client in clients {
+            client.close().await;
+        }
+    }
+    let mut cpu = Some(Duration::ZERO);
+    for sampler in samplers {
+        cpu = cpu.zip(cpu_between(sampler.await?)).map(|(a, b)| a + b);
+    }
+    // The store's counters, summed over both instances, as the servers print them on shutdown.
+    // A counter nothing incremented is not rendered at all: it starts at 0 here.
+    let mut counters: BTreeMap<String, f64> = [
+        "clearinghouse_store_sequence_conflicts_total",
+        "clearinghouse_store_appends_retried_total",
+    ]
+    .into_iter()
+    .map(|name| (name.to_owned(), 0.0))
+    .collect();
+    let store_kind = instances[0].store.clone();
+    for instance in instances {
+        let instance = Arc::try_unwrap(instance).map_err(|_| anyhow!("target still shared"))?;
+        for line in instance.close().await {
+            let mut words = line.split_whitespace().skip(1);
+            if let (Some(name), Some(value)) = (words.next(), words.next()) {
+                *counters.entry(name.to_owned()).or_default() += value.parse().unwrap_or(0.0);
+            }
+        }
+    }
+    // Every chain, read back through a third store handle on the same database.
+    let store = MongoStore::connect(MongoConfig::new(uri.clone(), database.clone())).await?;
+    let mut entries = 0;
+    for pid in &pids {
+        let head = clearinghouse::audit::verify_store(&store, pid)
+            .await
+            .with_context(|| format!("the chain of {pid} does not verify"))?;
+        entries += head.sequence;
+    }
+    drop(store);
+    mongodb::Client::with_uri_str(&uri)
+        .await?
+        .database(&database)
+        .drop()
+        .await?;
+
+    let measured = window.end - window.start;
+    let label = args.common.label.clone().unwrap_or_else(|| {
+        format!(
+            "scaleout 2 instances x c={} p={}{}",
+            args.connections,
+            args.processes,
+            if args.own_processes {
+                " own processes"
+            } else {
+                " shared"
+            }
+        )
+    });
+    let mut result = json!({
+        "name": label,
+        "scenario": "scaleout",
+        "store": store_kind,
+        "completed": tally.latency.len(),
+        "seconds": measured.as_secs_f64(),
+        "per_second": tally.latency.len() as f64 / measured.as_secs_f64(),
+        "per_second_per_instance": per_instance,
+        "errors": tally.errors,
+        "server_cpu_seconds": cpu.map(|c| c.as_secs_f64()),
+        "server_cpu_us_per_op": cpu
+            .filter(|_| !tally.latency.is_empty())
+            .map(|c| c.as_secs_f64() * 1e6 / tally.latency.len() as f64),
+        "store_counters": counters,
+        "chains_verified": pids.len(),
+        "entries_verified": entries,
+    });
+    if !tally.latency.is_empty() {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        result["latency_ms"] = json!({
+            "p50": ms(tally.latency.value_at_quantile(0.50)),
+            "p95": ms(tally.latency.value_at_quantile(0.95)),
+            "p99": ms(tally.latency.value_at_quantile(0.99)),
+            "max": ms(tally.latency.max()),
+            "mean": tally.latency.mean() / 1000.0,
+        });
+    }
+    print_result(&result, args.common.json);
+    if !args.common.json {
+        println!("  per instance: {per_instance:.0?} /s");
+        println!("  store counters (both instances): {counters:?}");
+        println!("  chains verified: {} ({entries} entries)", pids.len());
+    }
+    Ok(())
 }
 
 async fn run_throttled(args: ThrottledArgs) -> Result<()> {
@@ -2224,7 +2526,8 @@ async fn run_throttled(args: ThrottledArgs) -> Result<()> {
     // Phase 1: the well-behaved connector alone.
     let window = Arc::new(Window::after(args.warmup, args.duration));
     let sampler = sample_server(&target, window.start, Some(window.end));
-    let (clients, alone) = log_until(clients, &pid, &payload, &window).await?;
+    let (clients, alone) =
+        log_until(clients, std::slice::from_ref(&pid), &payload, &window).await?;
     let alone_cpu = cpu_between(sampler.await?);
 
     // Phase 2: the same, while connector-b sends as fast as it is answered.
@@ -2265,7 +2568,8 @@ async fn run_throttled(args: ThrottledArgs) -> Result<()> {
             throttled.load(Ordering::Relaxed),
         )
     };
-    let (clients, beside) = log_until(clients, &pid, &payload, &window).await?;
+    let (clients, beside) =
+        log_until(clients, std::slice::from_ref(&pid), &payload, &window).await?;
     let counts_at_end = (
         accepted.load(Ordering::Relaxed),
         throttled.load(Ordering::Relaxed),
@@ -2374,14 +2678,33 @@ fn open_files_limit() -> Option<u64> {
 // ---- summarize -------------------------------------------------------------------------------
 
 /// The figures summarize takes the median of, with their column titles.
-const FIGURES: [(&str, &[&str]); 8] = [
+const FIGURES: [(&str, &[&str]); 15] = [
     ("per s", &["per_second"]),
     ("p50 ms", &["latency_ms", "p50"]),
     ("p95 ms", &["latency_ms", "p95"]),
     ("p99 ms", &["latency_ms", "p99"]),
     ("max ms", &["latency_ms", "max"]),
+    ("mean ms", &["latency_ms", "mean"]),
+    ("Little ms", &["littles_law_mean_ms"]),
+    ("signing limit /s", &["signing_limit_per_s"]),
+    ("% of limit", &["signing_limit_percent"]),
     ("srv CPU µs/op", &["server_cpu_us_per_op"]),
+    ("client CPU µs/op", &["client_cpu_us_per_op"]),
     ("srv KiB/conn", &["server_rss_kib_per_connection"]),
+    (
+        "seq. conflicts",
+        &[
+            "store_counters",
+            "clearinghouse_store_sequence_conflicts_total",
+        ],
+    ),
+    (
+        "appends retried",
+        &[
+            "store_counters",
+            "clearinghouse_store_appends_retried_total",
+        ],
+    ),
     ("errors", &["error_count"]),
 ];
 

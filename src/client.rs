@@ -24,7 +24,9 @@ mod multipart;
 
 pub use multipart::{MultipartConfig, MultipartTransport};
 
-use crate::ids::{request_header, MessageType, Reply, ReplyError, RequestContext, RequestHeader};
+use crate::ids::{
+    request_header_with_id, MessageType, Reply, ReplyError, RequestContext, RequestHeader,
+};
 use crate::idscp2::client::ClientError;
 use crate::idscp2::connection::Connection;
 use crate::idscp2::dat::DatIssuer;
@@ -228,20 +230,35 @@ impl ClearingHouseClient {
             sender_agent: &self.connector_id,
             security_token: token.as_deref(),
         };
+        let (header, id) = request_header_with_id(&ctx, &message_type);
         let message = IdsMessage {
-            header: request_header(&ctx, &message_type),
+            header,
             payload,
             extra_headers,
         };
-        self.exchange(AppLayerMessage {
+        let message = AppLayerMessage {
             message: Some(app_layer_message::Message::IdsMessage(message)),
-        })
-        .await
+        };
+        self.correlated_exchange(message, Some(id)).await
     }
 
     /// Sends a prepared application message and reads the IDS reply to it. Over HTTPS, the
     /// reply carries the HTTP status ([`Reply::http_status`]).
     pub async fn exchange(&mut self, message: AppLayerMessage) -> Result<Reply, RequestError> {
+        let id = match &self.transport {
+            Transport::Idscp2 { .. } => correlation_id(&message),
+            // Every HTTP response answers its own request: nothing to correlate.
+            Transport::Multipart(_) => None,
+        };
+        self.correlated_exchange(message, id).await
+    }
+
+    /// [`Self::exchange`] for a message whose header has the `@id` `id`.
+    async fn correlated_exchange(
+        &mut self,
+        message: AppLayerMessage,
+        id: Option<String>,
+    ) -> Result<Reply, RequestError> {
         let (connection, timed_out_unanswered) = match &mut self.transport {
             Transport::Idscp2 {
                 connection,
@@ -257,7 +274,6 @@ impl ClearingHouseClient {
                 return Ok(reply);
             }
         };
-        let id = correlation_id(&message);
         let result = connection
             .request(&message, self.reply_timeout, |reply| {
                 take_reply(id.as_deref(), timed_out_unanswered, reply)

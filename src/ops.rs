@@ -92,6 +92,18 @@ fn describe_metrics() {
         "CPU-heavy work done on the blocking pool beside the async workers, by kind"
     );
     describe_counter!(
+        "clearinghouse_store_sequence_conflicts_total",
+        "MongoDB: entries refused because another instance had taken their sequence number"
+    );
+    describe_counter!(
+        "clearinghouse_store_appends_retried_total",
+        "MongoDB: appends tried again after a sequence conflict in their batch"
+    );
+    describe_gauge!(
+        "clearinghouse_offload_queued",
+        "Hashing and signing jobs waiting for or running on an offload thread"
+    );
+    describe_counter!(
         "clearinghouse_quota_rejections_total",
         "Requests rejected over a per-connector quota, by quota"
     );

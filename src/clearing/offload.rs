@@ -10,9 +10,19 @@
 //! EdDSA signatures (BENCHMARKS.md, "CPU work off the async workers", has the measurements behind
 //! both choices).
 //!
-//! Metric: `clearinghouse_offloaded_total{work}`, `work` being `payload_hash` (an entry
+//! Fairness under overload (RSA receipts at the signing limit): the queue is FIFO, so every
+//! request waits behind the same number of signatures and latency grows evenly instead of
+//! starving some; never more than one signature per core runs at once, so the signatures in
+//! progress finish at the speed of the cores; and the offload threads run at a lower scheduling
+//! priority ([`OFFLOAD_NICE`]) than the tokio workers, so that while they keep every core busy
+//! the connection tasks (reading, ACKing, writing replies), handshakes, queries and `/health`
+//! still get a core as soon as they have work. Idle cores still go to the signatures: a nice
+//! value shares the CPU, it does not reserve any.
+//!
+//! Metrics: `clearinghouse_offloaded_total{work}`, `work` being `payload_hash` (an entry
 //! prepared, which is mostly hashing its payload; the label is kept for existing dashboards) or
-//! `receipt_signature`, counted on the offload thread once the work is done.
+//! `receipt_signature`, counted on the offload thread once the work is done;
+//! `clearinghouse_offload_queued`, the jobs waiting for a thread or running on one.
 
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
@@ -29,6 +39,14 @@ const QUEUE_CAPACITY: usize = 1024;
 
 /// Prefix of the offload threads' names, as `top -H` and debuggers show them.
 pub(crate) const THREAD_NAME: &str = "ch-offload";
+
+/// How much the offload threads' nice value (Linux, per thread) is above the rest of the
+/// process's: at 5 more the scheduler gives a tokio worker that has work about three times the
+/// share of a busy offload thread.
+const OFFLOAD_NICE: i32 = 5;
+
+/// Metric: jobs handed to the offload threads and not finished yet.
+const QUEUED: &str = "clearinghouse_offload_queued";
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -90,7 +108,9 @@ impl Offload {
             return Ok(job());
         };
         let (reply, result) = oneshot::channel();
+        let queued = Queued::new();
         let job: Job = Box::new(move || {
+            let _queued = queued;
             // The caller may have gone (its connection closed); the work is wasted, not wrong.
             let _ = reply.send(job());
             metrics::counter!("clearinghouse_offloaded_total", "work" => work).increment(1);
@@ -136,8 +156,48 @@ fn signs_inline(algorithm: ReceiptAlgorithm) -> bool {
     }
 }
 
+/// Counts a job in [`QUEUED`] from its hand-over until it is done, panics or is dropped unrun.
+struct Queued;
+
+impl Queued {
+    fn new() -> Queued {
+        metrics::gauge!(QUEUED).increment(1.0);
+        Queued
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        metrics::gauge!(QUEUED).decrement(1.0);
+    }
+}
+
+/// Raises the calling thread's nice value by [`OFFLOAD_NICE`] (relative, so that a server
+/// started with `nice` keeps its offload threads below its own workers); where that cannot be
+/// done the thread runs at the priority it has, which costs fairness, not correctness.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; getpriority and setpriority with PRIO_PROCESS and
+        // a thread id read and change the nice value of that thread only (Linux keeps it per
+        // thread). getpriority's -1 may be an error; the worst that follows is a nice of 4.
+        let result = unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, (nice + OFFLOAD_NICE).min(19))
+        };
+        if result != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "cannot lower the priority of an offload thread"
+            );
+        }
+    }
+}
+
 /// An offload thread: takes jobs until the [`Offload`] is dropped.
 fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    lower_priority();
     loop {
         // One thread waits on the queue while the others wait for the lock; nothing panics
         // while holding it, and a receiver is usable whatever happened to an earlier holder.
@@ -177,6 +237,19 @@ mod tests {
         assert!(!in_runtime, "the job ran on a thread of the runtime");
         // The caller itself is on a worker, so the check above can tell the two apart.
         assert!(whereabouts().1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn offload_threads_run_below_the_priority_of_the_rest() {
+        let nice = || {
+            // SAFETY: as in lower_priority; getpriority only reads.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+        };
+        let offload = Offload::with_threads(1);
+        let here = nice();
+        let there = offload.run("test", nice).await.unwrap();
+        assert_eq!(there, (here + OFFLOAD_NICE).min(19));
     }
 
     #[tokio::test]

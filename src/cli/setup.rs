@@ -188,6 +188,7 @@ pub(crate) fn endpoint(config: &Config, dat: &DatDrivers) -> Result<Endpoint, Co
         expected_ra: idscp2.expected_ra.clone(),
         handshake_timeout: Duration::from_millis(idscp2.handshake_timeout_ms),
         ack_timeout: Duration::from_millis(idscp2.ack_timeout_ms),
+        ack_delay: Duration::from_millis(idscp2.ack_delay_ms),
         ra_interval: Duration::from_secs(idscp2.ra_interval_s),
         dat_renewal_threshold: idscp2.dat_renewal_threshold,
         max_frame: idscp2.max_frame,

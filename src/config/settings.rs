@@ -89,6 +89,8 @@ pub(crate) struct TlsConfig {
 pub(crate) struct Idscp2Config {
     pub(crate) handshake_timeout_ms: u64,
     pub(crate) ack_timeout_ms: u64,
+    /// How long an ACK may wait for the answer to go out with it (0: at once).
+    pub(crate) ack_delay_ms: u64,
     pub(crate) ra_interval_s: u64,
     pub(crate) dat_renewal_threshold: f64,
     pub(crate) supported_ra: Vec<String>,
@@ -108,6 +110,7 @@ impl Default for Idscp2Config {
         Idscp2Config {
             handshake_timeout_ms: 10_000,
             ack_timeout_ms: 200,
+            ack_delay_ms: 10,
             ra_interval_s: 3600,
             dat_renewal_threshold: 0.666,
             supported_ra: suites.clone(),
@@ -453,6 +456,16 @@ impl Config {
             self.idscp2.handshake_timeout_ms,
         )?;
         positive("idscp2.ack_timeout_ms", self.idscp2.ack_timeout_ms)?;
+        // A peer resends after its ACK timeout; ours stands in for it.
+        if self.idscp2.ack_delay_ms > self.idscp2.ack_timeout_ms / 4 {
+            return Err(ConfigError::setting(
+                "idscp2.ack_delay_ms",
+                format!(
+                    "must be at most a quarter of idscp2.ack_timeout_ms ({} ms)",
+                    self.idscp2.ack_timeout_ms / 4
+                ),
+            ));
+        }
         self.validate_handshake_limits()?;
         positive("idscp2.ra_interval_s", self.idscp2.ra_interval_s)?;
         positive(
@@ -669,5 +682,17 @@ mod fair_use_tests {
             let message = refused(change);
             assert!(message.starts_with(setting), "{message}");
         }
+    }
+
+    #[test]
+    fn an_ack_waits_at_most_a_quarter_of_the_ack_timeout() {
+        let message = refused(|c| c.idscp2.ack_delay_ms = 51);
+        assert!(message.starts_with("idscp2.ack_delay_ms"), "{message}");
+        assert!(message.contains("50 ms"), "{message}");
+        let mut config = Config::default();
+        config.idscp2.ack_delay_ms = 50;
+        config.validate().unwrap();
+        config.idscp2.ack_delay_ms = 0;
+        config.validate().unwrap();
     }
 }

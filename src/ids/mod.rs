@@ -44,4 +44,5 @@ pub(crate) use reply::{
     page_extra_headers, processed_header, rejection_header, reply_extra_headers, result_header,
     ReplyContext,
 };
+pub(crate) use request::request_header_with_id;
 pub use request::{request_header, Reply, ReplyError, RequestContext};

@@ -23,6 +23,15 @@ pub struct RequestContext<'a> {
 
 /// An Infomodel header for a request of `message_type` (Request, Log or Query).
 pub fn request_header(ctx: &RequestContext, message_type: &MessageType) -> String {
+    request_header_with_id(ctx, message_type).0
+}
+
+/// [`request_header`] with the header's `@id`, which the reply will carry as
+/// `ids:correlationMessage`: known here, so that the client need not parse its own header back.
+pub(crate) fn request_header_with_id(
+    ctx: &RequestContext,
+    message_type: &MessageType,
+) -> (String, String) {
     let (type_name, autogen_name) = match message_type {
         MessageType::Request => ("ids:RequestMessage", "requestMessage"),
         MessageType::Log => ("ids:LogMessage", "logMessage"),
@@ -36,7 +45,12 @@ pub fn request_header(ctx: &RequestContext, message_type: &MessageType) -> Strin
         ctx.sender_agent,
         ctx.security_token,
     );
-    compact_json(&Value::Object(header))
+    let id = header
+        .get("@id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    (compact_json(&Value::Object(header)), id)
 }
 
 /// A reply as a client reads it.

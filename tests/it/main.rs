@@ -43,6 +43,7 @@ mod jsonld_spellings;
 mod mongodb_service;
 mod mongodb_store;
 mod pki_tls;
+mod signing_overload;
 mod store_contract;
 mod store_owners;
 mod transport_logs;

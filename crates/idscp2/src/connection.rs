@@ -217,6 +217,7 @@ impl<M: prost::Message + Default> Connection<M> {
             slots: Arc::new(Semaphore::new(settings.requests_in_flight)),
             in_flight: None,
             outgoing: VecDeque::new(),
+            ack_due: None,
             peer_certificate,
             endpoint,
             candidate_dat: None,
@@ -391,6 +392,9 @@ struct Task<S> {
     in_flight: Option<InFlight>,
     /// What each message in the state machine's send queue holds, oldest first.
     outgoing: VecDeque<Outgoing>,
+    /// When the ACKs waiting in the write buffer go out alone (`Settings::ack_delay`), unless a
+    /// message of ours takes them along first.
+    ack_due: Option<Instant>,
     peer_certificate: PeerCertificate,
     endpoint: Endpoint,
     /// The last DAT that passed verification, until the state machine accepts it.
@@ -456,7 +460,14 @@ where
         loop {
             let next_timer = self.fsm.poll_timeout();
             let takes_data = self.slots.available_permits() > 0;
+            let ack_due = self.ack_due;
             let event = tokio::select! {
+                _ = sleep_until(ack_due.unwrap_or_else(far_future)), if ack_due.is_some() => {
+                    if let Flow::Stop(reason) = self.flush().await {
+                        return reason;
+                    }
+                    continue;
+                },
                 frame = self.reader.next(takes_data) => match frame {
                     Ok(Some(ReadFrame { message, held })) => match self.peer_event(message, held).await {
                         Some(event) => event,
@@ -653,13 +664,27 @@ where
 
     async fn execute(&mut self) -> Flow {
         let mut wrote = false;
+        let mut only_acks = true;
+        // Everything one input asks us to send goes into the write buffer first and out with one
+        // flush: one TLS record, one write. An ACK alone may wait there for the answer to the
+        // data it acknowledges (`Settings::ack_delay`), so that the two go out together.
         while let Some(message) = self.fsm.poll_transmit() {
+            only_acks &= matches!(message, Message::IdscpAck(_));
             if let Flow::Stop(reason) = self.transmit(message).await {
                 return Flow::Stop(reason);
             }
             wrote = true;
         }
-        if wrote {
+        // Our own ACK timeout stands in for the peer's, which we do not know: a quarter of it
+        // leaves the peer's timer room to spare.
+        let settings = &self.endpoint.settings;
+        let delay = settings.ack_delay.min(settings.ack_timeout / 4);
+        if wrote && only_acks && !delay.is_zero() {
+            self.ack_due.get_or_insert_with(|| Instant::now() + delay);
+        } else if wrote {
+            if let Flow::Stop(reason) = self.flush().await {
+                return Flow::Stop(reason);
+            }
             // A write the peer held up must not eat into the ACK timeout it armed.
             self.fsm.transmitted(std::time::Instant::now());
         }
@@ -678,23 +703,23 @@ where
         ) {
             ConnectionStats::bump(&self.stats.ra_messages_sent);
         }
-        let write = self.writer.send(message);
-        match timeout(self.endpoint.settings.write_timeout, write).await {
-            Ok(Ok(())) => {
-                // The buffer keeps the capacity of the largest frame written so far;
-                // a big reply's copy must not stay with the connection.
-                if self.writer.write_buffer().capacity() > RETAINED_WRITE_BUFFER {
-                    *self.writer.write_buffer_mut() = BytesMut::new();
-                }
-                Flow::Continue
-            }
-            Ok(Err(e)) => Flow::Stop(lost(format!("write failed: {e}"))),
-            Err(_) => Flow::Stop(CloseReason {
-                cause: CloseCause::Timeout,
-                message: "peer does not read".into(),
-                by_peer: false,
-            }),
+        // Buffered only; FramedWrite writes out early if the buffer passes its boundary.
+        let write = self.writer.feed(message);
+        written(timeout(self.endpoint.settings.write_timeout, write).await)
+    }
+
+    /// Writes out what [`Task::transmit`] buffered.
+    async fn flush(&mut self) -> Flow {
+        self.ack_due = None;
+        let flush = self.writer.flush();
+        let flushed = timeout(self.endpoint.settings.write_timeout, flush).await;
+        let flow = written(flushed);
+        // The buffer keeps the capacity of the largest frame written so far;
+        // a big reply's copy must not stay with the connection.
+        if self.writer.write_buffer().capacity() > RETAINED_WRITE_BUFFER {
+            *self.writer.write_buffer_mut() = BytesMut::new();
         }
+        flow
     }
 
     fn on_event(&mut self, event: Event) -> Flow {
@@ -810,6 +835,21 @@ where
             RaRole::Prover => &mut self.prover,
             RaRole::Verifier => &mut self.verifier,
         }
+    }
+}
+
+/// How a write (or flush) bounded by the write timeout ended.
+fn written<E: std::fmt::Display>(
+    outcome: Result<Result<(), E>, tokio::time::error::Elapsed>,
+) -> Flow {
+    match outcome {
+        Ok(Ok(())) => Flow::Continue,
+        Ok(Err(e)) => Flow::Stop(lost(format!("write failed: {e}"))),
+        Err(_) => Flow::Stop(CloseReason {
+            cause: CloseCause::Timeout,
+            message: "peer does not read".into(),
+            by_peer: false,
+        }),
     }
 }
 

@@ -18,6 +18,12 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// How long our data waits for its ACK before it is sent again.
     pub ack_timeout: Duration,
+    /// How long an ACK of the peer's data may wait in our write buffer for company: an answer
+    /// sent within this time goes out with it, in one TLS record and one write, instead of two.
+    /// It must stay well below the peer's ACK timeout (200 ms by default), after which the peer
+    /// resends, so at most a quarter of our own `ack_timeout` is used; zero sends every ACK at
+    /// once.
+    pub ack_delay: Duration,
     /// How often we attest the peer again.
     pub ra_interval: Duration,
     /// Fraction of the peer DAT's lifetime after which we ask for a new one (0.666 for DAPS tokens).
@@ -68,6 +74,7 @@ impl Default for Settings {
             expected_ra: suites,
             handshake_timeout: Duration::from_secs(10),
             ack_timeout: Duration::from_millis(200),
+            ack_delay: Duration::from_millis(10),
             ra_interval: Duration::from_secs(3600),
             dat_renewal_threshold: 0.666,
             max_frame: DEFAULT_MAX_FRAME,

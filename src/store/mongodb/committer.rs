@@ -13,6 +13,12 @@
 //! The committer is the only writer of entries in its instance, so the process heads it keeps
 //! in memory are exact unless another instance appended to the same process; the database
 //! tells it so by refusing the next sequence number.
+//!
+//! Metrics: `clearinghouse_store_sequence_conflicts_total` counts the entries the database
+//! refused because another writer had taken their sequence number, and
+//! `clearinghouse_store_appends_retried_total` the appends sent into another round after such a
+//! refusal (the refused one and those behind it in its batch): how much instances on one
+//! database get in each other's way.
 
 use std::collections::HashMap;
 
@@ -27,6 +33,11 @@ use super::{backoff, APPEND_QUEUE};
 use crate::store::chain::{self, ChainHead, Link};
 use crate::store::owners::recorded_owners;
 use crate::store::{Entry, PreparedEntry, StoreError};
+
+/// Metric: entries refused because their sequence number was taken by another writer.
+const SEQUENCE_CONFLICTS: &str = "clearinghouse_store_sequence_conflicts_total";
+/// Metric: appends tried again in a later round after a refusal.
+const APPENDS_RETRIED: &str = "clearinghouse_store_appends_retried_total";
 
 /// The most appends one batch takes.
 const MAX_BATCH_ENTRIES: usize = 512;
@@ -236,6 +247,7 @@ impl Committer {
                 // A driver retry of an insert whose reply was lost: stored after all.
                 Ok(true) => stored.push((append, link)),
                 Ok(false) => {
+                    metrics::counter!(SEQUENCE_CONFLICTS).increment(1);
                     lost_sequence = Some(append.pid().to_owned());
                     retry.push(append);
                 }
@@ -245,6 +257,7 @@ impl Committer {
         self.move_heads(stored).await;
         retry.extend(rest.into_iter().map(|(append, _)| append));
 
+        metrics::counter!(APPENDS_RETRIED).increment(retry.len() as u64);
         let Some(pid) = lost_sequence else {
             return retry;
         };

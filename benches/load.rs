@@ -54,6 +54,9 @@ use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
 
+#[path = "load/multipart.rs"]
+mod multipart;
+
 // The same allocator as the `clearinghouse` binary, so that the server role costs what the real
 // server does (and the load generator, which shares these 2 cores, gets the same saving).
 #[global_allocator]
@@ -146,6 +149,9 @@ struct ServerArgs {
     store_metrics: bool,
     #[command(flatten)]
     quotas: QuotaArgs,
+    /// The door served: IDSCP2, or IDS-Multipart over HTTPS.
+    #[arg(long, value_enum, default_value = "idscp2")]
+    transport: multipart::Transport,
 }
 
 /// The server role's quotas (fair use); without these flags there are none.
@@ -249,6 +255,9 @@ struct Common {
     /// Bytes of the DAT placed into each request header's ids:securityToken.
     #[arg(long, default_value_t = 1000)]
     token_bytes: usize,
+    /// IDSCP2, or IDS-Multipart over HTTPS (HTTP/1.1 keep-alive; the log scenario only).
+    #[arg(long, value_enum, default_value = "idscp2")]
+    transport: multipart::Transport,
 }
 
 #[derive(Args)]
@@ -536,7 +545,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
     let quotas = Arc::new(Quotas::new(&args.quotas.config(&pki)?));
     // Usage goes to the store as `serve` sends it, so that its cost is part of the figures.
     let quota_sync = quotas.spawn_sync(usage, Duration::from_secs(1));
-    let service = ClearingHouse::new(ClearingHouseConfig {
+    let service = Arc::new(ClearingHouse::new(ClearingHouseConfig {
         store: store.clone(),
         signer,
         connector_id: CH_CONNECTOR_ID.into(),
@@ -547,7 +556,21 @@ async fn serve(args: ServerArgs) -> Result<()> {
         limits: LimitsConfig::default(),
         quotas: quotas.clone(),
         admins: Default::default(),
-    });
+    }));
+    if args.transport == multipart::Transport::Multipart {
+        let endpoint = dev_endpoint()?;
+        multipart::serve(
+            service,
+            &pki,
+            &args.listen,
+            args.max_connections,
+            &endpoint,
+            shutdown_signal(),
+        )
+        .await?;
+        quota_sync.abort();
+        return Ok(());
+    }
     let identity = TlsIdentity::from_pem_files(&pki.server_cert(), &pki.server_key())?;
     let cas = tls::load_ca_file(&pki.ca_cert())?;
     let config = ServerConfig {
@@ -567,7 +590,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         std::process::id()
     );
     std::io::stdout().flush()?;
-    server.run(Arc::new(service), shutdown_signal()).await;
+    server.run(service, shutdown_signal()).await;
     quota_sync.abort();
     let _ = quota_sync.await;
     drop(store);
@@ -701,6 +724,8 @@ struct Target {
     addr: String,
     server_name: String,
     config: ClientConfig,
+    /// With `--transport multipart`: the HTTPS client every load client shares.
+    https: Option<clearinghouse::client::MultipartTransport>,
     server_pid: Option<u32>,
     store: String,
     /// The spawned server, if any; stopped when the run ends.
@@ -750,12 +775,16 @@ impl Target {
         };
         let paths =
             |explicit: &Option<PathBuf>, default: PathBuf| explicit.clone().unwrap_or(default);
+        let mut server_args = server_args.to_vec();
+        if common.transport == multipart::Transport::Multipart {
+            server_args.extend(["--transport".to_owned(), "multipart".to_owned()]);
+        }
         let (addr, server_pid, child, pki_dir) = match &common.server {
             Some(addr) => (addr.clone(), common.server_pid, None, dir),
             None => {
                 // Generated here, before the child starts, so the two never race to write it.
                 DevPki::open_or_generate(&dir, &DevPkiOptions::default())?;
-                let (addr, pid, child) = spawn_server(&dir, common.store, server_args).await?;
+                let (addr, pid, child) = spawn_server(&dir, common.store, &server_args).await?;
                 (addr, Some(pid), Some(child), dir)
             }
         };
@@ -772,10 +801,21 @@ impl Target {
             tls: tls::client_config(&identity, &cas)?,
             endpoint: dev_endpoint()?,
         };
+        let https = match common.transport {
+            multipart::Transport::Multipart => Some(multipart::transport(
+                &addr,
+                &common.server_name,
+                &ca,
+                &cert,
+                &key,
+            )?),
+            multipart::Transport::Idscp2 => None,
+        };
         Ok(Target {
             addr,
             server_name: common.server_name.clone(),
             config,
+            https,
             server_pid,
             store: if common.server.is_some() {
                 "external".into()
@@ -789,6 +829,19 @@ impl Target {
 
     async fn connect(&self) -> Result<clearinghouse::idscp2::connection::Connection, ClientError> {
         client::connect(&self.addr, &self.server_name, &self.config).await
+    }
+
+    /// A load client through the chosen door.
+    async fn client(&self, token: &Arc<FixedToken>) -> Result<ClearingHouseClient, ClientError> {
+        match &self.https {
+            Some(https) => Ok(ClearingHouseClient::over_https(
+                https.clone(),
+                "https://connector-a.example.org/connector".into(),
+                Some(token.clone() as Arc<dyn DatIssuer>),
+                Duration::from_secs(30),
+            )),
+            None => Ok(client_of(self.connect().await?, token)),
+        }
     }
 
     /// Stops the spawned server, if any; returns what it printed on shutdown.
@@ -944,6 +997,7 @@ fn error_kind(error: &RequestError) -> String {
     match error {
         RequestError::Transport(e) => client_error_kind(e),
         RequestError::Reply(_) | RequestError::NotIdsMessage => "bad-reply".into(),
+        RequestError::Https(_) => "https".into(),
     }
 }
 
@@ -1081,14 +1135,14 @@ async fn connect_many(
     let clients: Vec<_> = stream::iter(0..n)
         .map(|_| {
             let target = target.clone();
-            async move { target.connect().await }
+            async move { target.client(token).await }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     clients
         .into_iter()
-        .map(|c| c.map(|c| client_of(c, token)).map_err(anyhow::Error::from))
+        .map(|c| c.map_err(anyhow::Error::from))
         .collect::<Result<Vec<_>>>()
         .context("cannot open the load connections")
 }
@@ -1210,8 +1264,8 @@ async fn run_log(args: LogArgs) -> Result<()> {
                     };
                     let Some(ch) = client.as_mut() else {
                         // The previous request broke the connection: open a new one.
-                        match target.connect().await {
-                            Ok(c) => client = Some(client_of(c, &token)),
+                        match target.client(&token).await {
+                            Ok(c) => client = Some(c),
                             Err(e) => {
                                 tally.error(format!("reconnect: {}", client_error_kind(&e)));
                                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1275,7 +1329,11 @@ async fn run_log(args: LogArgs) -> Result<()> {
     };
     let label = args.common.label.clone().unwrap_or_else(|| {
         format!(
-            "log c={} p={} s={}{}{}",
+            "log{} c={} p={} s={}{}{}",
+            match args.common.transport {
+                multipart::Transport::Idscp2 => "",
+                multipart::Transport::Multipart => " multipart",
+            },
             args.connections,
             args.processes,
             args.payload,

@@ -1,4 +1,5 @@
-//! The clearing-house client: IDS requests over an IDSCP2 connection, one at a time.
+//! The clearing-house client: IDS requests over an IDSCP2 connection (or over IDS-Multipart on
+//! HTTPS, `multipart`), one at a time.
 //!
 //! Connectors, auditors (through the CLI), the tests and the load generator all talk to the
 //! clearing house through this, so they all send the same requests a Trusted Connector sends.
@@ -19,6 +20,10 @@ use serde_json::json;
 
 use tracing::warn;
 
+mod multipart;
+
+pub use multipart::{MultipartConfig, MultipartTransport};
+
 use crate::ids::{
     request_header_with_id, MessageType, Reply, ReplyError, RequestContext, RequestHeader, ViewKind,
 };
@@ -36,9 +41,13 @@ pub enum RequestError {
     /// The reply's IDS header cannot be read.
     #[error(transparent)]
     Reply(#[from] ReplyError),
-    /// The reply is an application message of another kind.
+    /// The reply is an application message of another kind (or, over HTTPS, the request was:
+    /// only IdsMessages travel there).
     #[error("the reply is not an IdsMessage")]
     NotIdsMessage,
+    /// The HTTPS request failed, or its reply is not IDS-Multipart.
+    #[error("HTTPS: {0}")]
+    Https(String),
 }
 
 /// Paging and filtering of a page query; `None` leaves the server's default.
@@ -59,13 +68,21 @@ pub struct QueryOptions {
 /// A connector's side of a clearing-house connection: one request at a time, each reply matched
 /// to its request.
 pub struct ClearingHouseClient {
-    connection: Connection,
+    transport: Transport,
     connector_id: String,
     /// Our DAT, for `ids:securityToken` in request headers, as connectors send it.
     dat: Option<Arc<dyn DatIssuer>>,
     reply_timeout: Duration,
-    /// Requests that timed out and whose replies have not arrived yet.
-    timed_out_unanswered: usize,
+}
+
+enum Transport {
+    Idscp2 {
+        connection: Connection,
+        /// Requests that timed out and whose replies have not arrived yet.
+        timed_out_unanswered: usize,
+    },
+    /// Every reply comes on its own HTTP response: nothing to match up.
+    Multipart(MultipartTransport),
 }
 
 impl ClearingHouseClient {
@@ -78,17 +95,38 @@ impl ClearingHouseClient {
         reply_timeout: Duration,
     ) -> Self {
         ClearingHouseClient {
-            connection,
+            transport: Transport::Idscp2 {
+                connection,
+                timed_out_unanswered: 0,
+            },
             connector_id,
             dat,
             reply_timeout,
-            timed_out_unanswered: 0,
         }
     }
 
-    /// The IDSCP2 connection, for its statistics or a message of another kind.
-    pub fn connection_mut(&mut self) -> &mut Connection {
-        &mut self.connection
+    /// A client of the IDS-Multipart door over HTTPS, otherwise as [`new`](Self::new).
+    pub fn over_https(
+        transport: MultipartTransport,
+        connector_id: String,
+        dat: Option<Arc<dyn DatIssuer>>,
+        reply_timeout: Duration,
+    ) -> Self {
+        ClearingHouseClient {
+            transport: Transport::Multipart(transport),
+            connector_id,
+            dat,
+            reply_timeout,
+        }
+    }
+
+    /// The IDSCP2 connection, for its statistics or a message of another kind; `None` over
+    /// HTTPS.
+    pub fn connection_mut(&mut self) -> Option<&mut Connection> {
+        match &mut self.transport {
+            Transport::Idscp2 { connection, .. } => Some(connection),
+            Transport::Multipart(_) => None,
+        }
     }
 
     /// `ids:RequestMessage`: creates `pid` with the given co-owners (we are always one).
@@ -245,9 +283,14 @@ impl ClearingHouseClient {
         self.correlated_exchange(message, Some(id)).await
     }
 
-    /// Sends a prepared application message and reads the IDS reply to it.
+    /// Sends a prepared application message and reads the IDS reply to it. Over HTTPS, the
+    /// reply carries the HTTP status ([`Reply::http_status`]).
     pub async fn exchange(&mut self, message: AppLayerMessage) -> Result<Reply, RequestError> {
-        let id = correlation_id(&message);
+        let id = match &self.transport {
+            Transport::Idscp2 { .. } => correlation_id(&message),
+            // Every HTTP response answers its own request: nothing to correlate.
+            Transport::Multipart(_) => None,
+        };
         self.correlated_exchange(message, id).await
     }
 
@@ -257,25 +300,40 @@ impl ClearingHouseClient {
         message: AppLayerMessage,
         id: Option<String>,
     ) -> Result<Reply, RequestError> {
-        let unanswered = &mut self.timed_out_unanswered;
-        let result = self
-            .connection
+        let (connection, timed_out_unanswered) = match &mut self.transport {
+            Transport::Idscp2 {
+                connection,
+                timed_out_unanswered,
+            } => (connection, timed_out_unanswered),
+            Transport::Multipart(transport) => {
+                let Some(app_layer_message::Message::IdsMessage(message)) = message.message else {
+                    return Err(RequestError::NotIdsMessage);
+                };
+                let (status, reply) = transport.send(message, self.reply_timeout).await?;
+                let mut reply = Reply::from_ids(&reply)?;
+                reply.http_status = Some(status);
+                return Ok(reply);
+            }
+        };
+        let result = connection
             .request(&message, self.reply_timeout, |reply| {
-                take_reply(id.as_deref(), unanswered, reply)
+                take_reply(id.as_deref(), timed_out_unanswered, reply)
             })
             .await;
         match result {
-            Err(ClientError::Timeout(_)) => self.timed_out_unanswered += 1,
+            Err(ClientError::Timeout(_)) => *timed_out_unanswered += 1,
             // Replies come in order: whatever was still owed to earlier requests came before.
-            Ok(_) => self.timed_out_unanswered = 0,
+            Ok(_) => *timed_out_unanswered = 0,
             Err(_) => {}
         }
         result?
     }
 
-    /// Closes the connection, telling the clearing house.
+    /// Closes the connection, telling the clearing house (IDSCP2; HTTPS has nothing to say).
     pub async fn close(self) {
-        self.connection.close().await;
+        if let Transport::Idscp2 { connection, .. } = self.transport {
+            connection.close().await;
+        }
     }
 }
 

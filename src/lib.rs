@@ -10,6 +10,7 @@
 //!   contracts as both parties recorded them (a derived, reproducible view).
 //! - [`receipt`]: receipts signed as JWTs, and the JWKS that lets anyone verify them offline.
 //! - [`clearing`]: the clearing house: one handler per message type, authorization, receipts.
+//! - [`http`]: the second front door, IDS-Multipart over HTTPS, into the same clearing house.
 //! - [`client`]: the clearing-house client used by the CLI, the tests and the load generator.
 //! - [`audit`]: exports, and offline verification of receipts and chains.
 //! - [`devpki`]: a development CA with server, connector and receipt keys, for trying things out and for tests.
@@ -41,6 +42,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod devpki;
+pub mod http;
 pub mod ids;
 pub mod idscp2;
 mod ops;

@@ -9,18 +9,21 @@
 //! a [`Rejection`] in one place (`error.rs`); the door renders the `Outcome` or the rejection in
 //! its own framing.
 //!
-//! The first door is IDSCP2: [`ClearingHouse`] is the [`Service`] the IDSCP2 server hands every
-//! application message to. It reads the IDS header and the `ch-ids-*` parameters,
-//! authenticates the caller by the identity the transport verified (the DAT `sub`, bound to the
-//! TLS certificate), and answers with an IdsMessage. Every failure becomes a typed
-//! RejectionMessage; nothing a peer sends ends the connection or reaches a panic. `metering`
-//! counts every answer and times every store call.
+//! Both doors go through `ClearingHouse::answer` (`door.rs`), which reads the IDS header, asks
+//! the door who sent it (a `Door`), admits the caller, reads the `ch-ids-*` parameters and the
+//! command, runs it and renders the reply. The first door is IDSCP2: [`ClearingHouse`] is the
+//! [`Service`] the IDSCP2 server hands every application message to, and the caller is the
+//! identity the transport verified (the DAT `sub`, bound to the TLS certificate). The second is
+//! IDS-Multipart over HTTPS (`crate::http`), whose caller is the DAT in the header. Every
+//! failure becomes a typed RejectionMessage; nothing a peer sends ends the connection or reaches
+//! a panic. `metering` counts every answer and times every store call.
 //!
 //! Fair use: every size a peer controls is bounded by a `limits.*` setting, checked before the
 //! thing it bounds is parsed, and every request counts against its connector's `quota`, checked
 //! before the payload is parsed and before the store is asked anything.
 
 mod create;
+mod door;
 mod erase;
 mod error;
 mod log;
@@ -42,8 +45,8 @@ use crate::config::LimitsConfig;
 use crate::ids::params::ParamLimits;
 use crate::ids::rejection::too_large;
 use crate::ids::{
-    self, processed_header, rejection_header, result_header, ChParams, Command, PayloadLimits,
-    Rejection, RejectionReason, ReplyContext, RequestHeader,
+    self, processed_header, rejection_header, result_header, Command, PayloadLimits, Rejection,
+    RejectionReason, ReplyContext, RequestHeader,
 };
 use crate::idscp2::connection::PeerInfo;
 use crate::idscp2::dat::{DatIssuer, DatVerifier};
@@ -51,7 +54,10 @@ use crate::idscp2::proto::app::{app_layer_message, AppLayerMessage, GenericMessa
 use crate::idscp2::server::Service;
 use crate::receipt::ReceiptSigner;
 use crate::store::ProcessStore;
+use door::Idscp2Door;
 use error::ClearingError;
+
+pub(crate) use door::{Answer, Answered, Door};
 
 pub use offload::{Offload, OffloadError};
 pub use query::entry_document;
@@ -207,36 +213,6 @@ impl ClearingHouse {
         Ok(outcome)
     }
 
-    /// Answers one IdsMessage: parses it, authenticates, dispatches, and writes the reply.
-    async fn answer(&self, peer: Arc<PeerInfo>, message: IdsMessage) -> IdsMessage {
-        let started = Instant::now();
-        let header = match self.read_header(&message.header) {
-            Ok(header) => header,
-            Err(rejection) => {
-                metering::message("malformed", rejection.reason.code(), started);
-                return self.rejection(None, rejection, None).await;
-            }
-        };
-        let kind = metering::message_type(&header.message_type);
-        let (outcome, pid) = match self.admit(&peer.identity) {
-            Ok(caller) => self.dispatch(&peer, &caller, &header, message).await,
-            Err(rejection) => (Err(rejection), None),
-        };
-        match outcome {
-            Ok(outcome) => {
-                metering::message(kind, "ok", started);
-                self.reply(&header, outcome).await
-            }
-            Err(rejection) => {
-                metering::message(kind, rejection.reason.code(), started);
-                if let Some(hold) = self.quotas.hold(&rejection) {
-                    tokio::time::sleep(hold).await;
-                }
-                self.rejection(Some(&header), rejection, pid).await
-            }
-        }
-    }
-
     /// The request header, if it is within `limits.max_header_bytes` and readable.
     fn read_header(&self, header: &str) -> Result<RequestHeader, Rejection> {
         let max = self.limits.max_header_bytes;
@@ -251,54 +227,6 @@ impl ClearingHouse {
             ));
         }
         Ok(RequestHeader::parse(header)?)
-    }
-
-    /// What a readable request of an admitted caller gets, and its pid as sent (when it named
-    /// one, valid or not) for the reply's extra headers.
-    async fn dispatch(
-        &self,
-        peer: &PeerInfo,
-        caller: &Caller<'_>,
-        header: &RequestHeader,
-        message: IdsMessage,
-    ) -> (Result<Outcome, Rejection>, Option<String>) {
-        let params = match ChParams::parse(&message.extra_headers, self.param_limits()) {
-            Ok(params) => params,
-            Err(rejection) => return (Err(rejection), None),
-        };
-        let outcome = async {
-            self.authenticate(peer, header).await?;
-            let command = Command::parse(header, &params, message.payload, self.payload_limits())?;
-            self.execute(caller, command).await
-        };
-        (outcome.await, params.pid)
-    }
-
-    /// A JWT in the header must be a valid DAT of the same party as the connection. The
-    /// reference took identities from this token unchecked, so any peer could act as anyone.
-    async fn authenticate(&self, peer: &PeerInfo, header: &RequestHeader) -> Result<(), Rejection> {
-        let Some(token) = header.security_token.as_deref() else {
-            return Ok(());
-        };
-        // Only JWTs name a subject; placeholder tokens (NullDAPS, INVALID_DAT) claim nothing.
-        // The token the transport verified needs no second look: connectors usually send it.
-        if token.split('.').count() != 3 || token.as_bytes() == peer.dat_token {
-            return Ok(());
-        }
-        let not_authenticated = |message: String| {
-            Rejection::with_default_status(RejectionReason::NotAuthenticated, message)
-        };
-        let verified = self
-            .token_verifier
-            .verify(token.as_bytes(), &peer.certificate)
-            .await
-            .map_err(|e| not_authenticated(format!("ids:securityToken does not verify: {e}")))?;
-        if verified.subject != peer.identity {
-            return Err(not_authenticated(
-                "ids:securityToken names another party than the connection's DAT".into(),
-            ));
-        }
-        Ok(())
     }
 
     async fn context_dat(&self) -> Option<String> {
@@ -376,7 +304,8 @@ impl Service for ClearingHouse {
     ) -> Option<AppLayerMessage> {
         let reply = match message.map(|m| m.message) {
             Ok(Some(app_layer_message::Message::IdsMessage(message))) => {
-                app_layer_message::Message::IdsMessage(self.answer(peer, message).await)
+                let answer = self.answer(&Idscp2Door(&peer), message).await;
+                app_layer_message::Message::IdsMessage(answer.message)
             }
             // Without an IDS header there is nothing to correlate with: answer in kind.
             Ok(Some(app_layer_message::Message::GenericMessage(_))) => {

@@ -21,7 +21,7 @@ use tracing::warn;
 use super::view_table::{print_view, ViewArg};
 use super::Failure;
 use super::EXIT_CODES;
-use crate::client::{ClearingHouseClient, QueryOptions};
+use crate::client::{ClearingHouseClient, MultipartConfig, MultipartTransport, QueryOptions};
 use crate::ids::params::{ChParams, DateBound, ParamLimits};
 use crate::ids::{check_owner_id, Reply};
 use crate::idscp2::client::{connect, ClientConfig, ClientError};
@@ -111,6 +111,16 @@ struct ConnectArgs {
     /// Seconds to wait for a reply
     #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
     timeout: u64,
+    /// How to reach the clearing house: IDSCP2, or IDS-Multipart over HTTPS (then --server is
+    /// the address of its HTTPS door, http.listen)
+    #[arg(long, global = true, value_enum, default_value = "idscp2")]
+    transport: TransportArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    Idscp2,
+    Multipart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -460,6 +470,20 @@ impl ConnectArgs {
             .connector_id()
             .map_err(|e| usage("--cert", e))?;
         let (issuer, verifier) = self.dat_drivers(key, &certificate_id)?;
+        let connector_id = self
+            .connector_id
+            .clone()
+            .unwrap_or_else(|| format!("urn:connector:{certificate_id}"));
+        let own_dat = (self.dat_mode != DatModeArg::Development).then_some(issuer.clone());
+        if self.transport == TransportArg::Multipart {
+            let transport = self.https_transport(cert, key, ca).await?;
+            return Ok(ClearingHouseClient::over_https(
+                transport,
+                connector_id,
+                own_dat,
+                Duration::from_secs(self.timeout),
+            ));
+        }
         let settings = Settings {
             supported_ra: self.ra_supported.clone(),
             expected_ra: self.ra_expected.clone(),
@@ -483,15 +507,40 @@ impl ConnectArgs {
         )
         .await
         .map_err(|e| self.connect_failure(e, ca))?;
-        let own_dat = (self.dat_mode != DatModeArg::Development).then_some(issuer);
         Ok(ClearingHouseClient::new(
             connection,
-            self.connector_id
-                .clone()
-                .unwrap_or_else(|| format!("urn:connector:{certificate_id}")),
+            connector_id,
             own_dat,
             Duration::from_secs(self.timeout),
         ))
+    }
+
+    /// An HTTPS client of the IDS-Multipart door at `--server`, with our certificate.
+    async fn https_transport(
+        &self,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> anyhow::Result<MultipartTransport> {
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| usage(flag, format!("{}: {e}", path.display())))
+        };
+        let mut identity = read("--cert", cert)?;
+        identity.push(b'\n');
+        identity.extend(read("--key", key)?);
+        let ca_pem = read("--ca", ca)?;
+        let addr = tokio::net::lookup_host(&self.server)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| usage("--server", format!("{:?} is not a HOST:PORT", self.server)))?;
+        MultipartTransport::new(&MultipartConfig {
+            server_name: &self.server_name,
+            addr,
+            ca_pem: &ca_pem,
+            identity_pem: Some(&identity),
+        })
+        .map_err(|e| usage("--cert", e))
     }
 
     /// Why we could not connect, in the operator's terms: a certificate the TLS library refused

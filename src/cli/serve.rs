@@ -1,10 +1,10 @@
-//! `clearinghouse serve`: loads and checks the whole configuration, then serves IDSCP2 and the
-//! operations endpoint until SIGTERM or SIGINT.
+//! `clearinghouse serve`: loads and checks the whole configuration, then serves IDSCP2 (and, with
+//! `http.listen`, IDS-Multipart over HTTPS) and the operations endpoint until SIGTERM or SIGINT.
 //!
-//! Shutdown order matters for the receipts promise: the IDSCP2 server stops accepting, lets each
-//! connection finish the request it is working on and closes it with USER_SHUTDOWN; only then is
-//! the last handle on the store dropped, which for the embedded store waits for its writer thread
-//! to commit what it holds.
+//! Shutdown order matters for the receipts promise: both doors stop accepting at the same signal
+//! and let each connection finish the request it is working on (IDSCP2 closes with
+//! USER_SHUTDOWN); only when both are done is the last handle on the store dropped, which for the
+//! embedded store waits for its writer thread to commit what it holds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,9 +19,12 @@ use tracing::info;
 use super::client::DEFAULT_SERVER_NAME;
 use super::{logging, setup, StoreConfigArgs};
 use crate::clearing::{ClearingHouse, ClearingHouseConfig, Quotas};
-use crate::config::{ConfigError, DatMode, LogFormat};
+use crate::config::{Config, ConfigError, DatMode, LogFormat};
 use crate::devpki::DevPki;
+use crate::http::{self, ClientAuth, HttpDoorConfig, HttpServer};
+use crate::idscp2::endpoint::Endpoint;
 use crate::idscp2::server::{Server, ServerConfig};
+use crate::idscp2::tls::{self, TlsIdentity};
 use crate::ops::{self, OpsState};
 
 /// A client of the default development PKI, used in the printed example command.
@@ -37,6 +40,9 @@ pub(crate) struct ServeArgs {
     /// Overrides ops.listen
     #[arg(long, value_name = "ADDR")]
     ops_listen: Option<String>,
+    /// Overrides http.listen: serve IDS-Multipart over HTTPS there too
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
     /// Overrides log.format
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
@@ -55,6 +61,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut overrides = Vec::new();
     overrides.extend(args.listen.map(|v| ("server.listen", v)));
     overrides.extend(args.ops_listen.map(|v| ("ops.listen", v)));
+    overrides.extend(args.http_listen.map(|v| ("http.listen", v)));
     overrides.extend(args.log_level.map(|v| ("log.level", v)));
     overrides.extend(args.log_format.map(|format| {
         let format = match format {
@@ -77,6 +84,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (signer, jwks) = setup::receipts(&config, &files)?;
     let (store, usage) = setup::stores(&config, true).await?;
 
+    let http_server = match config.http.enabled() {
+        true => Some(http_door(&config, &files, &identity, &dat, &endpoint).await?),
+        false => None,
+    };
     let server = Server::bind(
         &config.server.listen,
         ServerConfig {
@@ -101,12 +112,19 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    info!(%idscp2_addr, %ops_addr, %connector_id, store = %backend, "clearing house ready");
+    let http_addr = match &http_server {
+        Some(server) => Some(server.local_addr().context("no local address")?),
+        None => None,
+    };
+    info!(%idscp2_addr, %ops_addr, ?http_addr, %connector_id, store = %backend, "clearing house ready");
     // Parsable lines on stdout, for scripts and tests that let the port be chosen.
     println!("clearinghouse: IDSCP2 listening on {idscp2_addr}");
     println!("clearinghouse: operations endpoint on http://{ops_addr}");
+    if let Some(http_addr) = http_addr {
+        println!("clearinghouse: IDS-Multipart listening on https://{http_addr}");
+    }
     if config.dat.mode == DatMode::Development {
-        print_try_it(idscp2_addr, &files);
+        print_try_it(idscp2_addr, http_addr, &files);
     }
 
     let quotas = Arc::new(Quotas::new(&config.quotas));
@@ -140,14 +158,28 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     ));
 
+    // One shutdown for both doors: each stops accepting and finishes the requests it has.
+    let (stop_doors, doors_stopped) = watch::channel(false);
+    let http_task = http_server.map(|http| {
+        let mut stopped = doors_stopped.clone();
+        tokio::spawn(http.run(service.clone(), async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    });
     server
         .run(service, async move {
             tokio::select! {
                 _ = terminate.recv() => info!("SIGTERM received"),
                 _ = interrupt.recv() => info!("SIGINT received"),
             }
+            let _ = stop_doors.send(true);
         })
         .await;
+    if let Some(http_task) = http_task {
+        if let Err(e) = http_task.await {
+            tracing::warn!(error = %e, "HTTPS door task failed");
+        }
+    }
     let _ = stop_ops.send(true);
     match ops_task.await {
         Ok(Ok(())) => {}
@@ -168,11 +200,48 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The HTTPS door on `http.listen`, with the IDSCP2 listener's certificate and CAs, its DAT
+/// verifier and its memory budget.
+async fn http_door(
+    config: &Config,
+    files: &setup::Files,
+    identity: &TlsIdentity,
+    dat: &setup::DatDrivers,
+    endpoint: &Endpoint,
+) -> anyhow::Result<HttpServer> {
+    let development = config.dat.mode == DatMode::Development;
+    // Development mode has no DATs to verify: the client certificate is the identity.
+    let client_auth = match development {
+        true => ClientAuth::Required,
+        false => config.http.client_auth,
+    };
+    if client_auth == ClientAuth::Optional {
+        tracing::warn!(
+            "http.client_auth = \"optional\": an HTTPS client without a certificate is \
+             identified by its DAT alone, which is then a bearer token for its lifetime"
+        );
+    }
+    let cas = tls::load_ca_file(&files.ca_certificates)
+        .map_err(|e| ConfigError::setting("tls.ca_certificates", e))?;
+    let tls = http::server_tls(identity, &cas, client_auth)
+        .map_err(|e| ConfigError::setting("tls.certificate", e))?;
+    let door = HttpDoorConfig {
+        tls,
+        limits: config.http.limits(),
+        budget: endpoint.budget.clone(),
+        verifier: dat.verifier.clone(),
+        token_required: !development,
+    };
+    Ok(HttpServer::bind(&config.http.listen, door)
+        .await
+        .map_err(|e| ConfigError::setting("http.listen", format!("cannot listen: {e}")))?)
+}
+
 /// The exact command that talks to this server with a development client certificate, when
 /// there is one that works: the server must trust the development CA (so that it accepts the
 /// client certificate) and present the development server certificate (so that the development
 /// CA verifies it); otherwise what to use instead.
-fn print_try_it(addr: SocketAddr, files: &setup::Files) {
+fn print_try_it(addr: SocketAddr, https: Option<SocketAddr>, files: &setup::Files) {
     let Some(pki) = &files.dev_pki else {
         return;
     };
@@ -192,7 +261,7 @@ fn print_try_it(addr: SocketAddr, files: &setup::Files) {
         );
         return;
     };
-    let host = match addr.ip() {
+    let reachable = |addr: SocketAddr| match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => {
             SocketAddr::new([127, 0, 0, 1].into(), addr.port())
         }
@@ -201,6 +270,7 @@ fn print_try_it(addr: SocketAddr, files: &setup::Files) {
         }
         _ => addr,
     };
+    let host = reachable(addr);
     // The client checks the name it is given (default `localhost`) against the certificate.
     let names = pki.server_names().unwrap_or_default();
     let host_ip = host.ip().to_string();
@@ -218,13 +288,22 @@ fn print_try_it(addr: SocketAddr, files: &setup::Files) {
     let program = std::env::args()
         .next()
         .unwrap_or_else(|| "clearinghouse".to_owned());
-    println!("clearinghouse: development mode; try:");
-    println!(
-        "  {program} client log --server {host}{server_name} --ca {} --cert {} --key {} --pid demo --data 'hello'",
+    let credentials = format!(
+        "--ca {} --cert {} --key {}",
         pki.ca_cert().display(),
         pki.client_cert(&client).display(),
         pki.client_key(&client).display(),
     );
+    println!("clearinghouse: development mode; try:");
+    println!(
+        "  {program} client log --server {host}{server_name} {credentials} --pid demo --data 'hello'"
+    );
+    if let Some(https) = https {
+        let https = reachable(https);
+        println!(
+            "  {program} client log --transport multipart --server {https}{server_name} {credentials} --pid demo --data 'hello'"
+        );
+    }
 }
 
 /// `connector-a` when the PKI has it, else the first client with both files.

@@ -9,8 +9,10 @@
 //!
 //! - [`env`]: the `CH_...` mapping.
 //! - `settings`: the settings and their defaults; `config/clearinghouse.toml` documents them.
+//! - `http`: the `[http]` section, the IDS-Multipart door.
 
 mod env;
+mod http;
 mod settings;
 
 use std::path::{Path, PathBuf};

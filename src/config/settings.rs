@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::http::HttpConfig;
 use super::ConfigError;
 use crate::clearing::DEFAULT_MAX_PAYLOAD;
 use crate::ids::params::ParamLimits;
@@ -30,6 +31,7 @@ pub(crate) struct Config {
     pub(crate) limits: LimitsConfig,
     pub(crate) quotas: QuotasConfig,
     pub(crate) admin: AdminConfig,
+    pub(crate) http: HttpConfig,
 }
 
 /// `[admin]`: operators' connectors.
@@ -559,6 +561,7 @@ impl Config {
         }
         self.limits.validate(self.idscp2.max_frame)?;
         self.quotas.validate()?;
+        self.http.validate(self.server.connection_buffer_bytes)?;
         self.receipt_algorithm()?;
         for (index, retired) in self.receipt.retired_keys.iter().enumerate() {
             retired.algorithm.parse::<ReceiptAlgorithm>().map_err(|e| {

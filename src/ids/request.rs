@@ -65,6 +65,8 @@ pub struct Reply {
     pub correlation: Option<String>,
     /// The whole reply header.
     pub header: Value,
+    /// The HTTP status, when the reply came over IDS-Multipart.
+    pub http_status: Option<u16>,
     pub(crate) payload: Bytes,
     pub(crate) extra_headers: Vec<(String, String)>,
 }
@@ -106,6 +108,7 @@ impl Reply {
             rejection_reason,
             correlation,
             header,
+            http_status: None,
             payload: message.payload.clone(),
             extra_headers: message
                 .extra_headers

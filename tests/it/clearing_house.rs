@@ -556,6 +556,7 @@ async fn bad_headers_and_message_types_get_typed_rejections() {
     };
     let reply = a
         .connection_mut()
+        .unwrap()
         .request(&generic, std::time::Duration::from_secs(10), Some)
         .await
         .unwrap();

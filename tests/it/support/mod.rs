@@ -4,12 +4,14 @@
 //! - [`daps`]: a test DAPS issuing DATs.
 //! - [`transport`]: IDSCP2 servers and clients in this process, and raw peers that misbehave.
 //! - [`clearing`]: a clearing house in this process, on the embedded store.
+//! - [`doors`]: one clearing house behind both doors (IDSCP2, IDS-Multipart over HTTPS).
 //! - [`mongo`]: the MongoDB-protocol server of `scripts/test`, and servers of a test's own.
 //! - [`cli`]: the real `clearinghouse` binary, run as commands and as a `serve` process.
 
 pub mod clearing;
 pub mod cli;
 pub mod daps;
+pub mod doors;
 pub mod mongo;
 pub mod pki;
 pub mod transport;

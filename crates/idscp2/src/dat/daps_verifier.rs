@@ -136,17 +136,20 @@ impl DapsVerifier {
         })
     }
 
+    /// Without `peer`, the token is taken as a bearer token: not bound to a certificate.
     async fn verify_token(
         &self,
         token: &[u8],
-        peer: &PeerCertificate,
+        peer: Option<&PeerCertificate>,
     ) -> Result<VerifiedDat, DatError> {
         // The DAT's `sub` is a connector id made of the certificate's key identifiers; a
         // certificate without them is no connector's, whatever the token says.
-        if !peer.has_subject_key_id().map_err(DatError::PeerIdentity)? {
-            return Err(DatError::NoSubjectKeyIdentifier {
-                certificate: peer.subject(),
-            });
+        if let Some(peer) = peer {
+            if !peer.has_subject_key_id().map_err(DatError::PeerIdentity)? {
+                return Err(DatError::NoSubjectKeyIdentifier {
+                    certificate: peer.subject(),
+                });
+            }
         }
         let token = std::str::from_utf8(token)
             .map_err(|_| DatError::Malformed("not UTF-8".to_owned()))?
@@ -172,7 +175,7 @@ impl DapsVerifier {
     fn check_claims(
         &self,
         claims: &Value,
-        peer: &PeerCertificate,
+        peer: Option<&PeerCertificate>,
     ) -> Result<(String, Duration), DatError> {
         let now = unix_now();
         let leeway = self.leeway.as_secs_f64();
@@ -195,13 +198,15 @@ impl DapsVerifier {
             });
         }
         let subject = string_claim(claims, "sub")?;
-        let fingerprints = string_or_list(claims, "transportCertsSha256")?;
-        if !fingerprints
-            .iter()
-            .flat_map(|entry| entry.split_whitespace())
-            .any(|entry| same_fingerprint(entry, &peer.fingerprint))
-        {
-            return Err(DatError::FingerprintMismatch);
+        if let Some(peer) = peer {
+            let fingerprints = string_or_list(claims, "transportCertsSha256")?;
+            if !fingerprints
+                .iter()
+                .flat_map(|entry| entry.split_whitespace())
+                .any(|entry| same_fingerprint(entry, &peer.fingerprint))
+            {
+                return Err(DatError::FingerprintMismatch);
+            }
         }
         if let Some(minimum) = self.minimum_security_profile {
             let actual = string_claim(claims, "securityProfile")?;
@@ -222,7 +227,14 @@ impl DatVerifier for DapsVerifier {
         token: &'a [u8],
         peer: &'a PeerCertificate,
     ) -> BoxFuture<'a, Result<VerifiedDat, DatError>> {
-        Box::pin(self.verify_token(token, peer))
+        Box::pin(self.verify_token(token, Some(peer)))
+    }
+
+    fn verify_unbound<'a>(
+        &'a self,
+        token: &'a [u8],
+    ) -> BoxFuture<'a, Result<VerifiedDat, DatError>> {
+        Box::pin(self.verify_token(token, None))
     }
 }
 
@@ -719,6 +731,32 @@ mod tests {
         let (verifier, _dir) = verifier();
         let err = verify(&verifier, &token).await.unwrap_err();
         assert!(matches!(err, DatError::MissingKid), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unbound_dat_passes_every_check_but_the_certificate() {
+        let (verifier, _dir) = verifier();
+        let other = "ab".repeat(32);
+        let token = sign(&with("transportCertsSha256", json!([other])));
+        let dat = verifier.verify_unbound(token.as_bytes()).await.unwrap();
+        assert_eq!(dat.subject, valid_claims()["sub"]);
+        let expired = sign(&with("exp", json!(1_000_000_000)));
+        let err = verifier
+            .verify_unbound(expired.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DatError::Expired), "{err}");
+        let issuer = sign(&with("iss", json!("https://other.example")));
+        let err = verifier
+            .verify_unbound(issuer.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DatError::IssuerMismatch { .. }), "{err}");
+        let err = crate::dat::DevelopmentVerifier::new()
+            .verify_unbound(token.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DatError::CertificateRequired), "{err}");
     }
 
     #[tokio::test]

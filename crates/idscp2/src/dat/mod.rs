@@ -162,6 +162,9 @@ pub enum DatError {
         /// The certificate's subject.
         certificate: String,
     },
+    /// The verifier identifies peers by their TLS certificate, and none was presented.
+    #[error("a TLS client certificate is required to identify the peer")]
+    CertificateRequired,
     /// The HTTP client for the DAPS cannot be built.
     #[error("cannot build the DAPS HTTP client: {0}")]
     HttpClient(String),
@@ -190,6 +193,18 @@ pub trait DatVerifier: Send + Sync + 'static {
         token: &'a [u8],
         peer: &'a PeerCertificate,
     ) -> BoxFuture<'a, Result<VerifiedDat, DatError>>;
+
+    /// Verifies `token` from a peer that presented no certificate (a bearer token over HTTPS,
+    /// say): every check of [`verify`](Self::verify) except the binding to a certificate. A
+    /// verifier that identifies peers by their certificate refuses with
+    /// [`DatError::CertificateRequired`] (the default).
+    fn verify_unbound<'a>(
+        &'a self,
+        token: &'a [u8],
+    ) -> BoxFuture<'a, Result<VerifiedDat, DatError>> {
+        let _ = token;
+        Box::pin(async { Err(DatError::CertificateRequired) })
+    }
 }
 
 /// Supplies our own DAT.

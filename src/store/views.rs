@@ -87,10 +87,7 @@ mod tests {
     #[test]
     fn a_sealed_view_opens_where_it_was_sealed_only() {
         let (keys, stored) = sealed("p-1", 256);
-        assert!(!stored
-            .bytes
-            .windows(8)
-            .any(|window| window == b"urn:uuid"));
+        assert!(!stored.bytes.windows(8).any(|window| window == b"urn:uuid"));
         let opened = open(&keys, "p-1", stored.clone()).unwrap();
         assert_eq!(opened.bytes, b"consumerPid urn:uuid:c-1");
         assert_eq!(opened.entries_seen, 256);
@@ -100,7 +97,11 @@ mod tests {
             entries_seen: 512,
             ..stored.clone()
         };
-        assert_eq!(open(&keys, "p-1", later), None, "passed off as a later view");
+        assert_eq!(
+            open(&keys, "p-1", later),
+            None,
+            "passed off as a later view"
+        );
         let mut altered = stored.clone();
         let last = altered.bytes.len() - 1;
         altered.bytes[last] ^= 1;

@@ -335,6 +335,6 @@ async fn erasure_deletes_the_saved_view_in_mongodb() {
         .find_one(mongodb::bson::doc! { "_id": "viewed" })
         .await
         .unwrap();
-    assert!(left.is_none(), "the view is left: {left:?}");
+    assert!(left.is_none(), "the view is left");
     db.drop_database().await;
 }

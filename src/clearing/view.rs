@@ -19,7 +19,9 @@
 //! The saved view of an encrypted process is sealed under its key (see `store::views`). An
 //! erased process's view is empty, as its entries' content is withheld: the reply has no
 //! transfers or contracts and `"erased": true`, as the entries' query documents do, and nothing
-//! is folded. Erasing drops the process's view from memory here and from the store.
+//! is folded. Erasing drops the process's view from memory here and from the store; another
+//! instance on the same MongoDB reads the erasure in the process record its query reads first,
+//! so it answers the empty view too (its memory drops the old view when it is evicted).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

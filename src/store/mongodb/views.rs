@@ -17,12 +17,12 @@
 //! cached, see `sealing`): a read fetches it beside the view, at the same time, and a save reads
 //! it first, to seal the view (`store::views`) or, for an erased process, to save nothing.
 //!
-//! Erasure deletes the view document after the update that destroys the key has succeeded,
-//! never before: a view deleted first could be saved again, still readable, before the key goes.
-//! A crash (or a failed delete) in between leaves a view sealed under a key that no longer
-//! exists, which cannot be opened (reads treat it as absent), and erasing again deletes it. A
-//! save that read the key just before the erasure can likewise store such a view after the
-//! delete: unreadable for the same reason.
+//! Erasure deletes the view document after the update that destroys the key has succeeded, so
+//! that an erasure that fails leaves the process as it was, and a save that comes after finds
+//! the process erased and stores nothing. A crash (or a failed delete) between the two leaves a
+//! view sealed under a key that no longer exists, which cannot be opened (reads treat it as
+//! absent); erasing again deletes it. A save that read the key just before the erasure can
+//! likewise store such a view after the delete: unreadable for the same reason.
 
 use futures::future::BoxFuture;
 use mongodb::bson::{doc, Bson, Document};

@@ -15,6 +15,13 @@
 //! later query), so neither its encoding nor its write adds to a query's latency.
 //! Entries never change once appended, so any instance's view of a process is the fold of the
 //! same entries, and a saved view can only be replaced by one that reaches further.
+//!
+//! The saved view of an encrypted process is sealed under its key (see `store::views`). An
+//! erased process's view is empty, as its entries' content is withheld: the reply has no
+//! transfers or contracts and `"erased": true`, as the entries' query documents do, and nothing
+//! is folded. Erasing drops the process's view from memory here and from the store; another
+//! instance on the same MongoDB reads the erasure in the process record its query reads first,
+//! so it answers the empty view too (its memory drops the old view when it is evicted).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +34,7 @@ use super::error::ClearingError;
 use super::request::{Caller, Outcome, ReplyKind};
 use super::ClearingHouse;
 use crate::ids::{compact_json, page_extra_headers, Pid, QueryParams, ViewKind};
-use crate::store::{ProcessStore, SavedView, StoreError};
+use crate::store::{ProcessContent, ProcessStore, SavedView, StoreError};
 use crate::understand::{ProcessView, ViewPage};
 
 /// Processes whose latest view is kept in memory.
@@ -75,6 +82,11 @@ impl ViewCache {
         views.order.retain(|cached| cached != pid);
         views.records -= taken.0.records();
         Some(taken)
+    }
+
+    /// Drops the view of `pid`: it was erased.
+    pub(super) fn forget(&self, pid: &str) {
+        self.take(pid);
     }
 
     fn get(&self, pid: &str) -> Option<(Arc<ProcessView>, u64)> {
@@ -125,8 +137,12 @@ impl ClearingHouse {
         if !info.process.owners.contains(caller.client_id()) {
             return Err(ClearingError::NotAnOwner(pid));
         }
-        let folded =
-            current_view(&self.store, &self.views, pid.as_str(), info.head.sequence).await?;
+        let erased = matches!(info.process.content, ProcessContent::Erased(_));
+        let folded = if erased {
+            Arc::new(ProcessView::default())
+        } else {
+            current_view(&self.store, &self.views, pid.as_str(), info.head.sequence).await?
+        };
         let mut reply = folded.render(ViewPage {
             kind: view,
             page: spec.page,
@@ -135,6 +151,9 @@ impl ClearingHouse {
         let total = reply.get("total").and_then(Value::as_u64).unwrap_or(0);
         if let Some(object) = reply.as_object_mut() {
             object.insert("pid".to_owned(), Value::from(pid.as_str()));
+            if erased {
+                object.insert("erased".to_owned(), Value::Bool(true));
+            }
         }
         Ok(Outcome {
             kind: ReplyKind::Result,

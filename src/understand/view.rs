@@ -483,8 +483,8 @@ mod tests {
 
     use super::*;
     use crate::ids::ViewKind;
-    use crate::understand::ViewPage;
     use crate::store::Protection;
+    use crate::understand::ViewPage;
 
     const CONSUMER: &str = "consumer-id";
     const PROVIDER: &str = "provider-id";

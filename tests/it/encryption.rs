@@ -1,7 +1,8 @@
 //! Encryption at rest, through the real binary and both real stores: a copy of the redb file or
 //! of the MongoDB collections reveals no payload, no header and nothing that confirms a guess of
-//! either; ciphertexts moved between entries or processes are caught and named; a store written
-//! before encryption keeps working beside encrypted processes.
+//! either, nor anything of a process's saved view (sealed as its entries are); ciphertexts moved
+//! between entries or processes are caught and named; a store written before encryption keeps
+//! working beside encrypted processes.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
 use clearinghouse::client::{ClearingHouseClient, QueryOptions};
+use clearinghouse::ids::ViewKind;
 use clearinghouse::idscp2::proto::app::{
     app_layer_message, AppLayerMessage, HeaderEntry, IdsMessage,
 };
@@ -114,6 +116,61 @@ async fn log_marked(client: &mut ClearingHouseClient, pid: &str) -> Vec<String> 
     receipts
 }
 
+/// A consumerPid and an agreementId only the DSP messages logged by [`log_a_saved_view`] carry,
+/// so only those entries and the view folded from them.
+const VIEW_CONSUMER_PID: &str = "urn:uuid:marker-5e1d-view-consumer";
+const VIEW_AGREEMENT: &str = "urn:uuid:marker-5e1d-view-agreement";
+/// Entries past its saved view after which a view query saves it again (`clearing::view`).
+const SAVE_EVERY: u32 = 256;
+
+/// Logs [`SAVE_EVERY`] DSP transfer requests carrying the view markers to `pid`, then queries
+/// its transfers, which folds them and saves the view in the background; waits a moment for
+/// that save (the callers check that it happened by reading the store afterwards).
+pub(crate) async fn log_a_saved_view(client: &mut ClearingHouseClient, pid: &str) {
+    let request = json!({
+        "@context": ["https://w3id.org/dspace/2024/1/context.json"],
+        "@type": "dspace:TransferRequestMessage",
+        "dspace:consumerPid": VIEW_CONSUMER_PID,
+        "dspace:agreementId": VIEW_AGREEMENT,
+        "dct:format": "example:HTTP_PULL",
+    });
+    let payload = Bytes::from(request.to_string());
+    for _ in 0..SAVE_EVERY {
+        let reply = client
+            .log_message(pid, payload.clone(), Some("application/ld+json"), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.message_type, "ids:MessageProcessedNotificationMessage",
+            "{reply:?}"
+        );
+    }
+    let reply = client
+        .view(pid, ViewKind::Transfers, None, None)
+        .await
+        .unwrap();
+    assert_eq!(reply.message_type, "ids:ResultMessage", "{reply:?}");
+    let view = reply.json().unwrap().to_string();
+    assert!(view.contains(VIEW_CONSUMER_PID), "{view}");
+    assert!(view.contains(VIEW_AGREEMENT), "{view}");
+    // The save runs after the reply, off the query path.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+}
+
+/// `store` holds a saved view of `pid` that opens and shows the markers: the save path ran, so
+/// the dump scans have a view to look at.
+pub(crate) async fn assert_view_saved(store: &dyn ProcessStore, pid: &str) {
+    let saved = store.saved_view(pid).await.unwrap().expect("a saved view");
+    assert!(saved.entries_seen >= u64::from(SAVE_EVERY), "{saved:?}");
+    let bytes = String::from_utf8_lossy(&saved.bytes).into_owned();
+    assert!(bytes.contains(VIEW_CONSUMER_PID), "{bytes}");
+}
+
+fn assert_nothing_of_the_view(dump: &[u8]) {
+    assert_nothing_of(dump, VIEW_CONSUMER_PID.as_bytes(), "the view's consumerPid");
+    assert_nothing_of(dump, VIEW_AGREEMENT.as_bytes(), "the view's agreementId");
+}
+
 /// What the chain commits to must not confirm a guess either: the version 1 entry hash of the
 /// exact guessed content, which anyone can compute from the cleartext fields, is not stored.
 fn assert_no_confirmable_hash(dump: &[u8], export: &str) {
@@ -181,6 +238,7 @@ async fn the_redb_file_reveals_no_payload_header_or_hash_of_either() {
     let serve = Serve::start(dir, &[], &[]);
     let mut client = library_client(&serve.idscp2, &pki, "connector-a").await;
     let receipts = log_marked(&mut client, "secret").await;
+    log_a_saved_view(&mut client, "viewed").await;
     client.close().await;
     let (status, log) = tokio::task::spawn_blocking(move || serve.terminate())
         .await
@@ -191,6 +249,11 @@ async fn the_redb_file_reveals_no_payload_header_or_hash_of_either() {
     let dump = std::fs::read(dir.join("data/clearinghouse.redb")).unwrap();
     assert_nothing_of(&dump, YES, "the payload");
     assert_nothing_of(&dump, MARKER.as_bytes(), "the header marker");
+    assert_nothing_of_the_view(&dump);
+    let store =
+        EmbeddedStore::open_with(dir.join("data/clearinghouse.redb"), dev_sealing(dir)).unwrap();
+    assert_view_saved(&store, "viewed").await;
+    drop(store);
     let export = export_and_verify(dir, "secret", &receipts, &[]);
     assert_no_confirmable_hash(&dump, &export);
 }
@@ -227,6 +290,7 @@ async fn the_mongodb_collections_reveal_no_payload_header_or_hash_of_either() {
     let serve = Serve::start(dir, &[], &env);
     let mut client = library_client(&serve.idscp2, &pki, "connector-a").await;
     let receipts = log_marked(&mut client, "secret").await;
+    log_a_saved_view(&mut client, "viewed").await;
     client.close().await;
     let (status, log) = tokio::task::spawn_blocking(move || serve.terminate())
         .await
@@ -237,6 +301,8 @@ async fn the_mongodb_collections_reveal_no_payload_header_or_hash_of_either() {
     assert!(!dumped.is_empty());
     assert_nothing_of(&dumped, YES, "the payload");
     assert_nothing_of(&dumped, MARKER.as_bytes(), "the header marker");
+    assert_nothing_of_the_view(&dumped);
+    assert_view_saved(db.instance_with(dev_sealing(dir)).await.as_ref(), "viewed").await;
     let export = export_and_verify(dir, "secret", &receipts, &env);
     assert_no_confirmable_hash(&dumped, &export);
     db.drop_database().await;

@@ -1,15 +1,19 @@
 //! Erasure by crypto-shredding, end to end through the real binary on both stores: an admin
 //! erases a process through the clearing house's door (a non-admin cannot), the content is gone
 //! from queries and exports, the chain and every receipt still verify, logging to the process is
-//! refused, auditors see who erased it and when, and the data key is no longer in the store. An
-//! operator can erase offline too.
+//! refused, auditors see who erased it and when, and the data key is no longer in the store, nor
+//! the process's saved view (a view query answers an empty view marked erased). An operator can
+//! erase offline too.
 
 use std::path::Path;
 use std::process::Output;
 
+use clearinghouse::ids::ViewKind;
 use clearinghouse::store::{ProcessContent, ProcessStore};
+use redb::ReadableDatabase;
 use serde_json::Value;
 
+use crate::encryption::log_a_saved_view;
 use crate::support::cli::*;
 use crate::support::mongo::{serve_env, TestDatabase};
 
@@ -267,4 +271,70 @@ fn an_operator_erases_a_stopped_store_offline() {
         &["keys", "erase", "--pid", "p", "--by", "someone-else"],
     ));
     assert!(again.contains("erased by cli:dpo-ticket-42"), "{again}");
+}
+
+/// Saves a view of `viewed` through the server (its owner connector-a logs and queries), has
+/// the admin connector-b erase it, and checks that the view query then answers an empty view
+/// marked erased, as the entries' query marks their documents.
+async fn erase_a_viewed_process(dir: &Path, env: &[(&str, &str)]) {
+    let pki = dir.join("data/dev-pki");
+    let admins = format!("[{:?}]", connector_id(&pki, "connector-b"));
+    let mut env = env.to_vec();
+    env.push(("CH_ADMIN_IDENTITIES", &admins));
+    let serve = Serve::start(dir, &[], &env);
+    let mut owner = library_client(&serve.idscp2, &pki, "connector-a").await;
+    log_a_saved_view(&mut owner, "viewed").await;
+    let mut admin = library_client(&serve.idscp2, &pki, "connector-b").await;
+    let erased = admin.erase("viewed").await.unwrap();
+    assert_eq!(erased.message_type, "ids:ResultMessage", "{erased:?}");
+    let view = owner
+        .view("viewed", ViewKind::Transfers, None, None)
+        .await
+        .unwrap();
+    assert_eq!(view.message_type, "ids:ResultMessage", "{view:?}");
+    let view = view.json().unwrap();
+    assert_eq!(view["erased"], true, "{view}");
+    assert_eq!(view["transfers"], serde_json::json!([]), "{view}");
+    assert_eq!(view["total"], 0, "{view}");
+    owner.close().await;
+    admin.close().await;
+    let (status, log) = tokio::task::spawn_blocking(move || serve.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_deletes_the_saved_view_in_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    dev_pki(dir);
+    erase_a_viewed_process(dir, &[]).await;
+    let database = redb::Database::open(dir.join("data/clearinghouse.redb")).unwrap();
+    let read = database.begin_read().unwrap();
+    let views = read
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("views"))
+        .unwrap();
+    assert!(views.get("viewed").unwrap().is_none(), "the view is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_deletes_the_saved_view_in_mongodb() {
+    let Some(db) = TestDatabase::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    dev_pki(dir);
+    erase_a_viewed_process(dir, &serve_env(&db.uri, &db.name)).await;
+    let views = db
+        .raw()
+        .await
+        .collection::<mongodb::bson::Document>("views");
+    let left = views
+        .find_one(mongodb::bson::doc! { "_id": "viewed" })
+        .await
+        .unwrap();
+    assert!(left.is_none(), "the view is left");
+    db.drop_database().await;
 }

@@ -602,13 +602,20 @@ async fn offline_rebuild_equals_the_live_view() {
     assert!(offline_table.contains("wrong_side"), "{offline_table}");
 }
 
-/// Both stores keep the saved view that reaches furthest, whatever order saves arrive in.
+/// Both stores keep the saved view that reaches furthest, whatever order saves arrive in, and
+/// none for a process they do not hold.
 async fn saved_views_keep_the_furthest(store: Arc<dyn clearinghouse::store::ProcessStore>) {
     use clearinghouse::store::SavedView;
     let view = |entries_seen: u64| SavedView {
         entries_seen,
         bytes: format!("view at {entries_seen}").into_bytes(),
     };
+    store.save_view("p-other", view(1)).await.unwrap();
+    assert_eq!(store.saved_view("p-other").await.unwrap(), None);
+    store
+        .create_process("p-views", &["owner".to_owned()].into())
+        .await
+        .unwrap();
     assert_eq!(store.saved_view("p-views").await.unwrap(), None);
     store.save_view("p-views", view(5)).await.unwrap();
     assert_eq!(store.saved_view("p-views").await.unwrap(), Some(view(5)));

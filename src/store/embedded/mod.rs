@@ -139,7 +139,14 @@ impl ProcessStore for EmbeddedStore {
     }
 
     fn erase(&self, pid: &str, by: &str) -> BoxFuture<'_, Result<Erasure, StoreError>> {
-        Box::pin(self.writer.erase(pid.to_owned(), by.to_owned()))
+        let pid = pid.to_owned();
+        let by = by.to_owned();
+        // The view goes after the key (see `views`); erasing again retries a failed delete.
+        Box::pin(async move {
+            let erasure = self.writer.erase(pid.clone(), by).await?;
+            self.delete_saved_view(&pid).await?;
+            Ok(erasure)
+        })
     }
 
     fn data_key_keks(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StoreError>> {

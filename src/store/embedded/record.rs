@@ -251,10 +251,7 @@ pub(super) fn decode_entry(
                 keys.open(place, field, &record[range]).ok_or_else(|| {
                     reader.corrupt(&format!(
                         "({document_id}) its {} does not decrypt: it was modified, or moved from another entry or process",
-                        match field {
-                            Field::Header => "header",
-                            Field::Payload => "payload",
-                        }
+                        field.name()
                     ))
                 })
             };

@@ -335,7 +335,14 @@ impl MongoStore {
         self.collections.sealing.entry_keys(&head.pid, &head.keys)
     }
 
+    /// Destroys the data key of `pid`, then deletes its saved view (see `views` for the order).
     async fn erase_process(&self, pid: &str, by: &str) -> Result<Erasure, StoreError> {
+        let erasure = self.destroy_key(pid, by).await?;
+        self.collections.delete_view(pid).await?;
+        Ok(erasure)
+    }
+
+    async fn destroy_key(&self, pid: &str, by: &str) -> Result<Erasure, StoreError> {
         let collections = &self.collections;
         let erasure = Erasure {
             by: by.to_owned(),

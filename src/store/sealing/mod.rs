@@ -13,6 +13,9 @@
 //!   F(document id) || F(field)`, field being `payload` or `header` (`F` as in the chain: a
 //!   64-bit big-endian length, then the bytes). So a ciphertext copied to another entry, another
 //!   field or another process does not open, and the read names the entry.
+//! - A process's saved view (`store::views`) repeats what its entries say, so it is sealed the
+//!   same way, field `view`, with the sequence the view reaches in place of the entry's and an
+//!   empty document id: a view does not open in another process or as a later one.
 //! - The data key is stored only wrapped by the active KEK (`keyring`), with the KEK's id.
 //!   Rotating a KEK re-wraps data keys (`keys rewrap`); entries are never rewritten.
 //! - What stays in the clear is what the chain and the queries need: pid, sequence, document id,
@@ -20,8 +23,9 @@
 //!   payload or header is stored anywhere: the v2 entry hash covers the content only through the
 //!   keyed commitment, so a guessed payload cannot be confirmed from a copy of the store.
 //! - Erasing a process removes its wrapped data key from the process record and records who
-//!   erased it and when, in one write; the entries and their hashes stay, so the chain and every
-//!   receipt still verify, but their content can never be read or checked again.
+//!   erased it and when, in one write (its saved view is deleted in or right after it); the
+//!   entries and their hashes stay, so the chain and every receipt still verify, but their
+//!   content can never be read or checked again.
 //!
 //! Unwrapped keys are kept in a small cache keyed by the wrapped key (so a rewrapped or erased
 //! key is never found under its old record), which spares each append and read an unwrap and
@@ -99,13 +103,17 @@ pub enum Protection {
 pub(crate) enum Field {
     Payload,
     Header,
+    /// A saved view of the process (`store::views`), bound to the entries it has folded in.
+    View,
 }
 
 impl Field {
-    fn name(self) -> &'static [u8] {
+    /// The field's name, as the associated data and error messages spell it.
+    pub(crate) fn name(self) -> &'static str {
         match self {
-            Field::Payload => b"payload",
-            Field::Header => b"header",
+            Field::Payload => "payload",
+            Field::Header => "header",
+            Field::View => "view",
         }
     }
 }
@@ -211,13 +219,23 @@ impl ProcessKeys {
     }
 }
 
+/// Where the saved view of `pid` that has folded in entries up to `entries_seen` belongs (sealed
+/// as [`Field::View`], so it never opens as an entry's content, nor an entry's as a view).
+pub(crate) fn view_place(pid: &str, entries_seen: u64) -> Place<'_> {
+    Place {
+        pid,
+        sequence: entries_seen,
+        document_id: "",
+    }
+}
+
 fn seal_aad(place: Place<'_>, field: Field) -> Vec<u8> {
     let mut aad = Vec::with_capacity(96 + place.pid.len() + place.document_id.len());
     put_field(&mut aad, SEAL_CONTEXT);
     put_field(&mut aad, place.pid.as_bytes());
     put_field(&mut aad, &place.sequence.to_be_bytes());
     put_field(&mut aad, place.document_id.as_bytes());
-    put_field(&mut aad, field.name());
+    put_field(&mut aad, field.name().as_bytes());
     aad
 }
 

@@ -12,6 +12,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::ids::params::ParamLimits;
 use crate::ids::rejection::too_large;
+use crate::ids::reply::header_entry;
 use crate::ids::{MessageType, Rejection, RejectionReason};
 use crate::idscp2::proto::app::HeaderEntry;
 
@@ -73,12 +74,12 @@ pub(super) fn extra_headers(
     payload_type: Option<String>,
     limits: &ParamLimits,
 ) -> Result<Vec<HeaderEntry>, Rejection> {
-    let mut entries = vec![entry("ch-ids-pid", route.pid.clone())];
+    let mut entries = vec![header_entry("ch-ids-pid", route.pid.clone())];
     if let Some(id) = &route.id {
-        entries.push(entry("ch-ids-id", id.clone()));
+        entries.push(header_entry("ch-ids-id", id.clone()));
     }
     if let Some(content_type) = payload_type {
-        entries.push(entry("Content-Type", content_type));
+        entries.push(header_entry("Content-Type", content_type));
     }
     let too_many = |count: usize| {
         too_large(
@@ -100,7 +101,7 @@ pub(super) fn extra_headers(
         if entries.len() >= limits.max_parameters {
             return Err(too_many(entries.len() + 1));
         }
-        entries.push(entry(&format!("ch-ids-{name}"), value.into_owned()));
+        entries.push(header_entry(&format!("ch-ids-{name}"), value.into_owned()));
     }
     for (name, value) in headers {
         if !name.as_str().starts_with("ch-ids-") {
@@ -112,16 +113,9 @@ pub(super) fn extra_headers(
         let value = value
             .to_str()
             .map_err(|_| bad_parameter(format!("the header {name} is not ASCII text")))?;
-        entries.push(entry(name.as_str(), value.to_owned()));
+        entries.push(header_entry(name.as_str(), value.to_owned()));
     }
     Ok(entries)
-}
-
-fn entry(name: &str, value: String) -> HeaderEntry {
-    HeaderEntry {
-        name: name.to_owned(),
-        value,
-    }
 }
 
 #[cfg(test)]

@@ -129,22 +129,23 @@ fn autogen_id(autogen_name: &str) -> String {
 
 /// Extra headers of every reply about a process.
 pub(crate) fn reply_extra_headers(pid: &str) -> Vec<HeaderEntry> {
-    vec![entry("ch-ids-pid", pid.to_owned())]
+    vec![header_entry("ch-ids-pid", pid.to_owned())]
 }
 
 /// Extra headers of a page reply: the effective paging (`ch-ids-size` shows a lowered size) and
 /// the total number of entries in the window.
 pub(crate) fn page_extra_headers(pid: &str, query: &QueryParams, total: u64) -> Vec<HeaderEntry> {
     vec![
-        entry("ch-ids-pid", pid.to_owned()),
-        entry("ch-ids-page", query.page.to_string()),
-        entry("ch-ids-size", query.size.to_string()),
-        entry("ch-ids-sort", query.order.as_str().to_owned()),
-        entry("ch-ids-total", total.to_string()),
+        header_entry("ch-ids-pid", pid.to_owned()),
+        header_entry("ch-ids-page", query.page.to_string()),
+        header_entry("ch-ids-size", query.size.to_string()),
+        header_entry("ch-ids-sort", query.order.as_str().to_owned()),
+        header_entry("ch-ids-total", total.to_string()),
     ]
 }
 
-fn entry(name: &str, value: String) -> HeaderEntry {
+/// One extra header of a reply or request.
+pub(crate) fn header_entry(name: &str, value: String) -> HeaderEntry {
     HeaderEntry {
         name: name.to_owned(),
         value,

@@ -195,6 +195,29 @@ fn assert_no_confirmable_hash(dump: &[u8], export: &str) {
     }
 }
 
+/// `verify receipt` of every one of `receipts` against the export at `export_arg`, with the
+/// JWKS the binary prints: each must say OK.
+pub(crate) fn verify_receipts_with_export(
+    dir: &Path,
+    env: &[(&str, &str)],
+    export_arg: &str,
+    receipts: &[String],
+) {
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, ok(run_with_env(dir, &["jwks"], env, b""))).unwrap();
+    let mut args = vec![
+        "verify",
+        "receipt",
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--export",
+        export_arg,
+    ];
+    args.extend(receipts.iter().map(String::as_str));
+    let checked = ok(run(dir, &args));
+    assert_eq!(checked.matches(": OK").count(), receipts.len(), "{checked}");
+}
+
 /// `export` and `verify` of `pid` through the binary, with the server stopped: the chain
 /// verifies, the receipts match their entries; returns the export.
 fn export_and_verify(dir: &Path, pid: &str, receipts: &[String], env: &[(&str, &str)]) -> String {
@@ -213,19 +236,7 @@ fn export_and_verify(dir: &Path, pid: &str, receipts: &[String], env: &[(&str, &
         b"",
     ));
     assert!(verified.contains("OK (2 entries"), "{verified}");
-    let jwks = dir.join("jwks.json");
-    std::fs::write(&jwks, ok(run_with_env(dir, &["jwks"], env, b""))).unwrap();
-    let mut args = vec![
-        "verify",
-        "receipt",
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--export",
-        export_arg,
-    ];
-    args.extend(receipts.iter().map(String::as_str));
-    let checked = ok(run(dir, &args));
-    assert_eq!(checked.matches(": OK").count(), receipts.len(), "{checked}");
+    verify_receipts_with_export(dir, env, export_arg, receipts);
     std::fs::read_to_string(&export).unwrap()
 }
 

@@ -13,7 +13,7 @@ use clearinghouse::store::{ProcessContent, ProcessStore};
 use redb::ReadableDatabase;
 use serde_json::Value;
 
-use crate::encryption::log_a_saved_view;
+use crate::encryption::{log_a_saved_view, verify_receipts_with_export};
 use crate::support::cli::*;
 use crate::support::mongo::{serve_env, TestDatabase};
 
@@ -146,19 +146,7 @@ fn audit_after_erasure(dir: &Path, env: &[(&str, &str)], receipts: &[String], by
         from_export.contains("content of entries 1 to 2"),
         "{from_export}"
     );
-    let jwks = dir.join("jwks.json");
-    std::fs::write(&jwks, ok(run_with_env(dir, &["jwks"], env, b""))).unwrap();
-    let mut args = vec![
-        "verify",
-        "receipt",
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--export",
-        export_arg,
-    ];
-    args.extend(receipts.iter().map(String::as_str));
-    let checked = ok(run(dir, &args));
-    assert_eq!(checked.matches(": OK").count(), receipts.len(), "{checked}");
+    verify_receipts_with_export(dir, env, export_arg, receipts);
 }
 
 /// The store as the server left it: `erased` has no data key any more, `kept` still has one.

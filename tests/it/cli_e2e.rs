@@ -5,15 +5,6 @@
 use crate::support::cli::*;
 use serde_json::Value;
 
-fn client(
-    dir: &std::path::Path,
-    server: &str,
-    pki: &std::path::Path,
-    args: &[&str],
-) -> std::process::Output {
-    run_client(dir, server, pki, "connector-a", args)
-}
-
 #[test]
 fn log_query_verify_export_and_metrics_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
@@ -24,10 +15,10 @@ fn log_query_verify_export_and_metrics_through_the_binary() {
     let server = serve.idscp2.clone();
 
     assert_eq!(
-        ok(client(dir, &server, &pki, &["create", "--pid", "p1"])).trim(),
+        ok(client_a(dir, &server, &pki, &["create", "--pid", "p1"])).trim(),
         "p1"
     );
-    let again = client(dir, &server, &pki, &["create", "--pid", "p1"]);
+    let again = client_a(dir, &server, &pki, &["create", "--pid", "p1"]);
     assert_eq!(again.status.code(), Some(4), "{}", stderr(&again));
     assert!(
         stderr(&again).contains("already exists"),
@@ -37,7 +28,7 @@ fn log_query_verify_export_and_metrics_through_the_binary() {
 
     let mut receipts = Vec::new();
     for message in ["first", "second"] {
-        let out = ok(client(
+        let out = ok(client_a(
             dir,
             &server,
             &pki,
@@ -46,7 +37,7 @@ fn log_query_verify_export_and_metrics_through_the_binary() {
         receipts.push(out.trim().to_owned());
     }
     std::fs::write(dir.join("third.txt"), "third").unwrap();
-    let decoded: Value = serde_json::from_str(&ok(client(
+    let decoded: Value = serde_json::from_str(&ok(client_a(
         dir,
         &server,
         &pki,
@@ -75,7 +66,7 @@ fn log_query_verify_export_and_metrics_through_the_binary() {
     );
     receipts.push(ok(stdin_log).trim().to_owned());
 
-    let page: Value = serde_json::from_str(&ok(client(
+    let page: Value = serde_json::from_str(&ok(client_a(
         dir,
         &server,
         &pki,
@@ -92,13 +83,13 @@ fn log_query_verify_export_and_metrics_through_the_binary() {
         .map(|d| d["payload"].as_str().unwrap())
         .collect();
     assert_eq!(payloads, ["first", "second", "third", "fourth"]);
-    let table = ok(client(dir, &server, &pki, &["query", "--pid", "p1"]));
+    let table = ok(client_a(dir, &server, &pki, &["query", "--pid", "p1"]));
     assert!(
         table.contains("document_id") && table.contains("fourth"),
         "{table}"
     );
     let document_id = decoded["claims"]["document_id"].as_str().unwrap();
-    let one: Value = serde_json::from_str(&ok(client(
+    let one: Value = serde_json::from_str(&ok(client_a(
         dir,
         &server,
         &pki,
@@ -106,7 +97,7 @@ fn log_query_verify_export_and_metrics_through_the_binary() {
     )))
     .unwrap();
     assert_eq!(one["payload"], "third");
-    let missing = client(dir, &server, &pki, &["query", "--pid", "nope"]);
+    let missing = client_a(dir, &server, &pki, &["query", "--pid", "nope"]);
     assert_eq!(missing.status.code(), Some(4));
 
     // Receipts against the JWKS the operations endpoint publishes.
@@ -278,13 +269,13 @@ fn rsa_receipts_and_large_payloads_are_worked_off_the_async_workers() {
     let large = vec![b'x'; 1 << 20];
     std::fs::write(dir.join("large.bin"), &large).unwrap();
 
-    let small = ok(client(
+    let small = ok(client_a(
         dir,
         &server,
         &pki,
         &["log", "--pid", "p1", "--data", "small", "--raw"],
     ));
-    let logged: Value = serde_json::from_str(&ok(client(
+    let logged: Value = serde_json::from_str(&ok(client_a(
         dir,
         &server,
         &pki,

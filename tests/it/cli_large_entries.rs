@@ -14,15 +14,6 @@ const SMALL_FRAMES: [(&str, &str); 2] = [
     ("CH_SERVER_MAX_PAYLOAD", "250000"),
 ];
 
-fn client(
-    dir: &std::path::Path,
-    server: &str,
-    pki: &std::path::Path,
-    args: &[&str],
-) -> std::process::Output {
-    run_client(dir, server, pki, "connector-a", args)
-}
-
 #[test]
 fn pages_of_large_entries_shrink_until_they_fit_and_an_entry_too_large_is_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,14 +25,14 @@ fn pages_of_large_entries_shrink_until_they_fit_and_an_entry_too_large_is_named(
     // Six entries of 60 kB: together three times the reply limit.
     std::fs::write(dir.join("large.txt"), "x".repeat(60_000)).unwrap();
     for _ in 0..6 {
-        ok(client(
+        ok(client_a(
             dir,
             &server,
             &pki,
             &["log", "--pid", "big", "--file", "large.txt", "--raw"],
         ));
     }
-    let all = ok(client(
+    let all = ok(client_a(
         dir,
         &server,
         &pki,
@@ -58,7 +49,7 @@ fn pages_of_large_entries_shrink_until_they_fit_and_an_entry_too_large_is_named(
     assert_eq!(all["total"], 6);
 
     // Default flags: the first page, as large as fits, newest first.
-    let first = ok(client(
+    let first = ok(client_a(
         dir,
         &server,
         &pki,
@@ -71,7 +62,7 @@ fn pages_of_large_entries_shrink_until_they_fit_and_an_entry_too_large_is_named(
     assert_eq!(first["total"], 6);
 
     // An explicit size is asked for as given, and the server says how many would fit.
-    let asked = client(
+    let asked = client_a(
         dir,
         &server,
         &pki,
@@ -88,13 +79,13 @@ fn pages_of_large_entries_shrink_until_they_fit_and_an_entry_too_large_is_named(
     // A binary entry whose base64 form exceeds the reply limit on its own.
     let bytes: Vec<u8> = (0..240_000u32).map(|n| (n % 251) as u8).collect();
     std::fs::write(dir.join("huge.bin"), bytes).unwrap();
-    ok(client(
+    ok(client_a(
         dir,
         &server,
         &pki,
         &["log", "--pid", "huge", "--data", "small", "--raw"],
     ));
-    let receipt = ok(client(
+    let receipt = ok(client_a(
         dir,
         &server,
         &pki,
@@ -113,7 +104,7 @@ fn pages_of_large_entries_shrink_until_they_fit_and_an_entry_too_large_is_named(
         .as_str()
         .unwrap()
         .to_owned();
-    let stuck = client(dir, &server, &pki, &["query", "--pid", "huge", "--all"]);
+    let stuck = client_a(dir, &server, &pki, &["query", "--pid", "huge", "--all"]);
     assert_eq!(stuck.status.code(), Some(4), "{}", stderr(&stuck));
     let message = stderr(&stuck);
     assert!(

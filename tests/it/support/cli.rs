@@ -302,6 +302,11 @@ pub fn run_client(dir: &Path, server: &str, pki: &Path, name: &str, args: &[&str
     run(dir, &all)
 }
 
+/// `clearinghouse client ARGS` as the development client `connector-a`.
+pub fn client_a(dir: &Path, server: &str, pki: &Path, args: &[&str]) -> Output {
+    run_client(dir, server, pki, "connector-a", args)
+}
+
 /// The connector id the server sees for a development client certificate.
 pub fn connector_id(pki: &Path, name: &str) -> String {
     let identity = TlsIdentity::from_pem_files(

@@ -152,7 +152,7 @@ mod tests {
         ] {
             let header = RequestHeader::parse(&request_header(&ctx, &message_type)).unwrap();
             assert_eq!(header.message_type, message_type);
-            assert_eq!(header.raw["@type"], name);
+            assert_eq!(header.stored["@type"], name);
             assert_eq!(header.security_token.as_deref(), Some("a.b.c"));
             assert_eq!(header.issuer_connector.as_deref(), Some(ctx.connector_id));
             assert_eq!(header.sender_agent.as_deref(), Some(ctx.sender_agent));

@@ -87,7 +87,8 @@ impl ClearingHouse {
     }
 
     /// What the request of an identified caller gets, and its pid as sent (when it named one,
-    /// valid or not) for the reply's extra headers.
+    /// valid or not) for the reply's extra headers. A command that stores the header takes its
+    /// stored form out of `header` (see [`Command::parse`]); the reply needs only the rest.
     async fn run(
         &self,
         identity: &str,

@@ -664,7 +664,7 @@ async fn prefill(
         eprintln!("prefill: {pid} already holds {have} entries");
         return Ok(());
     }
-    let header = RequestHeader::parse(&bench_header(MessageType::Log, None))?.stored_form();
+    let header = RequestHeader::parse(&bench_header(MessageType::Log, None))?.stored;
     let payload = payload_of(payload_size);
     let started = Instant::now();
     let missing = target - have;

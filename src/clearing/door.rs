@@ -51,13 +51,13 @@ impl ClearingHouse {
     /// caller, runs the command and writes the reply. Every failure becomes a RejectionMessage.
     pub(crate) async fn answer(&self, door: &impl Door, message: IdsMessage) -> Answer {
         let started = Instant::now();
-        let header = match self.read_header(&message.header) {
+        let mut header = match self.read_header(&message.header) {
             Ok(header) => header,
             Err(rejection) => return self.refuse(rejection).await,
         };
         let kind = metering::message_type(&header.message_type);
         let (outcome, pid) = match door.identify(self, &header).await {
-            Ok(identity) => self.run(&identity, &header, message).await,
+            Ok(identity) => self.run(&identity, &mut header, message).await,
             Err(rejection) => (Err(rejection), None),
         };
         match outcome {
@@ -87,11 +87,12 @@ impl ClearingHouse {
     }
 
     /// What the request of an identified caller gets, and its pid as sent (when it named one,
-    /// valid or not) for the reply's extra headers.
+    /// valid or not) for the reply's extra headers. A command that stores the header takes its
+    /// stored form out of `header` (see [`Command::parse`]); the reply needs only the rest.
     async fn run(
         &self,
         identity: &str,
-        header: &RequestHeader,
+        header: &mut RequestHeader,
         message: IdsMessage,
     ) -> (Result<Outcome, Rejection>, Option<String>) {
         let caller = match self.admit(identity) {

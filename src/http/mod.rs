@@ -50,8 +50,9 @@
 //! request line and headers by `http.max_header_bytes`, their arrival by `http.read_timeout_ms`,
 //! and a body by `http.max_body_bytes` and by the same time: a body still trickling in when the
 //! time is up is answered 408. Every body chunk is reserved in the memory budget the IDSCP2
-//! connections share (twice: once as received, once as parts) before it is kept, so the HTTP
-//! door cannot make the process hold more than the memory bound either. HTTP/1.1 only, with
+//! connections share (twice: once as received, once as parts) before it is kept, and a query's
+//! largest possible reply before the store is read (as on IDSCP2; without room the query is
+//! answered 503), so the HTTP door cannot make the process hold more than the memory bound either. HTTP/1.1 only, with
 //! keep-alive and pipelining (answered in order); HTTP/1.0 clients are answered and closed.
 
 mod caller;

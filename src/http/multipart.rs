@@ -165,6 +165,8 @@ pub(crate) fn form(parts: &[FormPart]) -> (String, Bytes) {
 /// The boundaries this process writes: `ids-`, 128 random bits drawn once, and a counter.
 struct Boundaries {
     prefix: String,
+    /// Finds `prefix`; built once, as building a searcher costs more than a search.
+    prefix_finder: memmem::Finder<'static>,
     next: AtomicU64,
 }
 
@@ -172,22 +174,26 @@ static BOUNDARIES: OnceLock<Boundaries> = OnceLock::new();
 
 /// A boundary that occurs in no part's content. A boundary drawn afresh per body cost a
 /// `getrandom` call and a UUID per reply; a counter behind a random prefix is as unlikely to
-/// occur in a content, and the search below makes sure: a content that contains the candidate
-/// (a peer that read an earlier boundary and logged a guess of the next, say) only moves the
-/// counter on. A content of n bytes contains fewer than n candidates, so the loop ends.
+/// occur in a content, and the search below makes sure: a content without the prefix contains
+/// no boundary that starts with it, and one that contains it (a peer that read an earlier
+/// boundary and logged a guess of the next, say) gets a candidate it does not contain. A
+/// content of n bytes contains fewer than n candidates, so the loop ends.
 fn boundary_for(parts: &[FormPart]) -> String {
-    let boundaries = BOUNDARIES.get_or_init(|| Boundaries {
-        prefix: format!("ids-{}-", Uuid::new_v4().simple()),
-        next: AtomicU64::new(0),
+    let boundaries = BOUNDARIES.get_or_init(|| {
+        let prefix = format!("ids-{}-", Uuid::new_v4().simple());
+        Boundaries {
+            prefix_finder: memmem::Finder::new(prefix.as_bytes()).into_owned(),
+            prefix,
+            next: AtomicU64::new(0),
+        }
     });
+    let absent =
+        |finder: &memmem::Finder| parts.iter().all(|part| finder.find(part.content).is_none());
+    let prefix_absent = absent(&boundaries.prefix_finder);
     loop {
         let count = boundaries.next.fetch_add(1, Ordering::Relaxed);
         let boundary = format!("{}{count:x}", boundaries.prefix);
-        let finder = memmem::Finder::new(boundary.as_bytes());
-        if parts
-            .iter()
-            .all(|part| finder.find(part.content).is_none())
-        {
+        if prefix_absent || absent(&memmem::Finder::new(boundary.as_bytes())) {
             return boundary;
         }
     }

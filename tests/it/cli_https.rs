@@ -125,14 +125,38 @@ fn the_binary_serves_both_doors_into_one_chain() {
     let (status, metrics) = serve.get("/metrics");
     assert_eq!(status, 200);
     for (series, count) in [
-        (r#"clearinghouse_messages_total{type="request",outcome="ok",door="idscp2"}"#, 1.0),
-        (r#"clearinghouse_messages_total{type="log",outcome="ok",door="https"}"#, 2.0),
-        (r#"clearinghouse_messages_total{type="log",outcome="ok",door="idscp2"}"#, 0.0),
-        (r#"clearinghouse_messages_total{type="log",outcome="NOT_AUTHORIZED",door="idscp2"}"#, 1.0),
-        (r#"clearinghouse_messages_total{type="log",outcome="NOT_AUTHORIZED",door="https"}"#, 1.0),
-        (r#"clearinghouse_request_duration_seconds_count{type="query",door="idscp2"}"#, 1.0),
-        (r#"clearinghouse_request_duration_seconds_count{type="query",door="https"}"#, 1.0),
-        (r#"clearinghouse_request_duration_seconds_count{type="log",door="https"}"#, 3.0),
+        (
+            r#"clearinghouse_messages_total{type="request",outcome="ok",door="idscp2"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_messages_total{type="log",outcome="ok",door="https"}"#,
+            2.0,
+        ),
+        (
+            r#"clearinghouse_messages_total{type="log",outcome="ok",door="idscp2"}"#,
+            0.0,
+        ),
+        (
+            r#"clearinghouse_messages_total{type="log",outcome="NOT_AUTHORIZED",door="idscp2"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_messages_total{type="log",outcome="NOT_AUTHORIZED",door="https"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_request_duration_seconds_count{type="query",door="idscp2"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_request_duration_seconds_count{type="query",door="https"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_request_duration_seconds_count{type="log",door="https"}"#,
+            3.0,
+        ),
     ] {
         assert_eq!(metric(&metrics, series), count, "{series}\n{metrics}");
     }

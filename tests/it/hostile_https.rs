@@ -506,12 +506,20 @@ async fn query_replies_are_reserved_in_the_shared_memory_bound() {
         "{}",
         r.2
     );
-    assert_eq!(house.budget.pool_held(), 0, "the body's reservation is back");
+    assert_eq!(
+        house.budget.pool_held(),
+        0,
+        "the body's reservation is back"
+    );
 
     // Without the padding the reply fits, and its reservation is given back once it is sent.
     let query = Form::new().part("header", Part::text(header("ids:QueryMessage")));
     let r = reply(post("/messages/query/q", query).await.unwrap()).await;
     assert_eq!(r.0, StatusCode::OK, "{}", r.2);
     assert_eq!(r.2["total"], 1, "{}", r.2);
-    assert_eq!(house.budget.pool_held(), 0, "the reply's reservation is back");
+    assert_eq!(
+        house.budget.pool_held(),
+        0,
+        "the reply's reservation is back"
+    );
 }

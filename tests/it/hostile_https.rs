@@ -461,9 +461,17 @@ async fn bodies_count_against_the_shared_memory_bound() {
 
 /// A query's reply is reserved in the memory bound before the store is read, as on IDSCP2: when
 /// the connection cannot hold it beside the request's body, the query is answered 503 (correlated
-/// with its header), and every reservation is given back once the reply is sent.
+/// with its header), and every reservation is given back once the reply is sent. A small query
+/// is read without a reservation, as a small frame is on IDSCP2, so a share of one full reply
+/// still takes it.
 #[tokio::test]
 async fn query_replies_are_reserved_in_the_shared_memory_bound() {
+    query_replies_are_reserved(3 * 256 * 1024 / 4).await;
+    query_replies_are_reserved(256 * 1024 - 32).await;
+}
+
+/// The scenario above, with a share of 256 KiB and queries reserving `reserved` bytes.
+async fn query_replies_are_reserved(reserved: usize) {
     let share = 256 * 1024;
     let mut settings = test_settings();
     settings.max_frame = share;
@@ -477,9 +485,9 @@ async fn query_replies_are_reserved_in_the_shared_memory_bound() {
             max_body_bytes: share / 2,
             ..limits(Duration::from_secs(10), 16)
         },
-        // With the header room, a query reserves three quarters of the share.
+        // Reserved for a query: the reply limit and the room for its header.
         limits: Limits {
-            max_reply: share * 3 / 4 - 64 * 1024,
+            max_reply: reserved - 64 * 1024,
             ..Limits::default()
         },
         settings,
@@ -492,7 +500,8 @@ async fn query_replies_are_reserved_in_the_shared_memory_bound() {
     assert_eq!(logged.await.unwrap().status(), StatusCode::CREATED);
     assert_eq!(house.budget.pool_held(), 0);
 
-    // A body of a quarter of the share is held twice: half the share is left, too little.
+    // A body of a quarter of the share is held twice: half the share is left, too little for
+    // three quarters, or for all of it.
     let padded = Form::new()
         .part("header", Part::text(header("ids:QueryMessage")))
         .part("padding", Part::bytes(vec![b' '; share / 4]));

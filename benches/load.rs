@@ -56,6 +56,8 @@ use tokio::sync::Semaphore;
 
 #[path = "load/multipart.rs"]
 mod multipart;
+#[path = "load/signing.rs"]
+mod signing;
 
 // The same allocator as the `clearinghouse` binary, so that the server role costs what the real
 // server does (and the load generator, which shares these 2 cores, gets the same saving).
@@ -85,6 +87,8 @@ enum Role {
     Server(ServerArgs),
     /// Drive a server with one scenario.
     Run(RunArgs),
+    /// Receipts per second this build's signer makes on every core with a given key.
+    SigningSpeed(signing::SigningSpeedArgs),
     /// Median of each figure over runs with the same name, from `run --json` output files.
     Summarize {
         files: Vec<PathBuf>,
@@ -303,6 +307,9 @@ struct LogArgs {
     /// report the throughput as a share of it.
     #[arg(long)]
     signing_limit: Option<f64>,
+    /// This build's own signing limit (`load signing-speed`), to report the share of it too.
+    #[arg(long)]
+    signer_limit: Option<f64>,
 }
 
 #[derive(Args)]
@@ -472,6 +479,7 @@ fn main() -> Result<()> {
     let result = match cli.command {
         Role::Server(args) => runtime.block_on(serve(args)),
         Role::Run(args) => runtime.block_on(run(args)),
+        Role::SigningSpeed(args) => signing::signing_speed(args),
         Role::Summarize { files, json } => summarize(&files, json),
     };
     // The server's stdin reader is a blocking read that never returns while stdin stays open
@@ -656,7 +664,7 @@ async fn prefill(
         eprintln!("prefill: {pid} already holds {have} entries");
         return Ok(());
     }
-    let header = RequestHeader::parse(&bench_header(MessageType::Log, None))?.stored_form();
+    let header = RequestHeader::parse(&bench_header(MessageType::Log, None))?.stored;
     let payload = payload_of(payload_size);
     let started = Instant::now();
     let missing = target - have;
@@ -1359,6 +1367,10 @@ async fn run_log(args: LogArgs) -> Result<()> {
         result["signing_limit_per_s"] = json!(limit);
         result["signing_limit_percent"] = json!(per_second / limit * 100.0);
     }
+    if let Some(limit) = args.signer_limit {
+        result["signer_limit_per_s"] = json!(limit);
+        result["signer_limit_percent"] = json!(per_second / limit * 100.0);
+    }
     result["connections"] = json!(args.connections);
     result["processes"] = json!(args.processes);
     result["payload_bytes"] = json!(args.payload);
@@ -1455,6 +1467,12 @@ fn print_result(result: &Value, as_json: bool) {
         println!(
             "  signing limit {limit:.0} /s: {}%",
             f(get(&["signing_limit_percent"]), 1)
+        );
+    }
+    if let Some(limit) = get(&["signer_limit_per_s"]) {
+        println!(
+            "  this build's signer limit {limit:.0} /s: {}%",
+            f(get(&["signer_limit_percent"]), 1)
         );
     }
     if let Some(rss) = get(&["server_rss_kib_per_connection"]) {
@@ -2739,7 +2757,7 @@ fn open_files_limit() -> Option<u64> {
 // ---- summarize -------------------------------------------------------------------------------
 
 /// The figures summarize takes the median of, with their column titles.
-const FIGURES: [(&str, &[&str]); 15] = [
+const FIGURES: [(&str, &[&str]); 17] = [
     ("per s", &["per_second"]),
     ("p50 ms", &["latency_ms", "p50"]),
     ("p95 ms", &["latency_ms", "p95"]),
@@ -2749,6 +2767,8 @@ const FIGURES: [(&str, &[&str]); 15] = [
     ("Little ms", &["littles_law_mean_ms"]),
     ("signing limit /s", &["signing_limit_per_s"]),
     ("% of limit", &["signing_limit_percent"]),
+    ("signer limit /s", &["signer_limit_per_s"]),
+    ("% of signer", &["signer_limit_percent"]),
     ("srv CPU µs/op", &["server_cpu_us_per_op"]),
     ("client CPU µs/op", &["client_cpu_us_per_op"]),
     ("srv KiB/conn", &["server_rss_kib_per_connection"]),

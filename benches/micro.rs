@@ -141,17 +141,11 @@ fn header(c: &mut Criterion) {
             (parsed, params)
         })
     });
-    group.bench_function("RequestHeader::stored_form", |b| {
-        let parsed = RequestHeader::parse(&header).expect("parses");
-        b.iter(|| parsed.stored_form())
-    });
     group.finish();
 }
 
 fn entry() -> Entry {
-    let header = RequestHeader::parse(&log_header())
-        .expect("parses")
-        .stored_form();
+    let header = RequestHeader::parse(&log_header()).expect("parses").stored;
     Entry {
         pid: "process-0001".into(),
         sequence: 123_456,

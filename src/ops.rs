@@ -71,12 +71,12 @@ fn describe_metrics() {
     );
     describe_counter!(
         "clearinghouse_messages_total",
-        "IDS messages answered, by message type and outcome"
+        "IDS messages answered, by message type, outcome and front door (idscp2, https)"
     );
     describe_histogram!(
         "clearinghouse_request_duration_seconds",
         Unit::Seconds,
-        "Time from receiving an IDS message to its reply, by message type"
+        "Time from receiving an IDS message to its reply, by message type and front door"
     );
     describe_histogram!(
         "clearinghouse_store_duration_seconds",

@@ -18,6 +18,9 @@ use crate::idscp2::proto::app::IdsMessage;
 
 /// How a transport establishes who sent a request.
 pub(crate) trait Door: Sync {
+    /// The `door` label of the metrics of the requests that come through it.
+    const METRIC_LABEL: &'static str;
+
     /// The identity `header` is sent under, once this door has checked that the request may
     /// come through it; a rejection here is answered correlated with the header, before the
     /// caller is admitted or any parameter is read.
@@ -49,20 +52,20 @@ pub(crate) struct Answer {
 impl ClearingHouse {
     /// Answers one request that came through `door`: parses it, identifies and admits the
     /// caller, runs the command and writes the reply. Every failure becomes a RejectionMessage.
-    pub(crate) async fn answer(&self, door: &impl Door, message: IdsMessage) -> Answer {
+    pub(crate) async fn answer<D: Door>(&self, door: &D, message: IdsMessage) -> Answer {
         let started = Instant::now();
-        let header = match self.read_header(&message.header) {
+        let mut header = match self.read_header(&message.header) {
             Ok(header) => header,
-            Err(rejection) => return self.refuse(rejection).await,
+            Err(rejection) => return self.refuse(D::METRIC_LABEL, rejection).await,
         };
         let kind = metering::message_type(&header.message_type);
         let (outcome, pid) = match door.identify(self, &header).await {
-            Ok(identity) => self.run(&identity, &header, message).await,
+            Ok(identity) => self.run(&identity, &mut header, message).await,
             Err(rejection) => (Err(rejection), None),
         };
         match outcome {
             Ok(outcome) => {
-                metering::message(kind, "ok", started);
+                metering::message(D::METRIC_LABEL, kind, "ok", started);
                 let answered = match outcome.kind {
                     ReplyKind::Processed => Answered::Processed,
                     ReplyKind::Result => Answered::Result,
@@ -73,7 +76,7 @@ impl ClearingHouse {
                 }
             }
             Err(rejection) => {
-                metering::message(kind, rejection.reason.code(), started);
+                metering::message(D::METRIC_LABEL, kind, rejection.reason.code(), started);
                 if let Some(hold) = self.quotas.hold(&rejection) {
                     tokio::time::sleep(hold).await;
                 }
@@ -87,11 +90,12 @@ impl ClearingHouse {
     }
 
     /// What the request of an identified caller gets, and its pid as sent (when it named one,
-    /// valid or not) for the reply's extra headers.
+    /// valid or not) for the reply's extra headers. A command that stores the header takes its
+    /// stored form out of `header` (see [`Command::parse`]); the reply needs only the rest.
     async fn run(
         &self,
         identity: &str,
-        header: &RequestHeader,
+        header: &mut RequestHeader,
         message: IdsMessage,
     ) -> (Result<Outcome, Rejection>, Option<String>) {
         let caller = match self.admit(identity) {
@@ -111,9 +115,9 @@ impl ClearingHouse {
     }
 
     /// The uncorrelated RejectionMessage for a request that never got as far as a readable IDS
-    /// header (a body that is not a message at all, say).
-    pub(crate) async fn refuse(&self, rejection: Rejection) -> Answer {
-        metering::message("malformed", rejection.reason.code(), Instant::now());
+    /// header (a body that is not a message at all, say), counted for `door` (its metric label).
+    pub(crate) async fn refuse(&self, door: &'static str, rejection: Rejection) -> Answer {
+        metering::message(door, "malformed", rejection.reason.code(), Instant::now());
         let status = rejection.status;
         Answer {
             message: self.rejection(None, rejection, None).await,
@@ -122,11 +126,16 @@ impl ClearingHouse {
     }
 }
 
+/// The `door` label of the IDSCP2 door's metrics.
+pub(super) const IDSCP2_METRIC_LABEL: &str = "idscp2";
+
 /// The IDSCP2 door: the transport verified the peer's DAT in its handshake, bound to its TLS
 /// certificate, and named the peer by it.
 pub(super) struct Idscp2Door<'a>(pub(super) &'a Arc<PeerInfo>);
 
 impl Door for Idscp2Door<'_> {
+    const METRIC_LABEL: &'static str = IDSCP2_METRIC_LABEL;
+
     /// A JWT in the header must be a valid DAT of the same party as the connection. The
     /// reference took identities from this token unchecked, so any peer could act as anyone.
     async fn identify(

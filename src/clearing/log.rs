@@ -7,13 +7,13 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ClearingError;
 use super::request::{Caller, Outcome, ReplyKind};
 use super::ClearingHouse;
-use crate::ids::{compact_json, reply_extra_headers, Pid};
+use crate::ids::{push_json_string, reply_extra_headers, Pid};
 use crate::receipt::{payload_hash_claim, ReceiptClaims};
 use crate::store::{CreateOutcome, Entry, NewEntry};
 
@@ -78,7 +78,7 @@ impl ClearingHouse {
         super::metering::receipt_signed();
         Ok(Outcome {
             kind: ReplyKind::Processed,
-            payload: Bytes::from(compact_json(&json!({ "data": receipt }))),
+            payload: Bytes::from(receipt_payload(&receipt)),
             extra_headers: reply_extra_headers(&pid),
         })
     }
@@ -104,5 +104,33 @@ impl ClearingHouse {
             return Err(ClearingError::NotAnOwner(pid.clone()));
         }
         super::owners::refuse_erased(&process.content, pid)
+    }
+}
+
+/// `{"data": receipt}`, the reference's reply payload, written as text: the same bytes as
+/// `compact_json` of that object.
+fn receipt_payload(receipt: &str) -> String {
+    let mut payload = String::with_capacity(receipt.len() + 12);
+    payload.push_str("{\"data\":");
+    push_json_string(&mut payload, receipt);
+    payload.push('}');
+    payload
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::ids::compact_json;
+
+    #[test]
+    fn the_receipt_payload_is_the_data_object() {
+        for receipt in ["eyJ.a.b", "", "odd \"quoted\" \n"] {
+            assert_eq!(
+                receipt_payload(receipt),
+                compact_json(&json!({ "data": receipt }))
+            );
+        }
     }
 }

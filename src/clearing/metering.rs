@@ -2,9 +2,10 @@
 //! installed, as `serve` does for `/metrics`). Names and labels are static strings, so recording
 //! costs a lookup, never an allocation per request.
 //!
-//! - `clearinghouse_messages_total{type, outcome}`: `type` is `request`, `log`, `query`,
-//!   `unsupported`, `malformed` or `generic`; `outcome` is `ok` or the rejection reason code.
-//! - `clearinghouse_request_duration_seconds{type}`: from receipt of a message to its reply.
+//! - `clearinghouse_messages_total{type, outcome, door}`: `type` is `request`, `log`, `query`,
+//!   `unsupported`, `malformed` or `generic`; `outcome` is `ok` or the rejection reason code;
+//!   `door` is `idscp2` or `https`, the front door the message came through.
+//! - `clearinghouse_request_duration_seconds{type, door}`: from receipt of a message to its reply.
 //! - `clearinghouse_store_duration_seconds{operation}`: each store call, wrapped by [`MeteredStore`].
 //! - `clearinghouse_receipts_signed_total`.
 
@@ -30,11 +31,16 @@ pub(super) fn message_type(message_type: &MessageType) -> &'static str {
     }
 }
 
-/// Counts one answered message and the time it took.
-pub(super) fn message(kind: &'static str, outcome: &'static str, started: Instant) {
-    metrics::counter!("clearinghouse_messages_total", "type" => kind, "outcome" => outcome)
+/// Counts one message answered through `door` and the time it took.
+pub(super) fn message(
+    door: &'static str,
+    kind: &'static str,
+    outcome: &'static str,
+    started: Instant,
+) {
+    metrics::counter!("clearinghouse_messages_total", "type" => kind, "outcome" => outcome, "door" => door)
         .increment(1);
-    metrics::histogram!("clearinghouse_request_duration_seconds", "type" => kind)
+    metrics::histogram!("clearinghouse_request_duration_seconds", "type" => kind, "door" => door)
         .record(started.elapsed().as_secs_f64());
 }
 

@@ -154,6 +154,12 @@ impl ClearingHouse {
         &self.param_limits
     }
 
+    /// The largest reply to a query, header included: what a door reserves in the memory
+    /// budget before it asks for one.
+    pub(crate) fn query_reply_reservation(&self) -> usize {
+        self.max_reply + REPLY_HEADER_ROOM
+    }
+
     /// The bounds a door reads a request's payload with ([`Command::parse`]).
     pub(crate) fn payload_limits(&self) -> &PayloadLimits {
         &self.payload_limits
@@ -291,7 +297,7 @@ impl Service for ClearingHouse {
             Ok(Some(app_layer_message::Message::IdsMessage(ids)))
                 if ids.header.contains("QueryMessage") =>
             {
-                self.max_reply + REPLY_HEADER_ROOM
+                self.query_reply_reservation()
             }
             _ => 0,
         }
@@ -310,6 +316,7 @@ impl Service for ClearingHouse {
             // Without an IDS header there is nothing to correlate with: answer in kind.
             Ok(Some(app_layer_message::Message::GenericMessage(_))) => {
                 metering::message(
+                    door::IDSCP2_METRIC_LABEL,
                     "generic",
                     RejectionReason::MessageTypeNotSupported.code(),
                     Instant::now(),
@@ -327,6 +334,7 @@ impl Service for ClearingHouse {
             }
             Ok(None) | Err(_) => {
                 metering::message(
+                    door::IDSCP2_METRIC_LABEL,
                     "malformed",
                     RejectionReason::MalformedMessage.code(),
                     Instant::now(),

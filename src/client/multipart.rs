@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use reqwest::multipart::{Form, Part};
 
 use super::RequestError;
 use crate::http::multipart;
@@ -82,23 +81,33 @@ impl MultipartTransport {
             (MessageType::Log | MessageType::Other(_), _) => format!("/messages/log/{pid}"),
         };
         let https = |e: reqwest::Error| RequestError::Https(e.to_string());
-        let header = Part::text(message.header)
-            .mime_str("application/ld+json")
-            .map_err(https)?;
-        let mut form = Form::new().part("header", header);
+        // One contiguous body with its length: the request goes out in one write.
+        let mut parts = vec![multipart::FormPart {
+            name: "header",
+            content_type: Some("application/ld+json"),
+            content: message.header.as_bytes(),
+        }];
         if !message.payload.is_empty() {
-            let length = message.payload.len() as u64;
-            let mut payload = Part::stream_with_length(message.payload, length);
-            if let Some(content_type) = value("Content-Type") {
-                payload = payload.mime_str(content_type).map_err(https)?;
+            let content_type = value("Content-Type");
+            // It becomes a line of the body: a line break in it would add lines of its own.
+            if content_type.is_some_and(|text| text.chars().any(char::is_control)) {
+                return Err(RequestError::Https(
+                    "the payload's Content-Type is not a media type".into(),
+                ));
             }
-            form = form.part("payload", payload);
+            parts.push(multipart::FormPart {
+                name: "payload",
+                content_type,
+                content: &message.payload,
+            });
         }
+        let (content_type, body) = multipart::form(&parts);
         let mut request = self
             .http
             .post(format!("{}{path}", self.base_url))
             .timeout(timeout)
-            .multipart(form);
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
         for extra in &message.extra_headers {
             let name = extra.name.to_ascii_lowercase();
             if name.starts_with("ch-ids-") && name != "ch-ids-pid" && name != "ch-ids-id" {

@@ -23,6 +23,8 @@ pub(super) struct HttpCaller<'a> {
 }
 
 impl Door for HttpCaller<'_> {
+    const METRIC_LABEL: &'static str = super::METRIC_LABEL;
+
     async fn identify(
         &self,
         _house: &ClearingHouse,

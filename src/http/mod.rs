@@ -50,8 +50,9 @@
 //! request line and headers by `http.max_header_bytes`, their arrival by `http.read_timeout_ms`,
 //! and a body by `http.max_body_bytes` and by the same time: a body still trickling in when the
 //! time is up is answered 408. Every body chunk is reserved in the memory budget the IDSCP2
-//! connections share (twice: once as received, once as parts) before it is kept, so the HTTP
-//! door cannot make the process hold more than the memory bound either. HTTP/1.1 only, with
+//! connections share (twice: once as received, once as parts) before it is kept, and a query's
+//! largest possible reply before the store is read (as on IDSCP2; without room the query is
+//! answered 503), so the HTTP door cannot make the process hold more than the memory bound either. HTTP/1.1 only, with
 //! keep-alive and pipelining (answered in order); HTTP/1.0 clients are answered and closed.
 
 mod caller;
@@ -61,13 +62,15 @@ mod route;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
@@ -79,7 +82,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::clearing::{Answer, Answered, ClearingHouse};
 use crate::ids::rejection::too_large;
-use crate::ids::{Rejection, RejectionReason};
+use crate::ids::{MessageType, Rejection, RejectionReason};
 use crate::idscp2::budget::{ConnectionBudget, Held, MemoryBudget};
 use crate::idscp2::dat::DatVerifier;
 use crate::idscp2::proto::app::IdsMessage;
@@ -292,20 +295,70 @@ async fn serve_connection(
     }
 }
 
+/// The `door` label of this door's metrics.
+const METRIC_LABEL: &str = "https";
+
 /// Answers one request; every answer is IDS-Multipart, a rejection included.
-async fn handle(state: &ConnectionState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &ConnectionState, request: Request<Incoming>) -> Response<ReplyBody> {
     let house = &state.shared.house;
-    let answer = match read_request(state, request).await {
-        // The reservations are given back once the request is answered.
-        Ok((caller, message, _held)) => house.answer(&caller.door(state), message).await,
-        Err(rejection) => house.refuse(rejection).await,
+    let (answer, reserved) = match read_request(state, request).await {
+        Ok((mut caller, message, mut held)) => {
+            let reserved = reserve_reply(state, &mut caller, &mut held).await;
+            // The body's reservations are given back once the request is answered.
+            let answer = house.answer(&caller.door(state), message).await;
+            drop(held);
+            (answer, reserved)
+        }
+        Err(rejection) => (house.refuse(METRIC_LABEL, rejection).await, None),
     };
-    render(answer)
+    render(answer, reserved)
+}
+
+/// A query's page may be as large as the reply limit, so that much is reserved in the memory
+/// budget before the store is read, as on IDSCP2. There is no room when the connection's share
+/// cannot hold it beside the request's body, or the shared pool has none before the request's
+/// time (`http.read_timeout_ms`) is up: the query is then answered 503, correlated with its header.
+async fn reserve_reply(
+    state: &ConnectionState,
+    caller: &mut RouteCaller,
+    body: &mut Vec<Held>,
+) -> Option<Held> {
+    if caller.route.message_type != MessageType::Query || caller.refused.is_some() {
+        return None;
+    }
+    let bytes = state.shared.house.query_reply_reservation();
+    let share = state.budget.share();
+    let mut held: usize = body.iter().map(Held::bytes).sum();
+    // As on IDSCP2, where one small frame is read without a reservation: a share of just one
+    // reply (`server.connection_buffer_bytes` = `idscp2.max_frame`) still takes a small query.
+    if held <= state.budget.small_frame() {
+        body.clear();
+        held = 0;
+    }
+    let reserved = if held + bytes > share {
+        None
+    } else {
+        tokio::time::timeout_at(caller.deadline, state.budget.reserve(bytes))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    if reserved.is_none() {
+        caller.refused = Some(Rejection::with_default_status(
+            RejectionReason::TemporarilyNotAvailable,
+            format!(
+                "no room in the memory budget for the reply of a query (up to {bytes} bytes beside the request's {held}; server.connection_buffer_bytes, server.max_buffered_bytes); try again later"
+            ),
+        ));
+    }
+    reserved
 }
 
 /// What [`HttpCaller`] needs of the request, owned, so that the body can be read meanwhile.
 struct RouteCaller {
     route: route::Route,
+    /// When the request's time (`http.read_timeout_ms`) is up.
+    deadline: Instant,
     /// Why the request's parameters cannot be used, if they cannot.
     refused: Option<Rejection>,
 }
@@ -392,7 +445,12 @@ async fn read_request(
         payload: read.payload,
         extra_headers,
     };
-    Ok((RouteCaller { route, refused }, message, held))
+    let caller = RouteCaller {
+        route,
+        deadline,
+        refused,
+    };
+    Ok((caller, message, held))
 }
 
 fn body_too_large(max_body: usize) -> Rejection {
@@ -450,7 +508,7 @@ async fn receive(
     Ok((chunks, held))
 }
 
-fn render(answer: Answer) -> Response<Full<Bytes>> {
+fn render(answer: Answer, reserved: Option<Held>) -> Response<ReplyBody> {
     let status = match answer.answered {
         Answered::Processed => StatusCode::CREATED,
         Answered::Result => StatusCode::OK,
@@ -459,7 +517,14 @@ fn render(answer: Answer) -> Response<Full<Bytes>> {
         }
     };
     let (content_type, body) = multipart::reply(&answer.message.header, &answer.message.payload);
-    let mut response = Response::new(Full::new(body));
+    let reserved = reserved.map(|mut held| {
+        held.shrink_to(body.len());
+        held
+    });
+    let mut response = Response::new(ReplyBody {
+        data: Some(body),
+        _reserved: reserved,
+    });
     *response.status_mut() = status;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&content_type) {
@@ -474,4 +539,34 @@ fn render(answer: Answer) -> Response<Full<Bytes>> {
         }
     }
     response
+}
+
+/// A reply's body, and the reservation of a query's reply, held until hyper takes the body to
+/// write it.
+struct ReplyBody {
+    data: Option<Bytes>,
+    _reserved: Option<Held>,
+}
+
+impl Body for ReplyBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        // Moved into hyper's write buffer (and then the socket's): no longer ours to count.
+        this._reserved = None;
+        Poll::Ready(this.data.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |data| data.len() as u64))
+    }
 }

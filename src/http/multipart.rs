@@ -1,11 +1,15 @@
 //! The `multipart/form-data` of IDS-Multipart: reading a request's `header` and `payload`
 //! parts (with `multer`), and writing a reply's. The client reads replies with the same reader.
 //!
-//! Parsing is multer's; this room only decides which parts count. Writing a reply is two parts
-//! with a fresh boundary, too little to warrant a crate.
+//! Parsing is multer's; this room only decides which parts count. Writing a body (a reply, or the
+//! client's request) is two parts with a boundary found in neither, too little to warrant a crate.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::stream;
+use memchr::memmem;
 use uuid::Uuid;
 
 use crate::ids::{Rejection, RejectionReason};
@@ -98,23 +102,55 @@ pub(crate) async fn read(body: Vec<Bytes>, boundary: String) -> Result<Parts, Re
     })
 }
 
+/// One part of a body this process writes.
+pub(crate) struct FormPart<'a> {
+    pub(crate) name: &'static str,
+    /// `None`: the part has no `Content-Type` line.
+    pub(crate) content_type: Option<&'a str>,
+    pub(crate) content: &'a [u8],
+}
+
 /// A reply body: the IDS header as `application/ld+json`, the payload as JSON (every payload the
 /// clearing house answers with is), and the `Content-Type` that names the boundary.
 pub(super) fn reply(header: &str, payload: &[u8]) -> (String, Bytes) {
-    let boundary = format!("ids-{}", Uuid::new_v4().simple());
-    let mut body = BytesMut::with_capacity(header.len() + payload.len() + 256);
-    for (name, content_type, content) in [
-        ("header", "application/ld+json", header.as_bytes()),
-        ("payload", "application/json", payload),
-    ] {
+    form(&[
+        FormPart {
+            name: "header",
+            content_type: Some("application/ld+json"),
+            content: header.as_bytes(),
+        },
+        FormPart {
+            name: "payload",
+            content_type: Some("application/json"),
+            content: payload,
+        },
+    ])
+}
+
+/// A `multipart/form-data` body of `parts`, and the `Content-Type` that names its boundary.
+pub(crate) fn form(parts: &[FormPart]) -> (String, Bytes) {
+    let boundary = boundary_for(parts);
+    let size: usize = parts
+        .iter()
+        .map(|part| {
+            let content_type = part.content_type.map_or(0, str::len);
+            part.content.len() + content_type + boundary.len() + 80
+        })
+        .sum();
+    let mut body = BytesMut::with_capacity(size + boundary.len() + 8);
+    for part in parts {
         body.put_slice(b"--");
         body.put_slice(boundary.as_bytes());
         body.put_slice(b"\r\nContent-Disposition: form-data; name=\"");
-        body.put_slice(name.as_bytes());
-        body.put_slice(b"\"\r\nContent-Type: ");
-        body.put_slice(content_type.as_bytes());
-        body.put_slice(b"\r\n\r\n");
-        body.put_slice(content);
+        body.put_slice(part.name.as_bytes());
+        body.put_slice(b"\"\r\n");
+        if let Some(content_type) = part.content_type {
+            body.put_slice(b"Content-Type: ");
+            body.put_slice(content_type.as_bytes());
+            body.put_slice(b"\r\n");
+        }
+        body.put_slice(b"\r\n");
+        body.put_slice(part.content);
         body.put_slice(b"\r\n");
     }
     body.put_slice(b"--");
@@ -124,6 +160,43 @@ pub(super) fn reply(header: &str, payload: &[u8]) -> (String, Bytes) {
         format!("multipart/form-data; boundary={boundary}"),
         body.freeze(),
     )
+}
+
+/// The boundaries this process writes: `ids-`, 128 random bits drawn once, and a counter.
+struct Boundaries {
+    prefix: String,
+    /// Finds `prefix`; built once, as building a searcher costs more than a search.
+    prefix_finder: memmem::Finder<'static>,
+    next: AtomicU64,
+}
+
+static BOUNDARIES: OnceLock<Boundaries> = OnceLock::new();
+
+/// A boundary that occurs in no part's content. A boundary drawn afresh per body cost a
+/// `getrandom` call and a UUID per reply; a counter behind a random prefix is as unlikely to
+/// occur in a content, and the search below makes sure: a content without the prefix contains
+/// no boundary that starts with it, and one that contains it (a peer that read an earlier
+/// boundary and logged a guess of the next, say) gets a candidate it does not contain. A
+/// content of n bytes contains fewer than n candidates, so the loop ends.
+fn boundary_for(parts: &[FormPart]) -> String {
+    let boundaries = BOUNDARIES.get_or_init(|| {
+        let prefix = format!("ids-{}-", Uuid::new_v4().simple());
+        Boundaries {
+            prefix_finder: memmem::Finder::new(prefix.as_bytes()).into_owned(),
+            prefix,
+            next: AtomicU64::new(0),
+        }
+    });
+    let absent =
+        |finder: &memmem::Finder| parts.iter().all(|part| finder.find(part.content).is_none());
+    let prefix_absent = absent(&boundaries.prefix_finder);
+    loop {
+        let count = boundaries.next.fetch_add(1, Ordering::Relaxed);
+        let boundary = format!("{}{count:x}", boundaries.prefix);
+        if prefix_absent || absent(&memmem::Finder::new(boundary.as_bytes())) {
+            return boundary;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +212,23 @@ mod tests {
         assert_eq!(parts.header, "{\"@type\":\"ids:ResultMessage\"}");
         assert_eq!(parts.payload, Bytes::from_static(b"{\"a\":1}"));
         assert_eq!(parts.payload_type.as_deref(), Some("application/json"));
+    }
+
+    #[tokio::test]
+    async fn a_boundary_is_never_one_a_part_contains() {
+        let (content_type, _) = reply("{}", b"{}");
+        let seen = boundary(Some(&content_type)).unwrap();
+        // The next boundaries, as a peer that read this one could guess them.
+        let prefix = seen.trim_end_matches(|c: char| c.is_ascii_hexdigit());
+        let count = u64::from_str_radix(&seen[prefix.len()..], 16).unwrap();
+        let guesses: String = (1..64)
+            .map(|step| format!("\r\n--{prefix}{:x}\r\n", count + step))
+            .collect();
+        let (content_type, body) = reply("{}", guesses.as_bytes());
+        let parts = read(vec![body], boundary(Some(&content_type)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(parts.payload, Bytes::from(guesses));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::rejection::{Rejection, RejectionReason};
 /// One stored entry, borrowed from wherever the store keeps it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LogDocument<'a> {
-    /// The stored header (see [`super::RequestHeader::stored_form`]).
+    /// The stored header (see [`super::RequestHeader::stored`]).
     pub(crate) header: &'a Value,
     pub(crate) payload: &'a [u8],
     /// The payload's media type as sent; empty when none was.

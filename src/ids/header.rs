@@ -1,13 +1,13 @@
 //! Reading the Information Model header of a request, and the form of it that gets stored.
 //!
-//! Only the few fields the clearing house acts on are lifted out; everything else stays in `raw`,
+//! Only the few fields the clearing house acts on are lifted out; everything else stays in `stored`,
 //! because the stored entry must keep what the connector actually sent. Tokens are the exception:
 //! a DAT is a short-lived bearer credential, and a tamper-evident log that nobody may edit is the
 //! last place to leave one lying around.
 
 use serde_json::Value;
 
-use super::jsonld::{literal, reference, single, DuplicateProperty, Names};
+use super::jsonld::{literal, reference, single, DuplicateProperty, Names, Property};
 use super::rejection::{Rejection, RejectionReason};
 
 const SECURITY_TOKEN: &str = "securityToken";
@@ -63,10 +63,10 @@ impl From<HeaderError> for Rejection {
     }
 }
 
-/// A request's IDS header: the fields the clearing house needs, plus the whole JSON-LD object.
+/// A request's IDS header: the fields the clearing house needs, plus the JSON-LD object as it
+/// is stored.
 ///
-/// The fields are read in any JSON-LD spelling of their IDS names (see `ids::jsonld`); `raw`
-/// is the header as the connector sent it, whichever spelling that was.
+/// The fields are read in any JSON-LD spelling of their IDS names (see `ids::jsonld`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestHeader {
     /// The message's `@type`.
@@ -79,16 +79,25 @@ pub struct RequestHeader {
     pub sender_agent: Option<String>,
     /// The `ids:tokenValue` of `ids:securityToken`: the DAT the client put into the header.
     pub security_token: Option<String>,
-    /// The whole header as sent.
-    pub raw: Value,
+    /// The header as it is stored with the entry and hashed into the chain: as sent, without
+    /// tokens (in whichever spelling they came). A header in the prefixed form is stored exactly
+    /// as before other spellings were read, so chains and their hashes do not change; other
+    /// spellings are stored as sent rather than rewritten, because the entry must keep what the
+    /// connector said, and a rewrite would be this clearing house's reading of it.
+    ///
+    /// The tokens are taken out of the parsed object itself, which then is the stored form: a
+    /// request's header is parsed once and never copied on its way to the store (BENCHMARKS.md,
+    /// issue 14, "Request path").
+    pub stored: Value,
 }
 
 impl RequestHeader {
     /// Reads the header's JSON-LD text, checking only what every request needs.
     pub fn parse(header: &str) -> Result<Self, HeaderError> {
-        let raw: Value = serde_json::from_str(header)?;
-        let object = raw.as_object().ok_or(HeaderError::NotAnObject)?;
-        let names = Names::of(object);
+        let Value::Object(mut object) = serde_json::from_str(header)? else {
+            return Err(HeaderError::NotAnObject);
+        };
+        let names = Names::of(&object);
         let message_type = object
             .get("@type")
             .and_then(single)
@@ -102,41 +111,44 @@ impl RequestHeader {
             .filter(|id| !id.is_empty())
             .ok_or(HeaderError::MissingId)?
             .to_owned();
-        let issuer_connector = names
-            .property(object, "issuerConnector")?
-            .and_then(reference);
-        let sender_agent = names.property(object, "senderAgent")?.and_then(reference);
-        let security_token = match names
-            .property(object, SECURITY_TOKEN)?
+        // One pass over the keys, each key's term computed once.
+        let mut issuer_connector = Property::new("issuerConnector");
+        let mut sender_agent = Property::new("senderAgent");
+        let mut security_token = Property::new(SECURITY_TOKEN);
+        let mut token_keys = Vec::new();
+        for (key, value) in &object {
+            match names.term(key) {
+                Some("issuerConnector") => issuer_connector.offer(key, value),
+                Some("senderAgent") => sender_agent.offer(key, value),
+                Some(SECURITY_TOKEN) => {
+                    security_token.offer(key, value);
+                    token_keys.push(key.clone());
+                }
+                Some(AUTHORIZATION_TOKEN) => token_keys.push(key.clone()),
+                _ => {}
+            }
+        }
+        let issuer_connector = issuer_connector.value()?.and_then(reference);
+        let sender_agent = sender_agent.value()?.and_then(reference);
+        let security_token = match security_token
+            .value()?
             .and_then(single)
             .and_then(Value::as_object)
         {
             Some(token) => names.property(token, "tokenValue")?.and_then(literal),
             None => None,
         };
+        for key in &token_keys {
+            object.remove(key);
+        }
         Ok(Self {
             message_type,
             id,
             issuer_connector,
             sender_agent,
             security_token,
-            raw,
+            stored: Value::Object(object),
         })
-    }
-
-    /// The header as it is stored with the entry and hashed into the chain: as sent, without
-    /// tokens (in whichever spelling they came). A header in the prefixed form is stored exactly
-    /// as before other spellings were read, so chains and their hashes do not change; other
-    /// spellings are stored as sent rather than rewritten, because the entry must keep what the
-    /// connector said, and a rewrite would be this clearing house's reading of it.
-    pub fn stored_form(&self) -> Value {
-        let mut stored = self.raw.clone();
-        if let Some(object) = stored.as_object_mut() {
-            let names = Names::of(object);
-            names.remove(object, SECURITY_TOKEN);
-            names.remove(object, AUTHORIZATION_TOKEN);
-        }
-        stored
     }
 }
 
@@ -299,6 +311,31 @@ mod tests {
     }
 
     #[test]
+    fn stored_form_strips_every_spelling_of_the_tokens_and_nothing_else() {
+        let header = parse(json!({
+            "@context": "https://w3id.org/idsa/contexts/context.jsonld",
+            "@type": "LogMessage",
+            "@id": "urn:m:1",
+            "securityToken": {"tokenValue": "eyJ.dat"},
+            "ids:authorizationToken": 1,
+            "https://w3id.org/idsa/core/authorizationToken": 2,
+            "authorizationToken": 3,
+            "authorizationTokens": 4,
+        }))
+        .unwrap();
+        assert_eq!(header.security_token.as_deref(), Some("eyJ.dat"));
+        assert_eq!(
+            header.stored,
+            json!({
+                "@context": "https://w3id.org/idsa/contexts/context.jsonld",
+                "@type": "LogMessage",
+                "@id": "urn:m:1",
+                "authorizationTokens": 4,
+            })
+        );
+    }
+
+    #[test]
     fn stored_form_strips_both_tokens_and_keeps_the_rest() {
         let raw = json!({
             "@type": "ids:LogMessage",
@@ -308,10 +345,10 @@ mod tests {
             "ids:authorizationToken": {"ids:tokenValue": "eyJ.auth"},
             "ids:contentVersion": "1"
         });
-        let header = parse(raw.clone()).unwrap();
-        let stored = header.stored_form();
+        let header = parse(raw).unwrap();
+        assert_eq!(header.security_token.as_deref(), Some("eyJ.dat"));
         assert_eq!(
-            stored,
+            header.stored,
             json!({
                 "@type": "ids:LogMessage",
                 "@id": "urn:m:1",
@@ -319,6 +356,5 @@ mod tests {
                 "ids:contentVersion": "1"
             })
         );
-        assert_eq!(header.raw, raw, "raw keeps the tokens");
     }
 }

@@ -174,26 +174,11 @@ impl Names {
         node: &'v Map<String, Value>,
         term: &str,
     ) -> Result<Option<&'v Value>, DuplicateProperty> {
-        let mut found: Option<(&String, &Value)> = None;
+        let mut found = Property::new(term);
         for (key, value) in self.keys_of(node, term) {
-            if let Some((first, _)) = found {
-                return Err(DuplicateProperty {
-                    name: term.to_owned(),
-                    first: first.clone(),
-                    second: key.clone(),
-                });
-            }
-            found = Some((key, value));
+            found.offer(key, value);
         }
-        Ok(found.map(|(_, value)| value))
-    }
-
-    /// Removes the property `term` from `node` in every spelling.
-    pub(crate) fn remove(&self, node: &mut Map<String, Value>, term: &str) {
-        let keys: Vec<String> = self.keys_of(node, term).map(|(k, _)| k.clone()).collect();
-        for key in keys {
-            node.remove(&key);
-        }
+        found.value()
     }
 
     /// Whether `node` has the property `term` in any spelling.
@@ -211,6 +196,51 @@ impl Names {
     {
         node.iter()
             .filter(move |(key, _)| self.term(key) == Some(term))
+    }
+}
+
+/// The value of a property met while going through a node's keys: what [`Names::property`]
+/// finds, for a reader that looks for several properties in one pass over the keys (each key's
+/// term computed once).
+#[derive(Debug)]
+pub(crate) struct Property<'t, 'v> {
+    term: &'t str,
+    found: Option<(&'v String, &'v Value)>,
+    /// The first other spelling met after `found`.
+    duplicate: Option<&'v String>,
+}
+
+impl<'t, 'v> Property<'t, 'v> {
+    /// The property `term`, not met yet.
+    pub(crate) fn new(term: &'t str) -> Self {
+        Property {
+            term,
+            found: None,
+            duplicate: None,
+        }
+    }
+
+    /// The node has `key`, a spelling of this property, with `value`.
+    pub(crate) fn offer(&mut self, key: &'v String, value: &'v Value) {
+        match self.found {
+            None => self.found = Some((key, value)),
+            Some(_) => {
+                self.duplicate.get_or_insert(key);
+            }
+        }
+    }
+
+    /// The property's value, if the node has it; refused if the node gives it under two
+    /// spellings.
+    pub(crate) fn value(&self) -> Result<Option<&'v Value>, DuplicateProperty> {
+        match (self.found, self.duplicate) {
+            (Some((first, _)), Some(second)) => Err(DuplicateProperty {
+                name: self.term.to_owned(),
+                first: first.clone(),
+                second: second.clone(),
+            }),
+            (found, _) => Ok(found.map(|(_, value)| value)),
+        }
     }
 }
 
@@ -374,19 +404,6 @@ mod tests {
             error.to_string(),
             "ids:senderAgent is given twice, as \"ids:senderAgent\" and \"senderAgent\""
         );
-    }
-
-    #[test]
-    fn remove_takes_every_spelling_and_nothing_else() {
-        let names = names(json!("https://w3id.org/idsa/contexts/context.jsonld"));
-        let mut node = json!({
-            "ids:securityToken": 1,
-            "https://w3id.org/idsa/core/securityToken": 2,
-            "securityToken": 3,
-            "securityTokens": 4,
-        });
-        names.remove(node.as_object_mut().unwrap(), "securityToken");
-        assert_eq!(node, json!({"securityTokens": 4}));
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! serializer requires, in the shapes it writes itself (`{"@id": ...}` references, a typed
 //! `xsd:dateTimeStamp` literal for `ids:issued`).
 
-use serde_json::{json, Map, Value};
+use std::ops::Range;
+
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::header::RequestHeader;
 use super::infomodel::{
-    compact_json, ids_context, xsd_date_time_stamp, IDS_CODE_NAMESPACE, MODEL_VERSION,
+    push_json_string, rfc3339_ms, IDS_CODE_NAMESPACE, IDS_CONTEXT_JSON, MODEL_VERSION,
+    XSD_DATE_TIME_STAMP,
 };
 use super::params::QueryParams;
 use super::rejection::RejectionReason;
@@ -31,22 +33,18 @@ pub(crate) struct ReplyContext<'a> {
 
 /// `ids:MessageProcessedNotificationMessage`: create and log succeeded.
 pub(crate) fn processed_header(ctx: &ReplyContext, request: Option<&RequestHeader>) -> String {
-    compact_json(&Value::Object(reply_header(
+    reply_header(
         ctx,
         request,
         "ids:MessageProcessedNotificationMessage",
         "messageProcessedNotificationMessage",
-    )))
+        None,
+    )
 }
 
 /// `ids:ResultMessage`: the answer to a query.
 pub(crate) fn result_header(ctx: &ReplyContext, request: Option<&RequestHeader>) -> String {
-    compact_json(&Value::Object(reply_header(
-        ctx,
-        request,
-        "ids:ResultMessage",
-        "resultMessage",
-    )))
+    reply_header(ctx, request, "ids:ResultMessage", "resultMessage", None)
 }
 
 /// `ids:RejectionMessage`. `request` is `None` when the request header itself was unreadable;
@@ -56,9 +54,13 @@ pub(crate) fn rejection_header(
     request: Option<&RequestHeader>,
     reason: RejectionReason,
 ) -> String {
-    let mut header = reply_header(ctx, request, "ids:RejectionMessage", "rejectionMessage");
-    header.insert("ids:rejectionReason".into(), json!({"@id": reason.uri()}));
-    compact_json(&Value::Object(header))
+    reply_header(
+        ctx,
+        request,
+        "ids:RejectionMessage",
+        "rejectionMessage",
+        Some(&reason.uri()),
+    )
 }
 
 fn reply_header(
@@ -66,65 +68,145 @@ fn reply_header(
     request: Option<&RequestHeader>,
     type_name: &str,
     autogen_name: &str,
-) -> Map<String, Value> {
-    let mut header = message_header(
+    rejection_reason: Option<&str>,
+) -> String {
+    let header = MessageHeader {
         type_name,
         autogen_name,
-        ctx.connector_id,
-        ctx.connector_id,
-        ctx.own_dat,
-    );
-    let issuer = request.and_then(|r| r.issuer_connector.as_deref());
-    let agent = request.and_then(|r| r.sender_agent.as_deref());
-    // The Java serializer writes unknown recipients as empty lists rather than leaving them out.
-    header.insert("ids:recipientConnector".into(), references(issuer));
-    header.insert("ids:recipientAgent".into(), references(agent));
-    if let Some(request) = request {
-        header.insert("ids:correlationMessage".into(), json!({"@id": request.id}));
-    }
-    header
+        connector_id: ctx.connector_id,
+        sender_agent: ctx.connector_id,
+        security_token: ctx.own_dat,
+    };
+    let reply = ReplyFields {
+        correlation: request.map(|r| r.id.as_str()),
+        recipient_connector: request.and_then(|r| r.issuer_connector.as_deref()),
+        recipient_agent: request.and_then(|r| r.sender_agent.as_deref()),
+        rejection_reason,
+    };
+    header.write(Some(&reply)).0
 }
 
 /// The fields every Infomodel message carries, requests and replies alike.
-pub(crate) fn message_header(
-    type_name: &str,
-    autogen_name: &str,
-    connector_id: &str,
-    sender_agent: &str,
-    security_token: Option<&str>,
-) -> Map<String, Value> {
-    let mut header = Map::new();
-    header.insert("@context".into(), ids_context());
-    header.insert("@type".into(), type_name.into());
-    header.insert("@id".into(), autogen_id(autogen_name).into());
-    header.insert("ids:modelVersion".into(), MODEL_VERSION.into());
-    header.insert(
-        "ids:issued".into(),
-        xsd_date_time_stamp(OffsetDateTime::now_utc()),
-    );
-    header.insert("ids:issuerConnector".into(), json!({"@id": connector_id}));
-    header.insert("ids:senderAgent".into(), json!({"@id": sender_agent}));
-    if let Some(token) = security_token {
-        header.insert(
-            "ids:securityToken".into(),
-            json!({
-                "@type": "ids:DynamicAttributeToken",
-                "@id": autogen_id("dynamicAttributeToken"),
-                "ids:tokenValue": token,
-                "ids:tokenFormat": {"@id": format!("{IDS_CODE_NAMESPACE}JWT")},
-            }),
-        );
-    }
-    header
+pub(crate) struct MessageHeader<'a> {
+    /// `@type`, e.g. `ids:LogMessage`.
+    pub(crate) type_name: &'a str,
+    /// The class name in the `@id`'s autogen IRI, e.g. `logMessage`.
+    pub(crate) autogen_name: &'a str,
+    /// `ids:issuerConnector`.
+    pub(crate) connector_id: &'a str,
+    /// `ids:senderAgent`.
+    pub(crate) sender_agent: &'a str,
+    /// The DAT, sent as an `ids:DynamicAttributeToken`.
+    pub(crate) security_token: Option<&'a str>,
 }
 
-fn references(iri: Option<&str>) -> Value {
-    Value::Array(iri.map(|iri| json!({"@id": iri})).into_iter().collect())
+/// What a reply says besides the fields every message carries.
+struct ReplyFields<'a> {
+    /// `ids:correlationMessage`: the request's `@id`, when its header was read.
+    correlation: Option<&'a str>,
+    /// `ids:recipientConnector` and `ids:recipientAgent`: who the request said it came from.
+    /// The Java serializer writes unknown recipients as empty lists rather than leaving them
+    /// out.
+    recipient_connector: Option<&'a str>,
+    recipient_agent: Option<&'a str>,
+    /// The IRI of a rejection's `ids:rejectionReason`.
+    rejection_reason: Option<&'a str>,
+}
+
+/// Room for everything of a header but its token.
+const HEADER_CAPACITY: usize = 1024;
+
+impl MessageHeader<'_> {
+    /// The header as compact JSON text, and where its `@id` is in it.
+    ///
+    /// Written as text, field by field: the same bytes `compact_json` writes for the same
+    /// header as a `serde_json` map (keys in their sorted order, strings escaped alike), at a
+    /// fraction of the cost of building the map and serializing it (BENCHMARKS.md, issue 14,
+    /// "Request path"). Only the strings that come from configuration or a peer are escaped;
+    /// the rest are this module's constants, a UUID and a date.
+    fn write(&self, reply: Option<&ReplyFields>) -> (String, Range<usize>) {
+        let token_room = self.security_token.map_or(0, str::len);
+        let mut out = String::with_capacity(HEADER_CAPACITY + token_room);
+        out.push_str("{\"@context\":");
+        out.push_str(IDS_CONTEXT_JSON);
+        out.push_str(",\"@id\":\"");
+        let id_start = out.len();
+        push_autogen_id(&mut out, self.autogen_name);
+        let id = id_start..out.len();
+        out.push_str("\",\"@type\":");
+        push_json_string(&mut out, self.type_name);
+        if let Some(correlation) = reply.and_then(|r| r.correlation) {
+            out.push_str(",\"ids:correlationMessage\":");
+            push_reference(&mut out, correlation);
+        }
+        out.push_str(",\"ids:issued\":{\"@type\":\"");
+        out.push_str(XSD_DATE_TIME_STAMP);
+        out.push_str("\",\"@value\":\"");
+        out.push_str(&rfc3339_ms(OffsetDateTime::now_utc()));
+        out.push_str("\"},\"ids:issuerConnector\":");
+        push_reference(&mut out, self.connector_id);
+        out.push_str(",\"ids:modelVersion\":\"");
+        out.push_str(MODEL_VERSION);
+        out.push('"');
+        if let Some(reply) = reply {
+            out.push_str(",\"ids:recipientAgent\":");
+            push_references(&mut out, reply.recipient_agent);
+            out.push_str(",\"ids:recipientConnector\":");
+            push_references(&mut out, reply.recipient_connector);
+            if let Some(reason) = reply.rejection_reason {
+                out.push_str(",\"ids:rejectionReason\":");
+                push_reference(&mut out, reason);
+            }
+        }
+        if let Some(token) = self.security_token {
+            out.push_str(",\"ids:securityToken\":{\"@id\":\"");
+            push_autogen_id(&mut out, "dynamicAttributeToken");
+            out.push_str(
+                "\",\"@type\":\"ids:DynamicAttributeToken\",\"ids:tokenFormat\":{\"@id\":\"",
+            );
+            out.push_str(IDS_CODE_NAMESPACE);
+            out.push_str("JWT\"},\"ids:tokenValue\":");
+            push_json_string(&mut out, token);
+            out.push('}');
+        }
+        out.push_str(",\"ids:senderAgent\":");
+        push_reference(&mut out, self.sender_agent);
+        out.push('}');
+        (out, id)
+    }
+
+    /// The header's JSON text and its `@id`, which a reply will carry as
+    /// `ids:correlationMessage`.
+    pub(crate) fn write_request(&self) -> (String, String) {
+        let (text, id) = self.write(None);
+        let id = text[id].to_owned();
+        (text, id)
+    }
+}
+
+/// `{"@id": iri}`.
+fn push_reference(out: &mut String, iri: &str) {
+    out.push_str("{\"@id\":");
+    push_json_string(out, iri);
+    out.push('}');
+}
+
+/// `[{"@id": iri}]`, or `[]` without one.
+fn push_references(out: &mut String, iri: Option<&str>) {
+    out.push('[');
+    if let Some(iri) = iri {
+        push_reference(out, iri);
+    }
+    out.push(']');
 }
 
 /// A fresh instance IRI in the form the Java builders generate.
-fn autogen_id(autogen_name: &str) -> String {
-    format!("{AUTOGEN}{autogen_name}/{}", Uuid::new_v4())
+fn push_autogen_id(out: &mut String, autogen_name: &str) {
+    out.push_str(AUTOGEN);
+    out.push_str(autogen_name);
+    out.push('/');
+    let mut uuid = Uuid::encode_buffer();
+    out.push_str(Uuid::new_v4().hyphenated().encode_lower(&mut uuid));
 }
 
 /// Extra headers of every reply about a process.
@@ -154,7 +236,10 @@ pub(crate) fn header_entry(name: &str, value: String) -> HeaderEntry {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Map, Value};
+
     use super::*;
+    use crate::ids::compact_json;
     use crate::ids::params::ChParams;
     use crate::idscp2::proto::app::HeaderEntry;
 
@@ -310,6 +395,59 @@ mod tests {
         let first = parse(&processed_header(&ctx, None));
         let second = parse(&processed_header(&ctx, None));
         assert_ne!(first["@id"], second["@id"]);
+    }
+
+    /// The text is what `compact_json` writes for the header it reads as: same keys in the same
+    /// order, strings escaped alike, in every shape a header takes.
+    #[test]
+    fn headers_written_as_text_are_the_bytes_compact_json_writes() {
+        let odd = "urn:x:\"quoted\" back\\slash \n\t\u{1} é \u{1F600}";
+        let odd_request = RequestHeader::parse(
+            &json!({
+                "@type": "ids:LogMessage",
+                "@id": odd,
+                "ids:issuerConnector": {"@id": odd},
+                "ids:senderAgent": {"@id": "urn:agent"},
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let plain = ReplyContext {
+            connector_id: CH,
+            own_dat: None,
+        };
+        let odd_context = ReplyContext {
+            connector_id: odd,
+            own_dat: Some(odd),
+        };
+        let mut headers = Vec::new();
+        for ctx in [&plain, &odd_context] {
+            for request in [None, Some(&request()), Some(&odd_request)] {
+                headers.push(processed_header(ctx, request));
+                headers.push(result_header(ctx, request));
+                headers.push(rejection_header(ctx, request, RejectionReason::NotFound));
+            }
+        }
+        for security_token in [None, Some("eyJ.a.b"), Some(odd)] {
+            let header = MessageHeader {
+                type_name: odd,
+                autogen_name: "logMessage",
+                connector_id: odd,
+                sender_agent: "urn:agent",
+                security_token,
+            };
+            let (text, id) = header.write_request();
+            assert!(
+                id.starts_with("https://w3id.org/idsa/autogen/logMessage/"),
+                "{id}"
+            );
+            assert_eq!(parse(&text)["@id"], json!(id));
+            headers.push(text);
+        }
+        for text in headers {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(compact_json(&value), text);
+        }
     }
 
     fn pairs(entries: &[HeaderEntry]) -> Vec<(&str, &str)> {

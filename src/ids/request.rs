@@ -6,9 +6,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::header::MessageType;
-use super::infomodel::compact_json;
 use super::jsonld::{reference, single, Names};
-use super::reply::message_header;
+use super::reply::MessageHeader;
 use crate::idscp2::proto::app::IdsMessage;
 
 /// Who sends a request.
@@ -38,19 +37,14 @@ pub(crate) fn request_header_with_id(
         MessageType::Query => ("ids:QueryMessage", "queryMessage"),
         MessageType::Other(other) => (other.as_str(), "message"),
     };
-    let header = message_header(
+    MessageHeader {
         type_name,
         autogen_name,
-        ctx.connector_id,
-        ctx.sender_agent,
-        ctx.security_token,
-    );
-    let id = header
-        .get("@id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    (compact_json(&Value::Object(header)), id)
+        connector_id: ctx.connector_id,
+        sender_agent: ctx.sender_agent,
+        security_token: ctx.security_token,
+    }
+    .write_request()
 }
 
 /// A reply as a client reads it.
@@ -158,7 +152,7 @@ mod tests {
         ] {
             let header = RequestHeader::parse(&request_header(&ctx, &message_type)).unwrap();
             assert_eq!(header.message_type, message_type);
-            assert_eq!(header.raw["@type"], name);
+            assert_eq!(header.stored["@type"], name);
             assert_eq!(header.security_token.as_deref(), Some("a.b.c"));
             assert_eq!(header.issuer_connector.as_deref(), Some(ctx.connector_id));
             assert_eq!(header.sender_agent.as_deref(), Some(ctx.sender_agent));

@@ -133,28 +133,28 @@ fn log_query_verify_export_and_metrics_through_the_binary() {
     assert_eq!(
         metric(
             &metrics,
-            r#"clearinghouse_messages_total{type="log",outcome="ok"}"#
+            r#"clearinghouse_messages_total{type="log",outcome="ok",door="idscp2"}"#
         ),
         4.0
     );
     assert_eq!(
         metric(
             &metrics,
-            r#"clearinghouse_messages_total{type="request",outcome="ok"}"#
+            r#"clearinghouse_messages_total{type="request",outcome="ok",door="idscp2"}"#
         ),
         1.0
     );
     assert_eq!(
         metric(
             &metrics,
-            r#"clearinghouse_messages_total{type="request",outcome="BAD_PARAMETERS"}"#
+            r#"clearinghouse_messages_total{type="request",outcome="BAD_PARAMETERS",door="idscp2"}"#
         ),
         1.0
     );
     assert_eq!(
         metric(
             &metrics,
-            r#"clearinghouse_messages_total{type="query",outcome="NOT_FOUND"}"#
+            r#"clearinghouse_messages_total{type="query",outcome="NOT_FOUND",door="idscp2"}"#
         ),
         1.0
     );
@@ -171,7 +171,7 @@ fn log_query_verify_export_and_metrics_through_the_binary() {
     assert_eq!(
         metric(
             &metrics,
-            r#"clearinghouse_request_duration_seconds_count{type="log"}"#
+            r#"clearinghouse_request_duration_seconds_count{type="log",door="idscp2"}"#
         ),
         4.0
     );

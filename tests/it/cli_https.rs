@@ -1,6 +1,6 @@
 //! The IDS-Multipart door of the real binary: `serve --http-listen`, the README's `curl` example
 //! as printed there, `client --transport multipart`, and a process used through both doors,
-//! whose chain and receipts verify afterwards.
+//! whose chain and receipts verify afterwards and whose metrics name the door.
 
 use std::process::Command;
 
@@ -120,6 +120,46 @@ fn the_binary_serves_both_doors_into_one_chain() {
         &["verify", "receipt", "--jwks", &jwks, receipt.trim()],
     ));
     assert!(verified.contains(": OK"), "{verified}");
+
+    // The metrics name the door each request came through.
+    let (status, metrics) = serve.get("/metrics");
+    assert_eq!(status, 200);
+    for (series, count) in [
+        (
+            r#"clearinghouse_messages_total{type="request",outcome="ok",door="idscp2"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_messages_total{type="log",outcome="ok",door="https"}"#,
+            2.0,
+        ),
+        (
+            r#"clearinghouse_messages_total{type="log",outcome="ok",door="idscp2"}"#,
+            0.0,
+        ),
+        (
+            r#"clearinghouse_messages_total{type="log",outcome="NOT_AUTHORIZED",door="idscp2"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_messages_total{type="log",outcome="NOT_AUTHORIZED",door="https"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_request_duration_seconds_count{type="query",door="idscp2"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_request_duration_seconds_count{type="query",door="https"}"#,
+            1.0,
+        ),
+        (
+            r#"clearinghouse_request_duration_seconds_count{type="log",door="https"}"#,
+            3.0,
+        ),
+    ] {
+        assert_eq!(metric(&metrics, series), count, "{series}\n{metrics}");
+    }
 
     let (status, log) = serve.terminate();
     assert!(status.success(), "{status:?}\n{log}");

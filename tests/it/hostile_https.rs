@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::support::clearing::Limits;
 use crate::support::doors::{DoorOptions, TwoDoors};
 use crate::support::transport::{client_tls, test_settings};
 
@@ -456,4 +457,78 @@ async fn bodies_count_against_the_shared_memory_bound() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+/// A query's reply is reserved in the memory bound before the store is read, as on IDSCP2: when
+/// the connection cannot hold it beside the request's body, the query is answered 503 (correlated
+/// with its header), and every reservation is given back once the reply is sent. A small query
+/// is read without a reservation, as a small frame is on IDSCP2, so a share of one full reply
+/// still takes it.
+#[tokio::test]
+async fn query_replies_are_reserved_in_the_shared_memory_bound() {
+    query_replies_are_reserved(3 * 256 * 1024 / 4).await;
+    query_replies_are_reserved(256 * 1024 - 32).await;
+}
+
+/// The scenario above, with a share of 256 KiB and queries reserving `reserved` bytes.
+async fn query_replies_are_reserved(reserved: usize) {
+    let share = 256 * 1024;
+    let mut settings = test_settings();
+    settings.max_frame = share;
+    settings.memory = MemoryLimits {
+        total: 4 * 2 * settings.handshake_frame_limit() + share,
+        per_connection: share,
+        connections: 4,
+    };
+    let house = TwoDoors::start_with(DoorOptions {
+        http: HttpLimits {
+            max_body_bytes: share / 2,
+            ..limits(Duration::from_secs(10), 16)
+        },
+        // Reserved for a query: the reply limit and the room for its header.
+        limits: Limits {
+            max_reply: reserved - 64 * 1024,
+            ..Limits::default()
+        },
+        settings,
+        ..DoorOptions::default()
+    })
+    .await;
+    let http = house.reqwest(Some("connector-a"));
+    let post = |path: &str, form: Form| http.post(house.url(path)).multipart(form).send();
+    let logged = post("/messages/log/q", form(header("ids:LogMessage"), b"{}"));
+    assert_eq!(logged.await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(house.budget.pool_held(), 0);
+
+    // A body of a quarter of the share is held twice: half the share is left, too little for
+    // three quarters, or for all of it.
+    let padded = Form::new()
+        .part("header", Part::text(header("ids:QueryMessage")))
+        .part("padding", Part::bytes(vec![b' '; share / 4]));
+    let r = reply(post("/messages/query/q", padded).await.unwrap()).await;
+    assert_rejection(&r, 503, "TEMPORARILY_NOT_AVAILABLE", true);
+    assert!(
+        r.2["message"]
+            .as_str()
+            .unwrap()
+            .contains("server.connection_buffer_bytes"),
+        "{}",
+        r.2
+    );
+    assert_eq!(
+        house.budget.pool_held(),
+        0,
+        "the body's reservation is back"
+    );
+
+    // Without the padding the reply fits, and its reservation is given back once it is sent.
+    let query = Form::new().part("header", Part::text(header("ids:QueryMessage")));
+    let r = reply(post("/messages/query/q", query).await.unwrap()).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.2);
+    assert_eq!(r.2["total"], 1, "{}", r.2);
+    assert_eq!(
+        house.budget.pool_held(),
+        0,
+        "the reply's reservation is back"
+    );
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clearinghouse::client::{ClearingHouseClient, MultipartConfig, MultipartTransport};
 use clearinghouse::http::{server_tls, ClientAuth, HttpDoorConfig, HttpLimits, HttpServer};
+use clearinghouse::idscp2::budget::MemoryBudget;
 use clearinghouse::idscp2::dat::{DatIssuer, DatVerifier, DevelopmentVerifier};
 use clearinghouse::idscp2::endpoint::{Endpoint, Settings};
 use clearinghouse::idscp2::server::{Server, ServerConfig};
@@ -65,6 +66,8 @@ pub struct TwoDoors {
     pub https: SocketAddr,
     pub store: Arc<EmbeddedStore>,
     pub jwks: Jwks,
+    /// The memory bound both doors share.
+    pub budget: MemoryBudget,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     _data: TempDir,
@@ -94,6 +97,7 @@ impl TwoDoors {
             options.limits,
         ));
         let endpoint: Endpoint = dev_endpoint(options.settings);
+        let budget = endpoint.budget.clone();
         let cas = load_ca_file(&pki.ca_cert()).unwrap();
         let identity = clearinghouse::idscp2::tls::TlsIdentity::from_pem_files(
             &pki.server_cert(),
@@ -138,6 +142,7 @@ impl TwoDoors {
             https: addrs.1,
             store,
             jwks,
+            budget,
             stop,
             tasks,
             _data: data,

@@ -159,7 +159,11 @@ impl DapsVerifier {
         }
         let (algorithm, kid) = read_header(token)?;
         let key = self.keys.get(&kid).await?;
-        if key.algorithm.is_some_and(|declared| declared != algorithm) {
+        // A key of another family (an RS256 token under an EC key's id) is the same refusal
+        // as a JWK that declares another `alg`; jsonwebtoken would only say "invalid key format".
+        if key.algorithm.is_some_and(|declared| declared != algorithm)
+            || key.key.family() != algorithm.family()
+        {
             return Err(DatError::KeyAlgorithmMismatch(kid));
         }
         let claims = verify_signature(token, &key.key, algorithm, &kid)?;
@@ -885,7 +889,7 @@ mod tests {
         let (verifier, _dir) = verifier();
         let hmac = sign_with(
             Algorithm::HS256,
-            &EncodingKey::from_secret(b"public knowledge"),
+            &EncodingKey::from_secret(b"public knowledge").unwrap(),
             Some(KID),
             &valid_claims(),
         );

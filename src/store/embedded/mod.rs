@@ -22,7 +22,8 @@
 //!   head timestamp);
 //! - `entries`: (pid, sequence) -> entry record;
 //! - `documents`: document id -> (pid, sequence);
-//! - `entry_times`: (pid, timestamp_ms, sequence) -> (), for time ranges;
+//! - `entry_times`: (pid, timestamp_ms, sequence) -> (), for time ranges: the first entry of each
+//!   timestamp of a process (before issue 14, every entry; both read the same, see `reads`);
 //! - `owners`: (client id, pid) -> (), for [`ProcessStore::processes_of`];
 //! - `usage`: the quota counters, written outside the writer thread;
 //! - `views`: pid -> saved view, written outside the writer thread.
@@ -341,6 +342,99 @@ mod tests {
             payload_type: String::new(),
         }
         .prepare()
+    }
+
+    /// Sequences of the entries of `p-1` in `[from_ms, to_ms]`, and how many match.
+    async fn in_range(
+        store: &EmbeddedStore,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> (Vec<u64>, u64) {
+        let query = PageQuery {
+            pid: "p-1".to_owned(),
+            page: 1,
+            size: 100,
+            order: crate::store::Order::Asc,
+            from_ms,
+            to_ms,
+            max_bytes: usize::MAX,
+        };
+        let page = store.query(&query).await.unwrap();
+        let sequences = page.entries.iter().map(|entry| entry.sequence).collect();
+        (sequences, page.total)
+    }
+
+    fn entry_times_rows(store: &EmbeddedStore) -> usize {
+        let transaction = store.database.begin_read().unwrap();
+        let table = transaction.open_table(ENTRY_TIMES).unwrap();
+        table.iter().unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn the_time_index_keeps_the_first_entry_of_each_timestamp_and_reads_older_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
+        let owners: BTreeSet<String> = ["a".to_owned()].into();
+        store.create_process("p-1", &owners).await.unwrap();
+        let append = |n: u64| {
+            let entry = NewEntry {
+                document_id: format!("d-{n}"),
+                ..one_byte_entry("p-1").entry().clone()
+            };
+            store.append(entry.prepare())
+        };
+        // Date the new process an hour ahead, as if the clock had since been set back by an
+        // hour: its entries all share that timestamp.
+        let ahead_ms = now_ms() + 3_600_000;
+        let transaction = store.database.begin_write().unwrap();
+        {
+            let mut processes = transaction.open_table(PROCESSES).unwrap();
+            let mut head = record::read_head(&processes, "p-1").unwrap().unwrap();
+            head.timestamp_ms = ahead_ms;
+            processes.insert("p-1", head.encode().as_slice()).unwrap();
+        }
+        transaction.commit().unwrap();
+        for n in 1..=4 {
+            assert_eq!(append(n).await.unwrap().timestamp_ms, ahead_ms);
+        }
+        assert_eq!(entry_times_rows(&store), 1, "one row per timestamp");
+
+        let all = (vec![1, 2, 3, 4], 4);
+        let none = (vec![], 0);
+        let expected = [
+            ((None, None), all.clone()),
+            ((Some(ahead_ms), None), all.clone()),
+            ((Some(ahead_ms), Some(ahead_ms)), all.clone()),
+            ((None, Some(i64::MAX)), all.clone()),
+            ((None, Some(ahead_ms - 1)), none.clone()),
+            ((Some(ahead_ms + 1), None), none.clone()),
+            ((Some(ahead_ms + 1), Some(i64::MAX)), none),
+        ];
+        for ((from_ms, to_ms), want) in &expected {
+            assert_eq!(
+                &in_range(&store, *from_ms, *to_ms).await,
+                want,
+                "{from_ms:?}..={to_ms:?}"
+            );
+        }
+
+        // A store written before issue 14 holds a row for every entry: it reads the same.
+        let transaction = store.database.begin_write().unwrap();
+        {
+            let mut entry_times = transaction.open_table(ENTRY_TIMES).unwrap();
+            for sequence in 2..=4 {
+                entry_times.insert(("p-1", ahead_ms, sequence), ()).unwrap();
+            }
+        }
+        transaction.commit().unwrap();
+        assert_eq!(entry_times_rows(&store), 4);
+        for ((from_ms, to_ms), want) in &expected {
+            assert_eq!(
+                &in_range(&store, *from_ms, *to_ms).await,
+                want,
+                "{from_ms:?}..={to_ms:?}, a row per entry"
+            );
+        }
     }
 
     #[tokio::test]

@@ -5,6 +5,9 @@
 //! reads never wait for the writer and always see whole batches. Pages never count or skip
 //! entries one by one: a time range becomes a run of sequence numbers with two lookups in
 //! `entry_times` (see [`crate::store::query`]), and the page is a range scan of `entries`.
+//! `entry_times` holds the first entry of each timestamp of a process (stores written before
+//! it did so hold every entry, which reads the same): timestamps never decrease with the
+//! sequence, so that is enough to find where a time range starts and ends.
 
 use redb::{ReadTransaction, ReadableTable};
 
@@ -76,14 +79,17 @@ pub(super) fn page(
             None => return Ok(empty),
         },
     };
-    let last = match query.to_ms {
+    // The index holds the first entry of each timestamp (see `writer`), so the last entry at or
+    // before `to_ms` is the one before the first entry after it.
+    let after_to = query.to_ms.and_then(|to_ms| to_ms.checked_add(1));
+    let last = match after_to {
         None => head.sequence,
-        Some(to_ms) => match entry_times
-            .range((pid, i64::MIN, 0)..=(pid, to_ms, u64::MAX))?
-            .next_back()
+        Some(after_to) => match entry_times
+            .range((pid, after_to, 0)..=(pid, i64::MAX, u64::MAX))?
+            .next()
         {
-            Some(item) => item?.0.value().2,
-            None => return Ok(empty),
+            Some(item) => item?.0.value().2.saturating_sub(1),
+            None => head.sequence,
         },
     };
     let Some(matched) = SequenceRange::new(first, last) else {

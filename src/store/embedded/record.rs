@@ -48,6 +48,7 @@ pub(super) fn read_head(
 }
 
 /// A process and the state of its chain.
+#[derive(Clone)]
 pub(super) struct ProcessHead {
     pub(super) owners: BTreeSet<String>,
     pub(super) created_at_ms: i64,

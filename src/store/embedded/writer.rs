@@ -13,7 +13,15 @@
 //! append arrives prepared (payload hashed, header canonical: [`PreparedEntry`]), so the thread
 //! only does what must be serialized: read the head, link, write.
 //!
-//! Each request is checked before anything of it is written, so a request that is refused
+//! What a batch costs the writer is mostly redb's: each insert, and at the commit the pages it
+//! dirtied (checksummed, written one `pwrite` each, fsync'd). So a batch keeps taking requests
+//! that arrive while it is being applied, before it commits; the heads of its processes are
+//! written once, before the commit, not once per append; a document id is checked for
+//! uniqueness by the insert itself (a duplicate puts the earlier row back and is refused); and
+//! the time index gets a row only for the first entry of each timestamp (see `reads`).
+//!
+//! Each request is checked before anything of it is written (or, for a duplicate document id,
+//! its one write is undone), so a request that is refused
 //! (unknown process, duplicate document id) leaves nothing behind and fails alone; the rest of
 //! its batch commits. A write that fails part way could leave half an entry in the transaction,
 //! so it abandons the batch: the transaction is aborted and every caller in the batch
@@ -21,12 +29,12 @@
 //! an I/O error (after a failed fsync the page cache cannot be trusted), so from then on the
 //! writer reports itself failed ([`Writer::check`]) until the store is reopened.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{encode_entry, read_head, ProcessHead};
@@ -312,47 +320,50 @@ fn run_writer(
     health: &WriterHealth,
 ) {
     while let Some(first) = queue.blocking_recv() {
-        let mut batch_bytes = first.payload_bytes();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_REQUESTS && batch_bytes < MAX_BATCH_BYTES {
-            match queue.try_recv() {
-                Ok(request) => {
-                    batch_bytes += request.payload_bytes();
-                    batch.push(request);
-                }
-                Err(_) => break,
-            }
-        }
-        write_batch(database, sealing, batch, health);
+        write_batch(database, sealing, first, &mut queue, health);
     }
 }
 
-/// Writes one batch in one transaction, then records the outcome in `health` before answering
-/// the callers, so that a caller who got an answer sees the store's state after it.
+/// Writes one batch in one transaction: `first`, then whatever is queued, then records the
+/// outcome in `health` before answering the callers, so that a caller who got an answer sees
+/// the store's state after it.
+///
+/// The batch takes requests from the queue until it is empty (or the batch full), also those
+/// that arrived while the batch was being applied: a commit and its fsync cost about the same
+/// for one request as for hundreds, and nothing here waits for a request that has not come.
 fn write_batch(
     database: &Database,
     sealing: &Sealing,
-    batch: Vec<WriteRequest>,
+    first: WriteRequest,
+    queue: &mut mpsc::Receiver<WriteRequest>,
     health: &WriterHealth,
 ) {
     let transaction = match database.begin_write() {
         Ok(transaction) => transaction,
-        Err(error) => return fail_all(batch, &error.into(), health),
+        Err(error) => return fail_all(vec![first], &error.into(), health),
     };
     let mut tables = match WriteTables::open(&transaction) {
         Ok(tables) => tables,
-        Err(error) => return fail_all(batch, &error, health),
+        Err(error) => return fail_all(vec![first], &error, health),
     };
-    let mut applied = Vec::with_capacity(batch.len());
-    let mut unapplied = batch.into_iter();
+    let mut applied = Vec::new();
+    let mut batch_bytes = 0usize;
     let mut abandoned = None;
-    for request in unapplied.by_ref() {
+    let mut next = Some(first);
+    while let Some(request) = next.take() {
+        batch_bytes = batch_bytes.saturating_add(request.payload_bytes());
         let done = request.apply(&mut tables, sealing);
         abandoned = done.storage_failure().map(StoreError::for_another_caller);
         applied.push(done);
         if abandoned.is_some() {
             break;
         }
+        if applied.len() < MAX_BATCH_REQUESTS && batch_bytes < MAX_BATCH_BYTES {
+            next = queue.try_recv().ok();
+        }
+    }
+    if abandoned.is_none() {
+        abandoned = tables.write_heads().err();
     }
     drop(tables);
 
@@ -371,13 +382,9 @@ fn write_batch(
         }
         Err(error) => {
             health.failed.store(true, Ordering::Relaxed);
-            let requests = applied.len() + unapplied.len();
-            tracing::error!(%error, requests, "store batch not committed");
+            tracing::error!(%error, requests = applied.len(), "store batch not committed");
             for request in applied {
                 request.rolled_back(&error);
-            }
-            for request in unapplied {
-                request.fail(&error);
             }
         }
     }
@@ -392,7 +399,12 @@ fn fail_all(batch: Vec<WriteRequest>, error: &StoreError, health: &WriterHealth)
 }
 
 struct WriteTables<'txn> {
+    /// Read and written through [`Self::head`] and [`Self::set_head`] only.
     processes: Table<'txn, &'static str, &'static [u8]>,
+    /// The heads of the processes this batch touched, as it left them: written to `processes`
+    /// once per batch ([`Self::write_heads`]) rather than once per append, since the appends
+    /// of a batch mostly chain onto the same few processes.
+    heads: HashMap<String, ProcessHead>,
     entries: Table<'txn, (&'static str, u64), &'static [u8]>,
     documents: Table<'txn, &'static str, (&'static str, u64)>,
     entry_times: Table<'txn, (&'static str, i64, u64), ()>,
@@ -403,11 +415,38 @@ impl<'txn> WriteTables<'txn> {
     fn open(transaction: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
             processes: transaction.open_table(PROCESSES)?,
+            heads: HashMap::new(),
             entries: transaction.open_table(ENTRIES)?,
             documents: transaction.open_table(DOCUMENTS)?,
             entry_times: transaction.open_table(ENTRY_TIMES)?,
             owners: transaction.open_table(OWNERS)?,
         })
+    }
+
+    /// The head of `pid` as this batch left it so far.
+    fn head(&self, pid: &str) -> Result<Option<ProcessHead>, StoreError> {
+        match self.heads.get(pid) {
+            Some(head) => Ok(Some(head.clone())),
+            None => read_head(&self.processes, pid),
+        }
+    }
+
+    fn set_head(&mut self, pid: &str, head: ProcessHead) {
+        match self.heads.get_mut(pid) {
+            Some(cached) => *cached = head,
+            None => {
+                self.heads.insert(pid.to_owned(), head);
+            }
+        }
+    }
+
+    /// Writes the heads this batch changed; a failure abandons the batch.
+    fn write_heads(&mut self) -> Result<(), StoreError> {
+        for (pid, head) in &self.heads {
+            self.processes
+                .insert(pid.as_str(), head.encode().as_slice())?;
+        }
+        Ok(())
     }
 }
 
@@ -417,7 +456,7 @@ fn create(
     pid: String,
     owners: BTreeSet<String>,
 ) -> Result<CreateOutcome, Failure> {
-    if let Some(head) = read_head(&tables.processes, &pid).map_err(Failure::Refused)? {
+    if let Some(head) = tables.head(&pid).map_err(Failure::Refused)? {
         return Ok(CreateOutcome::Exists(head.process(pid)));
     }
     let now = now_ms();
@@ -430,19 +469,19 @@ fn create(
         chain_hash: chain::genesis_hash(&pid),
         keys: sealing.new_process(&pid),
     };
-    write_process(tables, &pid, &head).map_err(Failure::Storage)?;
+    write_process(tables, &pid, head.clone()).map_err(Failure::Storage)?;
     Ok(CreateOutcome::Created(head.process(pid)))
 }
 
 fn write_process(
     tables: &mut WriteTables<'_>,
     pid: &str,
-    head: &ProcessHead,
+    head: ProcessHead,
 ) -> Result<(), StoreError> {
-    tables.processes.insert(pid, head.encode().as_slice())?;
     for owner in &head.owners {
         tables.owners.insert((owner.as_str(), pid), ())?;
     }
+    tables.set_head(pid, head);
     Ok(())
 }
 
@@ -451,9 +490,15 @@ fn append(
     sealing: &Sealing,
     prepared: PreparedEntry,
 ) -> Result<Entry, Failure> {
-    let (stored, head, record) = stamp(tables, sealing, prepared).map_err(Failure::Refused)?;
-    write_entry(tables, &stored, &head, &record).map_err(Failure::Storage)?;
-    Ok(stored)
+    let Stamped {
+        entry,
+        head,
+        record,
+        starts_timestamp,
+    } = stamp(tables, sealing, prepared).map_err(Failure::Refused)?;
+    write_entry(tables, &entry, &record, starts_timestamp)?;
+    tables.set_head(&entry.pid, head);
+    Ok(entry)
 }
 
 /// The entry of an owner change and the new owners, in the same transaction, both or neither.
@@ -468,49 +513,65 @@ fn change_owners(
         owners,
     } = change;
     let pid = entry.entry().pid.clone();
-    let current = read_head(&tables.processes, &pid)
+    let current = tables
+        .head(&pid)
         .map_err(Failure::Refused)?
         .ok_or_else(|| Failure::Refused(StoreError::UnknownProcess(pid.clone())))?;
     if current.owners != previous {
         return Err(Failure::Refused(StoreError::OwnersChanged(pid)));
     }
-    let (stored, mut head, record) = stamp(tables, sealing, entry).map_err(Failure::Refused)?;
+    let Stamped {
+        entry,
+        mut head,
+        record,
+        starts_timestamp,
+    } = stamp(tables, sealing, entry).map_err(Failure::Refused)?;
+    write_entry(tables, &entry, &record, starts_timestamp)?;
     head.owners = owners;
     let write = |tables: &mut WriteTables<'_>| -> Result<(), StoreError> {
-        write_entry(tables, &stored, &head, &record)?;
         for removed in previous.difference(&head.owners) {
             tables.owners.remove((removed.as_str(), pid.as_str()))?;
         }
-        write_process(tables, &pid, &head)
+        write_process(tables, &pid, head)
     };
     write(tables).map_err(Failure::Storage)?;
-    Ok(stored)
+    Ok(entry)
 }
 
-/// Decides sequence, timestamp and hashes against the current head, writing nothing; returns
-/// the entry, the process's new head and the entry's record.
+/// An entry joined to its chain, not yet written.
+struct Stamped {
+    entry: Entry,
+    /// The process's head once the entry is written.
+    head: ProcessHead,
+    record: Vec<u8>,
+    /// Whether the entry is its process's first with its timestamp, and so goes into
+    /// `entry_times`.
+    starts_timestamp: bool,
+}
+
+/// Decides sequence, timestamp and hashes against the current head, writing nothing.
 fn stamp(
     tables: &WriteTables<'_>,
     sealing: &Sealing,
     prepared: PreparedEntry,
-) -> Result<(Entry, ProcessHead, Vec<u8>), StoreError> {
+) -> Result<Stamped, StoreError> {
     let pid = prepared.entry().pid.as_str();
-    let mut head = read_head(&tables.processes, pid)?
+    let mut head = tables
+        .head(pid)?
         .ok_or_else(|| StoreError::UnknownProcess(pid.to_owned()))?;
     let keys = match sealing.entry_keys(pid, &head.keys)? {
         EntryKeys::Plaintext => None,
         EntryKeys::Keys(keys) => Some(keys),
         EntryKeys::Erased => return Err(erased(pid, &head.keys)),
     };
-    let document_id = prepared.entry().document_id.as_str();
-    if tables.documents.get(document_id)?.is_some() {
-        return Err(StoreError::DuplicateDocument(document_id.to_owned()));
-    }
     let chain_head = ChainHead {
         sequence: head.sequence,
         chain_hash: head.chain_hash,
     };
     let link = chain::append_link(&chain_head, head.timestamp_ms, &prepared, keys.as_deref())?;
+    // The head's timestamp is its latest entry's (only `create` and this write it), so an
+    // entry that differs from it is the first with its own.
+    let starts_timestamp = head.sequence == 0 || link.timestamp_ms != head.timestamp_ms;
     head.sequence = link.sequence;
     head.timestamp_ms = link.timestamp_ms;
     head.chain_hash = link.chain_hash;
@@ -519,7 +580,12 @@ fn stamp(
         &link,
         keys.as_deref().map(|keys| (keys, sealing.random())),
     );
-    Ok((prepared.into_stored(&link, keys.as_deref()), head, record))
+    Ok(Stamped {
+        entry: prepared.into_stored(&link, keys.as_deref()),
+        head,
+        record,
+        starts_timestamp,
+    })
 }
 
 fn erased(pid: &str, state: &KeyState) -> StoreError {
@@ -540,7 +606,8 @@ fn erase(
     pid: String,
     by: String,
 ) -> Result<Erasure, Failure> {
-    let mut head = read_head(&tables.processes, &pid)
+    let mut head = tables
+        .head(&pid)
         .map_err(Failure::Refused)?
         .ok_or_else(|| Failure::Refused(StoreError::UnknownProcess(pid.clone())))?;
     let erasure = match &head.keys {
@@ -552,29 +619,53 @@ fn erase(
         },
     };
     head.keys = KeyState::Erased(erasure.clone());
-    tables
-        .processes
-        .insert(pid.as_str(), head.encode().as_slice())
-        .map_err(|error| Failure::Storage(error.into()))?;
+    tables.set_head(&pid, head);
     sealing.forget(&pid);
     Ok(erasure)
 }
 
+/// Writes the entry and its index rows (the caller updates the head). The document id is
+/// checked by inserting it: one lookup instead of a `get` and an `insert`. A duplicate puts the
+/// previous row back and refuses the entry, having written nothing else.
 fn write_entry(
     tables: &mut WriteTables<'_>,
     entry: &Entry,
-    head: &ProcessHead,
     record: &[u8],
-) -> Result<(), StoreError> {
+    starts_timestamp: bool,
+) -> Result<(), Failure> {
+    let storage = |error: redb::StorageError| Failure::Storage(error.into());
     let pid = entry.pid.as_str();
-    tables.entries.insert((pid, entry.sequence), record)?;
-    tables
+    let document_id = entry.document_id.as_str();
+    let previous = tables
         .documents
-        .insert(entry.document_id.as_str(), (pid, entry.sequence))?;
+        .insert(document_id, (pid, entry.sequence))
+        .map_err(storage)?
+        .map(|row| {
+            let (pid, sequence) = row.value();
+            (pid.to_owned(), sequence)
+        });
+    if let Some((previous_pid, previous_sequence)) = previous {
+        tables
+            .documents
+            .insert(document_id, (previous_pid.as_str(), previous_sequence))
+            .map_err(storage)?;
+        return Err(Failure::Refused(StoreError::DuplicateDocument(
+            document_id.to_owned(),
+        )));
+    }
     tables
-        .entry_times
-        .insert((pid, entry.timestamp_ms, entry.sequence), ())?;
-    tables.processes.insert(pid, head.encode().as_slice())?;
+        .entries
+        .insert((pid, entry.sequence), record)
+        .map_err(storage)?;
+    // Timestamps never decrease along a chain, so the first entry of each timestamp is all a
+    // time range needs (see `reads`): at thousands of appends per second, a row per
+    // millisecond rather than per entry.
+    if starts_timestamp {
+        tables
+            .entry_times
+            .insert((pid, entry.timestamp_ms, entry.sequence), ())
+            .map_err(storage)?;
+    }
     Ok(())
 }
 

@@ -21,13 +21,14 @@
 //! document id was derived from (see `document_ids`), not by the id: numbers grow, so a batch
 //! adds its rows at the end of `document_numbers` and dirties its last page or two, where
 //! random ids dirtied a page of the index per entry. Ids derived from distinct numbers are
-//! distinct (the derivation is a permutation), so the writer checks none.
+//! distinct (the derivation is a permutation), so no id is looked up before it is written; a
+//! number found in use already means a damaged file and abandons the batch.
 //!
 //! Each request is checked before anything of it is written, so a request that is refused
 //! (unknown process, owners changed, erased process) leaves nothing behind and fails alone; the
-//! rest of its batch commits. A write that fails part way could leave half an entry in the transaction,
-//! so it abandons the batch: the transaction is aborted and every caller in the batch
-//! gets the error, as they do when the commit itself fails. redb refuses all further writes after
+//! rest of its batch commits. A write that fails part way could leave half an entry in the
+//! transaction, so it abandons the batch: the transaction is aborted and every caller in the
+//! batch gets the error, as they do when the commit itself fails. redb refuses all further writes after
 //! an I/O error (after a failed fsync the page cache cannot be trusted), so from then on the
 //! writer reports itself failed ([`Writer::check`]) until the store is reopened.
 

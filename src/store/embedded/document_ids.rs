@@ -18,15 +18,19 @@
 //!   (Luby and Rackoff with four rounds, Patarin's bounds for more), so without the key the ids
 //!   look like random UUIDs v4 and tell nothing of their order or of how many entries there are
 //!   (RFC 9562 allows a v4 UUID from pseudo-random bits). AES rather than HMAC-SHA256 for the
-//!   round: one AES block (AES-NI) costs far less than an HMAC's two SHA-256 compressions,
-//!   which made the id cost about 40,000 instructions (BENCHMARKS.md). The key is made at the store's first
-//!   open, from the operating system's random source, and kept in the file (table `meta`): it
-//!   guards only the order of the ids, not any content, so it needs no KEK; it is never
-//!   rewrapped or erased. Whoever holds the file can tell the order; whoever has only ids cannot.
+//!   round: one AES block (AES-NI) costs far less than an HMAC's two SHA-256 compressions; an
+//!   id costs about 2,300 instructions, against 40,000 with HMAC rounds (callgrind, which hides
+//!   SHA-NI; BENCHMARKS.md, "Seventh session: document ids"). The key is made at the store's
+//!   first open, from the operating system's random source, and kept in the file (table
+//!   `meta`): it guards only the order of the ids, not any content, so it needs no KEK; it is
+//!   never rewrapped or erased. Whoever holds the file can tell the order; whoever has only ids
+//!   cannot.
 //! - `n` comes from a store-wide counter, the last number in `document_numbers` plus one when
 //!   the store opens, taken by [`DocumentIds::assign`] as an append arrives, on the caller's
 //!   thread: the writer thread, which every append waits for in turn, does none of the hashing.
-//!   An append that is refused or lost in a crash leaves a number unused; that is all.
+//!   An append that is refused leaves its number unused. After a crash the counter starts
+//!   again after the last number committed, so a number whose append never committed may be
+//!   given out again: no receipt ever named its id, since receipts wait for the commit.
 //! - A lookup ([`DocumentIds::number`]) inverts `P`: an id that is not a UUID v4 or whose
 //!   number the counter has not reached is none of this store's new ids. Ids of entries
 //!   written before (random, in the legacy `documents` table) are found there (see `reads`).

@@ -90,8 +90,8 @@ impl EmbeddedStore {
 
     fn start(database: Database, sealing: Arc<Sealing>) -> Result<Self, StoreError> {
         let database = Arc::new(database);
-        let writer = Writer::start(&database, &sealing)?;
         let document_ids = Arc::new(DocumentIds::open(&database)?);
+        let writer = Writer::start(&database, &sealing)?;
         Ok(Self {
             database,
             sealing,

@@ -28,9 +28,9 @@
 //! (unknown process, owners changed, erased process) leaves nothing behind and fails alone; the
 //! rest of its batch commits. A write that fails part way could leave half an entry in the
 //! transaction, so it abandons the batch: the transaction is aborted and every caller in the
-//! batch gets the error, as they do when the commit itself fails. redb refuses all further writes after
-//! an I/O error (after a failed fsync the page cache cannot be trusted), so from then on the
-//! writer reports itself failed ([`Writer::check`]) until the store is reopened.
+//! batch gets the error, as they do when the commit itself fails. redb refuses all further
+//! writes after an I/O error (after a failed fsync the page cache cannot be trusted), so from
+//! then on the writer reports itself failed ([`Writer::check`]) until the store is reopened.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

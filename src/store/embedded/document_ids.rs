@@ -27,7 +27,7 @@
 //!   cannot.
 //! - `n` comes from a store-wide counter, the last number in `document_numbers` plus one when
 //!   the store opens, taken by [`DocumentIds::assign`] as an append arrives, on the caller's
-//!   thread: the writer thread, which every append waits for in turn, does none of the hashing.
+//!   thread: the writer thread, which every append waits for in turn, does none of the AES.
 //!   An append that is refused leaves its number unused. After a crash the counter starts
 //!   again after the last number committed, so a number whose append never committed may be
 //!   given out again: no receipt ever named its id, since receipts wait for the commit.

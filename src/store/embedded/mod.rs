@@ -185,7 +185,7 @@ impl ProcessStore for EmbeddedStore {
     }
 
     fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
-        // Numbered here, on the caller's thread, so that the writer does none of the hashing.
+        // Numbered here, on the caller's thread, so that the writer does none of the AES.
         let (number, document_id) = self.document_ids.assign();
         Box::pin(
             self.writer

@@ -674,7 +674,6 @@ async fn prefill(
         .map(|_| {
             let entry = NewEntry {
                 pid: pid.to_owned(),
-                document_id: uuid::Uuid::new_v4().to_string(),
                 client_id: owner.clone(),
                 header: header.clone(),
                 payload: payload.clone(),

@@ -375,7 +375,6 @@ fn sealed_page(c: &mut Criterion) {
             for _ in 0..1000 {
                 let entry = NewEntry {
                     pid: "p".into(),
-                    document_id: uuid::Uuid::new_v4().to_string(),
                     client_id: sample.client_id.clone(),
                     header: sample.header.clone(),
                     payload: sample.payload.clone(),

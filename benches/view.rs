@@ -61,7 +61,6 @@ fn entry(logger: &str, received: bool, payload: &Value) -> NewEntry {
     }
     NewEntry {
         pid: PID.into(),
-        document_id: uuid::Uuid::new_v4().to_string(),
         client_id: logger.into(),
         header,
         payload: Bytes::from(payload.to_string()),

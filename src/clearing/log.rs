@@ -2,13 +2,13 @@
 //!
 //! The receipt is signed only after the store reports the entry durable: a receipt is a promise
 //! that the entry exists, and a crash must not be able to break it. Owner changes, which are
-//! entries too, get their receipts here as well.
+//! entries too, get their receipts here as well. The store assigns the entry's document id (a
+//! UUID v4) as it appends; the receipt names the one it chose.
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::error::ClearingError;
 use super::request::{Caller, Outcome, ReplyKind};
@@ -31,7 +31,6 @@ impl ClearingHouse {
         self.ensure_owner(&pid, caller.client_id()).await?;
         let entry = NewEntry {
             pid: pid.to_string(),
-            document_id: Uuid::new_v4().to_string(),
             client_id: caller.client_id().to_owned(),
             header: stored_header,
             payload,

@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::error::ClearingError;
 use super::request::{Caller, Outcome, ReplyKind};
@@ -80,7 +79,6 @@ impl ClearingHouse {
         refuse_erased(&process.content, &pid)?;
         let change = OwnerChange::new(
             pid.as_str(),
-            Uuid::new_v4().to_string(),
             caller.client_id(),
             stored_header,
             process.owners,

@@ -776,7 +776,6 @@ mod tests {
         for (n, (entry_hash, chain_hash)) in (1u64..).zip(recorded) {
             let prepared = crate::store::NewEntry {
                 pid: "p-vector".to_owned(),
-                document_id: format!("doc-{n}"),
                 client_id: "client-a".to_owned(),
                 header: json!({
                     "@type": "ids:LogMessage",
@@ -787,7 +786,8 @@ mod tests {
                 payload: Bytes::from(format!("payload {n}")),
                 payload_type: "text/plain".to_owned(),
             }
-            .prepare();
+            .prepare()
+            .with_document_id(format!("doc-{n}"));
             let link = append_link(&head, head_timestamp_ms, &prepared, None).unwrap();
             assert_eq!(
                 (
@@ -816,13 +816,13 @@ mod tests {
     fn append_link_refuses_a_process_without_sequence_numbers_left() {
         let prepared = crate::store::NewEntry {
             pid: "p-full".to_owned(),
-            document_id: "d".to_owned(),
             client_id: "c".to_owned(),
             header: json!({}),
             payload: Bytes::from_static(b"x"),
             payload_type: String::new(),
         }
-        .prepare();
+        .prepare()
+        .with_document_id("d".to_owned());
         let head = ChainHead {
             sequence: u64::MAX,
             chain_hash: [0; 32],
@@ -1012,13 +1012,13 @@ mod tests {
         };
         let prepared = crate::store::NewEntry {
             pid: "p-v2".to_owned(),
-            document_id: "doc-1".to_owned(),
             client_id: "client-a".to_owned(),
             header: json!({"@type": "ids:LogMessage", "marker": "secret"}),
             payload: Bytes::from_static(b"yes"),
             payload_type: "text/plain".to_owned(),
         }
-        .prepare();
+        .prepare()
+        .with_document_id("doc-1".to_owned());
         let link = append_link(&head, 4_102_444_800_000, &prepared, Some(&keys)).unwrap();
         assert_eq!(
             (hex::encode(link.entry_hash), hex::encode(link.chain_hash)),

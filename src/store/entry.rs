@@ -14,6 +14,11 @@
 //! (BENCHMARKS.md, "CPU work off the async workers"), so a caller on an async worker prepares an
 //! entry whose payload reaches [`INLINE_PREPARATION_LIMIT`] on another thread
 //! ([`NewEntry::prepares_inline`] tells; the log handler does so through `clearing::offload`).
+//!
+//! The document id is not the caller's: the backend assigns it as it appends
+//! ([`PreparedEntry::with_document_id`]), a UUID v4 either way. The MongoDB backend draws it at
+//! random; the embedded store derives it from a store-wide counter so that its index grows at
+//! the end (see `embedded::document_ids`).
 
 use bytes::Bytes;
 
@@ -25,13 +30,11 @@ use super::Entry;
 /// inline, where preparing costs less than the hand-over.
 pub(crate) const INLINE_PREPARATION_LIMIT: usize = 64 * 1024;
 
-/// What a caller asks to be logged; the store adds sequence, timestamp and hashes.
+/// What a caller asks to be logged; the store adds document id, sequence, timestamp and hashes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEntry {
     /// The process to append to.
     pub pid: String,
-    /// A UUID v4 chosen by the caller; unique across all processes.
-    pub document_id: String,
     /// The connector that logs the entry.
     pub client_id: String,
     /// The IDS JSON-LD header, already stripped of its tokens by the caller.
@@ -54,6 +57,7 @@ impl NewEntry {
             payload_sha256: chain::payload_hash(&self.payload),
             canonical_header: chain::canonical_json_string(&self.header),
             entry: self,
+            document_id: String::new(),
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct PreparedEntry {
     entry: NewEntry,
     payload_sha256: [u8; 32],
     canonical_header: String,
+    /// Empty until the backend assigns it, before the entry is linked or stored.
+    document_id: String,
 }
 
 impl PreparedEntry {
@@ -85,6 +91,20 @@ impl PreparedEntry {
         &self.canonical_header
     }
 
+    /// The document id the backend assigned (empty before it did).
+    pub fn document_id(&self) -> &str {
+        &self.document_id
+    }
+
+    /// The entry with the document id its backend assigned: a UUID v4, unique in the store.
+    /// Backends call this first in their append, before the id enters the entry hash.
+    pub(crate) fn with_document_id(self, document_id: String) -> Self {
+        Self {
+            document_id,
+            ..self
+        }
+    }
+
     /// The caller's part of the entry's hashed fields; `commitment_key` for an encrypted
     /// process.
     pub(crate) fn link_fields<'a>(
@@ -93,7 +113,7 @@ impl PreparedEntry {
     ) -> LinkFields<'a> {
         LinkFields {
             pid: &self.entry.pid,
-            document_id: &self.entry.document_id,
+            document_id: &self.document_id,
             client_id: &self.entry.client_id,
             payload_type: &self.entry.payload_type,
             payload_hash: &self.payload_sha256,
@@ -105,9 +125,9 @@ impl PreparedEntry {
     /// The entry as stored once `link` (computed from this entry, with `keys` when its process
     /// is encrypted) joined it to the chain.
     pub(crate) fn into_stored(self, link: &Link, keys: Option<&ProcessKeys>) -> Entry {
+        let document_id = self.document_id;
         let NewEntry {
             pid,
-            document_id,
             client_id,
             header,
             payload,
@@ -144,7 +164,6 @@ mod tests {
     fn entry_with(payload: Bytes) -> NewEntry {
         NewEntry {
             pid: "p-1".to_owned(),
-            document_id: "d-1".to_owned(),
             client_id: "client-a".to_owned(),
             header: json!({"b": [1, 0.5], "a": "é\n"}),
             payload,
@@ -154,7 +173,9 @@ mod tests {
 
     #[test]
     fn preparing_computes_the_plain_sha256_and_canonical_header_the_chain_expects() {
-        let prepared = entry_with(Bytes::from_static(b"abc")).prepare();
+        let prepared = entry_with(Bytes::from_static(b"abc"))
+            .prepare()
+            .with_document_id("d-1".to_owned());
         // SHA-256("abc") from FIPS 180-2, appendix B.1.
         assert_eq!(
             hex::encode(prepared.payload_sha256()),

@@ -105,7 +105,7 @@ pub struct Entry {
     pub pid: String,
     /// 1, 2, 3, ... per process, without gaps.
     pub sequence: u64,
-    /// A UUID v4, unique across all processes.
+    /// A UUID v4 the store assigned, unique across all processes.
     pub document_id: String,
     /// UTC milliseconds; never smaller than the previous entry's of the same process.
     pub timestamp_ms: i64,
@@ -188,7 +188,8 @@ pub enum StoreError {
     /// No process has this pid.
     #[error("process {0:?} does not exist")]
     UnknownProcess(String),
-    /// An entry with this document id is stored already.
+    /// An entry with this document id is stored already: a random id that came up twice
+    /// (MongoDB; a chance of 2^-122 per pair).
     #[error("document id {0:?} is already in use")]
     DuplicateDocument(String),
     /// The query cannot be run as asked.
@@ -308,14 +309,16 @@ pub trait ProcessStore: Send + Sync + 'static {
     /// meanwhile; otherwise fails as `append` does.
     fn change_owners(&self, change: OwnerChange) -> BoxFuture<'_, Result<Entry, StoreError>>;
 
-    /// Atomically: assigns the next sequence (1, 2, 3, ... no gaps per process), the timestamp
-    /// (now in UTC ms, but never earlier than the process's previous entry, so that timestamps
-    /// are non-decreasing with the sequence), computes entry_hash and chain_hash against the
-    /// current process head (from the payload hash and canonical header `entry` was prepared
-    /// with, never computing them again), and stores entry + new head together. Returns only once the entry
-    /// is durable. Fails with [`StoreError::UnknownProcess`] if the process does not exist and
-    /// with [`StoreError::DuplicateDocument`] if the document id is already stored. If the future
-    /// is dropped before it completes, the entry may or may not have been stored.
+    /// Atomically: assigns the entry's document id (a UUID v4, unique in the store: drawn at
+    /// random, or derived from a counter by the embedded store; see `entry`), the next sequence
+    /// (1, 2, 3, ... no gaps per process), the timestamp (now in UTC ms, but never earlier than
+    /// the process's previous entry, so that timestamps are non-decreasing with the sequence),
+    /// computes entry_hash and chain_hash against the current process head (from the payload
+    /// hash and canonical header `entry` was prepared with, never computing them again), and
+    /// stores entry + new head together. Returns only once the entry is durable. Fails with
+    /// [`StoreError::UnknownProcess`] if the process does not exist and with
+    /// [`StoreError::DuplicateDocument`] if the backend drew a document id already stored. If
+    /// the future is dropped before it completes, the entry may or may not have been stored.
     fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>>;
 
     /// The entry with this document id, if it belongs to `pid` (`None` when it belongs to

@@ -36,7 +36,6 @@ impl OwnerChange {
     /// the request's header without tokens, stored with the entry as a log's is.
     pub fn new(
         pid: &str,
-        document_id: String,
         changed_by: &str,
         header: Value,
         previous: BTreeSet<String>,
@@ -49,7 +48,6 @@ impl OwnerChange {
         });
         let entry = NewEntry {
             pid: pid.to_owned(),
-            document_id,
             client_id: changed_by.to_owned(),
             header,
             payload: Bytes::from(payload.to_string()),
@@ -65,6 +63,14 @@ impl OwnerChange {
     /// The entry that records the change, as its receipt names it.
     pub fn entry(&self) -> &PreparedEntry {
         &self.entry
+    }
+
+    /// The change with the document id its backend assigned to its entry.
+    pub(crate) fn with_document_id(self, document_id: String) -> Self {
+        Self {
+            entry: self.entry.with_document_id(document_id),
+            ..self
+        }
     }
 }
 
@@ -102,12 +108,12 @@ mod tests {
         };
         let change = OwnerChange::new(
             "p-1",
-            "d-1".into(),
             "a",
             json!({"@type": "ids:RequestMessage"}),
             set(&["a"]),
             set(&["b", "a"]),
-        );
+        )
+        .with_document_id("d-1".to_owned());
         let head = ChainHead {
             sequence: 0,
             chain_hash: chain::genesis_hash("p-1"),

@@ -335,7 +335,6 @@ fn keyring(keys: &[(&str, u8, bool)]) -> Sealing {
 fn entry(pid: &str, n: u32) -> NewEntry {
     NewEntry {
         pid: pid.to_owned(),
-        document_id: uuid::Uuid::new_v4().to_string(),
         client_id: "a".to_owned(),
         header: json!({"@type": "ids:LogMessage", "n": n}),
         payload: Bytes::from(format!("payload {n}")),

@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clearinghouse::store::chain::{self, verify_chain, ChainHead};
 use clearinghouse::store::{
-    CreateOutcome, EmbeddedStore, Entry, MongoConfig, MongoStore, NewEntry, Order, PageQuery,
-    ProcessStore, StoreError,
+    CreateOutcome, EmbeddedStore, Entry, MongoConfig, MongoStore, NewEntry, Order, OwnerChange,
+    PageQuery, ProcessStore, StoreError,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -133,9 +133,8 @@ macro_rules! contract_suite {
                 appends_are_numbered_from_one_with_non_decreasing_timestamps,
                 stored_entries_form_a_verifiable_chain,
                 entry_is_found_by_document_id_within_its_process_only,
-                a_duplicate_document_id_is_rejected_and_changes_nothing,
+                document_ids_are_distinct_uuids_v4_the_store_assigns,
                 a_failing_append_fails_alone,
-                a_reused_document_id_among_concurrent_appends_fails_alone,
                 an_empty_process_has_empty_pages,
                 pages_slice_the_log_in_either_order,
                 a_page_past_its_byte_budget_is_refused,
@@ -171,7 +170,6 @@ fn owners(names: &[&str]) -> BTreeSet<String> {
 fn new_entry(pid: &str, client_id: &str, n: u64) -> NewEntry {
     NewEntry {
         pid: pid.to_owned(),
-        document_id: uuid::Uuid::new_v4().to_string(),
         client_id: client_id.to_owned(),
         header: json!({
             "@type": "ids:LogMessage",
@@ -290,7 +288,6 @@ mod contract {
             let stored = store.append(asked.clone().prepare()).await.unwrap();
             assert_eq!(stored.sequence, n);
             assert_eq!(stored.pid, asked.pid);
-            assert_eq!(stored.document_id, asked.document_id);
             assert_eq!(stored.client_id, asked.client_id);
             assert_eq!(stored.header, asked.header);
             assert_eq!(stored.payload, asked.payload);
@@ -341,38 +338,52 @@ mod contract {
         );
         let unknown = uuid::Uuid::new_v4().to_string();
         assert_eq!(store.entry("p-1", &unknown).await.unwrap(), None);
+        // Ids are looked up as the exact strings the store gave out.
+        let shouted = first[1].document_id.to_uppercase();
+        assert_eq!(store.entry("p-1", &shouted).await.unwrap(), None);
+        for malformed in ["", "not-a-uuid", "{\"$gt\": \"\"}"] {
+            assert_eq!(store.entry("p-1", malformed).await.unwrap(), None);
+        }
     }
 
-    pub async fn a_duplicate_document_id_is_rejected_and_changes_nothing(
-        harness: &mut impl Harness,
-    ) {
+    pub async fn document_ids_are_distinct_uuids_v4_the_store_assigns(harness: &mut impl Harness) {
         let store = harness.store();
         create(&*store, "p-1", &["client-a"]).await;
         create(&*store, "p-2", &["client-a"]).await;
-        let first = store
-            .append(new_entry("p-1", "client-a", 1).prepare())
-            .await
-            .unwrap();
-
-        for pid in ["p-1", "p-2"] {
-            let mut again = new_entry(pid, "client-a", 2);
-            again.document_id = first.document_id.clone();
-            match store.append(again.prepare()).await {
-                Err(StoreError::DuplicateDocument(id)) => assert_eq!(id, first.document_id),
-                other => panic!("expected DuplicateDocument, got {other:?}"),
-            }
-        }
-        assert_eq!(
-            store.entry("p-1", &first.document_id).await.unwrap(),
-            Some(first)
+        // Issued together, so that a batching backend is likely to put them in one batch.
+        let mut entries: Vec<Entry> = join_all((1..=30).map(|n| {
+            let pid = if n % 3 == 0 { "p-2" } else { "p-1" };
+            store.append(new_entry(pid, "client-a", n).prepare())
+        }))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        let change = OwnerChange::new(
+            "p-1",
+            "client-a",
+            json!({"@type": "ids:RequestMessage"}),
+            owners(&["client-a"]),
+            owners(&["client-a", "client-b"]),
         );
-        assert!(all_entries(&*store, "p-2").await.is_empty());
-        let next = store
-            .append(new_entry("p-1", "client-a", 3).prepare())
-            .await
-            .unwrap();
-        assert_eq!(next.sequence, 2);
-        verify_chain("p-1", all_entries(&*store, "p-1").await).unwrap();
+        entries.push(store.change_owners(change).await.unwrap());
+
+        let mut ids = BTreeSet::new();
+        for entry in &entries {
+            let id = &entry.document_id;
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(&uuid.hyphenated().to_string(), id, "canonical form");
+            assert!(ids.insert(id.clone()), "{id} assigned twice");
+            assert_eq!(
+                store.entry(&entry.pid, id).await.unwrap().as_ref(),
+                Some(entry)
+            );
+        }
+        for pid in ["p-1", "p-2"] {
+            verify_chain(pid, all_entries(&*store, pid).await).unwrap();
+        }
     }
 
     pub async fn a_failing_append_fails_alone(harness: &mut impl Harness) {
@@ -393,45 +404,6 @@ mod contract {
         let stored = all_entries(&*store, "p-1").await;
         assert_eq!(sequences(&stored), (1..=10).collect::<Vec<_>>());
         verify_chain("p-1", stored).unwrap();
-    }
-
-    pub async fn a_reused_document_id_among_concurrent_appends_fails_alone(
-        harness: &mut impl Harness,
-    ) {
-        let store = harness.store();
-        create(&*store, "p-1", &["client-a"]).await;
-        create(&*store, "p-2", &["client-a"]).await;
-        let first = store
-            .append(new_entry("p-1", "client-a", 0).prepare())
-            .await
-            .unwrap();
-        // Issued together, so that a batching backend is likely to put them in one batch, with
-        // the reused id in the middle of it.
-        let results = join_all((1..=20).map(|n| {
-            let pid = if n % 3 == 0 { "p-2" } else { "p-1" };
-            let mut entry = new_entry(pid, "client-a", n);
-            if n == 10 {
-                entry.document_id = first.document_id.clone();
-            }
-            store.append(entry.prepare())
-        }))
-        .await;
-        for (n, result) in (1..).zip(results) {
-            match (n, result) {
-                (10, Err(StoreError::DuplicateDocument(id))) => assert_eq!(id, first.document_id),
-                (n, Ok(entry)) if n != 10 => {
-                    assert_eq!(entry.pid, if n % 3 == 0 { "p-2" } else { "p-1" })
-                }
-                (n, other) => panic!("append {n} came out as {other:?}"),
-            }
-        }
-        let stored = all_entries(&*store, "p-1").await;
-        assert_eq!(stored[0], first);
-        assert_eq!(sequences(&stored), (1..=14).collect::<Vec<_>>());
-        verify_chain("p-1", stored).unwrap();
-        let stored = all_entries(&*store, "p-2").await;
-        assert_eq!(sequences(&stored), (1..=6).collect::<Vec<_>>());
-        verify_chain("p-2", stored).unwrap();
     }
 
     pub async fn a_page_past_its_byte_budget_is_refused(harness: &mut impl Harness) {
@@ -676,6 +648,21 @@ mod contract {
             .unwrap();
         assert_eq!(next.sequence, 4);
         assert!(next.timestamp_ms >= last.timestamp_ms);
+        assert!(
+            before
+                .1
+                .iter()
+                .all(|old| old.document_id != next.document_id),
+            "an id given out before the reopen is given out again"
+        );
+        assert_eq!(
+            store
+                .entry("p-1", &next.document_id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(&next)
+        );
         assert_eq!(
             next.chain_hash,
             chain::chain_hash(&last.chain_hash, &next.entry_hash)

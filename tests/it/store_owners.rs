@@ -27,7 +27,6 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 fn logged(pid: &str, n: u64, payload: Bytes) -> NewEntry {
     NewEntry {
         pid: pid.to_owned(),
-        document_id: uuid::Uuid::new_v4().to_string(),
         client_id: "a".to_owned(),
         header: json!({"@type": "ids:LogMessage", "n": n}),
         payload,
@@ -38,7 +37,6 @@ fn logged(pid: &str, n: u64, payload: Bytes) -> NewEntry {
 fn change(pid: &str, by: &str, previous: &[&str], owners: &[&str]) -> OwnerChange {
     OwnerChange::new(
         pid,
-        uuid::Uuid::new_v4().to_string(),
         by,
         json!({"@type": "ids:RequestMessage"}),
         set(previous),
@@ -214,13 +212,14 @@ fn binary(bytes: &[u8]) -> Binary {
 }
 
 /// The entry document of `change` after `head`, as a writer that died before moving the head
-/// leaves it behind.
+/// leaves it behind, with the random document id the store would have given it.
 fn orphaned(change: &OwnerChange, head: &ChainHead, head_timestamp_ms: i64) -> Document {
     let prepared = change.entry();
     let entry = prepared.entry();
+    let document_id = uuid::Uuid::new_v4().to_string();
     let fields = LinkFields {
         pid: &entry.pid,
-        document_id: &entry.document_id,
+        document_id: &document_id,
         client_id: &entry.client_id,
         payload_type: &entry.payload_type,
         payload_hash: prepared.payload_sha256(),
@@ -229,7 +228,7 @@ fn orphaned(change: &OwnerChange, head: &ChainHead, head_timestamp_ms: i64) -> D
     };
     let link = chain::next_link(head, head_timestamp_ms, head_timestamp_ms + 1, fields).unwrap();
     doc! {
-        "_id": entry.document_id.as_str(),
+        "_id": document_id.as_str(),
         "pid": entry.pid.as_str(),
         "sequence": link.sequence as i64,
         "timestamp": DateTime::from_millis(link.timestamp_ms),

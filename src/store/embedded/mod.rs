@@ -5,6 +5,7 @@
 //!   one fsync'd write transaction per batch (group commit), and why a receipt can rely on it;
 //! - `record`: the binary records of processes and entries;
 //! - `reads`: entries, pages, export runs and owned processes, read from snapshots;
+//! - `document_ids`: the document ids the store assigns, UUIDs v4 numbered in order;
 //! - `usage`: the quota counters;
 //! - `views`: the saved views of processes.
 //!
@@ -21,7 +22,11 @@
 //! - `processes`: pid -> process record (owners, creation time, head sequence, head chain hash,
 //!   head timestamp);
 //! - `entries`: (pid, sequence) -> entry record;
-//! - `documents`: document id -> (pid, sequence);
+//! - `document_numbers`: number -> (pid, sequence): where the entry whose document id is that
+//!   number's lies (see `document_ids`); numbers only grow, so appends touch its end;
+//! - `documents`: document id -> (pid, sequence), for entries written before document ids were
+//!   numbered (random ids chosen by the caller); read only, the store adds no rows;
+//! - `meta`: the store's own settings: the key of its document ids;
 //! - `entry_times`: (pid, timestamp_ms, sequence) -> (), for time ranges: the first entry of each
 //!   timestamp of a process (before issue 14, every entry; both read the same, see `reads`);
 //! - `owners`: (client id, pid) -> (), for [`ProcessStore::processes_of`];
@@ -41,8 +46,10 @@ use super::{
     CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
     ProcessStore, RewrapBatch, SavedView, StoreError,
 };
+use document_ids::DocumentIds;
 use writer::Writer;
 
+mod document_ids;
 mod reads;
 mod record;
 mod usage;
@@ -51,14 +58,19 @@ mod writer;
 
 const PROCESSES: TableDefinition<&str, &[u8]> = TableDefinition::new("processes");
 const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
+const DOCUMENT_NUMBERS: TableDefinition<u64, (&str, u64)> =
+    TableDefinition::new("document_numbers");
+/// Legacy: see the module documentation.
 const DOCUMENTS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("documents");
 const ENTRY_TIMES: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("entry_times");
 const OWNERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("owners");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// A [`ProcessStore`] in one redb file.
 pub struct EmbeddedStore {
     database: Arc<Database>,
     sealing: Arc<Sealing>,
+    document_ids: Arc<DocumentIds>,
     /// Dropped with the store: the writer finishes what is queued and the file is closed.
     writer: Writer,
 }
@@ -78,10 +90,12 @@ impl EmbeddedStore {
 
     fn start(database: Database, sealing: Arc<Sealing>) -> Result<Self, StoreError> {
         let database = Arc::new(database);
+        let document_ids = Arc::new(DocumentIds::open(&database)?);
         let writer = Writer::start(&database, &sealing)?;
         Ok(Self {
             database,
             sealing,
+            document_ids,
             writer,
         })
     }
@@ -171,7 +185,12 @@ impl ProcessStore for EmbeddedStore {
     }
 
     fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
-        Box::pin(self.writer.append(entry))
+        // Numbered here, on the caller's thread, so that the writer does none of the AES.
+        let (number, document_id) = self.document_ids.assign();
+        Box::pin(
+            self.writer
+                .append(number, entry.with_document_id(document_id)),
+        )
     }
 
     fn process_info(&self, pid: &str) -> BoxFuture<'_, Result<Option<ProcessInfo>, StoreError>> {
@@ -183,7 +202,11 @@ impl ProcessStore for EmbeddedStore {
     }
 
     fn change_owners(&self, change: OwnerChange) -> BoxFuture<'_, Result<Entry, StoreError>> {
-        Box::pin(self.writer.change_owners(change))
+        let (number, document_id) = self.document_ids.assign();
+        Box::pin(
+            self.writer
+                .change_owners(number, change.with_document_id(document_id)),
+        )
     }
 
     fn entry(
@@ -194,7 +217,11 @@ impl ProcessStore for EmbeddedStore {
         let pid = pid.to_owned();
         let document_id = document_id.to_owned();
         let sealing = Arc::clone(&self.sealing);
-        self.read(move |transaction| reads::entry(transaction, &sealing, &pid, &document_id))
+        let document_ids = Arc::clone(&self.document_ids);
+        self.read(move |transaction| {
+            let number = document_ids.number(&document_id);
+            reads::entry(transaction, &sealing, &pid, &document_id, number)
+        })
     }
 
     fn query(&self, query: &PageQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
@@ -335,7 +362,6 @@ mod tests {
     pub(super) fn one_byte_entry(pid: &str) -> PreparedEntry {
         NewEntry {
             pid: pid.to_owned(),
-            document_id: "d-1".to_owned(),
             client_id: "a".to_owned(),
             header: json!({}),
             payload: Bytes::from_static(b"x"),
@@ -376,13 +402,6 @@ mod tests {
         let store = EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
         let owners: BTreeSet<String> = ["a".to_owned()].into();
         store.create_process("p-1", &owners).await.unwrap();
-        let append = |n: u64| {
-            let entry = NewEntry {
-                document_id: format!("d-{n}"),
-                ..one_byte_entry("p-1").entry().clone()
-            };
-            store.append(entry.prepare())
-        };
         // Date the new process an hour ahead, as if the clock had since been set back by an
         // hour: its entries all share that timestamp.
         let ahead_ms = now_ms() + 3_600_000;
@@ -394,8 +413,9 @@ mod tests {
             processes.insert("p-1", head.encode().as_slice()).unwrap();
         }
         transaction.commit().unwrap();
-        for n in 1..=4 {
-            assert_eq!(append(n).await.unwrap().timestamp_ms, ahead_ms);
+        for _ in 1..=4 {
+            let appended = store.append(one_byte_entry("p-1")).await.unwrap();
+            assert_eq!(appended.timestamp_ms, ahead_ms);
         }
         assert_eq!(entry_times_rows(&store), 1, "one row per timestamp");
 

@@ -12,7 +12,7 @@
 use redb::{ReadTransaction, ReadableTable};
 
 use super::record::{decode_entry, read_head, ProcessHead};
-use super::{DOCUMENTS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
+use super::{DOCUMENTS, DOCUMENT_NUMBERS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
 use crate::store::query::{self, SequenceRange};
 use crate::store::sealing::{EntryKeys, KeyState, Sealing};
 use crate::store::{Entry, Order, Page, PageQuery, StoreError, UnfitEntry};
@@ -30,18 +30,46 @@ fn keyed_head(
     Ok((head, keys))
 }
 
-/// The entry with this document id, if it belongs to `pid`.
+/// The entry with this document id, if it belongs to `pid`. `number` is the number the id was
+/// derived from if it can be one of the store's numbered ids (see `document_ids`): that entry
+/// is the one asked for if it is of `pid` and carries this very id. Otherwise, and for ids of
+/// entries written before ids were numbered, the legacy `documents` table tells.
 pub(super) fn entry(
     transaction: &ReadTransaction,
     sealing: &Sealing,
     pid: &str,
     document_id: &str,
+    number: Option<u64>,
 ) -> Result<Option<Entry>, StoreError> {
+    if let Some(number) = number {
+        let numbers = transaction.open_table(DOCUMENT_NUMBERS)?;
+        let sequence = match numbers.get(number)? {
+            Some(location) if location.value().0 == pid => Some(location.value().1),
+            _ => None,
+        };
+        if let Some(sequence) = sequence {
+            let found = read_entry(transaction, sealing, pid, sequence, document_id)?;
+            if found.document_id == document_id {
+                return Ok(Some(found));
+            }
+        }
+    }
     let documents = transaction.open_table(DOCUMENTS)?;
     let sequence = match documents.get(document_id)? {
         Some(location) if location.value().0 == pid => location.value().1,
         _ => return Ok(None),
     };
+    read_entry(transaction, sealing, pid, sequence, document_id).map(Some)
+}
+
+/// The entry `pid`/`sequence`, which an index gave for `document_id`.
+fn read_entry(
+    transaction: &ReadTransaction,
+    sealing: &Sealing,
+    pid: &str,
+    sequence: u64,
+    document_id: &str,
+) -> Result<Entry, StoreError> {
     let (_, keys) = keyed_head(transaction, sealing, pid)?;
     let entries = transaction.open_table(ENTRIES)?;
     let record = entries.get((pid, sequence))?.ok_or_else(|| {
@@ -49,7 +77,7 @@ pub(super) fn entry(
             "document {document_id} is indexed as {pid}/{sequence}, which does not exist"
         ))
     })?;
-    decode_entry(pid, sequence, record.value(), &keys).map(Some)
+    decode_entry(pid, sequence, record.value(), &keys)
 }
 
 /// One page of entries; see [`crate::store::ProcessStore::query`].
@@ -190,4 +218,195 @@ pub(super) fn data_key_keks(
         }
     }
     Ok(keks)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use redb::{Database, ReadableDatabase, ReadableTableMetadata};
+    use uuid::Uuid;
+
+    use super::super::record::encode_entry;
+    use super::super::tests::one_byte_entry;
+    use super::super::{EmbeddedStore, DOCUMENT_NUMBERS};
+    use super::*;
+    use crate::store::chain::{self, verify_chain, ChainHead};
+    use crate::store::sealing::KeyState;
+    use crate::store::{now_ms, ProcessStore};
+
+    /// Creates `pid`, owned by `a`, as every build did: a process record and an owner row.
+    fn create_legacy_process(database: &Database, pid: &str) {
+        let transaction = database.begin_write().unwrap();
+        {
+            let head = ProcessHead {
+                owners: ["a".to_owned()].into(),
+                created_at_ms: now_ms(),
+                sequence: 0,
+                timestamp_ms: now_ms(),
+                chain_hash: chain::genesis_hash(pid),
+                keys: KeyState::Plaintext,
+            };
+            let mut processes = transaction.open_table(PROCESSES).unwrap();
+            processes.insert(pid, head.encode().as_slice()).unwrap();
+            let mut owners = transaction.open_table(OWNERS).unwrap();
+            owners.insert(("a", pid), ()).unwrap();
+        }
+        transaction.commit().unwrap();
+    }
+
+    /// Appends entries with these document ids to `pid` as builds before numbered ids did: the
+    /// caller's random id in the record and in `documents`, a row per entry in `entry_times`.
+    fn append_legacy_entries(database: &Database, pid: &str, ids: &[String]) -> Vec<Entry> {
+        let transaction = database.begin_write().unwrap();
+        let mut appended = Vec::new();
+        {
+            let mut processes = transaction.open_table(PROCESSES).unwrap();
+            let mut entries = transaction.open_table(ENTRIES).unwrap();
+            let mut documents = transaction.open_table(DOCUMENTS).unwrap();
+            let mut entry_times = transaction.open_table(ENTRY_TIMES).unwrap();
+            let mut head = read_head(&processes, pid).unwrap().unwrap();
+            for id in ids {
+                let prepared = one_byte_entry(pid).with_document_id(id.clone());
+                let chain_head = ChainHead {
+                    sequence: head.sequence,
+                    chain_hash: head.chain_hash,
+                };
+                let link =
+                    chain::append_link(&chain_head, head.timestamp_ms, &prepared, None).unwrap();
+                let record = encode_entry(&prepared, &link, None);
+                entries
+                    .insert((pid, link.sequence), record.as_slice())
+                    .unwrap();
+                documents.insert(id.as_str(), (pid, link.sequence)).unwrap();
+                entry_times
+                    .insert((pid, link.timestamp_ms, link.sequence), ())
+                    .unwrap();
+                head.sequence = link.sequence;
+                head.timestamp_ms = link.timestamp_ms;
+                head.chain_hash = link.chain_hash;
+                appended.push(prepared.into_stored(&link, None));
+            }
+            processes.insert(pid, head.encode().as_slice()).unwrap();
+        }
+        transaction.commit().unwrap();
+        appended
+    }
+
+    /// A store file as builds before numbered ids left it: no `meta`, no `document_numbers`.
+    fn write_legacy_store(path: &Path, pid: &str, count: usize) -> Vec<Entry> {
+        let database = Database::create(path).unwrap();
+        create_legacy_process(&database, pid);
+        let ids: Vec<String> = (0..count).map(|_| Uuid::new_v4().to_string()).collect();
+        append_legacy_entries(&database, pid, &ids)
+    }
+
+    async fn find(store: &EmbeddedStore, pid: &str, document_id: &str) -> Option<Entry> {
+        store.entry(pid, document_id).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_store_written_with_random_ids_finds_old_and_new_entries_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let old = write_legacy_store(&path, "p-1", 3);
+
+        let store = EmbeddedStore::open(&path).unwrap();
+        let owners: BTreeSet<String> = ["a".to_owned()].into();
+        store.create_process("p-2", &owners).await.unwrap();
+        let mut new = Vec::new();
+        for pid in ["p-1", "p-2", "p-1"] {
+            new.push(store.append(one_byte_entry(pid)).await.unwrap());
+        }
+        assert_eq!(
+            new.iter().map(|entry| entry.sequence).collect::<Vec<_>>(),
+            [4, 1, 5]
+        );
+        for entry in old.iter().chain(&new) {
+            assert_eq!(
+                find(&store, &entry.pid, &entry.document_id).await.as_ref(),
+                Some(entry)
+            );
+            let other = if entry.pid == "p-1" { "p-2" } else { "p-1" };
+            assert_eq!(find(&store, other, &entry.document_id).await, None);
+            // Other spellings of the same UUID decode to the same number, but are not the id.
+            let uuid = Uuid::parse_str(&entry.document_id).unwrap();
+            for spelling in [
+                entry.document_id.to_uppercase(),
+                uuid.simple().to_string(),
+                uuid.urn().to_string(),
+            ] {
+                assert_eq!(
+                    find(&store, &entry.pid, &spelling).await,
+                    None,
+                    "{spelling}"
+                );
+            }
+        }
+        // New entries go to the numbered index only.
+        {
+            let transaction = store.database.begin_read().unwrap();
+            let documents = transaction.open_table(DOCUMENTS).unwrap();
+            assert_eq!(documents.len().unwrap(), 3);
+            let numbers = transaction.open_table(DOCUMENT_NUMBERS).unwrap();
+            let rows: Vec<(u64, String, u64)> = numbers
+                .iter()
+                .unwrap()
+                .map(|row| {
+                    let (number, location) = row.unwrap();
+                    let (pid, sequence) = location.value();
+                    (number.value(), pid.to_owned(), sequence)
+                })
+                .collect();
+            assert_eq!(
+                rows,
+                [
+                    (1, "p-1".to_owned(), 4),
+                    (2, "p-2".to_owned(), 1),
+                    (3, "p-1".to_owned(), 5)
+                ]
+            );
+        }
+        let chain = store.entries_from("p-1", 1, 10).await.unwrap();
+        assert_eq!(verify_chain("p-1", chain).unwrap().sequence, 5);
+
+        // The key and the counter survive a reopen: old ids still decode, new ones follow on.
+        drop(store);
+        let store = EmbeddedStore::open(&path).unwrap();
+        for entry in old.iter().chain(&new) {
+            assert_eq!(
+                find(&store, &entry.pid, &entry.document_id).await.as_ref(),
+                Some(entry)
+            );
+        }
+        let next = store.append(one_byte_entry("p-2")).await.unwrap();
+        assert!(new
+            .iter()
+            .all(|entry| entry.document_id != next.document_id));
+        assert_eq!(find(&store, "p-2", &next.document_id).await, Some(next));
+    }
+
+    /// The chance is 2^-122 per pair (see `document_ids`), so the collision is made by hand: a
+    /// legacy entry of another process that has a new entry's id.
+    #[tokio::test]
+    async fn a_legacy_id_equal_to_a_new_one_finds_each_entry_under_its_own_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
+        let owners: BTreeSet<String> = ["a".to_owned()].into();
+        store.create_process("p-new", &owners).await.unwrap();
+        store.create_process("p-old", &owners).await.unwrap();
+        let new = store.append(one_byte_entry("p-new")).await.unwrap();
+        let old = append_legacy_entries(
+            &store.database,
+            "p-old",
+            std::slice::from_ref(&new.document_id),
+        );
+
+        assert_eq!(find(&store, "p-new", &new.document_id).await, Some(new));
+        assert_eq!(
+            find(&store, "p-old", &old[0].document_id).await.as_ref(),
+            old.first()
+        );
+    }
 }

@@ -166,7 +166,7 @@ pub(super) fn encode_entry(
     let place = Place {
         pid: &entry.pid,
         sequence: link.sequence,
-        document_id: &entry.document_id,
+        document_id: prepared.document_id(),
     };
     let sealed = sealing.map(|(keys, random)| {
         (
@@ -192,7 +192,7 @@ pub(super) fn encode_entry(
             + 32
             + 32
             + 5 * 8
-            + entry.document_id.len()
+            + prepared.document_id().len()
             + entry.client_id.len()
             + entry.payload_type.len()
             + canonical_header.len()
@@ -202,7 +202,7 @@ pub(super) fn encode_entry(
     record.extend_from_slice(&link.timestamp_ms.to_be_bytes());
     record.extend_from_slice(&link.entry_hash);
     record.extend_from_slice(&link.chain_hash);
-    put_field(&mut record, entry.document_id.as_bytes());
+    put_field(&mut record, prepared.document_id().as_bytes());
     put_field(&mut record, entry.client_id.as_bytes());
     put_field(&mut record, entry.payload_type.as_bytes());
     put_field(&mut record, canonical_header);
@@ -393,7 +393,6 @@ mod tests {
     fn sample_entry() -> (PreparedEntry, Link) {
         let entry = NewEntry {
             pid: "p-1".to_owned(),
-            document_id: "7d3f5d2e-1f0b-4c55-9a51-0c7f3f4b9e11".to_owned(),
             client_id: "SKI:keyid:AKI".to_owned(),
             header: json!({"@type": "ids:LogMessage", "ids:modelVersion": "4.2.7"}),
             payload: Bytes::from_static(b"\x00\x01 binary"),
@@ -405,7 +404,10 @@ mod tests {
             entry_hash: [1; 32],
             chain_hash: [2; 32],
         };
-        (entry.prepare(), link)
+        let prepared = entry
+            .prepare()
+            .with_document_id("7d3f5d2e-1f0b-4c55-9a51-0c7f3f4b9e11".to_owned());
+        (prepared, link)
     }
 
     #[test]

@@ -16,18 +16,21 @@
 //! What a batch costs the writer is mostly redb's: each insert, and at the commit the pages it
 //! dirtied (checksummed, written one `pwrite` each, fsync'd). So a batch keeps taking requests
 //! that arrive while it is being applied, before it commits; the heads of its processes are
-//! written once, before the commit, not once per append; a document id is checked for
-//! uniqueness by the insert itself (a duplicate puts the earlier row back and is refused); and
-//! the time index gets a row only for the first entry of each timestamp (see `reads`).
+//! written once, before the commit, not once per append; the time index gets a row only for the
+//! first entry of each timestamp (see `reads`); and an entry is indexed by the number its
+//! document id was derived from (see `document_ids`), not by the id: numbers grow, so a batch
+//! adds its rows at the end of `document_numbers` and dirties its last page or two, where
+//! random ids dirtied a page of the index per entry. Ids derived from distinct numbers are
+//! distinct (the derivation is a permutation), so no id is looked up before it is written; a
+//! number found in use already means a damaged file and abandons the batch.
 //!
-//! Each request is checked before anything of it is written (or, for a duplicate document id,
-//! its one write is undone), so a request that is refused
-//! (unknown process, duplicate document id) leaves nothing behind and fails alone; the rest of
-//! its batch commits. A write that fails part way could leave half an entry in the transaction,
-//! so it abandons the batch: the transaction is aborted and every caller in the batch
-//! gets the error, as they do when the commit itself fails. redb refuses all further writes after
-//! an I/O error (after a failed fsync the page cache cannot be trusted), so from then on the
-//! writer reports itself failed ([`Writer::check`]) until the store is reopened.
+//! Each request is checked before anything of it is written, so a request that is refused
+//! (unknown process, owners changed, erased process) leaves nothing behind and fails alone; the
+//! rest of its batch commits. A write that fails part way could leave half an entry in the
+//! transaction, so it abandons the batch: the transaction is aborted and every caller in the
+//! batch gets the error, as they do when the commit itself fails. redb refuses all further
+//! writes after an I/O error (after a failed fsync the page cache cannot be trusted), so from
+//! then on the writer reports itself failed ([`Writer::check`]) until the store is reopened.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +41,7 @@ use redb::{Database, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{encode_entry, read_head, ProcessHead};
-use super::{DOCUMENTS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
+use super::{DOCUMENT_NUMBERS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
 use crate::store::chain::{self, ChainHead};
 use crate::store::sealing::{EntryKeys, Erasure, KeyState, Sealing};
 use crate::store::{now_ms, CreateOutcome, Entry, OwnerChange, PreparedEntry, StoreError};
@@ -126,14 +129,32 @@ impl Writer {
             .await
     }
 
-    pub(super) async fn append(&self, entry: PreparedEntry) -> Result<Entry, StoreError> {
-        self.submit(|reply| WriteRequest::Append { entry, reply })
-            .await
+    /// Appends `entry`, whose document id was derived from `number`.
+    pub(super) async fn append(
+        &self,
+        number: u64,
+        entry: PreparedEntry,
+    ) -> Result<Entry, StoreError> {
+        self.submit(|reply| WriteRequest::Append {
+            number,
+            entry,
+            reply,
+        })
+        .await
     }
 
-    pub(super) async fn change_owners(&self, change: OwnerChange) -> Result<Entry, StoreError> {
-        self.submit(|reply| WriteRequest::ChangeOwners { change, reply })
-            .await
+    /// Changes owners as `change` says; its entry's document id was derived from `number`.
+    pub(super) async fn change_owners(
+        &self,
+        number: u64,
+        change: OwnerChange,
+    ) -> Result<Entry, StoreError> {
+        self.submit(|reply| WriteRequest::ChangeOwners {
+            number,
+            change,
+            reply,
+        })
+        .await
     }
 
     pub(super) async fn erase(&self, pid: String, by: String) -> Result<Erasure, StoreError> {
@@ -183,10 +204,12 @@ enum WriteRequest {
         reply: oneshot::Sender<Result<CreateOutcome, StoreError>>,
     },
     Append {
+        number: u64,
         entry: PreparedEntry,
         reply: oneshot::Sender<Result<Entry, StoreError>>,
     },
     ChangeOwners {
+        number: u64,
         change: OwnerChange,
         reply: oneshot::Sender<Result<Entry, StoreError>>,
     },
@@ -212,13 +235,21 @@ impl WriteRequest {
                 result: create(tables, sealing, pid, owners),
                 reply,
             },
-            Self::Append { entry, reply } => Applied::Append {
-                result: append(tables, sealing, entry),
+            Self::Append {
+                number,
+                entry,
+                reply,
+            } => Applied::Append {
+                result: append(tables, sealing, number, entry),
                 reply,
             },
             // Answered like an append: with the entry that records the change.
-            Self::ChangeOwners { change, reply } => Applied::Append {
-                result: change_owners(tables, sealing, change),
+            Self::ChangeOwners {
+                number,
+                change,
+                reply,
+            } => Applied::Append {
+                result: change_owners(tables, sealing, number, change),
                 reply,
             },
             Self::Erase { pid, by, reply } => Applied::Erase {
@@ -406,7 +437,7 @@ struct WriteTables<'txn> {
     /// of a batch mostly chain onto the same few processes.
     heads: HashMap<String, ProcessHead>,
     entries: Table<'txn, (&'static str, u64), &'static [u8]>,
-    documents: Table<'txn, &'static str, (&'static str, u64)>,
+    document_numbers: Table<'txn, u64, (&'static str, u64)>,
     entry_times: Table<'txn, (&'static str, i64, u64), ()>,
     owners: Table<'txn, (&'static str, &'static str), ()>,
 }
@@ -417,7 +448,7 @@ impl<'txn> WriteTables<'txn> {
             processes: transaction.open_table(PROCESSES)?,
             heads: HashMap::new(),
             entries: transaction.open_table(ENTRIES)?,
-            documents: transaction.open_table(DOCUMENTS)?,
+            document_numbers: transaction.open_table(DOCUMENT_NUMBERS)?,
             entry_times: transaction.open_table(ENTRY_TIMES)?,
             owners: transaction.open_table(OWNERS)?,
         })
@@ -488,6 +519,7 @@ fn write_process(
 fn append(
     tables: &mut WriteTables<'_>,
     sealing: &Sealing,
+    number: u64,
     prepared: PreparedEntry,
 ) -> Result<Entry, Failure> {
     let Stamped {
@@ -496,7 +528,7 @@ fn append(
         record,
         starts_timestamp,
     } = stamp(tables, sealing, prepared).map_err(Failure::Refused)?;
-    write_entry(tables, &entry, &record, starts_timestamp)?;
+    write_entry(tables, number, &entry, &record, starts_timestamp)?;
     tables.set_head(&entry.pid, head);
     Ok(entry)
 }
@@ -505,6 +537,7 @@ fn append(
 fn change_owners(
     tables: &mut WriteTables<'_>,
     sealing: &Sealing,
+    number: u64,
     change: OwnerChange,
 ) -> Result<Entry, Failure> {
     let OwnerChange {
@@ -526,7 +559,7 @@ fn change_owners(
         record,
         starts_timestamp,
     } = stamp(tables, sealing, entry).map_err(Failure::Refused)?;
-    write_entry(tables, &entry, &record, starts_timestamp)?;
+    write_entry(tables, number, &entry, &record, starts_timestamp)?;
     head.owners = owners;
     let write = |tables: &mut WriteTables<'_>| -> Result<(), StoreError> {
         for removed in previous.difference(&head.owners) {
@@ -624,34 +657,27 @@ fn erase(
     Ok(erasure)
 }
 
-/// Writes the entry and its index rows (the caller updates the head). The document id is
-/// checked by inserting it: one lookup instead of a `get` and an `insert`. A duplicate puts the
-/// previous row back and refuses the entry, having written nothing else.
+/// Writes the entry and its index rows (the caller updates the head). Every write here is
+/// one the batch must not commit on its own, so any failure abandons the batch.
 fn write_entry(
     tables: &mut WriteTables<'_>,
+    number: u64,
     entry: &Entry,
     record: &[u8],
     starts_timestamp: bool,
 ) -> Result<(), Failure> {
     let storage = |error: redb::StorageError| Failure::Storage(error.into());
     let pid = entry.pid.as_str();
-    let document_id = entry.document_id.as_str();
     let previous = tables
-        .documents
-        .insert(document_id, (pid, entry.sequence))
-        .map_err(storage)?
-        .map(|row| {
-            let (pid, sequence) = row.value();
-            (pid.to_owned(), sequence)
-        });
-    if let Some((previous_pid, previous_sequence)) = previous {
-        tables
-            .documents
-            .insert(document_id, (previous_pid.as_str(), previous_sequence))
-            .map_err(storage)?;
-        return Err(Failure::Refused(StoreError::DuplicateDocument(
-            document_id.to_owned(),
-        )));
+        .document_numbers
+        .insert(number, (pid, entry.sequence))
+        .map_err(storage)?;
+    if previous.is_some() {
+        // The counter starts past the last number in the table and never goes back.
+        return Err(Failure::Storage(StoreError::Corrupt(format!(
+            "document number {number} is in use twice (entry {pid}/{})",
+            entry.sequence
+        ))));
     }
     tables
         .entries

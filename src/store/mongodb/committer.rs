@@ -299,7 +299,7 @@ impl Committer {
                 append.answer(Err(error.for_another_caller()));
                 continue;
             }
-            if append.request.prepared.entry().document_id == document.document_id {
+            if append.request.prepared.document_id() == document.document_id {
                 append.lost += 1;
                 if append.lost >= self.max_attempts {
                     let attempts = append.lost;

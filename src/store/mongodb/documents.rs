@@ -172,7 +172,7 @@ impl EntryDocument {
         let place = Place {
             pid: &entry.pid,
             sequence: link.sequence,
-            document_id: &entry.document_id,
+            document_id: prepared.document_id(),
         };
         let (header, sealed_header, payload) = match sealing {
             None => (
@@ -192,7 +192,7 @@ impl EntryDocument {
             ),
         };
         Ok(Self {
-            document_id: entry.document_id.clone(),
+            document_id: prepared.document_id().to_owned(),
             pid: entry.pid.clone(),
             sequence: to_i64(link.sequence)?,
             timestamp: DateTime::from_millis(link.timestamp_ms),

@@ -58,9 +58,13 @@
 //!
 //! An append is acknowledged only after its head moved, so every acknowledged entry is covered
 //! by the head, and reads only ever show entries the head covers: an orphan stays invisible
-//! until it is adopted. Its document id is in use all the same, so retrying a failed append
-//! with the same document id gets [`StoreError::DuplicateDocument`] if the first try did store
-//! the entry.
+//! until it is adopted.
+//!
+//! Document ids are random UUIDs v4, drawn once per append as it arrives
+//! ([`random_document_id`]), so the committer's retries of one append keep its id; the unique
+//! index on `_id` refuses a second entry with an id in use ([`StoreError::DuplicateDocument`],
+//! a chance of 2^-122 per pair). A caller that retries a failed append makes a new entry with a
+//! new id; if the first try was stored after all, it becomes an orphan and is adopted.
 //!
 //! A process's owners change only through an owner change (`owners`), which is rare, so each
 //! instance also keeps the process records it has read for a second, and authorizing an append
@@ -492,7 +496,7 @@ impl ProcessStore for MongoStore {
     }
 
     fn append(&self, entry: PreparedEntry) -> BoxFuture<'_, Result<Entry, StoreError>> {
-        Box::pin(self.hand_to_committer(entry))
+        Box::pin(self.hand_to_committer(entry.with_document_id(random_document_id())))
     }
 
     fn process_info(&self, pid: &str) -> BoxFuture<'_, Result<Option<ProcessInfo>, StoreError>> {
@@ -501,7 +505,7 @@ impl ProcessStore for MongoStore {
     }
 
     fn change_owners(&self, change: OwnerChange) -> BoxFuture<'_, Result<Entry, StoreError>> {
-        Box::pin(self.change(change))
+        Box::pin(self.change(change.with_document_id(random_document_id())))
     }
 
     fn entry(
@@ -578,6 +582,13 @@ impl ProcessStore for MongoStore {
                 .map(drop)
         })
     }
+}
+
+/// A new entry's document id: a random UUID v4, as the entries' unique `_id` index expects of
+/// every instance (the embedded store's counter-derived ids need a store-wide counter, which
+/// instances sharing a database do not have).
+fn random_document_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Waits a random time below a bound that doubles with every attempt, so that writers that

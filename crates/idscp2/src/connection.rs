@@ -3,7 +3,10 @@
 //! The task reads frames, verifies DATs, runs the RA drivers, keeps the timers and writes what the
 //! state machine says. The layer above holds a [`Connection`] and sees only application messages
 //! and the peer's verified identity. Reading never waits on the layer above: a message is ACKed
-//! as soon as it arrives and queued for [`Connection::recv`], however long the answer takes.
+//! as soon as it arrives and queued for [`Connection::recv`], however long the answer takes. The
+//! ACK may wait in the write buffer for the answer, so that both go out in one TLS record and one
+//! write: `Settings::ack_delay`, and up to a quarter of the ACK timeout while the layer above
+//! still holds the request (`AnswerAwaited`).
 //!
 //! What a peer can make us hold is bounded twice. By count: the peer may have
 //! `requests_in_flight` messages accepted and not yet answered (an answer counts until the peer
@@ -136,7 +139,7 @@ impl ConnectionStats {
 /// What a message accepted from the peer holds until it is answered or dropped: its bytes in the
 /// memory budget and one of the peer's in-flight slots. Given to [`Connection::answer`], the slot
 /// stays taken until the peer ACKs the answer. While it is held, the message's ACK may wait for
-/// the answer (see [`AnswerAwaited`]).
+/// the answer (see `AnswerAwaited`).
 pub struct InFlight {
     bytes: Option<Held>,
     slot: OwnedSemaphorePermit,
@@ -424,8 +427,8 @@ struct Task<S> {
     answers_awaited: Arc<AtomicUsize>,
     /// What each message in the state machine's send queue holds, oldest first.
     outgoing: VecDeque<Outgoing>,
-    /// When the ACKs waiting in the write buffer go out alone (`Settings::ack_delay`), unless a
-    /// message of ours takes them along first.
+    /// When the ACKs waiting in the write buffer go out alone (`Settings::ack_delay`, or later
+    /// while an answer is awaited), unless a message of ours takes them along first.
     ack_due: Option<Instant>,
     /// When the first of the ACKs waiting in the write buffer was put there.
     ack_buffered: Option<Instant>,

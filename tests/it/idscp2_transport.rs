@@ -567,3 +567,55 @@ async fn a_message_too_large_for_a_frame_is_refused_locally_and_the_connection_g
     assert_eq!(reply_parts(&reply).1, Bytes::from_static(b"small"));
     server.stop().await;
 }
+
+/// Not an application message: the service answers nothing, so its ACK has no answer to wait for.
+fn unanswered(bit: bool) -> Message {
+    Message::IdscpData(IdscpData {
+        data: Bytes::from_static(b"\xff\xff\xff"),
+        alternating_bit: bit,
+    })
+}
+
+#[tokio::test]
+async fn the_ack_of_a_request_waits_for_its_answer_beyond_the_ack_delay() {
+    let pki = TestPki::new();
+    let echo = Echo {
+        delay: Duration::from_millis(200),
+        ..Echo::default()
+    };
+    // A quarter of this ACK timeout, 500 ms, is the longest an ACK may wait for an answer.
+    let settings = Settings {
+        ack_timeout: Duration::from_secs(2),
+        ack_delay: Duration::from_millis(10),
+        ..with_suites(test_settings(), &["Dummy2"], &["Dummy2"])
+    };
+    let server = TestServer::start(server_tls(&pki), dev_endpoint(settings), echo.clone()).await;
+    let mut peer = established_raw_peer(&server, &pki, "connector-a").await;
+    // Data is taken once the server's attestation is done; a message left unanswered is ACKed
+    // on its own (after the ACK delay), well before our resend.
+    peer.send_until_acked(unanswered(false)).await;
+
+    peer.send(data_frame(&ids("slow"), true)).await;
+    // The answer takes 200 ms, twenty times the ACK delay: the ACK waits for it instead of going
+    // out alone after 10 ms, which would cost the server a TLS record and a write of its own.
+    let early = tokio::time::timeout(Duration::from_millis(120), peer.next()).await;
+    assert!(
+        early.is_err(),
+        "something came before the answer: {early:?}"
+    );
+    assert_eq!(
+        peer.next().await,
+        Some(Message::IdscpAck(IdscpAck {
+            alternating_bit: true
+        }))
+    );
+    match peer.next().await {
+        Some(Message::IdscpData(d)) => {
+            let reply = AppLayerMessage::decode(d.data).unwrap();
+            assert_eq!(reply_parts(&reply).1, Bytes::from_static(b"slow"));
+        }
+        other => panic!("expected the answer, got {other:?}"),
+    }
+    assert_eq!(echo.handled.load(Ordering::SeqCst), 2);
+    server.stop().await;
+}

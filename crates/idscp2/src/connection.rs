@@ -3,7 +3,10 @@
 //! The task reads frames, verifies DATs, runs the RA drivers, keeps the timers and writes what the
 //! state machine says. The layer above holds a [`Connection`] and sees only application messages
 //! and the peer's verified identity. Reading never waits on the layer above: a message is ACKed
-//! as soon as it arrives and queued for [`Connection::recv`], however long the answer takes.
+//! as soon as it arrives and queued for [`Connection::recv`], however long the answer takes. The
+//! ACK may wait in the write buffer for the answer, so that both go out in one TLS record and one
+//! write: `Settings::ack_delay`, and up to a quarter of the ACK timeout while the layer above
+//! still holds the request (`AnswerAwaited`).
 //!
 //! What a peer can make us hold is bounded twice. By count: the peer may have
 //! `requests_in_flight` messages accepted and not yet answered (an answer counts until the peer
@@ -15,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -135,10 +138,31 @@ impl ConnectionStats {
 
 /// What a message accepted from the peer holds until it is answered or dropped: its bytes in the
 /// memory budget and one of the peer's in-flight slots. Given to [`Connection::answer`], the slot
-/// stays taken until the peer ACKs the answer.
+/// stays taken until the peer ACKs the answer. While it is held, the message's ACK may wait for
+/// the answer (see `AnswerAwaited`).
 pub struct InFlight {
     bytes: Option<Held>,
     slot: OwnedSemaphorePermit,
+    awaited: AnswerAwaited,
+}
+
+/// Counts a message of the peer's that the layer above holds and may still answer. While one is
+/// counted, the ACKs in the write buffer wait for the answer beyond `Settings::ack_delay`, up to a
+/// quarter of the ACK timeout: under load an answer often takes longer than the delay, and an ACK
+/// sent alone costs a TLS record, a write and a wake-up of the peer.
+struct AnswerAwaited(Arc<AtomicUsize>);
+
+impl AnswerAwaited {
+    fn new(count: &Arc<AtomicUsize>) -> AnswerAwaited {
+        count.fetch_add(1, Ordering::Relaxed);
+        AnswerAwaited(count.clone())
+    }
+}
+
+impl Drop for AnswerAwaited {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A message from the peer, for a server's request loop.
@@ -216,8 +240,10 @@ impl<M: prost::Message + Default> Connection<M> {
             budget: budget.clone(),
             slots: Arc::new(Semaphore::new(settings.requests_in_flight)),
             in_flight: None,
+            answers_awaited: Arc::default(),
             outgoing: VecDeque::new(),
             ack_due: None,
+            ack_buffered: None,
             peer_certificate,
             endpoint,
             candidate_dat: None,
@@ -289,9 +315,16 @@ impl<M: prost::Message + Default> Connection<M> {
         request: InFlight,
         reserved: Option<Held>,
     ) -> Result<(), ConnectionError> {
-        let InFlight { bytes, slot } = request;
+        let InFlight {
+            bytes,
+            slot,
+            awaited,
+        } = request;
         drop(bytes);
-        self.queue(message, Some(slot), reserved).await
+        let queued = self.queue(message, Some(slot), reserved).await;
+        // Only now, with the answer in the task's queue: the ACK it waits for must not go first.
+        drop(awaited);
+        queued
     }
 
     /// Sets `bytes` aside in this connection's share of the memory budget, waiting until there is
@@ -390,11 +423,15 @@ struct Task<S> {
     slots: Arc<Semaphore>,
     /// What the data being handed to the state machine will hold once delivered.
     in_flight: Option<InFlight>,
+    /// Messages of the peer's the layer above holds and may still answer ([`AnswerAwaited`]).
+    answers_awaited: Arc<AtomicUsize>,
     /// What each message in the state machine's send queue holds, oldest first.
     outgoing: VecDeque<Outgoing>,
-    /// When the ACKs waiting in the write buffer go out alone (`Settings::ack_delay`), unless a
-    /// message of ours takes them along first.
+    /// When the ACKs waiting in the write buffer go out alone (`Settings::ack_delay`, or later
+    /// while an answer is awaited), unless a message of ours takes them along first.
     ack_due: Option<Instant>,
+    /// When the first of the ACKs waiting in the write buffer was put there.
+    ack_buffered: Option<Instant>,
     peer_certificate: PeerCertificate,
     endpoint: Endpoint,
     /// The last DAT that passed verification, until the state machine accepts it.
@@ -463,6 +500,9 @@ where
             let ack_due = self.ack_due;
             let event = tokio::select! {
                 _ = sleep_until(ack_due.unwrap_or_else(far_future)), if ack_due.is_some() => {
+                    if self.ack_waits_for_answer() {
+                        continue;
+                    }
                     if let Flow::Stop(reason) = self.flush().await {
                         return reason;
                     }
@@ -600,9 +640,10 @@ where
             None => self.budget.try_reserve(data.len())?,
         };
         // A receiver that is gone means nobody listens; the data is dropped on delivery.
-        (self.deliver.capacity() > 0 || self.deliver.is_closed()).then_some(InFlight {
+        (self.deliver.capacity() > 0 || self.deliver.is_closed()).then(|| InFlight {
             bytes: Some(bytes),
             slot,
+            awaited: AnswerAwaited::new(&self.answers_awaited),
         })
     }
 
@@ -675,12 +716,17 @@ where
             }
             wrote = true;
         }
-        // Our own ACK timeout stands in for the peer's, which we do not know: a quarter of it
-        // leaves the peer's timer room to spare.
-        let settings = &self.endpoint.settings;
-        let delay = settings.ack_delay.min(settings.ack_timeout / 4);
+        let delay = self
+            .endpoint
+            .settings
+            .ack_delay
+            .min(self.longest_ack_wait());
         if wrote && only_acks && !delay.is_zero() {
-            self.ack_due.get_or_insert_with(|| Instant::now() + delay);
+            if self.ack_due.is_none() {
+                let now = Instant::now();
+                self.ack_buffered = Some(now);
+                self.ack_due = Some(now + delay);
+            }
         } else if wrote {
             if let Flow::Stop(reason) = self.flush().await {
                 return Flow::Stop(reason);
@@ -708,9 +754,33 @@ where
         written(timeout(self.endpoint.settings.write_timeout, write).await)
     }
 
+    /// Our own ACK timeout stands in for the peer's, which we do not know: a quarter of it
+    /// leaves the peer's timer room to spare.
+    fn longest_ack_wait(&self) -> std::time::Duration {
+        self.endpoint.settings.ack_timeout / 4
+    }
+
+    /// Whether the ACKs whose `ack_delay` is up wait on for an answer the layer above may still
+    /// send (or has sent, and the task has not taken yet); if so, the timer is set to the
+    /// longest wait.
+    fn ack_waits_for_answer(&mut self) -> bool {
+        let Some(buffered) = self.ack_buffered else {
+            return false;
+        };
+        let answer_coming =
+            self.answers_awaited.load(Ordering::Relaxed) > 0 || !self.commands.is_empty();
+        let last_moment = buffered + self.longest_ack_wait();
+        if answer_coming && Instant::now() < last_moment {
+            self.ack_due = Some(last_moment);
+            return true;
+        }
+        false
+    }
+
     /// Writes out what [`Task::transmit`] buffered.
     async fn flush(&mut self) -> Flow {
         self.ack_due = None;
+        self.ack_buffered = None;
         let flush = self.writer.flush();
         let flushed = timeout(self.endpoint.settings.write_timeout, flush).await;
         let flow = written(flushed);

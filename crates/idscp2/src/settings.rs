@@ -20,9 +20,10 @@ pub struct Settings {
     pub ack_timeout: Duration,
     /// How long an ACK of the peer's data may wait in our write buffer for company: an answer
     /// sent within this time goes out with it, in one TLS record and one write, instead of two.
-    /// It must stay well below the peer's ACK timeout (200 ms by default), after which the peer
-    /// resends, so at most a quarter of our own `ack_timeout` is used; zero sends every ACK at
-    /// once.
+    /// While the layer above still holds a request it may answer (its `InFlight`), the ACK waits
+    /// on for that answer up to a quarter of our own `ack_timeout`. It must stay well below the
+    /// peer's ACK timeout (200 ms by default), after which the peer resends, so no ACK waits
+    /// longer than that quarter; zero sends every ACK at once.
     pub ack_delay: Duration,
     /// How often we attest the peer again.
     pub ra_interval: Duration,

@@ -264,11 +264,12 @@ impl Service for Echo {
         message: Result<AppLayerMessage, prost::DecodeError>,
     ) -> Option<AppLayerMessage> {
         let count = self.handled.fetch_add(1, Ordering::SeqCst) + 1;
-        tokio::time::sleep(self.delay).await;
+        // What does not decode is left unanswered at once; only answers take `delay`.
         let payload = match message.ok()?.message? {
             app_layer_message::Message::IdsMessage(m) => m.payload,
             app_layer_message::Message::GenericMessage(m) => m.payload,
         };
+        tokio::time::sleep(self.delay).await;
         let header = |name: &str, value: String| HeaderEntry {
             name: name.into(),
             value,

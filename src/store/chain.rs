@@ -830,7 +830,7 @@ mod tests {
     fn shape(seed: &mut u64, depth: u32) -> Value {
         match next(seed) % if depth == 0 { 6 } else { 8 } {
             0 => Value::Null,
-            1 => Value::Bool(next(seed) % 2 == 0),
+            1 => Value::Bool(next(seed).is_multiple_of(2)),
             2 => Value::from(next(seed) as i64 >> (next(seed) % 64)),
             3 => Value::from(next(seed) >> (next(seed) % 64)),
             4 => {

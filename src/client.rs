@@ -24,9 +24,7 @@ mod multipart;
 
 pub use multipart::{MultipartConfig, MultipartTransport};
 
-use crate::ids::{
-    request_header_with_id, MessageType, Reply, ReplyError, RequestContext, RequestHeader, ViewKind,
-};
+use crate::ids::{MessageType, Reply, ReplyError, RequestHeader, RequestTemplate, ViewKind};
 use crate::idscp2::client::ClientError;
 use crate::idscp2::connection::Connection;
 use crate::idscp2::dat::DatIssuer;
@@ -73,6 +71,8 @@ pub struct ClearingHouseClient {
     /// Our DAT, for `ids:securityToken` in request headers, as connectors send it.
     dat: Option<Arc<dyn DatIssuer>>,
     reply_timeout: Duration,
+    /// The header of the latest request's type and token, for the next such request.
+    template: Option<RequestTemplate>,
 }
 
 enum Transport {
@@ -102,6 +102,7 @@ impl ClearingHouseClient {
             connector_id,
             dat,
             reply_timeout,
+            template: None,
         }
     }
 
@@ -117,6 +118,7 @@ impl ClearingHouseClient {
             connector_id,
             dat,
             reply_timeout,
+            template: None,
         }
     }
 
@@ -259,19 +261,20 @@ impl ClearingHouseClient {
         payload: Bytes,
     ) -> Result<Reply, RequestError> {
         let token = match &self.dat {
-            Some(dat) => dat
-                .token()
-                .await
-                .ok()
-                .and_then(|t| String::from_utf8(t.to_vec()).ok()),
+            Some(dat) => dat.token().await.ok(),
             None => None,
         };
-        let ctx = RequestContext {
-            connector_id: &self.connector_id,
-            sender_agent: &self.connector_id,
-            security_token: token.as_deref(),
-        };
-        let (header, id) = request_header_with_id(&ctx, &message_type);
+        if !self
+            .template
+            .as_ref()
+            .is_some_and(|template| template.fits(&message_type, token.as_ref()))
+        {
+            self.template = None;
+        }
+        let template = self
+            .template
+            .get_or_insert_with(|| RequestTemplate::new(&self.connector_id, message_type, token));
+        let (header, id) = template.next_header();
         let message = IdsMessage {
             header,
             payload,
@@ -310,7 +313,7 @@ impl ClearingHouseClient {
                     return Err(RequestError::NotIdsMessage);
                 };
                 let (status, reply) = transport.send(message, self.reply_timeout).await?;
-                let mut reply = Reply::from_ids(&reply)?;
+                let mut reply = Reply::from_ids(reply)?;
                 reply.http_status = Some(status);
                 return Ok(reply);
             }
@@ -367,7 +370,7 @@ fn take_reply(
 ) -> Option<Result<Reply, RequestError>> {
     let reply = match reply.message {
         Some(app_layer_message::Message::IdsMessage(ids)) => {
-            Reply::from_ids(&ids).map_err(RequestError::from)
+            Reply::from_ids(ids).map_err(RequestError::from)
         }
         _ => Err(RequestError::NotIdsMessage),
     };

@@ -61,7 +61,7 @@ pub(crate) fn push_json_string(out: &mut String, text: &str) {
 /// `"` or `\`. Eight bytes at a time while there is none (a DAT in a header is about 1.5 KiB
 /// that needs no escape), with the word tricks of "Bit Twiddling Hacks" (`haszero`, `hasless`),
 /// which tell exactly whether a word holds such a byte; the byte loop then finds it.
-fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
     let has_zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGH_BITS != 0;

@@ -17,6 +17,7 @@
 //! - `request`: the client side: request headers, and reading replies.
 //! - `jsonld`: the JSON-LD spellings of IDS names (and of other vocabularies: `understand` reads
 //!   the Dataspace Protocol's with it), read without a JSON-LD processor.
+//! - `members`: the top-level members of a JSON object, read without building their values.
 //! - `infomodel`: the vocabulary all of them share: namespaces, date literals, JSON text.
 
 pub(crate) mod command;
@@ -24,6 +25,7 @@ pub(crate) mod document;
 pub(crate) mod header;
 mod infomodel;
 pub(crate) mod jsonld;
+mod members;
 pub(crate) mod owner;
 pub mod params;
 pub(crate) mod pid;
@@ -37,7 +39,7 @@ pub(crate) use document::{
     log_document, process_info_payload, rfc3339_of_ms, LogDocument, ProcessInfoDocument,
 };
 pub use header::{HeaderError, MessageType, RequestHeader};
-pub(crate) use infomodel::{compact_json, push_json_string, rfc3339_ms};
+pub(crate) use infomodel::{compact_json, next_to_escape, push_json_string, rfc3339_ms};
 pub use jsonld::DuplicateProperty;
 pub(crate) use owner::check_owner_id;
 pub use params::{ChParams, QueryParams, SortOrder, ViewKind, DIRECTION_PROPERTY};
@@ -47,5 +49,5 @@ pub(crate) use reply::{
     page_extra_headers, processed_header, rejection_header, reply_extra_headers, result_header,
     ReplyContext,
 };
-pub(crate) use request::request_header_with_id;
+pub(crate) use request::RequestTemplate;
 pub use request::{request_header, Reply, ReplyError, RequestContext};

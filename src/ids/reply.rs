@@ -83,7 +83,7 @@ fn reply_header(
         recipient_agent: request.and_then(|r| r.sender_agent.as_deref()),
         rejection_reason,
     };
-    header.write(Some(&reply)).0
+    header.write(Some(&reply)).text
 }
 
 /// The fields every Infomodel message carries, requests and replies alike.
@@ -117,14 +117,14 @@ struct ReplyFields<'a> {
 const HEADER_CAPACITY: usize = 1024;
 
 impl MessageHeader<'_> {
-    /// The header as compact JSON text, and where its `@id` is in it.
+    /// The header as compact JSON text, and where its `@id` and `ids:issued` are in it.
     ///
     /// Written as text, field by field: the same bytes `compact_json` writes for the same
     /// header as a `serde_json` map (keys in their sorted order, strings escaped alike), at a
     /// fraction of the cost of building the map and serializing it (BENCHMARKS.md, issue 14,
     /// "Request path"). Only the strings that come from configuration or a peer are escaped;
     /// the rest are this module's constants, a UUID and a date.
-    fn write(&self, reply: Option<&ReplyFields>) -> (String, Range<usize>) {
+    fn write(&self, reply: Option<&ReplyFields>) -> WrittenHeader {
         let token_room = self.security_token.map_or(0, str::len);
         let mut out = String::with_capacity(HEADER_CAPACITY + token_room);
         out.push_str("{\"@context\":");
@@ -142,7 +142,9 @@ impl MessageHeader<'_> {
         out.push_str(",\"ids:issued\":{\"@type\":\"");
         out.push_str(XSD_DATE_TIME_STAMP);
         out.push_str("\",\"@value\":\"");
+        let issued_start = out.len();
         out.push_str(&rfc3339_ms(OffsetDateTime::now_utc()));
+        let issued = issued_start..out.len();
         out.push_str("\"},\"ids:issuerConnector\":");
         push_reference(&mut out, self.connector_id);
         out.push_str(",\"ids:modelVersion\":\"");
@@ -172,17 +174,32 @@ impl MessageHeader<'_> {
         out.push_str(",\"ids:senderAgent\":");
         push_reference(&mut out, self.sender_agent);
         out.push('}');
-        (out, id)
+        WrittenHeader {
+            text: out,
+            id,
+            issued,
+        }
     }
 
-    /// The header's JSON text and its `@id`, which a reply will carry as
-    /// `ids:correlationMessage`.
-    pub(crate) fn write_request(&self) -> (String, String) {
-        let (text, id) = self.write(None);
-        let id = text[id].to_owned();
-        (text, id)
+    /// A request's header: its JSON text, and where its `@id` (which a reply will carry as
+    /// `ids:correlationMessage`) and `ids:issued` are.
+    pub(crate) fn write_request(&self) -> WrittenHeader {
+        self.write(None)
     }
 }
+
+/// A header's JSON text, and where the parts that differ from one message to the next are in
+/// it.
+pub(crate) struct WrittenHeader {
+    pub(crate) text: String,
+    /// The `@id`: an autogen IRI that ends in a fresh UUID ([`UUID_LENGTH`] characters).
+    pub(crate) id: Range<usize>,
+    /// The value of `ids:issued`.
+    pub(crate) issued: Range<usize>,
+}
+
+/// The length of a hyphenated UUID, the end of every autogen `@id`.
+pub(crate) const UUID_LENGTH: usize = uuid::fmt::Hyphenated::LENGTH;
 
 /// `{"@id": iri}`.
 fn push_reference(out: &mut String, iri: &str) {
@@ -436,7 +453,8 @@ mod tests {
                 sender_agent: "urn:agent",
                 security_token,
             };
-            let (text, id) = header.write_request();
+            let WrittenHeader { text, id, .. } = header.write_request();
+            let id = &text[id];
             assert!(
                 id.starts_with("https://w3id.org/idsa/autogen/logMessage/"),
                 "{id}"

@@ -76,10 +76,13 @@
 
 use ring::digest::{self, Context, SHA256};
 use ring::hmac;
+use std::fmt::Write as _;
+
 use serde_json::{Number, Value};
 
 use super::sealing::{ProcessKeys, Protection};
 use super::{now_ms, Entry, PreparedEntry, StoreError};
+use crate::ids::next_to_escape;
 
 const ENTRY_TAG: &[u8] = b"clearinghouse-entry-v1";
 const ENTRY_TAG_V2: &[u8] = b"clearinghouse-entry-v2";
@@ -218,10 +221,14 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
 /// [`canonical_json`] as the text it is: it is written from UTF-8 strings and ASCII only, so a
 /// store that keeps it as a string (MongoDB) needs no check that could fail.
 pub(crate) fn canonical_json_string(value: &Value) -> String {
-    let mut out = String::new();
+    // Room for a typical stored request header (about 500 bytes without its tokens), so that
+    // writing it rarely grows the string.
+    let mut out = String::with_capacity(CANONICAL_CAPACITY);
     write_canonical(value, &mut out);
     out
 }
+
+const CANONICAL_CAPACITY: usize = 1024;
 
 fn write_canonical(value: &Value, out: &mut String) {
     match value {
@@ -241,53 +248,67 @@ fn write_canonical(value: &Value, out: &mut String) {
             out.push(']');
         }
         Value::Object(members) => {
-            let mut members: Vec<(&String, &Value)> = members.iter().collect();
-            members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             out.push('{');
-            for (index, (key, member)) in members.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                write_string(key, out);
-                out.push(':');
-                write_canonical(member, out);
+            // serde_json's map iterates in key order (a `BTreeMap<String, _>`, whose order is
+            // the byte order the encoding asks for) unless some crate in the build turns on
+            // `preserve_order`: only then are the members collected and sorted.
+            let by_bytes = |a: &&String, b: &&String| a.as_bytes() <= b.as_bytes();
+            if members.keys().is_sorted_by(by_bytes) {
+                write_members(members.iter(), out);
+            } else {
+                let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
+                sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                write_members(sorted.into_iter(), out);
             }
             out.push('}');
         }
     }
 }
 
-fn write_number(number: &Number, out: &mut String) {
-    match number.as_f64() {
-        Some(float) if number.is_f64() => out.push_str(&format!("{float:e}")),
-        // Integers, which serde_json writes in plain decimal.
-        _ => out.push_str(&number.to_string()),
+/// `"key":value` for each member, comma-separated, in the order given.
+fn write_members<'v>(members: impl Iterator<Item = (&'v String, &'v Value)>, out: &mut String) {
+    for (index, (key, member)) in members.enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        write_string(key, out);
+        out.push(':');
+        write_canonical(member, out);
     }
+}
+
+fn write_number(number: &Number, out: &mut String) {
+    // Writing into `out` rather than through `format!` saves an allocation per number; the
+    // text is the same.
+    let written = match number.as_f64() {
+        Some(float) if number.is_f64() => write!(out, "{float:e}"),
+        // Integers, which serde_json writes in plain decimal.
+        _ => write!(out, "{number}"),
+    };
+    // Writing into a `String` cannot fail.
+    debug_assert!(written.is_ok());
 }
 
 fn write_string(text: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    // Runs of bytes that need no escape are copied as they are. Every escaped byte is ASCII, and
-    // bytes of multi-byte UTF-8 sequences are all >= 0x80, so each run is whole characters.
+    // Runs of bytes that need no escape are copied as they are, found eight bytes at a time.
+    // Every escaped byte is ASCII, and bytes of multi-byte UTF-8 sequences are all >= 0x80, so
+    // each run is whole characters.
+    let bytes = text.as_bytes();
     let mut unescaped = 0;
-    for (index, byte) in text.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            0x08 => Some("\\b"),
-            b'\t' => Some("\\t"),
-            b'\n' => Some("\\n"),
-            0x0c => Some("\\f"),
-            b'\r' => Some("\\r"),
-            0x00..=0x1f => None,
-            _ => continue,
-        };
+    while let Some(index) = next_to_escape(bytes, unescaped) {
         out.push_str(&text[unescaped..index]);
         unescaped = index + 1;
-        match escape {
-            Some(escape) => out.push_str(escape),
-            None => {
+        match bytes[index] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            0x0c => out.push_str("\\f"),
+            b'\r' => out.push_str("\\r"),
+            byte => {
                 out.push_str("\\u00");
                 out.push(char::from(HEX[usize::from(byte >> 4)]));
                 out.push(char::from(HEX[usize::from(byte & 0x0f)]));
@@ -745,6 +766,140 @@ mod tests {
             .collect();
         let value = Value::String(text);
         assert_eq!(canonical_json(&value), serde_json::to_vec(&value).unwrap());
+    }
+
+    /// The canonical writer as it was before it skipped sorting maps that iterate in order and
+    /// scanned strings a word at a time: the encoding is hashed, so the writer must produce the
+    /// same bytes on every shape a header can take.
+    fn canonical_as_written_before(value: &Value, out: &mut String) {
+        match value {
+            Value::Null => out.push_str("null"),
+            Value::Bool(flag) => out.push_str(if *flag { "true" } else { "false" }),
+            Value::Number(number) => match number.as_f64() {
+                Some(float) if number.is_f64() => out.push_str(&format!("{float:e}")),
+                _ => out.push_str(&number.to_string()),
+            },
+            Value::String(text) => {
+                out.push('"');
+                for c in text.chars() {
+                    match c {
+                        '"' => out.push_str("\\\""),
+                        '\\' => out.push_str("\\\\"),
+                        '\u{8}' => out.push_str("\\b"),
+                        '\t' => out.push_str("\\t"),
+                        '\n' => out.push_str("\\n"),
+                        '\u{c}' => out.push_str("\\f"),
+                        '\r' => out.push_str("\\r"),
+                        c if c < ' ' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                        c => out.push(c),
+                    }
+                }
+                out.push('"');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    canonical_as_written_before(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(members) => {
+                let mut members: Vec<(&String, &Value)> = members.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                out.push('{');
+                for (index, (key, member)) in members.into_iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    canonical_as_written_before(&Value::String((*key).clone()), out);
+                    out.push(':');
+                    canonical_as_written_before(member, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// A pseudo-random JSON value (xorshift, so every run checks the same shapes): strings
+    /// from pieces that need every kind of escape, and none, at word and byte boundaries;
+    /// integers and doubles of every size; nested arrays and objects with keys that sort
+    /// differently as bytes and as characters.
+    fn shape(seed: &mut u64, depth: u32) -> Value {
+        match next(seed) % if depth == 0 { 6 } else { 8 } {
+            0 => Value::Null,
+            1 => Value::Bool(next(seed).is_multiple_of(2)),
+            2 => Value::from(next(seed) as i64 >> (next(seed) % 64)),
+            3 => Value::from(next(seed) >> (next(seed) % 64)),
+            4 => {
+                let float = f64::from_bits(next(seed));
+                Value::from(if float.is_finite() { float } else { 0.5 })
+            }
+            5 => Value::String(text(seed)),
+            6 => Value::Array(
+                (0..next(seed) % 5)
+                    .map(|_| shape(seed, depth - 1))
+                    .collect(),
+            ),
+            _ => Value::Object(
+                (0..next(seed) % 6)
+                    .map(|_| (text(seed), shape(seed, depth - 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn next(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    fn text(seed: &mut u64) -> String {
+        const PIECES: [&str; 14] = [
+            "",
+            "a",
+            "plain text",
+            "\"",
+            "\\",
+            "/",
+            "\u{0}",
+            "\u{1f}",
+            "\n\r\t\u{8}\u{c}",
+            "\u{7f}",
+            "é",
+            "€😀",
+            "\u{2028}",
+            "eyJhbGciOiJSUzI1NiJ9",
+        ];
+        (0..next(seed) % 6)
+            .map(|_| PIECES[(next(seed) % PIECES.len() as u64) as usize])
+            .collect()
+    }
+
+    #[test]
+    fn canonical_json_is_written_as_before_on_many_shapes() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..5_000 {
+            let value = shape(&mut seed, 4);
+            let mut before = String::new();
+            canonical_as_written_before(&value, &mut before);
+            assert_eq!(canonical_json_string(&value), before, "{value}");
+        }
+        // A request header as connectors send it, with duplicate keys (the last one counts, as
+        // in every reader of the header) and a number in every form JSON allows.
+        let text = r#"{"@type":"ids:LogMessage","@id":"urn:m:1","z":1,"z":[2.50,-0,1E3,-0.0,12345678901234567890],"ids:issued":{"@value":"2026-12-03T18:00:00.000Z","@type":"xsd:dateTimeStamp"},"a\u00e9\/":"\ud83d\ude00"}"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        let mut before = String::new();
+        canonical_as_written_before(&value, &mut before);
+        assert_eq!(canonical_json_string(&value), before);
+        assert_eq!(
+            before,
+            r#"{"@id":"urn:m:1","@type":"ids:LogMessage","aé/":"😀","ids:issued":{"@type":"xsd:dateTimeStamp","@value":"2026-12-03T18:00:00.000Z"},"z":[2.5e0,-0e0,1e3,-0e0,12345678901234567890]}"#
+        );
     }
 
     /// The chain `append_link` computes for three entries, against hashes recorded from the

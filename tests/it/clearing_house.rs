@@ -773,7 +773,8 @@ async fn a_header_token_of_another_party_is_not_authenticated() {
         a.connector_id
     );
     // Replies carry the clearing house's own DAT.
-    let token = reply.header["ids:securityToken"]["ids:tokenValue"]
+    let header = reply.header().unwrap();
+    let token = header["ids:securityToken"]["ids:tokenValue"]
         .as_str()
         .unwrap();
     assert_eq!(token.split('.').count(), 3);

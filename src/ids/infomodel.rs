@@ -27,7 +27,8 @@ pub(crate) fn compact_json(value: &Value) -> String {
 /// Appends `text` to `out` as a JSON string literal, escaped exactly as `serde_json` escapes it
 /// (`\"`, `\\`, the short escapes of `\b \f \n \r \t`, `\u00XX` for other control characters,
 /// everything else as is), so that headers written as text read back as the same bytes
-/// `compact_json` would have written.
+/// `compact_json` would have written. The chain's canonical JSON (`store::chain`) specifies the
+/// same escapes, and writes its strings with this too.
 pub(crate) fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     let bytes = text.as_bytes();
@@ -61,7 +62,7 @@ pub(crate) fn push_json_string(out: &mut String, text: &str) {
 /// `"` or `\`. Eight bytes at a time while there is none (a DAT in a header is about 1.5 KiB
 /// that needs no escape), with the word tricks of "Bit Twiddling Hacks" (`haszero`, `hasless`),
 /// which tell exactly whether a word holds such a byte; the byte loop then finds it.
-pub(crate) fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
+fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
     let has_zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGH_BITS != 0;

@@ -39,7 +39,7 @@ pub(crate) use document::{
     log_document, process_info_payload, rfc3339_of_ms, LogDocument, ProcessInfoDocument,
 };
 pub use header::{HeaderError, MessageType, RequestHeader};
-pub(crate) use infomodel::{compact_json, next_to_escape, push_json_string, rfc3339_ms};
+pub(crate) use infomodel::{compact_json, push_json_string, rfc3339_ms};
 pub use jsonld::DuplicateProperty;
 pub(crate) use owner::check_owner_id;
 pub use params::{ChParams, QueryParams, SortOrder, ViewKind, DIRECTION_PROPERTY};

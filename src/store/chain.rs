@@ -82,7 +82,7 @@ use serde_json::{Number, Value};
 
 use super::sealing::{ProcessKeys, Protection};
 use super::{now_ms, Entry, PreparedEntry, StoreError};
-use crate::ids::next_to_escape;
+use crate::ids::push_json_string;
 
 const ENTRY_TAG: &[u8] = b"clearinghouse-entry-v1";
 const ENTRY_TAG_V2: &[u8] = b"clearinghouse-entry-v2";
@@ -236,7 +236,7 @@ fn write_canonical(value: &Value, out: &mut String) {
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
         Value::Number(number) => write_number(number, out),
-        Value::String(text) => write_string(text, out),
+        Value::String(text) => push_json_string(out, text),
         Value::Array(items) => {
             out.push('[');
             for (index, item) in items.iter().enumerate() {
@@ -271,7 +271,7 @@ fn write_members<'v>(members: impl Iterator<Item = (&'v String, &'v Value)>, out
         if index > 0 {
             out.push(',');
         }
-        write_string(key, out);
+        push_json_string(out, key);
         out.push(':');
         write_canonical(member, out);
     }
@@ -287,36 +287,6 @@ fn write_number(number: &Number, out: &mut String) {
     };
     // Writing into a `String` cannot fail.
     debug_assert!(written.is_ok());
-}
-
-fn write_string(text: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push('"');
-    // Runs of bytes that need no escape are copied as they are, found eight bytes at a time.
-    // Every escaped byte is ASCII, and bytes of multi-byte UTF-8 sequences are all >= 0x80, so
-    // each run is whole characters.
-    let bytes = text.as_bytes();
-    let mut unescaped = 0;
-    while let Some(index) = next_to_escape(bytes, unescaped) {
-        out.push_str(&text[unescaped..index]);
-        unescaped = index + 1;
-        match bytes[index] {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x08 => out.push_str("\\b"),
-            b'\t' => out.push_str("\\t"),
-            b'\n' => out.push_str("\\n"),
-            0x0c => out.push_str("\\f"),
-            b'\r' => out.push_str("\\r"),
-            byte => {
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-            }
-        }
-    }
-    out.push_str(&text[unescaped..]);
-    out.push('"');
 }
 
 fn to_array(digest: digest::Digest) -> [u8; 32] {

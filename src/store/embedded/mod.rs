@@ -390,6 +390,21 @@ mod tests {
         (sequences, page.total)
     }
 
+    /// Dates the head of `pid` an hour ahead, as if the clock had since been set back by an
+    /// hour, and returns that timestamp.
+    fn date_head_an_hour_ahead(store: &EmbeddedStore, pid: &str) -> i64 {
+        let ahead_ms = now_ms() + 3_600_000;
+        let transaction = store.database.begin_write().unwrap();
+        {
+            let mut processes = transaction.open_table(PROCESSES).unwrap();
+            let mut head = record::read_head(&processes, pid).unwrap().unwrap();
+            head.timestamp_ms = ahead_ms;
+            processes.insert(pid, head.encode().as_slice()).unwrap();
+        }
+        transaction.commit().unwrap();
+        ahead_ms
+    }
+
     fn entry_times_rows(store: &EmbeddedStore) -> usize {
         let transaction = store.database.begin_read().unwrap();
         let table = transaction.open_table(ENTRY_TIMES).unwrap();
@@ -402,17 +417,8 @@ mod tests {
         let store = EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
         let owners: BTreeSet<String> = ["a".to_owned()].into();
         store.create_process("p-1", &owners).await.unwrap();
-        // Date the new process an hour ahead, as if the clock had since been set back by an
-        // hour: its entries all share that timestamp.
-        let ahead_ms = now_ms() + 3_600_000;
-        let transaction = store.database.begin_write().unwrap();
-        {
-            let mut processes = transaction.open_table(PROCESSES).unwrap();
-            let mut head = record::read_head(&processes, "p-1").unwrap().unwrap();
-            head.timestamp_ms = ahead_ms;
-            processes.insert("p-1", head.encode().as_slice()).unwrap();
-        }
-        transaction.commit().unwrap();
+        // Its entries all share the head's timestamp, an hour ahead.
+        let ahead_ms = date_head_an_hour_ahead(&store, "p-1");
         for _ in 1..=4 {
             let appended = store.append(one_byte_entry("p-1")).await.unwrap();
             assert_eq!(appended.timestamp_ms, ahead_ms);
@@ -463,16 +469,7 @@ mod tests {
         let store = EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
         let owners: BTreeSet<String> = ["a".to_owned()].into();
         store.create_process("p-1", &owners).await.unwrap();
-        // Date the head an hour ahead, as if the clock had since been set back by an hour.
-        let ahead_ms = now_ms() + 3_600_000;
-        let transaction = store.database.begin_write().unwrap();
-        {
-            let mut processes = transaction.open_table(PROCESSES).unwrap();
-            let mut head = record::read_head(&processes, "p-1").unwrap().unwrap();
-            head.timestamp_ms = ahead_ms;
-            processes.insert("p-1", head.encode().as_slice()).unwrap();
-        }
-        transaction.commit().unwrap();
+        let ahead_ms = date_head_an_hour_ahead(&store, "p-1");
 
         let appended = store.append(one_byte_entry("p-1")).await.unwrap();
         assert_eq!(appended.timestamp_ms, ahead_ms);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clearinghouse::http::HttpLimits;
 use clearinghouse::idscp2::budget::MemoryLimits;
+use clearinghouse::idscp2::endpoint::Settings;
 use clearinghouse::store::ProcessStore;
 use reqwest::multipart::{Form, Part};
 use reqwest::StatusCode;
@@ -410,13 +411,7 @@ async fn idle_connections_are_closed_at_the_read_timeout() {
 #[tokio::test]
 async fn bodies_count_against_the_shared_memory_bound() {
     let share = 256 * 1024;
-    let mut settings = test_settings();
-    settings.max_frame = share;
-    settings.memory = MemoryLimits {
-        total: 4 * 2 * settings.handshake_frame_limit() + share,
-        per_connection: share,
-        connections: 4,
-    };
+    let settings = settings_with_share(share);
     let house = TwoDoors::start_with(DoorOptions {
         http: HttpLimits {
             max_body_bytes: 1024 * 1024,
@@ -470,9 +465,9 @@ async fn query_replies_are_reserved_in_the_shared_memory_bound() {
     query_replies_are_reserved(256 * 1024 - 32).await;
 }
 
-/// The scenario above, with a share of 256 KiB and queries reserving `reserved` bytes.
-async fn query_replies_are_reserved(reserved: usize) {
-    let share = 256 * 1024;
+/// Settings whose memory bound gives one connection `share` bytes, frames as large as that
+/// share, and room for four connections' handshakes besides.
+fn settings_with_share(share: usize) -> Settings {
     let mut settings = test_settings();
     settings.max_frame = share;
     settings.memory = MemoryLimits {
@@ -480,6 +475,13 @@ async fn query_replies_are_reserved(reserved: usize) {
         per_connection: share,
         connections: 4,
     };
+    settings
+}
+
+/// The scenario above, with a share of 256 KiB and queries reserving `reserved` bytes.
+async fn query_replies_are_reserved(reserved: usize) {
+    let share = 256 * 1024;
+    let settings = settings_with_share(share);
     let house = TwoDoors::start_with(DoorOptions {
         http: HttpLimits {
             max_body_bytes: share / 2,

@@ -44,7 +44,7 @@ use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
 use clearinghouse::store::sealing::{generate_kek_file, KekFile, Keyring};
 use clearinghouse::store::{
-    EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore, Sealing,
+    EmbeddedOptions, EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore, Sealing,
     UsageStore,
 };
 use futures::future::BoxFuture;
@@ -156,6 +156,9 @@ struct ServerArgs {
     /// The door served: IDSCP2, or IDS-Multipart over HTTPS.
     #[arg(long, value_enum, default_value = "idscp2")]
     transport: multipart::Transport,
+    /// The embedded store's commit delay in µs (default: the store's own).
+    #[arg(long)]
+    commit_delay_us: Option<u64>,
 }
 
 /// The server role's quotas (fair use); without these flags there are none.
@@ -262,6 +265,9 @@ struct Common {
     /// IDSCP2, or IDS-Multipart over HTTPS (HTTP/1.1 keep-alive; the log scenario only).
     #[arg(long, value_enum, default_value = "idscp2")]
     transport: multipart::Transport,
+    /// The spawned server's embedded store commit delay in µs (default: the store's own).
+    #[arg(long)]
+    commit_delay_us: Option<u64>,
 }
 
 #[derive(Args)]
@@ -501,9 +507,13 @@ async fn serve(args: ServerArgs) -> Result<()> {
     let sealing = bench_sealing(&args.dir)?;
     let (store, usage): (Arc<dyn ProcessStore>, Arc<dyn UsageStore>) = match args.store {
         StoreKind::Embedded => {
+            let mut options = EmbeddedOptions::from(sealing);
+            if let Some(delay) = args.commit_delay_us {
+                options.commit_delay = Duration::from_micros(delay);
+            }
             let store = Arc::new(EmbeddedStore::open_with(
                 args.dir.join(STORE_FILE),
-                sealing,
+                options,
             )?);
             (store.clone(), store)
         }
@@ -785,6 +795,9 @@ impl Target {
         let mut server_args = server_args.to_vec();
         if common.transport == multipart::Transport::Multipart {
             server_args.extend(["--transport".to_owned(), "multipart".to_owned()]);
+        }
+        if let Some(delay) = common.commit_delay_us {
+            server_args.extend(["--commit-delay-us".to_owned(), delay.to_string()]);
         }
         let (addr, server_pid, child, pki_dir) = match &common.server {
             Some(addr) => (addr.clone(), common.server_pid, None, dir),

@@ -21,7 +21,7 @@ use crate::idscp2::tls::{self, PeerCertificate, TlsError, TlsIdentity};
 use crate::receipt::{retired_jwk_from_pem, Jwks, ReceiptSigner};
 use crate::store::mongodb::{MongoConfig, MongoStore, WriteAcknowledgment};
 use crate::store::sealing::{generate_kek_file, KekFile, Keyring};
-use crate::store::{EmbeddedStore, ProcessStore, Sealing, UsageStore};
+use crate::store::{EmbeddedOptions, EmbeddedStore, ProcessStore, Sealing, UsageStore};
 
 /// The TLS and receipt files in use, defaults filled in.
 pub(crate) struct Files {
@@ -341,7 +341,11 @@ pub(crate) async fn stores(
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| setting(e.to_string()))?;
             }
-            let store = Arc::new(EmbeddedStore::open_with(&path, sealing).map_err(|e| {
+            let options = EmbeddedOptions {
+                sealing,
+                commit_delay: Duration::from_micros(config.store.commit_delay_us),
+            };
+            let store = Arc::new(EmbeddedStore::open_with(&path, options).map_err(|e| {
                 let reason = one_line(&e);
                 // redb's lock: another process (usually `serve`) has the file open.
                 if reason.contains("already open") {

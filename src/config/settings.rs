@@ -16,6 +16,11 @@ use crate::idscp2::admission::HandshakeLimits;
 use crate::idscp2::budget::MemoryLimits;
 use crate::idscp2::frame::{DEFAULT_HANDSHAKE_MAX_FRAME, DEFAULT_MAX_FRAME};
 use crate::receipt::ReceiptAlgorithm;
+use crate::store::embedded::DEFAULT_COMMIT_DELAY;
+
+/// The longest `store.commit_delay_us`: past it, the wait would be felt as latency, and batches
+/// are already as large as the load can make them.
+const MAX_COMMIT_DELAY_US: u64 = 10_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -196,14 +201,28 @@ pub(crate) enum StoreBackend {
     Mongodb,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct StoreConfig {
     pub(crate) backend: StoreBackend,
     /// The embedded store's file; empty: `<data_dir>/clearinghouse.redb`.
     pub(crate) path: PathBuf,
+    /// How long the embedded store's busy write batches wait for more before they commit.
+    pub(crate) commit_delay_us: u64,
     pub(crate) mongodb: MongoConfig,
     pub(crate) encryption: EncryptionConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::default(),
+            path: PathBuf::new(),
+            commit_delay_us: DEFAULT_COMMIT_DELAY.as_micros() as u64,
+            mongodb: MongoConfig::default(),
+            encryption: EncryptionConfig::default(),
+        }
+    }
 }
 
 /// `[store.encryption]`: encryption at rest (see `store::sealing`).
@@ -542,6 +561,14 @@ impl Config {
             ));
         }
         self.validate_handshake_limits()?;
+        if self.store.commit_delay_us > MAX_COMMIT_DELAY_US {
+            return Err(ConfigError::setting(
+                "store.commit_delay_us",
+                format!(
+                    "must be at most {MAX_COMMIT_DELAY_US} (10 ms): every busy write waits for it"
+                ),
+            ));
+        }
         positive("idscp2.ra_interval_s", self.idscp2.ra_interval_s)?;
         positive(
             "server.requests_in_flight",
@@ -815,6 +842,17 @@ mod fair_use_tests {
         config.idscp2.ack_delay_ms = 50;
         config.validate().unwrap();
         config.idscp2.ack_delay_ms = 0;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_commit_delay_is_at_most_ten_milliseconds() {
+        let message = refused(|c| c.store.commit_delay_us = 10_001);
+        assert!(message.starts_with("store.commit_delay_us"), "{message}");
+        let mut config = Config::default();
+        config.store.commit_delay_us = 10_000;
+        config.validate().unwrap();
+        config.store.commit_delay_us = 0;
         config.validate().unwrap();
     }
 }

@@ -40,7 +40,7 @@ pub mod sealing;
 pub(crate) mod usage;
 mod views;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use entry::{NewEntry, PreparedEntry};
 pub use mongodb::{MongoConfig, MongoStore};
 pub use owners::{OwnerChange, OWNER_CHANGE_PAYLOAD_TYPE};

@@ -66,6 +66,40 @@ const ENTRY_TIMES: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new(
 const OWNERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("owners");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// How long a busy batch of writes waits for more before it commits, unless
+/// [`EmbeddedOptions::commit_delay`] says otherwise: measured in BENCHMARKS.md ("group commit
+/// window"), about the time one commit takes here, and far below what a receipt takes to sign
+/// and travel.
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(250);
+
+/// How [`EmbeddedStore::open_with`] opens a store.
+pub struct EmbeddedOptions {
+    /// How new processes are encrypted and encrypted ones read; default: not at all.
+    pub sealing: Sealing,
+    /// How long a batch of writes waits for more requests before it commits, once the writer is
+    /// busy (see `writer`); zero commits every batch as soon as the queue is empty.
+    pub commit_delay: Duration,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            sealing: Sealing::disabled(),
+            commit_delay: DEFAULT_COMMIT_DELAY,
+        }
+    }
+}
+
+/// A store encrypted with `sealing` and default batching.
+impl From<Sealing> for EmbeddedOptions {
+    fn from(sealing: Sealing) -> Self {
+        Self {
+            sealing,
+            ..Self::default()
+        }
+    }
+}
+
 /// A [`ProcessStore`] in one redb file.
 pub struct EmbeddedStore {
     database: Arc<Database>,
@@ -80,18 +114,23 @@ impl EmbeddedStore {
     /// Blocks on disk I/O (and on recovery after a crash): call it at startup, not on a hot path.
     /// New processes are plaintext, and encrypted ones cannot be read: see [`Self::open_with`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::open_with(path, Sealing::disabled())
+        Self::open_with(path, EmbeddedOptions::default())
     }
 
-    /// [`Self::open`], encrypting new processes and reading encrypted ones with `sealing`.
-    pub fn open_with(path: impl AsRef<Path>, sealing: Sealing) -> Result<Self, StoreError> {
-        Self::start(Database::create(path)?, Arc::new(sealing))
+    /// [`Self::open`] with `options` (or just a [`Sealing`]): encrypting new processes and
+    /// reading encrypted ones with their sealing, and batching writes with their commit delay.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: impl Into<EmbeddedOptions>,
+    ) -> Result<Self, StoreError> {
+        Self::start(Database::create(path)?, options.into())
     }
 
-    fn start(database: Database, sealing: Arc<Sealing>) -> Result<Self, StoreError> {
+    fn start(database: Database, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let database = Arc::new(database);
+        let sealing = Arc::new(options.sealing);
         let document_ids = Arc::new(DocumentIds::open(&database)?);
-        let writer = Writer::start(&database, &sealing)?;
+        let writer = Writer::start(&database, &sealing, options.commit_delay)?;
         Ok(Self {
             database,
             sealing,

@@ -24,6 +24,16 @@
 //! distinct (the derivation is a permutation), so no id is looked up before it is written; a
 //! number found in use already means a damaged file and abandons the batch.
 //!
+//! Once the writer is busy, a batch also waits a little for requests that have not come yet
+//! (the commit delay, like PostgreSQL's `commit_delay`): the moment a commit answers its
+//! callers, the queue holds only what arrived during that commit, and the callers just answered
+//! are still signing and sending their next requests. Committing at once would then mean many
+//! small commits, each paying the same dozen page writes and fsync. So a batch that follows one
+//! of at least [`BUSY_BATCH_REQUESTS`] requests, and finds the queue empty, sleeps until the
+//! commit delay has passed since it began, takes what arrived, and commits. That adds at most the
+//! delay to a caller's wait and spends fewer commits per receipt. A batch after a small one does
+//! not wait, so a lone caller (or a few) gets its answer as soon as the disk allows.
+//!
 //! Each request is checked before anything of it is written, so a request that is refused
 //! (unknown process, owners changed, erased process) leaves nothing behind and fails alone; the
 //! rest of its batch commits. A write that fails part way could leave half an entry in the
@@ -36,6 +46,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -52,6 +63,9 @@ const MAX_BATCH_REQUESTS: usize = 512;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Requests waiting for the writer; callers beyond this wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 1024;
+/// A batch waits for more requests (the commit delay) only after a batch of at least this many:
+/// below it, requests come from a few callers, and waiting would mostly add to their latency.
+const BUSY_BATCH_REQUESTS: usize = 4;
 
 /// The store's handle on its writer thread. Dropping it lets the writer finish what is queued
 /// and waits for it.
@@ -72,10 +86,11 @@ struct WriterHealth {
 
 impl Writer {
     /// Creates every table (read transactions fail on tables that were never created) and
-    /// starts the writer thread.
+    /// starts the writer thread; its busy batches wait `commit_delay` for more requests.
     pub(super) fn start(
         database: &Arc<Database>,
         sealing: &Arc<Sealing>,
+        commit_delay: Duration,
     ) -> Result<Self, StoreError> {
         let transaction = database.begin_write()?;
         WriteTables::open(&transaction)?;
@@ -89,7 +104,7 @@ impl Writer {
                 let database = Arc::clone(database);
                 let health = Arc::clone(&health);
                 let sealing = Arc::clone(sealing);
-                move || run_writer(&database, &sealing, queue, &health)
+                move || run_writer(&database, &sealing, queue, &health, commit_delay)
             })?;
         Ok(Self {
             requests: Some(requests),
@@ -349,26 +364,36 @@ fn run_writer(
     sealing: &Sealing,
     mut queue: mpsc::Receiver<WriteRequest>,
     health: &WriterHealth,
+    commit_delay: Duration,
 ) {
+    let mut previous_batch = 0;
     while let Some(first) = queue.blocking_recv() {
-        write_batch(database, sealing, first, &mut queue, health);
+        let delay = if previous_batch >= BUSY_BATCH_REQUESTS {
+            commit_delay
+        } else {
+            Duration::ZERO
+        };
+        previous_batch = write_batch(database, sealing, first, &mut queue, health, delay);
     }
 }
 
 /// Writes one batch in one transaction: `first`, then whatever is queued, then records the
 /// outcome in `health` before answering the callers, so that a caller who got an answer sees
-/// the store's state after it.
+/// the store's state after it. Returns how many requests the batch took.
 ///
 /// The batch takes requests from the queue until it is empty (or the batch full), also those
 /// that arrived while the batch was being applied: a commit and its fsync cost about the same
-/// for one request as for hundreds, and nothing here waits for a request that has not come.
+/// for one request as for hundreds. Once the queue is empty, it sleeps until `delay` has passed
+/// since it began, if it has not already, and takes what arrived meanwhile.
 fn write_batch(
     database: &Database,
     sealing: &Sealing,
     first: WriteRequest,
     queue: &mut mpsc::Receiver<WriteRequest>,
     health: &WriterHealth,
-) {
+    delay: Duration,
+) -> usize {
+    let began = Instant::now();
     let transaction = match database.begin_write() {
         Ok(transaction) => transaction,
         Err(error) => return fail_all(vec![first], &error.into(), health),
@@ -380,6 +405,7 @@ fn write_batch(
     let mut applied = Vec::new();
     let mut batch_bytes = 0usize;
     let mut abandoned = None;
+    let mut may_wait = !delay.is_zero();
     let mut next = Some(first);
     while let Some(request) = next.take() {
         batch_bytes = batch_bytes.saturating_add(request.payload_bytes());
@@ -391,8 +417,17 @@ fn write_batch(
         }
         if applied.len() < MAX_BATCH_REQUESTS && batch_bytes < MAX_BATCH_BYTES {
             next = queue.try_recv().ok();
+            if next.is_none() && may_wait {
+                may_wait = false;
+                let rest = delay.saturating_sub(began.elapsed());
+                if !rest.is_zero() {
+                    std::thread::sleep(rest);
+                    next = queue.try_recv().ok();
+                }
+            }
         }
     }
+    let requests = applied.len();
     if abandoned.is_none() {
         abandoned = tables.write_heads().err();
     }
@@ -419,14 +454,18 @@ fn write_batch(
             }
         }
     }
+    requests
 }
 
-fn fail_all(batch: Vec<WriteRequest>, error: &StoreError, health: &WriterHealth) {
+/// Fails every request of `batch` with `error`; returns how many there were.
+fn fail_all(batch: Vec<WriteRequest>, error: &StoreError, health: &WriterHealth) -> usize {
     health.failed.store(true, Ordering::Relaxed);
-    tracing::error!(%error, requests = batch.len(), "store write transaction failed");
+    let requests = batch.len();
+    tracing::error!(%error, requests, "store write transaction failed");
     for request in batch {
         request.fail(error);
     }
+    requests
 }
 
 struct WriteTables<'txn> {
@@ -701,17 +740,49 @@ mod tests {
 
     use super::*;
     use crate::store::embedded::tests::one_byte_entry;
-    use crate::store::embedded::EmbeddedStore;
+    use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
     use crate::store::ProcessStore;
 
-    /// Storage that fails every write and sync while `failing` is set, like a disk gone bad.
-    #[derive(Debug)]
-    struct FailingDisk {
+    /// Storage in memory that fails every write and sync while `failing` is set, like a disk
+    /// gone bad, and holds every sync while `syncs` is held, like a slow disk.
+    #[derive(Debug, Default)]
+    struct TestDisk {
         memory: redb::backends::InMemoryBackend,
         failing: Arc<AtomicBool>,
+        syncs: Arc<SyncGate>,
     }
 
-    impl FailingDisk {
+    /// Holds syncs until released, and counts those it holds.
+    #[derive(Debug, Default)]
+    struct SyncGate {
+        /// Whether syncs are held, and how many are waiting.
+        state: std::sync::Mutex<(bool, usize)>,
+        changed: std::sync::Condvar,
+    }
+
+    impl SyncGate {
+        fn hold(&self) {
+            self.state.lock().unwrap().0 = true;
+        }
+
+        fn release(&self) {
+            self.state.lock().unwrap().0 = false;
+            self.changed.notify_all();
+        }
+
+        fn pass(&self) {
+            let mut state = self.state.lock().unwrap();
+            state.1 += 1;
+            state = self.changed.wait_while(state, |(held, _)| *held).unwrap();
+            state.1 -= 1;
+        }
+
+        fn waiting(&self) -> usize {
+            self.state.lock().unwrap().1
+        }
+    }
+
+    impl TestDisk {
         fn check(&self) -> io::Result<()> {
             if self.failing.load(Ordering::Relaxed) {
                 Err(io::Error::other("injected disk failure"))
@@ -721,7 +792,7 @@ mod tests {
         }
     }
 
-    impl redb::StorageBackend for FailingDisk {
+    impl redb::StorageBackend for TestDisk {
         fn len(&self) -> io::Result<u64> {
             self.memory.len()
         }
@@ -735,6 +806,7 @@ mod tests {
         }
 
         fn sync_data(&self) -> io::Result<()> {
+            self.syncs.pass();
             self.check()?;
             self.memory.sync_data()
         }
@@ -747,15 +819,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_append_that_is_not_durable_is_never_acknowledged() {
-        let failing = Arc::new(AtomicBool::new(false));
-        let disk = FailingDisk {
-            memory: redb::backends::InMemoryBackend::new(),
-            failing: Arc::clone(&failing),
-        };
-        let database = redb::Builder::new().create_with_backend(disk).unwrap();
-        let store = EmbeddedStore::start(database, Arc::new(Sealing::disabled())).unwrap();
-        let owners: BTreeSet<String> = ["a".to_owned()].into();
-        store.create_process("p-1", &owners).await.unwrap();
+        let disk = TestDisk::default();
+        let failing = Arc::clone(&disk.failing);
+        let store = store_on(disk, EmbeddedOptions::default()).await;
         store.ping().await.unwrap();
 
         failing.store(true, Ordering::Relaxed);
@@ -766,5 +832,85 @@ mod tests {
             store.ping().await,
             Err(StoreError::Unavailable(_))
         ));
+    }
+
+    /// A store on `disk` that holds the process `p-1`.
+    async fn store_on(disk: TestDisk, options: EmbeddedOptions) -> Arc<EmbeddedStore> {
+        let database = redb::Builder::new().create_with_backend(disk).unwrap();
+        let store = Arc::new(EmbeddedStore::start(database, options).unwrap());
+        let owners: BTreeSet<String> = ["a".to_owned()].into();
+        store.create_process("p-1", &owners).await.unwrap();
+        store
+    }
+
+    fn append_in_background(store: &Arc<EmbeddedStore>) -> tokio::task::JoinHandle<u64> {
+        let store = Arc::clone(store);
+        tokio::spawn(async move { store.append(one_byte_entry("p-1")).await.unwrap().sequence })
+    }
+
+    /// Polls `done` until it holds; the writer thread gets there on its own time.
+    async fn until(done: impl Fn() -> bool) {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_writer_keeps_its_batch_open_for_requests_that_come_within_the_delay() {
+        let disk = TestDisk::default();
+        let syncs = Arc::clone(&disk.syncs);
+        let options = EmbeddedOptions {
+            commit_delay: Duration::from_secs(1),
+            ..EmbeddedOptions::default()
+        };
+        let store = store_on(disk, options).await;
+        let queued = |n: usize| {
+            let requests = store.writer.requests.as_ref().unwrap();
+            requests.max_capacity() - requests.capacity() == n
+        };
+
+        // A busy batch: five appends that queued while the disk held a commit.
+        syncs.hold();
+        let held = append_in_background(&store);
+        until(|| syncs.waiting() == 1).await;
+        let busy: Vec<_> = (0..5).map(|_| append_in_background(&store)).collect();
+        until(|| queued(5)).await;
+        syncs.release();
+        held.await.unwrap();
+        for append in busy {
+            append.await.unwrap();
+        }
+        assert_eq!(store.commits(), 3, "creation, the held append, the five queued");
+
+        // The next batch finds the queue empty after its first append, and waits for the second.
+        let first = append_in_background(&store);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = append_in_background(&store);
+        assert_eq!((first.await.unwrap(), second.await.unwrap()), (7, 8));
+        assert_eq!(store.commits(), 4, "both appends in one commit");
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_is_not_busy_commits_without_waiting_for_the_delay() {
+        let options = EmbeddedOptions {
+            commit_delay: Duration::from_secs(3600),
+            ..EmbeddedOptions::default()
+        };
+        let store = store_on(TestDisk::default(), options).await;
+        let appends = async {
+            for _ in 0..3 {
+                store.append(one_byte_entry("p-1")).await.unwrap();
+            }
+        };
+        // Far below the delay, so that waiting for it fails the test rather than hanging it.
+        if tokio::time::timeout(Duration::from_secs(60), appends)
+            .await
+            .is_err()
+        {
+            // Dropping the store would wait for the sleeping writer.
+            std::mem::forget(store);
+            panic!("appends one at a time had to wait for the delay");
+        }
+        assert_eq!(store.commits(), 4);
     }
 }

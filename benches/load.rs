@@ -44,8 +44,8 @@ use clearinghouse::idscp2::tls::{self, PeerCertificate, TlsIdentity};
 use clearinghouse::receipt::{ReceiptAlgorithm, ReceiptSigner};
 use clearinghouse::store::sealing::{generate_kek_file, KekFile, Keyring};
 use clearinghouse::store::{
-    EmbeddedOptions, EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery, ProcessStore, Sealing,
-    UsageStore,
+    EmbeddedOptions, EmbeddedStore, MongoConfig, MongoStore, NewEntry, Order, PageQuery,
+    ProcessStore, Sealing, UsageStore,
 };
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
@@ -148,7 +148,8 @@ struct ServerArgs {
     /// The MongoDB database (default: CH_BENCH_MONGODB_DATABASE, else clearinghouse_bench).
     #[arg(long)]
     database: Option<String>,
-    /// Record the store's conflict counters and print them (`metric NAME VALUE`) on shutdown.
+    /// Record the store's conflict counters and commit sizes and print them (`metric NAME VALUE`)
+    /// on shutdown.
     #[arg(long)]
     store_metrics: bool,
     #[command(flatten)]
@@ -616,6 +617,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         for line in metrics.render().lines() {
             if line.starts_with("clearinghouse_store_sequence_conflicts_total")
                 || line.starts_with("clearinghouse_store_appends_retried_total")
+                || line.starts_with("clearinghouse_store_commit_size_")
             {
                 println!("metric {line}");
             }

@@ -91,6 +91,10 @@ fn describe_metrics() {
         "clearinghouse_offloaded_total",
         "CPU-heavy work done on the blocking pool beside the async workers, by kind"
     );
+    describe_histogram!(
+        "clearinghouse_store_commit_size",
+        "Embedded store: writes (appends, creations, owner changes, erasures) per fsync'd commit"
+    );
     describe_counter!(
         "clearinghouse_store_sequence_conflicts_total",
         "MongoDB: entries refused because another instance had taken their sequence number"

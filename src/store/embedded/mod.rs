@@ -3,6 +3,7 @@
 //! - this file: the store, its tables, and how [`ProcessStore`] maps onto them;
 //! - `writer`: the writer thread, which applies creations, appends and owner changes in batches,
 //!   one fsync'd write transaction per batch (group commit), and why a receipt can rely on it;
+//! - `commit_delay`: how a busy writer's batch waits for more requests before it commits;
 //! - `record`: the binary records of processes and entries;
 //! - `reads`: entries, pages, export runs and owned processes, read from snapshots;
 //! - `document_ids`: the document ids the store assigns, UUIDs v4 numbered in order;
@@ -49,6 +50,7 @@ use super::{
 use document_ids::DocumentIds;
 use writer::Writer;
 
+mod commit_delay;
 mod document_ids;
 mod reads;
 mod record;

@@ -24,15 +24,8 @@
 //! distinct (the derivation is a permutation), so no id is looked up before it is written; a
 //! number found in use already means a damaged file and abandons the batch.
 //!
-//! Once the writer is busy, a batch also waits a little for requests that have not come yet
-//! (the commit delay, like PostgreSQL's `commit_delay`): the moment a commit answers its
-//! callers, the queue holds only what arrived during that commit, and the callers just answered
-//! are still signing and sending their next requests. Committing at once would then mean many
-//! small commits, each paying the same dozen page writes and fsync. So a batch that follows one
-//! of at least [`BUSY_BATCH_REQUESTS`] requests, and finds the queue empty, sleeps until the
-//! commit delay has passed since it began, takes what arrived, and commits. That adds at most the
-//! delay to a caller's wait and spends fewer commits per receipt. A batch after a small one does
-//! not wait, so a lone caller (or a few) gets its answer as soon as the disk allows.
+//! Once the writer is busy, a batch also waits a little for requests that have not come yet:
+//! see `commit_delay`.
 //!
 //! Each request is checked before anything of it is written, so a request that is refused
 //! (unknown process, owners changed, erased process) leaves nothing behind and fails alone; the
@@ -46,11 +39,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redb::{Database, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::commit_delay::CommitWait;
 use super::record::{encode_entry, read_head, ProcessHead};
 use super::{DOCUMENT_NUMBERS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
 use crate::store::chain::{self, ChainHead};
@@ -61,11 +55,11 @@ use crate::store::{now_ms, CreateOutcome, Entry, OwnerChange, PreparedEntry, Sto
 const MAX_BATCH_REQUESTS: usize = 512;
 /// A batch stops taking requests once its payloads reach this many bytes, bounding its memory.
 const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Writes per committed batch, a histogram: its count is the commits (one fsync each), its sum
+/// the writes they carried.
+const COMMIT_SIZE: &str = "clearinghouse_store_commit_size";
 /// Requests waiting for the writer; callers beyond this wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 1024;
-/// A batch waits for more requests (the commit delay) only after a batch of at least this many:
-/// below it, requests come from a few callers, and waiting would mostly add to their latency.
-const BUSY_BATCH_REQUESTS: usize = 4;
 
 /// The store's handle on its writer thread. Dropping it lets the writer finish what is queued
 /// and waits for it.
@@ -74,6 +68,7 @@ pub(super) struct Writer {
     requests: Option<mpsc::Sender<WriteRequest>>,
     thread: Option<JoinHandle<()>>,
     health: Arc<WriterHealth>,
+    commit_wait: Arc<CommitWait>,
 }
 
 /// What the writer reports back to the store's handles.
@@ -98,18 +93,21 @@ impl Writer {
 
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let health = Arc::new(WriterHealth::default());
+        let commit_wait = Arc::new(CommitWait::new(commit_delay));
         let thread = std::thread::Builder::new()
             .name("store-writer".to_owned())
             .spawn({
                 let database = Arc::clone(database);
                 let health = Arc::clone(&health);
                 let sealing = Arc::clone(sealing);
-                move || run_writer(&database, &sealing, queue, &health, commit_delay)
+                let commit_wait = Arc::clone(&commit_wait);
+                move || run_writer(&database, &sealing, queue, &health, &commit_wait)
             })?;
         Ok(Self {
             requests: Some(requests),
             thread: Some(thread),
             health,
+            commit_wait,
         })
     }
 
@@ -187,6 +185,10 @@ impl Writer {
             .send(request(reply))
             .await
             .map_err(|_| writer_gone())?;
+        if let Some(thread) = &self.thread {
+            let queued = requests.max_capacity() - requests.capacity();
+            self.commit_wait.queued(queued, thread.thread());
+        }
         answer.await.map_err(|_| writer_gone())?
     }
 
@@ -364,16 +366,19 @@ fn run_writer(
     sealing: &Sealing,
     mut queue: mpsc::Receiver<WriteRequest>,
     health: &WriterHealth,
-    commit_delay: Duration,
+    commit_wait: &CommitWait,
 ) {
     let mut previous_batch = 0;
     while let Some(first) = queue.blocking_recv() {
-        let delay = if previous_batch >= BUSY_BATCH_REQUESTS {
-            commit_delay
-        } else {
-            Duration::ZERO
-        };
-        previous_batch = write_batch(database, sealing, first, &mut queue, health, delay);
+        let wait = commit_wait.for_batch(previous_batch);
+        previous_batch = write_batch(
+            database,
+            sealing,
+            first,
+            &mut queue,
+            health,
+            |held, queue| commit_wait.wait(&wait, held, queue),
+        );
     }
 }
 
@@ -383,17 +388,16 @@ fn run_writer(
 ///
 /// The batch takes requests from the queue until it is empty (or the batch full), also those
 /// that arrived while the batch was being applied: a commit and its fsync cost about the same
-/// for one request as for hundreds. Once the queue is empty, it sleeps until `delay` has passed
-/// since it began, if it has not already, and takes what arrived meanwhile.
+/// for one request as for hundreds. Once the queue is empty, `wait` (given how many requests the
+/// batch holds) may wait for the next one: see `commit_delay`.
 fn write_batch(
     database: &Database,
     sealing: &Sealing,
     first: WriteRequest,
     queue: &mut mpsc::Receiver<WriteRequest>,
     health: &WriterHealth,
-    delay: Duration,
+    mut wait: impl FnMut(usize, &mut mpsc::Receiver<WriteRequest>) -> Option<WriteRequest>,
 ) -> usize {
-    let began = Instant::now();
     let transaction = match database.begin_write() {
         Ok(transaction) => transaction,
         Err(error) => return fail_all(vec![first], &error.into(), health),
@@ -405,7 +409,6 @@ fn write_batch(
     let mut applied = Vec::new();
     let mut batch_bytes = 0usize;
     let mut abandoned = None;
-    let mut may_wait = !delay.is_zero();
     let mut next = Some(first);
     while let Some(request) = next.take() {
         batch_bytes = batch_bytes.saturating_add(request.payload_bytes());
@@ -416,15 +419,7 @@ fn write_batch(
             break;
         }
         if applied.len() < MAX_BATCH_REQUESTS && batch_bytes < MAX_BATCH_BYTES {
-            next = queue.try_recv().ok();
-            if next.is_none() && may_wait {
-                may_wait = false;
-                let rest = delay.saturating_sub(began.elapsed());
-                if !rest.is_zero() {
-                    std::thread::sleep(rest);
-                    next = queue.try_recv().ok();
-                }
-            }
+            next = queue.try_recv().ok().or_else(|| wait(applied.len(), queue));
         }
     }
     let requests = applied.len();
@@ -444,6 +439,7 @@ fn write_batch(
     match outcome {
         Ok(()) => {
             health.commits.fetch_add(1, Ordering::Relaxed);
+            metrics::histogram!(COMMIT_SIZE).record(requests as f64);
             applied.into_iter().for_each(Applied::committed);
         }
         Err(error) => {
@@ -736,6 +732,7 @@ fn write_entry(
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::io;
 
     use super::*;
@@ -855,12 +852,13 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_busy_writer_keeps_its_batch_open_for_requests_that_come_within_the_delay() {
+    /// A store whose writer is busy: its last batch took five appends, which queued while the
+    /// disk held the commit before.
+    async fn busy_store(commit_delay: Duration) -> Arc<EmbeddedStore> {
         let disk = TestDisk::default();
         let syncs = Arc::clone(&disk.syncs);
         let options = EmbeddedOptions {
-            commit_delay: Duration::from_secs(1),
+            commit_delay,
             ..EmbeddedOptions::default()
         };
         let store = store_on(disk, options).await;
@@ -868,8 +866,6 @@ mod tests {
             let requests = store.writer.requests.as_ref().unwrap();
             requests.max_capacity() - requests.capacity() == n
         };
-
-        // A busy batch: five appends that queued while the disk held a commit.
         syncs.hold();
         let held = append_in_background(&store);
         until(|| syncs.waiting() == 1).await;
@@ -880,14 +876,56 @@ mod tests {
         for append in busy {
             append.await.unwrap();
         }
-        assert_eq!(store.commits(), 3, "creation, the held append, the five queued");
+        assert_eq!(
+            store.commits(),
+            3,
+            "creation, the held append, the five queued"
+        );
+        store
+    }
 
-        // The next batch finds the queue empty after its first append, and waits for the second.
+    /// Awaits `appends`, failing the test if they take a minute: far below the delays the tests
+    /// set, so that waiting for one fails the test rather than hanging it.
+    async fn within_a_minute<T>(store: Arc<EmbeddedStore>, appends: impl Future<Output = T>) -> T {
+        match tokio::time::timeout(Duration::from_secs(60), appends).await {
+            Ok(answers) => answers,
+            Err(_) => {
+                // Dropping the store would wait for the writer, still waiting.
+                std::mem::forget(store);
+                panic!("the appends waited for the commit delay");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_writer_keeps_its_batch_open_for_requests_that_come_within_the_delay() {
+        let store = busy_store(Duration::from_secs(1)).await;
+        // The batch finds the queue empty after its first append, and waits for the second;
+        // fewer than the previous batch's five come, so it commits when the delay has passed.
         let first = append_in_background(&store);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let second = append_in_background(&store);
         assert_eq!((first.await.unwrap(), second.await.unwrap()), (7, 8));
         assert_eq!(store.commits(), 4, "both appends in one commit");
+    }
+
+    #[tokio::test]
+    async fn a_busy_batch_commits_once_it_is_as_large_as_the_one_before() {
+        let store = busy_store(Duration::from_secs(3600)).await;
+        let first = append_in_background(&store);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rest: Vec<_> = (0..4).map(|_| append_in_background(&store)).collect();
+        let sequences = within_a_minute(Arc::clone(&store), async {
+            let mut sequences = vec![first.await.unwrap()];
+            for append in rest {
+                sequences.push(append.await.unwrap());
+            }
+            sequences.sort_unstable();
+            sequences
+        })
+        .await;
+        assert_eq!(sequences, [7, 8, 9, 10, 11]);
+        assert_eq!(store.commits(), 4, "the five appends in one commit");
     }
 
     #[tokio::test]
@@ -897,20 +935,12 @@ mod tests {
             ..EmbeddedOptions::default()
         };
         let store = store_on(TestDisk::default(), options).await;
-        let appends = async {
+        within_a_minute(Arc::clone(&store), async {
             for _ in 0..3 {
                 store.append(one_byte_entry("p-1")).await.unwrap();
             }
-        };
-        // Far below the delay, so that waiting for it fails the test rather than hanging it.
-        if tokio::time::timeout(Duration::from_secs(60), appends)
-            .await
-            .is_err()
-        {
-            // Dropping the store would wait for the sleeping writer.
-            std::mem::forget(store);
-            panic!("appends one at a time had to wait for the delay");
-        }
+        })
+        .await;
         assert_eq!(store.commits(), 4);
     }
 }

@@ -1,0 +1,95 @@
+//! The commit delay: how a busy writer's batch waits for requests that have not come yet.
+//!
+//! When a commit answers its callers, the queue holds only what arrived during that commit; the
+//! callers just answered are still signing and sending their next requests. Committing at once
+//! would then mean many small commits, each paying the same dozen page writes and fsync. So a
+//! batch that follows one of at least [`BUSY_BATCH_REQUESTS`] requests, and finds the queue empty
+//! before it is as large as that one, waits, like PostgreSQL's `commit_delay`: until as many
+//! requests as the previous batch took are in it, or until the delay has passed since the batch
+//! began, whichever comes first. A few callers answered together are back together, so their
+//! batch commits as soon as the last one is in, not when the delay runs out; under a heavier
+//! load the delay bounds what a caller can wait, and batches grow (what arrives while a batch is
+//! applied joins it too). A batch after a small one never waits: one connector logging at a time
+//! gets its answer as soon as the disk allows.
+//!
+//! The writer thread parks while it waits. Waking it for every request that arrives would cost a
+//! context switch per request, so it says how many queued requests it needs ([`CommitWait`]'s
+//! `wake_at`), and only the caller whose request makes them that many wakes it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+/// A batch waits for more requests only after a batch of at least this many: below it,
+/// requests come from a few callers, and waiting would mostly add to their latency.
+pub(super) const BUSY_BATCH_REQUESTS: usize = 4;
+
+/// Shared between the writer thread, which waits, and the callers, which wake it.
+#[derive(Debug)]
+pub(super) struct CommitWait {
+    delay: Duration,
+    /// How many queued requests wake the waiting writer; `usize::MAX` while it is not waiting.
+    wake_at: AtomicUsize,
+}
+
+/// What one batch waits for: set when it begins.
+pub(super) struct BatchWait {
+    /// The batch waits while it holds fewer requests than this.
+    wanted: usize,
+    deadline: Instant,
+}
+
+impl CommitWait {
+    pub(super) fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            wake_at: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// What a batch beginning now, after a batch of `previous` requests, waits for.
+    pub(super) fn for_batch(&self, previous: usize) -> BatchWait {
+        let busy = previous >= BUSY_BATCH_REQUESTS && !self.delay.is_zero();
+        BatchWait {
+            wanted: if busy { previous } else { 0 },
+            deadline: Instant::now() + self.delay,
+        }
+    }
+
+    /// Called by the writer thread when the queue is empty and its batch holds `held`
+    /// requests: waits, if `batch` says so, until the queue holds the requests still wanted or
+    /// the deadline has passed, and returns the next request if one came.
+    pub(super) fn wait<T>(
+        &self,
+        batch: &BatchWait,
+        held: usize,
+        queue: &mut mpsc::Receiver<T>,
+    ) -> Option<T> {
+        let needed = batch.wanted.checked_sub(held).filter(|&n| n > 0)?;
+        self.wake_at.store(needed, Ordering::SeqCst);
+        // A caller that read `wake_at` just before it was set does not wake us; the wait then
+        // lasts until the deadline, which bounds it.
+        loop {
+            if queue.len() >= needed {
+                break;
+            }
+            let now = Instant::now();
+            if now >= batch.deadline {
+                break;
+            }
+            std::thread::park_timeout(batch.deadline - now);
+        }
+        self.wake_at.store(usize::MAX, Ordering::SeqCst);
+        queue.try_recv().ok()
+    }
+
+    /// Called by a caller after it queued a request, with the queue's length then: wakes the
+    /// writer if it waits for that many.
+    pub(super) fn queued(&self, queued: usize, writer: &Thread) {
+        if queued >= self.wake_at.load(Ordering::SeqCst) {
+            writer.unpark();
+        }
+    }
+}

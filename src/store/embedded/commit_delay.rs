@@ -12,6 +12,10 @@
 //! applied joins it too). A batch after a small one never waits: one connector logging at a time
 //! gets its answer as soon as the disk allows.
 //!
+//! Waiting is a trade, which is why the delay is off unless configured: with a few busy callers,
+//! all of them end up in every batch, and while the writer waits for the last of them nothing
+//! else overlaps its commit; BENCHMARKS.md ("Group commit window") has the figures.
+//!
 //! The writer thread parks while it waits. Waking it for every request that arrives would cost a
 //! context switch per request, so it says how many queued requests it needs ([`CommitWait`]'s
 //! `wake_at`), and only the caller whose request makes them that many wakes it.

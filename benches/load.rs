@@ -317,6 +317,10 @@ struct LogArgs {
     /// This build's own signing limit (`load signing-speed`), to report the share of it too.
     #[arg(long)]
     signer_limit: Option<f64>,
+    /// Have the spawned server record its store's commit sizes, and report the writes per
+    /// commit (over the server's whole life, warm-up included; recording costs it a little).
+    #[arg(long)]
+    commit_sizes: bool,
 }
 
 #[derive(Args)]
@@ -1183,6 +1187,12 @@ async fn run_log(args: LogArgs) -> Result<()> {
     if let Some(key) = &args.receipt_key {
         server_args.extend(["--receipt-key".to_owned(), key.display().to_string()]);
     }
+    if args.commit_sizes {
+        if args.common.server.is_some() {
+            bail!("--commit-sizes needs a spawned server (no --server)");
+        }
+        server_args.push("--store-metrics".to_owned());
+    }
     let target = Arc::new(Target::open(&args.common, &server_args).await?);
     let token = Arc::new(FixedToken(Bytes::from(realistic_dat(
         args.common.token_bytes,
@@ -1362,10 +1372,15 @@ async fn run_log(args: LogArgs) -> Result<()> {
             args.rate.map(|r| format!(" rate={r}")).unwrap_or_default(),
             if args.quotas { " quotas" } else { "" }
         ) + &args
-            .receipt_alg
-            .as_ref()
-            .map(|alg| format!(" {alg}"))
+            .common
+            .commit_delay_us
+            .map(|delay| format!(" delay={delay}us"))
             .unwrap_or_default()
+            + &args
+                .receipt_alg
+                .as_ref()
+                .map(|alg| format!(" {alg}"))
+                .unwrap_or_default()
     });
     let mut result = report(&label, "log", &target, &tally, measured, cpu);
     let completed = tally.latency.len();
@@ -1391,11 +1406,22 @@ async fn run_log(args: LogArgs) -> Result<()> {
     result["header_bytes"] = json!(header_bytes);
     result["target_rate"] = json!(args.rate);
     result["quotas"] = json!(args.quotas);
-    print_result(&result, args.common.json);
-    Arc::try_unwrap(target)
+    let printed = Arc::try_unwrap(target)
         .map_err(|_| anyhow!("target still shared"))?
         .close()
         .await;
+    if args.commit_sizes {
+        let metric = |name: &str| {
+            printed.iter().find_map(|line| {
+                let mut words = line.split_whitespace().skip(1);
+                (words.next() == Some(name)).then(|| words.next()?.parse::<f64>().ok())?
+            })
+        };
+        let sum = metric("clearinghouse_store_commit_size_sum");
+        let count = metric("clearinghouse_store_commit_size_count").filter(|&n| n > 0.0);
+        result["writes_per_commit"] = json!(sum.zip(count).map(|(sum, count)| sum / count));
+    }
+    print_result(&result, args.common.json);
     Ok(())
 }
 
@@ -1488,6 +1514,9 @@ fn print_result(result: &Value, as_json: bool) {
             "  this build's signer limit {limit:.0} /s: {}%",
             f(get(&["signer_limit_percent"]), 1)
         );
+    }
+    if let Some(writes) = get(&["writes_per_commit"]) {
+        println!("  store: {writes:.1} writes per commit");
     }
     if let Some(rss) = get(&["server_rss_kib_per_connection"]) {
         println!(
@@ -2771,7 +2800,7 @@ fn open_files_limit() -> Option<u64> {
 // ---- summarize -------------------------------------------------------------------------------
 
 /// The figures summarize takes the median of, with their column titles.
-const FIGURES: [(&str, &[&str]); 17] = [
+const FIGURES: [(&str, &[&str]); 18] = [
     ("per s", &["per_second"]),
     ("p50 ms", &["latency_ms", "p50"]),
     ("p95 ms", &["latency_ms", "p95"]),
@@ -2784,6 +2813,7 @@ const FIGURES: [(&str, &[&str]); 17] = [
     ("signer limit /s", &["signer_limit_per_s"]),
     ("% of signer", &["signer_limit_percent"]),
     ("srv CPU µs/op", &["server_cpu_us_per_op"]),
+    ("writes/commit", &["writes_per_commit"]),
     ("client CPU µs/op", &["client_cpu_us_per_op"]),
     ("srv KiB/conn", &["server_rss_kib_per_connection"]),
     (

@@ -71,7 +71,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// How long a busy batch of writes waits for more before it commits, unless
 /// [`EmbeddedOptions::commit_delay`] says otherwise: not at all. Measured in BENCHMARKS.md
 /// ("Group commit window"), waiting saves 4 to 6% of the server's CPU per receipt at 64
-/// connections but costs a tenth of the throughput at 4 to 16, where the callers of one batch
+/// connections but costs 10 to 19% of the throughput at 4 to 16, where the callers of one batch
 /// come back together and waiting for them stops the next batch from forming meanwhile; like
 /// PostgreSQL's `commit_delay`, it is for operators who measured their own load.
 pub const DEFAULT_COMMIT_DELAY: Duration = Duration::ZERO;

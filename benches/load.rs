@@ -803,6 +803,11 @@ impl Target {
             server_args.extend(["--transport".to_owned(), "multipart".to_owned()]);
         }
         if let Some(delay) = common.commit_delay_us {
+            // A setting of the spawned server's embedded store: anywhere else it would be
+            // ignored, and the run's label would claim it.
+            if common.server.is_some() || common.store != StoreKind::Embedded {
+                bail!("--commit-delay-us needs a spawned server on the embedded store");
+            }
             server_args.extend(["--commit-delay-us".to_owned(), delay.to_string()]);
         }
         let (addr, server_pid, child, pki_dir) = match &common.server {

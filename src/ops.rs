@@ -15,17 +15,21 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::clearing::Quotas;
 use crate::store::ProcessStore;
 
-/// Buckets for every histogram (seconds): from a fast in-memory read to a slow fsync under load.
+/// Buckets for every histogram of seconds: from a fast in-memory read to a slow fsync under load.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Buckets for the embedded store's requests per commit, which run from 1 to the writer's
+/// batch limit of 512.
+const COMMIT_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 /// Installs the process-wide Prometheus recorder and describes every metric, so that `/metrics`
 /// has a `# HELP` line for each. No exporter listener is started: the handle is rendered by
@@ -33,6 +37,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub(crate) fn install_metrics() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("clearinghouse_store_commit_size".to_owned()),
+            COMMIT_SIZE_BUCKETS,
+        )?
         .install_recorder()?;
     describe_metrics();
     Ok(handle)
@@ -93,7 +101,7 @@ fn describe_metrics() {
     );
     describe_histogram!(
         "clearinghouse_store_commit_size",
-        "Embedded store: writes (appends, creations, owner changes, erasures) per fsync'd commit"
+        "Embedded store: write requests (appends, creations, owner changes, erasures; refused ones too) per fsync'd commit"
     );
     describe_counter!(
         "clearinghouse_store_sequence_conflicts_total",

@@ -20,7 +20,7 @@
 //! context switch per request, so it says how many queued requests it needs ([`CommitWait`]'s
 //! `wake_at`), and only the caller whose request makes them that many wakes it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,9 @@ pub(super) struct CommitWait {
 pub(super) struct BatchWait {
     /// The batch waits while it holds fewer requests than this.
     wanted: usize,
-    deadline: Instant,
+    /// None when the delay reaches past what the clock can represent: then only the requests
+    /// wanted, or the store's shutdown, end the wait.
+    deadline: Option<Instant>,
 }
 
 impl CommitWait {
@@ -55,16 +57,22 @@ impl CommitWait {
 
     /// What a batch beginning now, after a batch of `previous` requests, waits for.
     pub(super) fn for_batch(&self, previous: usize) -> BatchWait {
-        let busy = previous >= BUSY_BATCH_REQUESTS && !self.delay.is_zero();
+        if previous < BUSY_BATCH_REQUESTS || self.delay.is_zero() {
+            return BatchWait {
+                wanted: 0,
+                deadline: None,
+            };
+        }
         BatchWait {
-            wanted: if busy { previous } else { 0 },
-            deadline: Instant::now() + self.delay,
+            wanted: previous,
+            deadline: Instant::now().checked_add(self.delay),
         }
     }
 
     /// Called by the writer thread when the queue is empty and its batch holds `held`
     /// requests: waits, if `batch` says so, until the queue holds the requests still wanted or
-    /// the deadline has passed, and returns the next request if one came.
+    /// the deadline has passed (or the store shuts down), and returns the next request if one
+    /// came.
     pub(super) fn wait<T>(
         &self,
         batch: &BatchWait,
@@ -73,17 +81,26 @@ impl CommitWait {
     ) -> Option<T> {
         let needed = batch.wanted.checked_sub(held).filter(|&n| n > 0)?;
         self.wake_at.store(needed, Ordering::SeqCst);
-        // A caller that read `wake_at` just before it was set does not wake us; the wait then
-        // lasts until the deadline, which bounds it.
+        // With the fence in `queued`: either the queue's length read below counts a caller's
+        // request, or that caller sees `wake_at` and wakes us. The channel's own orderings are
+        // not sequentially consistent, so without the fences both could miss.
+        fence(Ordering::SeqCst);
         loop {
-            if queue.len() >= needed {
+            // A closed queue: the store is shutting down (`Writer::stop` wakes us for it), so
+            // no more requests are coming.
+            if queue.len() >= needed || queue.is_closed() {
                 break;
             }
-            let now = Instant::now();
-            if now >= batch.deadline {
-                break;
+            match batch.deadline {
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    std::thread::park_timeout(deadline - now);
+                }
+                None => std::thread::park(),
             }
-            std::thread::park_timeout(batch.deadline - now);
         }
         self.wake_at.store(usize::MAX, Ordering::SeqCst);
         queue.try_recv().ok()
@@ -92,6 +109,10 @@ impl CommitWait {
     /// Called by a caller after it queued a request, with the queue's length then: wakes the
     /// writer if it waits for that many.
     pub(super) fn queued(&self, queued: usize, writer: &Thread) {
+        if self.delay.is_zero() {
+            return;
+        }
+        fence(Ordering::SeqCst);
         if queued >= self.wake_at.load(Ordering::SeqCst) {
             writer.unpark();
         }

@@ -55,9 +55,6 @@ use crate::store::{now_ms, CreateOutcome, Entry, OwnerChange, PreparedEntry, Sto
 const MAX_BATCH_REQUESTS: usize = 512;
 /// A batch stops taking requests once its payloads reach this many bytes, bounding its memory.
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// Writes per committed batch, a histogram: its count is the commits (one fsync each), its sum
-/// the writes they carried.
-const COMMIT_SIZE: &str = "clearinghouse_store_commit_size";
 /// Requests waiting for the writer; callers beyond this wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 1024;
 
@@ -197,6 +194,8 @@ impl Writer {
     pub(super) fn stop(&mut self) {
         self.requests = None;
         if let Some(thread) = self.thread.take() {
+            // A writer waiting for more requests (commit delay) sees the queue closed.
+            thread.thread().unpark();
             if thread.join().is_err() {
                 tracing::error!("the store writer thread panicked");
             }
@@ -439,7 +438,8 @@ fn write_batch(
     match outcome {
         Ok(()) => {
             health.commits.fetch_add(1, Ordering::Relaxed);
-            metrics::histogram!(COMMIT_SIZE).record(requests as f64);
+            // Its count is the commits (one fsync each), its sum the requests they carried.
+            metrics::histogram!("clearinghouse_store_commit_size").record(requests as f64);
             applied.into_iter().for_each(Applied::committed);
         }
         Err(error) => {
@@ -884,22 +884,17 @@ mod tests {
         store
     }
 
-    /// Awaits `appends`, failing the test if they take a minute: far below the delays the tests
+    /// Awaits `work`, failing the test if it takes a minute: far below the delays the tests
     /// set, so that waiting for one fails the test rather than hanging it.
-    async fn within_a_minute<T>(store: Arc<EmbeddedStore>, appends: impl Future<Output = T>) -> T {
-        match tokio::time::timeout(Duration::from_secs(60), appends).await {
-            Ok(answers) => answers,
-            Err(_) => {
-                // Dropping the store would wait for the writer, still waiting.
-                std::mem::forget(store);
-                panic!("the appends waited for the commit delay");
-            }
-        }
+    async fn within_a_minute<T>(work: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), work)
+            .await
+            .expect("waited for the commit delay")
     }
 
     #[tokio::test]
     async fn a_busy_writer_keeps_its_batch_open_for_requests_that_come_within_the_delay() {
-        let store = busy_store(Duration::from_secs(1)).await;
+        let store = busy_store(Duration::from_secs(3)).await;
         // The batch finds the queue empty after its first append, and waits for the second;
         // fewer than the previous batch's five come, so it commits when the delay has passed.
         let first = append_in_background(&store);
@@ -915,7 +910,7 @@ mod tests {
         let first = append_in_background(&store);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let rest: Vec<_> = (0..4).map(|_| append_in_background(&store)).collect();
-        let sequences = within_a_minute(Arc::clone(&store), async {
+        let sequences = within_a_minute(async {
             let mut sequences = vec![first.await.unwrap()];
             for append in rest {
                 sequences.push(append.await.unwrap());
@@ -935,12 +930,33 @@ mod tests {
             ..EmbeddedOptions::default()
         };
         let store = store_on(TestDisk::default(), options).await;
-        within_a_minute(Arc::clone(&store), async {
+        within_a_minute(async {
             for _ in 0..3 {
                 store.append(one_byte_entry("p-1")).await.unwrap();
             }
         })
         .await;
         assert_eq!(store.commits(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_store_stops_at_once_while_its_writer_waits_for_more_requests() {
+        let store = busy_store(Duration::from_secs(3600)).await;
+        // The writer takes this append and waits for four more, which never come.
+        let first = append_in_background(&store);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first.abort();
+        until(|| Arc::strong_count(&store) == 1).await;
+        // A thread of its own, which a failing test leaves behind rather than wait for.
+        let (stopped, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(store);
+            let _ = stopped.send(());
+        });
+        let stopped = done.recv_timeout(Duration::from_secs(60));
+        assert!(
+            stopped.is_ok(),
+            "the store waited for the commit delay to stop"
+        );
     }
 }

@@ -787,6 +787,20 @@ impl ServerChild {
     }
 }
 
+/// The `metric NAME VALUE` lines a server role with `--store-metrics` prints on shutdown.
+fn printed_metrics(printed: &[String]) -> BTreeMap<String, f64> {
+    printed
+        .iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("metric") {
+                return None;
+            }
+            Some((words.next()?.to_owned(), words.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
 impl Target {
     async fn open(common: &Common, server_args: &[String]) -> Result<Target> {
         let (dir, temp) = match &common.dir {
@@ -1366,7 +1380,7 @@ async fn run_log(args: LogArgs) -> Result<()> {
     };
     let label = args.common.label.clone().unwrap_or_else(|| {
         format!(
-            "log{} c={} p={} s={}{}{}",
+            "log{} c={} p={} s={}{}{}{}{}",
             match args.common.transport {
                 multipart::Transport::Idscp2 => "",
                 multipart::Transport::Multipart => " multipart",
@@ -1375,17 +1389,16 @@ async fn run_log(args: LogArgs) -> Result<()> {
             args.processes,
             args.payload,
             args.rate.map(|r| format!(" rate={r}")).unwrap_or_default(),
-            if args.quotas { " quotas" } else { "" }
-        ) + &args
-            .common
-            .commit_delay_us
-            .map(|delay| format!(" delay={delay}us"))
-            .unwrap_or_default()
-            + &args
-                .receipt_alg
+            if args.quotas { " quotas" } else { "" },
+            args.common
+                .commit_delay_us
+                .map(|delay| format!(" delay={delay}us"))
+                .unwrap_or_default(),
+            args.receipt_alg
                 .as_ref()
                 .map(|alg| format!(" {alg}"))
                 .unwrap_or_default()
+        )
     });
     let mut result = report(&label, "log", &target, &tally, measured, cpu);
     let completed = tally.latency.len();
@@ -1416,14 +1429,11 @@ async fn run_log(args: LogArgs) -> Result<()> {
         .close()
         .await;
     if args.commit_sizes {
-        let metric = |name: &str| {
-            printed.iter().find_map(|line| {
-                let mut words = line.split_whitespace().skip(1);
-                (words.next() == Some(name)).then(|| words.next()?.parse::<f64>().ok())?
-            })
-        };
-        let sum = metric("clearinghouse_store_commit_size_sum");
-        let count = metric("clearinghouse_store_commit_size_count").filter(|&n| n > 0.0);
+        let metrics = printed_metrics(&printed);
+        let sum = metrics.get("clearinghouse_store_commit_size_sum");
+        let count = metrics
+            .get("clearinghouse_store_commit_size_count")
+            .filter(|&&n| n > 0.0);
         result["writes_per_commit"] = json!(sum.zip(count).map(|(sum, count)| sum / count));
     }
     print_result(&result, args.common.json);
@@ -2541,11 +2551,8 @@ async fn run_scaleout(args: ScaleoutArgs) -> Result<()> {
     let store_kind = instances[0].store.clone();
     for instance in instances {
         let instance = Arc::try_unwrap(instance).map_err(|_| anyhow!("target still shared"))?;
-        for line in instance.close().await {
-            let mut words = line.split_whitespace().skip(1);
-            if let (Some(name), Some(value)) = (words.next(), words.next()) {
-                *counters.entry(name.to_owned()).or_default() += value.parse().unwrap_or(0.0);
-            }
+        for (name, value) in printed_metrics(&instance.close().await) {
+            *counters.entry(name).or_default() += value;
         }
     }
     // Every chain, read back through a third store handle on the same database.

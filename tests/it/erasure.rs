@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::process::Output;
 
+use bytes::Bytes;
 use clearinghouse::ids::ViewKind;
 use clearinghouse::store::{ProcessContent, ProcessStore};
 use redb::ReadableDatabase;
@@ -284,6 +285,13 @@ async fn erase_a_viewed_process(dir: &Path, env: &[(&str, &str)]) {
     assert_eq!(view["erased"], true, "{view}");
     assert_eq!(view["transfers"], serde_json::json!([]), "{view}");
     assert_eq!(view["total"], 0, "{view}");
+    // The owner's requests above read the process before the erasure; its next entry is
+    // refused all the same.
+    let late = owner
+        .log_message("viewed", Bytes::from_static(b"late"), None, false)
+        .await
+        .unwrap();
+    assert_eq!(late.message_type, "ids:RejectionMessage", "{late:?}");
     owner.close().await;
     admin.close().await;
     let (status, log) = tokio::task::spawn_blocking(move || serve.terminate())

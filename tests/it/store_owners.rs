@@ -56,6 +56,11 @@ async fn owner_changes_are_entries_of_the_chain(store: Arc<dyn ProcessStore>) {
         .unwrap();
     let info = store.process_info("p-1").await.unwrap().unwrap();
     assert_eq!(info.process.owners, set(&["a"]));
+    // Read before every change below, so that a store that kept what it read would show it.
+    assert_eq!(
+        store.process("p-1").await.unwrap().unwrap().owners,
+        set(&["a"])
+    );
     assert_eq!(
         info.head,
         ChainHead {
@@ -108,6 +113,10 @@ async fn owner_changes_are_entries_of_the_chain(store: Arc<dyn ProcessStore>) {
     );
 
     // Handing over: the old owner's listing loses the process.
+    assert_eq!(
+        store.process("p-1").await.unwrap().unwrap().owners,
+        set(&["a", "b"])
+    );
     store
         .change_owners(change("p-1", "b", &["a", "b"], &["b"]))
         .await

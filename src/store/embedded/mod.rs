@@ -5,6 +5,7 @@
 //!   one fsync'd write transaction per batch (group commit), and why a receipt can rely on it;
 //! - `commit_delay`: how a busy writer's batch waits for more requests before it commits;
 //! - `record`: the binary records of processes and entries;
+//! - `process_cache`: the processes logs and queries look up, kept between their changes;
 //! - `reads`: entries, pages, export runs and owned processes, read from snapshots;
 //! - `document_ids`: the document ids the store assigns, UUIDs v4 numbered in order;
 //! - `usage`: the quota counters;
@@ -16,7 +17,8 @@
 //! [`ProcessStore::process`], which every log and query starts with: it reads one small record
 //! from the `processes` table, whose pages stay in redb's cache, so it runs inline. Handing it to
 //! the blocking pool and back cost more than the read itself: about a fifth of the server's CPU
-//! time per logged message (see BENCHMARKS.md). Once a write has failed, redb takes no more
+//! time per logged message (see BENCHMARKS.md). What it read is kept until the process changes
+//! (`process_cache`), so most requests do not read it at all. Once a write has failed, redb takes no more
 //! writes, and [`ProcessStore::ping`] reports the store unavailable until it is reopened.
 //!
 //! Tables:
@@ -48,10 +50,12 @@ use super::{
     ProcessStore, RewrapBatch, SavedView, StoreError,
 };
 use document_ids::DocumentIds;
+use process_cache::ProcessCache;
 use writer::Writer;
 
 mod commit_delay;
 mod document_ids;
+mod process_cache;
 mod reads;
 mod record;
 mod usage;
@@ -109,6 +113,8 @@ pub struct EmbeddedStore {
     database: Arc<Database>,
     sealing: Arc<Sealing>,
     document_ids: Arc<DocumentIds>,
+    /// Shared with the writer, which forgets the processes it changes.
+    processes: Arc<ProcessCache>,
     /// Dropped with the store: the writer finishes what is queued and the file is closed.
     writer: Writer,
 }
@@ -134,11 +140,13 @@ impl EmbeddedStore {
         let database = Arc::new(database);
         let sealing = Arc::new(options.sealing);
         let document_ids = Arc::new(DocumentIds::open(&database)?);
-        let writer = Writer::start(&database, &sealing, options.commit_delay)?;
+        let processes = Arc::new(ProcessCache::default());
+        let writer = Writer::start(&database, &sealing, &processes, options.commit_delay)?;
         Ok(Self {
             database,
             sealing,
             document_ids,
+            processes,
             writer,
         })
     }
@@ -187,12 +195,19 @@ impl ProcessStore for EmbeddedStore {
 
     fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>> {
         let pid = pid.to_owned();
-        let database = Arc::clone(&self.database);
         // Inline, not on the blocking pool: see the module documentation.
         Box::pin(async move {
-            let transaction = database.begin_read()?;
-            let processes = transaction.open_table(PROCESSES)?;
-            Ok(record::read_head(&processes, &pid)?.map(|head| head.process(pid)))
+            if let Some(process) = self.processes.get(&pid) {
+                return Ok(Some(process));
+            }
+            let since = self.processes.changes();
+            let transaction = self.database.begin_read()?;
+            let table = transaction.open_table(PROCESSES)?;
+            let process = record::read_head(&table, &pid)?.map(|head| head.process(pid));
+            if let Some(process) = &process {
+                self.processes.keep(since, process);
+            }
+            Ok(process)
         })
     }
 

@@ -45,6 +45,7 @@ use redb::{Database, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::commit_delay::CommitWait;
+use super::process_cache::ProcessCache;
 use super::record::{encode_entry, read_head, ProcessHead};
 use super::{DOCUMENT_NUMBERS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
 use crate::store::chain::{self, ChainHead};
@@ -82,6 +83,7 @@ impl Writer {
     pub(super) fn start(
         database: &Arc<Database>,
         sealing: &Arc<Sealing>,
+        processes: &Arc<ProcessCache>,
         commit_delay: Duration,
     ) -> Result<Self, StoreError> {
         let transaction = database.begin_write()?;
@@ -97,8 +99,18 @@ impl Writer {
                 let database = Arc::clone(database);
                 let health = Arc::clone(&health);
                 let sealing = Arc::clone(sealing);
+                let processes = Arc::clone(processes);
                 let commit_wait = Arc::clone(&commit_wait);
-                move || run_writer(&database, &sealing, queue, &health, &commit_wait)
+                move || {
+                    run_writer(
+                        &database,
+                        &sealing,
+                        &processes,
+                        queue,
+                        &health,
+                        &commit_wait,
+                    )
+                }
             })?;
         Ok(Self {
             requests: Some(requests),
@@ -245,6 +257,15 @@ impl WriteRequest {
         }
     }
 
+    /// The process whose owners or content this request changes, if it goes through.
+    fn changed_process(&self) -> Option<&str> {
+        match self {
+            Self::Create { .. } | Self::Append { .. } => None,
+            Self::ChangeOwners { change, .. } => Some(&change.entry.entry().pid),
+            Self::Erase { pid, .. } => Some(pid),
+        }
+    }
+
     fn apply(self, tables: &mut WriteTables<'_>, sealing: &Sealing) -> Applied {
         match self {
             Self::Create { pid, owners, reply } => Applied::Create {
@@ -363,6 +384,7 @@ impl Applied {
 fn run_writer(
     database: &Database,
     sealing: &Sealing,
+    processes: &ProcessCache,
     mut queue: mpsc::Receiver<WriteRequest>,
     health: &WriterHealth,
     commit_wait: &CommitWait,
@@ -373,6 +395,7 @@ fn run_writer(
         previous_batch = write_batch(
             database,
             sealing,
+            processes,
             first,
             &mut queue,
             health,
@@ -382,8 +405,9 @@ fn run_writer(
 }
 
 /// Writes one batch in one transaction: `first`, then whatever is queued, then records the
-/// outcome in `health` before answering the callers, so that a caller who got an answer sees
-/// the store's state after it. Returns how many requests the batch took.
+/// outcome in `health` and forgets the processes it changed (owners, erasure) from `processes`
+/// before answering the callers, so that a caller who got an answer sees the store's state after
+/// it. Returns how many requests the batch took.
 ///
 /// The batch takes requests from the queue until it is empty (or the batch full), also those
 /// that arrived while the batch was being applied: a commit and its fsync cost about the same
@@ -392,6 +416,7 @@ fn run_writer(
 fn write_batch(
     database: &Database,
     sealing: &Sealing,
+    processes: &ProcessCache,
     first: WriteRequest,
     queue: &mut mpsc::Receiver<WriteRequest>,
     health: &WriterHealth,
@@ -406,11 +431,15 @@ fn write_batch(
         Err(error) => return fail_all(vec![first], &error, health),
     };
     let mut applied = Vec::new();
+    let mut changed_processes = Vec::new();
     let mut batch_bytes = 0usize;
     let mut abandoned = None;
     let mut next = Some(first);
     while let Some(request) = next.take() {
         batch_bytes = batch_bytes.saturating_add(request.payload_bytes());
+        if let Some(pid) = request.changed_process() {
+            changed_processes.push(pid.to_owned());
+        }
         let done = request.apply(&mut tables, sealing);
         abandoned = done.storage_failure().map(StoreError::for_another_caller);
         applied.push(done);
@@ -435,6 +464,9 @@ fn write_batch(
         }
         None => transaction.commit().map_err(StoreError::from),
     };
+    for pid in &changed_processes {
+        processes.forget(pid);
+    }
     match outcome {
         Ok(()) => {
             health.commits.fetch_add(1, Ordering::Relaxed);

@@ -22,6 +22,10 @@ use clearinghouse::understand::ViewPage;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::cpu_seconds;
+
 const PID: &str = "bench-view";
 const TRANSFERS: u64 = 10_000;
 const CONSUMER: &str = "consumer";
@@ -107,23 +111,6 @@ async fn query(store: &Arc<dyn ProcessStore>, cache: &ViewCache) -> Duration {
     let bytes = serde_json::to_vec(&page).unwrap();
     assert!(bytes.len() > 1000);
     started.elapsed()
-}
-
-/// This process's CPU time so far (user + system), from /proc (Linux).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold blanks) start at the state, field 3.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15; clock ticks are 100 per second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn report(case: &str, mut times: Vec<Duration>, cpu: f64) {

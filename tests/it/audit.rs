@@ -1,6 +1,7 @@
 //! Auditor tools against a log written through real IDSCP2: exports round-trip and verify, and
 //! tampering with the store or with an export is detected and the first bad entry named.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -10,9 +11,9 @@ use clearinghouse::audit::{
 };
 use clearinghouse::store::chain::ChainError;
 use clearinghouse::store::{EmbeddedStore, ProcessStore};
-use redb::{ReadableTable, TableDefinition};
 
 use crate::support::clearing::TestClearingHouse;
+use crate::support::stored_entries;
 
 const PID: &str = "audited";
 
@@ -105,12 +106,11 @@ async fn tampered_exports_name_the_first_bad_entry() {
     ));
 }
 
-const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
-
-/// Stops the clearing house, edits the redb file underneath it, and verifies from a fresh store.
+/// Stops the clearing house, edits the records of its entries in the redb file underneath it,
+/// and verifies from a fresh store.
 async fn verify_after(
     ch: TestClearingHouse,
-    tamper: impl FnOnce(&mut redb::Table<(&str, u64), &[u8]>),
+    tamper: impl FnOnce(&mut BTreeMap<u64, Vec<u8>>),
 ) -> Result<u64, AuditError> {
     let path = ch.store_path.clone();
     let data = ch.data.clone();
@@ -119,10 +119,9 @@ async fn verify_after(
     {
         let db = redb::Database::open(&path).unwrap();
         let tx = db.begin_write().unwrap();
-        {
-            let mut table = tx.open_table(ENTRIES).unwrap();
-            tamper(&mut table);
-        }
+        let mut records = stored_entries::records(&tx, PID);
+        tamper(&mut records);
+        stored_entries::replace(&tx, PID, &records);
         tx.commit().unwrap();
     }
     let store = EmbeddedStore::open(&path).unwrap();
@@ -133,24 +132,14 @@ async fn verify_after(
     result
 }
 
-fn record(table: &redb::Table<(&str, u64), &[u8]>, sequence: u64) -> Vec<u8> {
-    table
-        .get((PID, sequence))
-        .unwrap()
-        .unwrap()
-        .value()
-        .to_vec()
-}
-
 #[tokio::test]
 async fn a_modified_entry_in_the_store_is_detected() {
     let (ch, _) = logged().await;
-    let result = verify_after(ch, |table| {
-        let mut bytes = record(table, 2);
+    let result = verify_after(ch, |records| {
+        let bytes = records.get_mut(&2).unwrap();
         // The payload is the record's last field: change its last byte.
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
-        table.insert((PID, 2), bytes.as_slice()).unwrap();
     })
     .await;
     assert!(
@@ -165,8 +154,8 @@ async fn a_modified_entry_in_the_store_is_detected() {
 #[tokio::test]
 async fn a_deleted_entry_in_the_store_is_detected() {
     let (ch, _) = logged().await;
-    let result = verify_after(ch, |table| {
-        table.remove((PID, 2)).unwrap();
+    let result = verify_after(ch, |records| {
+        records.remove(&2).unwrap();
     })
     .await;
     assert!(
@@ -181,10 +170,10 @@ async fn a_deleted_entry_in_the_store_is_detected() {
 #[tokio::test]
 async fn reordered_entries_in_the_store_are_detected() {
     let (ch, _) = logged().await;
-    let result = verify_after(ch, |table| {
-        let (second, third) = (record(table, 2), record(table, 3));
-        table.insert((PID, 2), third.as_slice()).unwrap();
-        table.insert((PID, 3), second.as_slice()).unwrap();
+    let result = verify_after(ch, |records| {
+        let third = records.remove(&3).unwrap();
+        let second = records.insert(2, third).unwrap();
+        records.insert(3, second);
     })
     .await;
     // Entry 3's record now sits at sequence 2: its hash no longer fits its place.

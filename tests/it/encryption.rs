@@ -4,6 +4,7 @@
 //! between entries or processes are caught and named; a store written before encryption keeps
 //! working beside encrypted processes.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -20,12 +21,12 @@ use clearinghouse::store::{
     EmbeddedStore, NewEntry, ProcessStore, Protection, Sealing, StoreError,
 };
 use futures::TryStreamExt;
-use redb::ReadableTable;
 use ring::digest::{digest, SHA256};
 use serde_json::{json, Value};
 
 use crate::support::cli::*;
 use crate::support::mongo::{serve_env, TestDatabase};
+use crate::support::stored_entries;
 
 /// A low-entropy payload anyone could guess. Long enough that the kilobytes of ciphertext in a
 /// dump cannot contain it by chance: the bare three bytes `yes` turn up in about one dump in a
@@ -364,8 +365,6 @@ fn corrupt_naming(result: Result<Vec<clearinghouse::store::Entry>, StoreError>, 
 
 #[tokio::test]
 async fn ciphertext_moved_within_redb_is_named() {
-    const ENTRIES: redb::TableDefinition<(&str, u64), &[u8]> =
-        redb::TableDefinition::new("entries");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     {
@@ -376,15 +375,14 @@ async fn ciphertext_moved_within_redb_is_named() {
     {
         let database = redb::Database::open(&path).unwrap();
         let transaction = database.begin_write().unwrap();
-        {
-            let mut entries = transaction.open_table(ENTRIES).unwrap();
-            let first = entries.get(("p-1", 1)).unwrap().unwrap().value().to_vec();
-            let second = entries.get(("p-1", 2)).unwrap().unwrap().value().to_vec();
-            // Entries 1 and 2 of p-1 swapped; p-2's only entry replaced by p-1's first.
-            entries.insert(("p-1", 1), second.as_slice()).unwrap();
-            entries.insert(("p-1", 2), first.as_slice()).unwrap();
-            entries.insert(("p-2", 1), first.as_slice()).unwrap();
-        }
+        let mut p1 = stored_entries::records(&transaction, "p-1");
+        let first = p1[&1].clone();
+        let second = p1[&2].clone();
+        // Entries 1 and 2 of p-1 swapped; p-2's only entry replaced by p-1's first.
+        p1.insert(1, second);
+        p1.insert(2, first.clone());
+        stored_entries::replace(&transaction, "p-1", &p1);
+        stored_entries::replace(&transaction, "p-2", &BTreeMap::from([(1, first)]));
         transaction.commit().unwrap();
     }
     let store = EmbeddedStore::open_with(&path, keyring(&[("k", 1, true)])).unwrap();

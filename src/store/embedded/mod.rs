@@ -4,6 +4,7 @@
 //! - `writer`: the writer thread, which applies creations, appends and owner changes in batches,
 //!   one fsync'd write transaction per batch (group commit), and why a receipt can rely on it;
 //! - `commit_delay`: how a busy writer's batch waits for more requests before it commits;
+//! - `chunks`: entries stored a batch at a time, and read back from chunks and older rows;
 //! - `record`: the binary records of processes and entries;
 //! - `process_cache`: the processes logs and queries look up, kept between their changes;
 //! - `reads`: entries, pages, export runs and owned processes, read from snapshots;
@@ -24,7 +25,10 @@
 //! Tables:
 //! - `processes`: pid -> process record (owners, creation time, head sequence, head chain hash,
 //!   head timestamp);
-//! - `entries`: (pid, sequence) -> entry record;
+//! - `entry_chunks`: (pid, sequence of the first) -> the records of a process's entries written
+//!   in one batch (see `chunks`);
+//! - `entries`: (pid, sequence) -> entry record, for entries written before chunks; read only,
+//!   the store adds no rows;
 //! - `document_numbers`: number -> (pid, sequence): where the entry whose document id is that
 //!   number's lies (see `document_ids`); numbers only grow, so appends touch its end;
 //! - `documents`: document id -> (pid, sequence), for entries written before document ids were
@@ -53,6 +57,7 @@ use document_ids::DocumentIds;
 use process_cache::ProcessCache;
 use writer::Writer;
 
+mod chunks;
 mod commit_delay;
 mod document_ids;
 mod process_cache;

@@ -4,15 +4,17 @@
 //! that no tokio worker thread waits for the disk. redb gives a read transaction a snapshot, so
 //! reads never wait for the writer and always see whole batches. Pages never count or skip
 //! entries one by one: a time range becomes a run of sequence numbers with two lookups in
-//! `entry_times` (see [`crate::store::query`]), and the page is a range scan of `entries`.
+//! `entry_times` (see [`crate::store::query`]), and the page is a range scan of the chunks (and
+//! older rows) that hold its entries (see `chunks`).
 //! `entry_times` holds the first entry of each timestamp of a process (stores written before
 //! it did so hold every entry, which reads the same): timestamps never decrease with the
 //! sequence, so that is enough to find where a time range starts and ends.
 
 use redb::{ReadTransaction, ReadableTable};
 
+use super::chunks::visit_records;
 use super::record::{decode_entry, read_head, ProcessHead};
-use super::{DOCUMENTS, DOCUMENT_NUMBERS, ENTRIES, ENTRY_TIMES, OWNERS, PROCESSES};
+use super::{DOCUMENTS, DOCUMENT_NUMBERS, ENTRY_TIMES, OWNERS, PROCESSES};
 use crate::store::query::{self, SequenceRange};
 use crate::store::sealing::{EntryKeys, KeyState, Sealing};
 use crate::store::{Entry, Order, Page, PageQuery, StoreError, UnfitEntry};
@@ -71,13 +73,23 @@ fn read_entry(
     document_id: &str,
 ) -> Result<Entry, StoreError> {
     let (_, keys) = keyed_head(transaction, sealing, pid)?;
-    let entries = transaction.open_table(ENTRIES)?;
-    let record = entries.get((pid, sequence))?.ok_or_else(|| {
+    let mut found = None;
+    visit_records(
+        transaction,
+        pid,
+        sequence,
+        sequence,
+        Order::Asc,
+        &mut |sequence, record| {
+            found = Some(decode_entry(pid, sequence, record, &keys)?);
+            Ok(())
+        },
+    )?;
+    found.ok_or_else(|| {
         StoreError::Corrupt(format!(
             "document {document_id} is indexed as {pid}/{sequence}, which does not exist"
         ))
-    })?;
-    decode_entry(pid, sequence, record.value(), &keys)
+    })
 }
 
 /// One page of entries; see [`crate::store::ProcessStore::query`].
@@ -130,32 +142,33 @@ pub(super) fn page(
         });
     };
 
-    let entries = transaction.open_table(ENTRIES)?;
-    let range = entries.range((pid, window.first)..=(pid, window.last))?;
-    let records: Box<dyn Iterator<Item = _>> = match query.order {
-        Order::Asc => Box::new(range),
-        Order::Desc => Box::new(range.rev()),
-    };
     let mut page = Vec::new();
     let mut bytes = 0usize;
-    for item in records {
-        let (key, record) = item?;
-        // A record is the entry's payload and header plus a few fixed fields, all of which a
-        // reply carries too: past the budget, the reply would be past it as well.
-        bytes = bytes.saturating_add(record.value().len());
-        let entry = decode_entry(pid, key.value().1, record.value(), &keys)?;
-        if bytes > query.max_bytes {
-            return Err(StoreError::PageTooLarge {
-                limit: query.max_bytes,
-                fitting: page.len() as u64,
-                first_unfit: UnfitEntry {
-                    sequence: entry.sequence,
-                    document_id: entry.document_id,
-                },
-            });
-        }
-        page.push(entry);
-    }
+    visit_records(
+        transaction,
+        pid,
+        window.first,
+        window.last,
+        query.order,
+        &mut |sequence, record| {
+            // A record is the entry's payload and header plus a few fixed fields, all of which
+            // a reply carries too: past the budget, the reply would be past it as well.
+            bytes = bytes.saturating_add(record.len());
+            let entry = decode_entry(pid, sequence, record, &keys)?;
+            if bytes > query.max_bytes {
+                return Err(StoreError::PageTooLarge {
+                    limit: query.max_bytes,
+                    fitting: page.len() as u64,
+                    first_unfit: UnfitEntry {
+                        sequence: entry.sequence,
+                        document_id: entry.document_id,
+                    },
+                });
+            }
+            page.push(entry);
+            Ok(())
+        },
+    )?;
     if page.len() as u64 != window.len() {
         return Err(StoreError::Corrupt(format!(
             "process {pid} lacks entries between sequences {} and {}",
@@ -195,13 +208,25 @@ pub(super) fn entries_from(
     limit: usize,
 ) -> Result<Vec<Entry>, StoreError> {
     let (_, keys) = keyed_head(transaction, sealing, pid)?;
-    let end = from_sequence.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
-    let entries = transaction.open_table(ENTRIES)?;
+    let Some(last) = u64::try_from(limit)
+        .ok()
+        .and_then(|limit| from_sequence.checked_add(limit.checked_sub(1)?))
+        .or((limit > 0).then_some(u64::MAX))
+    else {
+        return Ok(Vec::new());
+    };
     let mut found = Vec::new();
-    for item in entries.range((pid, from_sequence)..(pid, end))? {
-        let (key, record) = item?;
-        found.push(decode_entry(pid, key.value().1, record.value(), &keys)?);
-    }
+    visit_records(
+        transaction,
+        pid,
+        from_sequence,
+        last,
+        Order::Asc,
+        &mut |sequence, record| {
+            found.push(decode_entry(pid, sequence, record, &keys)?);
+            Ok(())
+        },
+    )?;
     Ok(found)
 }
 
@@ -230,11 +255,11 @@ mod tests {
 
     use super::super::record::encode_entry;
     use super::super::tests::one_byte_entry;
-    use super::super::{EmbeddedStore, DOCUMENT_NUMBERS};
+    use super::super::{EmbeddedStore, DOCUMENT_NUMBERS, ENTRIES};
     use super::*;
     use crate::store::chain::{self, verify_chain, ChainHead};
     use crate::store::sealing::KeyState;
-    use crate::store::{now_ms, ProcessStore};
+    use crate::store::{now_ms, PageQuery, ProcessStore};
 
     /// Creates `pid`, owned by `a`, as every build did: a process record and an owner row.
     fn create_legacy_process(database: &Database, pid: &str) {
@@ -370,6 +395,26 @@ mod tests {
         }
         let chain = store.entries_from("p-1", 1, 10).await.unwrap();
         assert_eq!(verify_chain("p-1", chain).unwrap().sequence, 5);
+        // Pages and runs across the old rows (1 to 3) and the new chunks (4 and 5), both ways.
+        for (order, expected) in [(Order::Asc, [1, 2, 3, 4]), (Order::Desc, [5, 4, 3, 2])] {
+            let query = PageQuery {
+                pid: "p-1".to_owned(),
+                page: 1,
+                size: 4,
+                order,
+                from_ms: None,
+                to_ms: None,
+                max_bytes: usize::MAX,
+            };
+            let page = store.query(&query).await.unwrap();
+            let sequences: Vec<u64> = page.entries.iter().map(|entry| entry.sequence).collect();
+            assert_eq!((sequences, page.total), (expected.to_vec(), 5));
+        }
+        let run = store.entries_from("p-1", 3, 2).await.unwrap();
+        assert_eq!(
+            run.iter().map(|entry| entry.sequence).collect::<Vec<_>>(),
+            [3, 4]
+        );
 
         // The key and the counter survive a reopen: old ids still decode, new ones follow on.
         drop(store);

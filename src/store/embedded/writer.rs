@@ -16,7 +16,8 @@
 //! What a batch costs the writer is mostly redb's: each insert, and at the commit the pages it
 //! dirtied (checksummed, written one `pwrite` each, fsync'd). So a batch keeps taking requests
 //! that arrive while it is being applied, before it commits; the heads of its processes are
-//! written once, before the commit, not once per append; the time index gets a row only for the
+//! written once, before the commit, not once per append; the records of its appends to one
+//! process are written as one row, not a row each (see `chunks`); the time index gets a row only for the
 //! first entry of each timestamp (see `reads`); and an entry is indexed by the number its
 //! document id was derived from (see `document_ids`), not by the id: numbers grow, so a batch
 //! adds its rows at the end of `document_numbers` and dirties its last page or two, where
@@ -44,6 +45,7 @@ use std::time::Duration;
 use redb::{Database, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::chunks::{Chunk, ENTRY_CHUNKS};
 use super::commit_delay::CommitWait;
 use super::process_cache::ProcessCache;
 use super::record::{encode_entry, read_head, ProcessHead};
@@ -88,6 +90,8 @@ impl Writer {
     ) -> Result<Self, StoreError> {
         let transaction = database.begin_write()?;
         WriteTables::open(&transaction)?;
+        // Written no more (see `chunks`), but read, and reads need every table to exist.
+        transaction.open_table(ENTRIES)?;
         transaction.commit()?;
 
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
@@ -452,7 +456,10 @@ fn write_batch(
     }
     let requests = applied.len();
     if abandoned.is_none() {
-        abandoned = tables.write_heads().err();
+        abandoned = tables
+            .write_heads()
+            .and_then(|()| tables.write_chunks())
+            .err();
     }
     drop(tables);
 
@@ -503,7 +510,10 @@ struct WriteTables<'txn> {
     /// once per batch ([`Self::write_heads`]) rather than once per append, since the appends
     /// of a batch mostly chain onto the same few processes.
     heads: HashMap<String, ProcessHead>,
-    entries: Table<'txn, (&'static str, u64), &'static [u8]>,
+    /// The records of the entries this batch appended, a chunk per process, written to
+    /// `entry_chunks` once per batch ([`Self::write_chunks`]).
+    chunks: HashMap<String, Chunk>,
+    entry_chunks: Table<'txn, (&'static str, u64), &'static [u8]>,
     document_numbers: Table<'txn, u64, (&'static str, u64)>,
     entry_times: Table<'txn, (&'static str, i64, u64), ()>,
     owners: Table<'txn, (&'static str, &'static str), ()>,
@@ -514,7 +524,8 @@ impl<'txn> WriteTables<'txn> {
         Ok(Self {
             processes: transaction.open_table(PROCESSES)?,
             heads: HashMap::new(),
-            entries: transaction.open_table(ENTRIES)?,
+            chunks: HashMap::new(),
+            entry_chunks: transaction.open_table(ENTRY_CHUNKS)?,
             document_numbers: transaction.open_table(DOCUMENT_NUMBERS)?,
             entry_times: transaction.open_table(ENTRY_TIMES)?,
             owners: transaction.open_table(OWNERS)?,
@@ -536,6 +547,36 @@ impl<'txn> WriteTables<'txn> {
                 self.heads.insert(pid.to_owned(), head);
             }
         }
+    }
+
+    /// Adds the record of entry `sequence` of `pid` to the process's chunk of this batch. The
+    /// batch appends to a process in sequence, so a record that does not follow the chunk's last
+    /// is a bug, and abandons the batch rather than store a chunk that reads wrong.
+    fn add_record(&mut self, pid: &str, sequence: u64, record: Vec<u8>) -> Result<(), StoreError> {
+        let chunk = match self.chunks.get_mut(pid) {
+            Some(chunk) => chunk,
+            None => self
+                .chunks
+                .entry(pid.to_owned())
+                .or_insert_with(|| Chunk::new(sequence)),
+        };
+        if chunk.next() != sequence {
+            return Err(StoreError::Corrupt(format!(
+                "entry {pid}/{sequence} does not follow {pid}/{} in its batch",
+                chunk.next().saturating_sub(1)
+            )));
+        }
+        chunk.push(record);
+        Ok(())
+    }
+
+    /// Writes this batch's chunks; a failure abandons the batch.
+    fn write_chunks(&mut self) -> Result<(), StoreError> {
+        for (pid, chunk) in &self.chunks {
+            self.entry_chunks
+                .insert((pid.as_str(), chunk.first()), chunk.encode()?.as_slice())?;
+        }
+        Ok(())
     }
 
     /// Writes the heads this batch changed; a failure abandons the batch.
@@ -595,7 +636,7 @@ fn append(
         record,
         starts_timestamp,
     } = stamp(tables, sealing, prepared).map_err(Failure::Refused)?;
-    write_entry(tables, number, &entry, &record, starts_timestamp)?;
+    write_entry(tables, number, &entry, record, starts_timestamp)?;
     tables.set_head(&entry.pid, head);
     Ok(entry)
 }
@@ -626,7 +667,7 @@ fn change_owners(
         record,
         starts_timestamp,
     } = stamp(tables, sealing, entry).map_err(Failure::Refused)?;
-    write_entry(tables, number, &entry, &record, starts_timestamp)?;
+    write_entry(tables, number, &entry, record, starts_timestamp)?;
     head.owners = owners;
     let write = |tables: &mut WriteTables<'_>| -> Result<(), StoreError> {
         for removed in previous.difference(&head.owners) {
@@ -724,22 +765,24 @@ fn erase(
     Ok(erasure)
 }
 
-/// Writes the entry and its index rows (the caller updates the head). Every write here is
-/// one the batch must not commit on its own, so any failure abandons the batch.
+/// Writes the entry's index rows and adds its record to the batch's chunk of its process (the
+/// caller updates the head). Every write here is one the batch must not commit on its own, so
+/// any failure abandons the batch.
 fn write_entry(
     tables: &mut WriteTables<'_>,
     number: u64,
     entry: &Entry,
-    record: &[u8],
+    record: Vec<u8>,
     starts_timestamp: bool,
 ) -> Result<(), Failure> {
     let storage = |error: redb::StorageError| Failure::Storage(error.into());
     let pid = entry.pid.as_str();
-    let previous = tables
+    let in_use = tables
         .document_numbers
         .insert(number, (pid, entry.sequence))
-        .map_err(storage)?;
-    if previous.is_some() {
+        .map_err(storage)?
+        .is_some();
+    if in_use {
         // The counter starts past the last number in the table and never goes back.
         return Err(Failure::Storage(StoreError::Corrupt(format!(
             "document number {number} is in use twice (entry {pid}/{})",
@@ -747,9 +790,8 @@ fn write_entry(
         ))));
     }
     tables
-        .entries
-        .insert((pid, entry.sequence), record)
-        .map_err(storage)?;
+        .add_record(pid, entry.sequence, record)
+        .map_err(Failure::Storage)?;
     // Timestamps never decrease along a chain, so the first entry of each timestamp is all a
     // time range needs (see `reads`): at thousands of appends per second, a row per
     // millisecond rather than per entry.

@@ -7,6 +7,7 @@
 //! - [`doors`]: one clearing house behind both doors (IDSCP2, IDS-Multipart over HTTPS).
 //! - [`mongo`]: the MongoDB-protocol server of `scripts/test`, and servers of a test's own.
 //! - [`cli`]: the real `clearinghouse` binary, run as commands and as a `serve` process.
+//! - [`stored_entries`]: the entries of an embedded store's file, for tests that tamper with them.
 
 pub mod clearing;
 pub mod cli;
@@ -14,4 +15,5 @@ pub mod daps;
 pub mod doors;
 pub mod mongo;
 pub mod pki;
+pub mod stored_entries;
 pub mod transport;

@@ -1,0 +1,231 @@
+//! Entries stored a batch at a time: one row of `entry_chunks` per process per write batch.
+//!
+//! An entry's record is a few KiB (the load generator's are 2.4 KB), so as a row of its own
+//! it filled most of a 4 KiB B-tree page by itself, and every commit allocated, zeroed,
+//! checksummed, wrote and synced one page per entry, each its own block request. The writer's
+//! appends to a process within one batch are consecutive entries, so they are stored as one
+//! row, keyed by the process and the sequence of the batch's first entry: its records lie next
+//! to each other in pages of their own. `cargo bench --bench store_layout` measured 21.5 µs of
+//! CPU per entry with a row per entry and 13.0 µs with a row per batch, at 21 entries per
+//! commit (BENCHMARKS.md, "Tenth session"). A batch that holds one entry of a process makes a
+//! chunk of one, which costs what a row per entry did.
+//!
+//! A chunk is `u32` count, the records' lengths (`u32` each), then the records, all
+//! little-endian. Stores written before chunks keep their entries in `entries`, a row per entry,
+//! and nothing is added there any more: a process's rows in `entries` all come before its
+//! first chunk. So the entries of a range are its rows in `entries`, then its chunks' records.
+
+use std::ops::RangeInclusive;
+
+use redb::{ReadTransaction, TableDefinition};
+
+use super::ENTRIES;
+use crate::store::{Order, StoreError};
+
+pub(super) const ENTRY_CHUNKS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("entry_chunks");
+
+/// What [`visit_records`] calls with each entry's sequence and record; an error stops the visit.
+pub(super) type RecordVisitor<'v> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'v;
+
+/// The records of one process's entries written in one batch, in order.
+#[derive(Debug)]
+pub(super) struct Chunk {
+    first: u64,
+    records: Vec<Vec<u8>>,
+}
+
+impl Chunk {
+    pub(super) fn new(first: u64) -> Self {
+        Self {
+            first,
+            records: Vec::new(),
+        }
+    }
+
+    /// The sequence of the chunk's first entry, its key.
+    pub(super) fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The sequence the next record must have.
+    pub(super) fn next(&self) -> u64 {
+        self.first + self.records.len() as u64
+    }
+
+    pub(super) fn push(&mut self, record: Vec<u8>) {
+        self.records.push(record);
+    }
+
+    pub(super) fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let length = |n: usize| {
+            u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("a chunk part of {n} bytes")))
+        };
+        let bytes: usize = self.records.iter().map(Vec::len).sum();
+        let mut encoded = Vec::with_capacity(4 + 4 * self.records.len() + bytes);
+        encoded.extend_from_slice(&length(self.records.len())?.to_le_bytes());
+        for record in &self.records {
+            encoded.extend_from_slice(&length(record.len())?.to_le_bytes());
+        }
+        for record in &self.records {
+            encoded.extend_from_slice(record);
+        }
+        Ok(encoded)
+    }
+}
+
+/// The records of an encoded chunk, in order; an error if the chunk is malformed.
+fn records<'a>(pid: &str, first: u64, chunk: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
+    let malformed = || StoreError::Corrupt(format!("the chunk of {pid} from {first} is malformed"));
+    let word = |at: usize| -> Result<usize, StoreError> {
+        let bytes = chunk.get(at..at + 4).ok_or_else(malformed)?;
+        let bytes: [u8; 4] = bytes.try_into().map_err(|_| malformed())?;
+        usize::try_from(u32::from_le_bytes(bytes)).map_err(|_| malformed())
+    };
+    let count = word(0)?;
+    let mut at = count
+        .checked_mul(4)
+        .and_then(|lengths| lengths.checked_add(4))
+        .filter(|&start| start <= chunk.len())
+        .ok_or_else(malformed)?;
+    let mut records = Vec::with_capacity(count);
+    for index in 0..count {
+        let length = word(4 + 4 * index)?;
+        let end = at.checked_add(length).ok_or_else(malformed)?;
+        records.push(chunk.get(at..end).ok_or_else(malformed)?);
+        at = end;
+    }
+    if at != chunk.len() {
+        return Err(malformed());
+    }
+    Ok(records)
+}
+
+/// Calls `visit` with the sequence and record of every entry of `pid` in `first..=last` that
+/// the store holds, ascending or descending; stops at the first error `visit` returns.
+pub(super) fn visit_records(
+    transaction: &ReadTransaction,
+    pid: &str,
+    first: u64,
+    last: u64,
+    order: Order,
+    visit: &mut RecordVisitor<'_>,
+) -> Result<(), StoreError> {
+    if first > last {
+        return Ok(());
+    }
+    let rows = transaction.open_table(ENTRIES)?;
+    let chunks = transaction.open_table(ENTRY_CHUNKS)?;
+    // The chunk that holds `first` may begin before it.
+    let start = match chunks.range((pid, 0)..=(pid, first))?.next_back() {
+        Some(item) => item?.0.value().1,
+        None => first,
+    };
+    let row_range = rows.range((pid, first)..=(pid, last))?;
+    let chunk_range = chunks.range((pid, start)..=(pid, last))?;
+    match order {
+        Order::Asc => {
+            for item in row_range {
+                let (key, record) = item?;
+                visit(key.value().1, record.value())?;
+            }
+            for item in chunk_range {
+                let (key, chunk) = item?;
+                visit_chunk(
+                    pid,
+                    key.value().1,
+                    chunk.value(),
+                    first..=last,
+                    order,
+                    visit,
+                )?;
+            }
+        }
+        Order::Desc => {
+            for item in chunk_range.rev() {
+                let (key, chunk) = item?;
+                visit_chunk(
+                    pid,
+                    key.value().1,
+                    chunk.value(),
+                    first..=last,
+                    order,
+                    visit,
+                )?;
+            }
+            for item in row_range.rev() {
+                let (key, record) = item?;
+                visit(key.value().1, record.value())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`visit_records`] for the records of one chunk, which begins at `key`, that lie in `range`.
+fn visit_chunk(
+    pid: &str,
+    key: u64,
+    chunk: &[u8],
+    range: RangeInclusive<u64>,
+    order: Order,
+    visit: &mut RecordVisitor<'_>,
+) -> Result<(), StoreError> {
+    let mut records: Vec<(u64, &[u8])> = (key..)
+        .zip(records(pid, key, chunk)?)
+        .filter(|(sequence, _)| range.contains(sequence))
+        .collect();
+    if order == Order::Desc {
+        records.reverse();
+    }
+    records
+        .into_iter()
+        .try_for_each(|(sequence, record)| visit(sequence, record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(first: u64, records: &[&[u8]]) -> Chunk {
+        let mut chunk = Chunk::new(first);
+        for record in records {
+            chunk.push(record.to_vec());
+        }
+        chunk
+    }
+
+    #[test]
+    fn a_chunk_reads_back_its_records() {
+        let encoded = chunk(7, &[b"one", b"", b"three"]).encode().unwrap();
+        assert_eq!(
+            records("p", 7, &encoded).unwrap(),
+            [&b"one"[..], b"", b"three"]
+        );
+    }
+
+    #[test]
+    fn a_malformed_chunk_is_corrupt_not_a_panic() {
+        let encoded = chunk(1, &[b"one", b"two"]).encode().unwrap();
+        for cut in 0..encoded.len() {
+            assert!(
+                matches!(
+                    records("p", 1, &encoded[..cut]),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = encoded.clone();
+        longer.push(0);
+        assert!(matches!(
+            records("p", 1, &longer),
+            Err(StoreError::Corrupt(_))
+        ));
+        let huge_count = u32::MAX.to_le_bytes();
+        assert!(matches!(
+            records("p", 1, &huge_count),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

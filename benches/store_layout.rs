@@ -1,17 +1,18 @@
 //! `cargo bench --bench store_layout`: what making entries durable costs in CPU per entry, in
-//! today's layout of the embedded store and in two others, on this machine's disk.
+//! the embedded store's layout, the one before it, and a log file, on this machine's disk.
 //!
 //! The embedded store's writer thread takes about a quarter of the server's CPU per receipt
-//! (BENCHMARKS.md, "Tenth session"), nearly all of it in redb: each entry of about 2.4 KB is a
-//! row of its own in a copy-on-write B-tree of 4 KiB pages, so each one fills most of a page
-//! that is allocated, zeroed, checksummed, written and synced on its own, and every commit also
-//! rewrites the branch pages, table roots and free-page lists above them. This bench writes the
+//! (BENCHMARKS.md, "Tenth session"), nearly all of it in redb. With a row per entry, each entry
+//! of about 2.4 KB filled most of a 4 KiB page of a copy-on-write B-tree by itself, a page
+//! allocated, zeroed, checksummed, written and synced on its own; and every commit also rewrites
+//! the branch pages, table roots and free-page lists above them. This bench writes the
 //! same stream of entries (one process, batches of B entries, each batch durable before the next,
 //! as the writer's group commit does) three ways, measuring only the storage work:
-//! - `rows`: today's layout, one `(pid, sequence)` row per entry, plus the rows the writer adds
-//!   per entry (`document_numbers`) and per batch (`entry_times`, the process head), one
-//!   durable redb commit per batch;
-//! - `chunks`: the same, but one row per process per batch holding the batch's records;
+//! - `rows`: the store's layout until 2026-12-04, one `(pid, sequence)` row per entry, plus the
+//!   rows the writer adds per entry (`document_numbers`) and per batch (`entry_times`, the
+//!   process head), one durable redb commit per batch;
+//! - `chunks`: the store's layout since, one row per process per batch holding the batch's
+//!   records (the store's `entry_chunks`);
 //! - `log`: the records appended to a log file (one `pwrite` and one `fdatasync` per batch), and
 //!   only small index rows in redb, committed without a sync except every 64th batch. This is
 //!   the I/O pattern of a log-structured entry store, not a design: recovery (replaying the log

@@ -103,6 +103,11 @@ fn records<'a>(pid: &str, first: u64, chunk: &'a [u8]) -> Result<Vec<&'a [u8]>, 
 
 /// Calls `visit` with the sequence and record of every entry of `pid` in `first..=last` that
 /// the store holds, ascending or descending; stops at the first error `visit` returns.
+///
+/// Old rows and chunks are read one after the other, which is right as long as every row comes
+/// before every chunk. A binary from before chunks that wrote to the store after a newer one
+/// would have added rows after chunks; that, and any overlap, is reported as `Corrupt` when
+/// the sequences stop running strictly in `order`, not returned out of order.
 pub(super) fn visit_records(
     transaction: &ReadTransaction,
     pid: &str,
@@ -114,6 +119,23 @@ pub(super) fn visit_records(
     if first > last {
         return Ok(());
     }
+    let mut previous = None;
+    let visit = &mut |sequence: u64, record: &[u8]| -> Result<(), StoreError> {
+        if let Some(previous) = previous {
+            let in_order = match order {
+                Order::Asc => sequence > previous,
+                Order::Desc => sequence < previous,
+            };
+            if !in_order {
+                return Err(StoreError::Corrupt(format!(
+                    "the entries of {pid} are out of order: {sequence} after {previous} (rows \
+                     written after chunks, by a binary older than the store?)"
+                )));
+            }
+        }
+        previous = Some(sequence);
+        visit(sequence, record)
+    };
     let rows = transaction.open_table(ENTRIES)?;
     let chunks = transaction.open_table(ENTRY_CHUNKS)?;
     // The chunk that holds `first` may begin before it.
@@ -171,14 +193,22 @@ fn visit_chunk(
     order: Order,
     visit: &mut RecordVisitor<'_>,
 ) -> Result<(), StoreError> {
-    let mut records: Vec<(u64, &[u8])> = (key..)
-        .zip(records(pid, key, chunk)?)
-        .filter(|(sequence, _)| range.contains(sequence))
-        .collect();
-    if order == Order::Desc {
-        records.reverse();
+    let mut numbered = Vec::new();
+    for (index, record) in records(pid, key, chunk)?.into_iter().enumerate() {
+        let sequence = u64::try_from(index)
+            .ok()
+            .and_then(|index| key.checked_add(index))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("the chunk of {pid} from {key} runs past the end"))
+            })?;
+        if range.contains(&sequence) {
+            numbered.push((sequence, record));
+        }
     }
-    records
+    if order == Order::Desc {
+        numbered.reverse();
+    }
+    numbered
         .into_iter()
         .try_for_each(|(sequence, record)| visit(sequence, record))
 }
@@ -202,6 +232,25 @@ mod tests {
             records("p", 7, &encoded).unwrap(),
             [&b"one"[..], b"", b"three"]
         );
+    }
+
+    #[test]
+    fn a_chunk_keyed_too_close_to_the_last_sequence_is_corrupt() {
+        let encoded = chunk(u64::MAX, &[b"one", b"two"]).encode().unwrap();
+        let mut visited = Vec::new();
+        let result = visit_chunk(
+            "p",
+            u64::MAX,
+            &encoded,
+            0..=u64::MAX,
+            Order::Asc,
+            &mut |sequence, _| {
+                visited.push(sequence);
+                Ok(())
+            },
+        );
+        assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+        assert!(visited.is_empty(), "{visited:?}");
     }
 
     #[test]

@@ -432,6 +432,41 @@ mod tests {
         assert_eq!(find(&store, "p-2", &next.document_id).await, Some(next));
     }
 
+    /// A binary from before chunks, run on a store a newer one wrote, appends rows after the
+    /// chunks. Read as rows then chunks, the run would come out of order; it is reported.
+    #[tokio::test]
+    async fn rows_written_after_chunks_are_reported_not_read_out_of_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
+        let owners: BTreeSet<String> = ["a".to_owned()].into();
+        store.create_process("p-1", &owners).await.unwrap();
+        for _ in 0..2 {
+            store.append(one_byte_entry("p-1")).await.unwrap();
+        }
+        append_legacy_entries(&store.database, "p-1", &[Uuid::new_v4().to_string()]);
+        for order in [Order::Asc, Order::Desc] {
+            let query = PageQuery {
+                pid: "p-1".to_owned(),
+                page: 1,
+                size: 10,
+                order,
+                from_ms: None,
+                to_ms: None,
+                max_bytes: usize::MAX,
+            };
+            let page = store.query(&query).await;
+            assert!(
+                matches!(&page, Err(StoreError::Corrupt(detail)) if detail.contains("out of order")),
+                "{page:?}"
+            );
+        }
+        let run = store.entries_from("p-1", 1, 10).await;
+        assert!(matches!(run, Err(StoreError::Corrupt(_))), "{run:?}");
+        // Entries that do not span both still read.
+        let run = store.entries_from("p-1", 3, 1).await.unwrap();
+        assert_eq!(run.len(), 1);
+    }
+
     /// The chance is 2^-122 per pair (see `document_ids`), so the collision is made by hand: a
     /// legacy entry of another process that has a new entry's id.
     #[tokio::test]

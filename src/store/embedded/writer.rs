@@ -573,8 +573,10 @@ impl<'txn> WriteTables<'txn> {
     /// Writes this batch's chunks; a failure abandons the batch.
     fn write_chunks(&mut self) -> Result<(), StoreError> {
         for (pid, chunk) in &self.chunks {
-            self.entry_chunks
-                .insert((pid.as_str(), chunk.first()), chunk.encode()?.as_slice())?;
+            for (first, row) in chunk.rows()? {
+                self.entry_chunks
+                    .insert((pid.as_str(), first), row.as_slice())?;
+            }
         }
         Ok(())
     }

@@ -7,8 +7,9 @@
 //! row, keyed by the process and the sequence of the batch's first entry: its records lie next
 //! to each other in pages of their own. `cargo bench --bench store_layout` measured 21.5 µs of
 //! CPU per entry with a row per entry and 13.0 µs with a row per batch, at 21 entries per
-//! commit (BENCHMARKS.md, "Tenth session"). A batch that holds one entry of a process makes a
-//! chunk of one, which costs what a row per entry did.
+//! commit (BENCHMARKS.md, "Tenth session"). A batch that holds fewer than
+//! [`MIN_ENTRIES_TOGETHER`] entries of a process writes a chunk of one per entry, which costs
+//! what a row per entry did: small chunks cost more than that.
 //!
 //! A chunk is `u32` count, the records' lengths (`u32` each), then the records, all
 //! little-endian. Stores written before chunks keep their entries in `entries`, a row per entry,

@@ -150,48 +150,33 @@ pub(super) fn visit_records(
         previous = Some(sequence);
         visit(sequence, record)
     };
-    let rows = transaction.open_table(ENTRIES)?;
-    let chunks = transaction.open_table(ENTRY_CHUNKS)?;
+    let row_table = transaction.open_table(ENTRIES)?;
+    let chunk_table = transaction.open_table(ENTRY_CHUNKS)?;
     // The chunk that holds `first` may begin before it.
-    let start = match chunks.range((pid, 0)..=(pid, first))?.next_back() {
+    let start = match chunk_table.range((pid, 0)..=(pid, first))?.next_back() {
         Some(item) => item?.0.value().1,
         None => first,
     };
-    let row_range = rows.range((pid, first)..=(pid, last))?;
-    let chunk_range = chunks.range((pid, start)..=(pid, last))?;
-    match order {
-        Order::Asc => {
-            for item in row_range {
+    let row_range = row_table.range((pid, first)..=(pid, last))?;
+    let chunk_range = chunk_table.range((pid, start)..=(pid, last))?;
+    let (mut rows, mut chunks): (Box<dyn Iterator<Item = _>>, Box<dyn Iterator<Item = _>>) =
+        match order {
+            Order::Asc => (Box::new(row_range), Box::new(chunk_range)),
+            Order::Desc => (Box::new(row_range.rev()), Box::new(chunk_range.rev())),
+        };
+    // Rows come before chunks: ascending, the rows are read first; descending, the chunks.
+    let rows_first = order == Order::Asc;
+    for rows_now in [rows_first, !rows_first] {
+        if rows_now {
+            for item in rows.by_ref() {
                 let (key, record) = item?;
                 visit(key.value().1, record.value())?;
             }
-            for item in chunk_range {
+        } else {
+            for item in chunks.by_ref() {
                 let (key, chunk) = item?;
-                visit_chunk(
-                    pid,
-                    key.value().1,
-                    chunk.value(),
-                    first..=last,
-                    order,
-                    visit,
-                )?;
-            }
-        }
-        Order::Desc => {
-            for item in chunk_range.rev() {
-                let (key, chunk) = item?;
-                visit_chunk(
-                    pid,
-                    key.value().1,
-                    chunk.value(),
-                    first..=last,
-                    order,
-                    visit,
-                )?;
-            }
-            for item in row_range.rev() {
-                let (key, record) = item?;
-                visit(key.value().1, record.value())?;
+                let range = first..=last;
+                visit_chunk(pid, key.value().1, chunk.value(), range, order, visit)?;
             }
         }
     }

@@ -327,6 +327,19 @@ mod tests {
         append_legacy_entries(&database, pid, &ids)
     }
 
+    /// The first page of `size` entries of `pid` in `order`, with no time range or byte limit.
+    fn first_page(pid: &str, size: u64, order: Order) -> PageQuery {
+        PageQuery {
+            pid: pid.to_owned(),
+            page: 1,
+            size,
+            order,
+            from_ms: None,
+            to_ms: None,
+            max_bytes: usize::MAX,
+        }
+    }
+
     async fn find(store: &EmbeddedStore, pid: &str, document_id: &str) -> Option<Entry> {
         store.entry(pid, document_id).await.unwrap()
     }
@@ -397,16 +410,7 @@ mod tests {
         assert_eq!(verify_chain("p-1", chain).unwrap().sequence, 5);
         // Pages and runs across the old rows (1 to 3) and the new chunks (4 and 5), both ways.
         for (order, expected) in [(Order::Asc, [1, 2, 3, 4]), (Order::Desc, [5, 4, 3, 2])] {
-            let query = PageQuery {
-                pid: "p-1".to_owned(),
-                page: 1,
-                size: 4,
-                order,
-                from_ms: None,
-                to_ms: None,
-                max_bytes: usize::MAX,
-            };
-            let page = store.query(&query).await.unwrap();
+            let page = store.query(&first_page("p-1", 4, order)).await.unwrap();
             let sequences: Vec<u64> = page.entries.iter().map(|entry| entry.sequence).collect();
             assert_eq!((sequences, page.total), (expected.to_vec(), 5));
         }
@@ -445,16 +449,7 @@ mod tests {
         }
         append_legacy_entries(&store.database, "p-1", &[Uuid::new_v4().to_string()]);
         for order in [Order::Asc, Order::Desc] {
-            let query = PageQuery {
-                pid: "p-1".to_owned(),
-                page: 1,
-                size: 10,
-                order,
-                from_ms: None,
-                to_ms: None,
-                max_bytes: usize::MAX,
-            };
-            let page = store.query(&query).await;
+            let page = store.query(&first_page("p-1", 10, order)).await;
             assert!(
                 matches!(&page, Err(StoreError::Corrupt(detail)) if detail.contains("out of order")),
                 "{page:?}"

@@ -19,8 +19,9 @@
 //! from the `processes` table, whose pages stay in redb's cache, so it runs inline. Handing it to
 //! the blocking pool and back cost more than the read itself: about a fifth of the server's CPU
 //! time per logged message (see BENCHMARKS.md). What it read is kept until the process changes
-//! (`process_cache`), so most requests do not read it at all. Once a write has failed, redb takes no more
-//! writes, and [`ProcessStore::ping`] reports the store unavailable until it is reopened.
+//! (`process_cache`), so most requests do not read it at all. Once a write has failed, redb
+//! takes no more writes, and [`ProcessStore::ping`] reports the store unavailable until it is
+//! reopened.
 //!
 //! Tables:
 //! - `processes`: pid -> process record (owners, creation time, head sequence, head chain hash,
@@ -199,12 +200,12 @@ impl ProcessStore for EmbeddedStore {
     }
 
     fn process(&self, pid: &str) -> BoxFuture<'_, Result<Option<Process>, StoreError>> {
+        if let Some(process) = self.processes.get(pid) {
+            return Box::pin(std::future::ready(Ok(Some(process))));
+        }
         let pid = pid.to_owned();
         // Inline, not on the blocking pool: see the module documentation.
         Box::pin(async move {
-            if let Some(process) = self.processes.get(&pid) {
-                return Ok(Some(process));
-            }
             let since = self.processes.changes();
             let transaction = self.database.begin_read()?;
             let table = transaction.open_table(PROCESSES)?;

@@ -208,13 +208,10 @@ pub(super) fn entries_from(
     limit: usize,
 ) -> Result<Vec<Entry>, StoreError> {
     let (_, keys) = keyed_head(transaction, sealing, pid)?;
-    let Some(last) = u64::try_from(limit)
-        .ok()
-        .and_then(|limit| from_sequence.checked_add(limit.checked_sub(1)?))
-        .or((limit > 0).then_some(u64::MAX))
-    else {
+    let Some(after_first) = limit.checked_sub(1) else {
         return Ok(Vec::new());
     };
+    let last = from_sequence.saturating_add(u64::try_from(after_first).unwrap_or(u64::MAX));
     let mut found = Vec::new();
     visit_records(
         transaction,

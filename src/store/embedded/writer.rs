@@ -17,13 +17,13 @@
 //! dirtied (checksummed, written one `pwrite` each, fsync'd). So a batch keeps taking requests
 //! that arrive while it is being applied, before it commits; the heads of its processes are
 //! written once, before the commit, not once per append; the records of its appends to one
-//! process are written as one row once there are enough of them (see `chunks`); the time index gets a row only for the
-//! first entry of each timestamp (see `reads`); and an entry is indexed by the number its
-//! document id was derived from (see `document_ids`), not by the id: numbers grow, so a batch
-//! adds its rows at the end of `document_numbers` and dirties its last page or two, where
-//! random ids dirtied a page of the index per entry. Ids derived from distinct numbers are
-//! distinct (the derivation is a permutation), so no id is looked up before it is written; a
-//! number found in use already means a damaged file and abandons the batch.
+//! process are written as one row once there are enough of them (see `chunks`); the time index
+//! gets a row only for the first entry of each timestamp (see `reads`); and an entry is indexed
+//! by the number its document id was derived from (see `document_ids`), not by the id: numbers
+//! grow, so a batch adds its rows at the end of `document_numbers` and dirties its last page or
+//! two, where random ids dirtied a page of the index per entry. Ids derived from distinct
+//! numbers are distinct (the derivation is a permutation), so no id is looked up before it is
+//! written; a number found in use already means a damaged file and abandons the batch.
 //!
 //! Once the writer is busy, a batch also waits a little for requests that have not come yet:
 //! see `commit_delay`.

@@ -54,10 +54,12 @@ use super::{
     CreateOutcome, Entry, OwnerChange, Page, PageQuery, PreparedEntry, Process, ProcessInfo,
     ProcessStore, RewrapBatch, SavedView, StoreError,
 };
+use allocated_file::AllocatedFile;
 use document_ids::DocumentIds;
 use process_cache::ProcessCache;
 use writer::Writer;
 
+mod allocated_file;
 mod chunks;
 mod commit_delay;
 mod document_ids;
@@ -139,7 +141,8 @@ impl EmbeddedStore {
         path: impl AsRef<Path>,
         options: impl Into<EmbeddedOptions>,
     ) -> Result<Self, StoreError> {
-        Self::start(Database::create(path)?, options.into())
+        let database = redb::Builder::new().create_with_backend(AllocatedFile::open(path)?)?;
+        Self::start(database, options.into())
     }
 
     fn start(database: Database, options: EmbeddedOptions) -> Result<Self, StoreError> {

@@ -7,8 +7,8 @@
 //! new range once, when the file grows, allocates it then: later commits overwrite blocks that
 //! exist, and their `fdatasync` waits for the data alone. PostgreSQL zero-fills its WAL
 //! segments for the same reason. Measured (BENCHMARKS.md, "Eleventh session"): block
-//! allocations per second from about 1,000 to nearly none; at four connections 23% more
-//! receipts per second and 12.5% less server CPU per receipt.
+//! allocations per second from about 1,000 to nearly none; at four connections 12 to 23% more
+//! receipts per second.
 //!
 //! The price: the file's space is allocated when redb grows it, not when pages are used, and a
 //! grow writes its zeros before the commit that needed it. redb doubles a small file and grows a
@@ -59,12 +59,14 @@ impl StorageBackend for AllocatedFile {
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         let mut end = self.file.len()?;
-        if len <= end {
-            return self.file.set_len(len);
-        }
-        let zeros = vec![0; ZEROS];
+        // The length changes in one step, as with a plain `set_len`, and the zeros come after:
+        // redb rebuilds its layout from the file's length after a crash and refuses a length
+        // that no layout has, which a crash between steps of the zeros could leave. A crash
+        // during the zeros leaves only holes, as a sparse grow would.
+        self.file.set_len(len)?;
+        let zeros = vec![0; ZEROS.min(usize::try_from(len.saturating_sub(end)).unwrap_or(ZEROS))];
         while end < len {
-            let step = (len - end).min(ZEROS as u64) as usize;
+            let step = (len - end).min(zeros.len() as u64) as usize;
             self.file.write(end, &zeros[..step])?;
             end += step as u64;
         }

@@ -64,9 +64,12 @@ impl StorageBackend for AllocatedFile {
         // that no layout has, which a crash between steps of the zeros could leave. A crash
         // during the zeros leaves only holes, as a sparse grow would.
         self.file.set_len(len)?;
-        let zeros = vec![0; ZEROS.min(usize::try_from(len.saturating_sub(end)).unwrap_or(ZEROS))];
+        if len <= end {
+            return Ok(());
+        }
+        let zeros = vec![0; ZEROS];
         while end < len {
-            let step = (len - end).min(zeros.len() as u64) as usize;
+            let step = (len - end).min(ZEROS as u64) as usize;
             self.file.write(end, &zeros[..step])?;
             end += step as u64;
         }
